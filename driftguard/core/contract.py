@@ -1,0 +1,264 @@
+"""The ownership contract: what the reconciler stamps and the webhook trusts.
+
+Every object the reconciler applies carries
+
+* the label ``driftguard.io/managed: "true"`` — the webhook configurations select on it,
+  so unmanaged objects never reach the webhook;
+* annotations naming the owning Application, the source (repo, commit, author, commit
+  time, file path), the enforcement mode, and the *declared tree* — git's values for
+  every field the manifest sets, compact JSON (zlib+base64 when large), Secret data and
+  long strings only as SHA-256 digests.
+
+The webhook decides from the *old* object's stamp, which only the reconciler can have
+written (the webhook denies anyone else touching ``driftguard.io/`` keys, and denies a
+CREATE that carries them). Two further annotations are written by the mutating webhook:
+the drift mark (warn mode) and the break-glass grant.
+
+This module defines the keys and their encodings once; nothing else spells them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal, cast, get_args
+
+from driftguard.core import fields
+
+PREFIX: Final = "driftguard.io/"
+LABEL_MANAGED: Final = PREFIX + "managed"
+ANN_APPLICATION: Final = PREFIX + "application"
+ANN_REPO: Final = PREFIX + "repo"
+ANN_COMMIT: Final = PREFIX + "commit"
+ANN_AUTHOR: Final = PREFIX + "author"
+ANN_COMMITTED_AT: Final = PREFIX + "committed-at"
+ANN_PATH: Final = PREFIX + "path"
+ANN_ENFORCEMENT: Final = PREFIX + "enforcement"
+ANN_DECLARED: Final = PREFIX + "declared"
+ANN_DRIFT: Final = PREFIX + "drift"
+ANN_BREAK_GLASS: Final = PREFIX + "break-glass"
+ANN_BREAK_GLASS_GRANTED: Final = PREFIX + "break-glass-granted"
+
+FIELD_MANAGER: Final = "driftguard"
+COMPRESS_ABOVE: Final = 4096
+_COMPRESSED: Final = "z:"
+
+Enforcement = Literal["deny", "warn", "off"]
+ENFORCEMENTS: Final[tuple[str, ...]] = get_args(Enforcement)
+
+# Stamp annotations are written together by the reconciler and read together by the webhook.
+STAMP_ANNOTATIONS: Final = (
+    ANN_APPLICATION, ANN_REPO, ANN_COMMIT, ANN_AUTHOR, ANN_COMMITTED_AT, ANN_PATH, ANN_ENFORCEMENT, ANN_DECLARED,
+)
+
+
+class ContractError(ValueError):
+    """An object claims to be managed but its stamp cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where in git an object's declared state comes from."""
+
+    repo: str
+    commit: str
+    author: str
+    committed_at: str
+    path: str
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:7]
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """The ownership record carried by a managed object."""
+
+    application: str  # "<namespace>/<name>" of the Application
+    source: Source
+    enforcement: Enforcement
+    declared: dict[str, Any] = field(repr=False)
+    sensitive: bool = False  # declared values must never be rendered (Secrets)
+
+    def drift(self, obj: Mapping[str, Any]) -> list[fields.FieldDrift]:
+        """Declared fields whose value in ``obj`` is not git's."""
+        return fields.diff(self.declared, obj)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftMark:
+    """Written by the mutating webhook when a warn-mode edit changes declared fields."""
+
+    user: str
+    at: str
+    fields: tuple[str, ...]
+
+    def encode(self) -> str:
+        return json.dumps({"user": self.user, "at": self.at, "fields": list(self.fields)}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> DriftMark | None:
+        data = _json_object(text)
+        if data is None:
+            return None
+        return cls(str(data.get("user", "")), str(data.get("at", "")), tuple(map(str, data.get("fields", []))))
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlass:
+    """Written by the mutating webhook when an authorised user makes an emergency change.
+
+    The reconciler leaves the object alone while ``commit`` is still the object's
+    stamped commit and ``expires_at`` has not passed.
+    """
+
+    user: str
+    at: str
+    reason: str
+    commit: str
+    expires_at: str
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> BreakGlass | None:
+        data = _json_object(text)
+        if data is None:
+            return None
+        try:
+            return cls(**{k: str(data[k]) for k in ("user", "at", "reason", "commit", "expires_at")})
+        except KeyError:
+            return None
+
+
+# ---------------------------------------------------------------- writing (reconciler)
+
+def is_sensitive(manifest: Mapping[str, Any]) -> bool:
+    return manifest.get("kind") == "Secret" and manifest.get("apiVersion") == "v1"
+
+
+def normalize(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Rewrite what the API server would rewrite, so git and the cluster compare equal.
+
+    Secret ``stringData`` is folded into base64 ``data`` (the server never stores it).
+    """
+    out = dict(manifest)
+    if is_sensitive(out) and isinstance(out.get("stringData"), Mapping):
+        data = dict(out.get("data") or {})
+        for key, value in out.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        out["data"] = data
+    return out
+
+
+def stamp(manifest: Mapping[str, Any], *, application: str, source: Source, enforcement: Enforcement) -> dict[str, Any]:
+    """The object to apply: the normalised manifest plus the ownership stamp."""
+    obj = normalize(manifest)
+    declared = fields.compact(
+        fields.declared_tree(obj, own_prefix=PREFIX),
+        sensitive_roots=frozenset({"data"}) if is_sensitive(obj) else frozenset(),
+    )
+    metadata = dict(obj.get("metadata") or {})
+    labels = {k: v for k, v in (metadata.get("labels") or {}).items() if not k.startswith(PREFIX)}
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if not k.startswith(PREFIX)}
+    labels[LABEL_MANAGED] = "true"
+    annotations.update({
+        ANN_APPLICATION: application,
+        ANN_REPO: source.repo,
+        ANN_COMMIT: source.commit,
+        ANN_AUTHOR: source.author,
+        ANN_COMMITTED_AT: source.committed_at,
+        ANN_PATH: source.path,
+        ANN_ENFORCEMENT: enforcement,
+        ANN_DECLARED: encode_declared(declared),
+    })
+    metadata["labels"] = labels
+    metadata["annotations"] = annotations
+    obj["metadata"] = metadata
+    return obj
+
+
+def encode_declared(tree: Mapping[str, Any]) -> str:
+    text = fields.canonical_json(tree)
+    if len(text) <= COMPRESS_ABOVE:
+        return text
+    return _COMPRESSED + base64.b64encode(zlib.compress(text.encode(), 9)).decode()
+
+
+def decode_declared(text: str) -> dict[str, Any]:
+    try:
+        if text.startswith(_COMPRESSED):
+            text = zlib.decompress(base64.b64decode(text[len(_COMPRESSED):], validate=True)).decode()
+        value = json.loads(text)
+    except (ValueError, zlib.error, binascii.Error) as e:
+        raise ContractError(f"annotation {ANN_DECLARED} is not valid: {e}") from e
+    if not isinstance(value, dict):
+        raise ContractError(f"annotation {ANN_DECLARED} must hold a JSON object")
+    return value
+
+
+# ---------------------------------------------------------------- reading (webhook, reconciler)
+
+def labels_of(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
+    return cast(Mapping[str, str], ((obj or {}).get("metadata") or {}).get("labels") or {})
+
+
+def annotations_of(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
+    return cast(Mapping[str, str], ((obj or {}).get("metadata") or {}).get("annotations") or {})
+
+
+def is_managed(obj: Mapping[str, Any] | None) -> bool:
+    return labels_of(obj).get(LABEL_MANAGED) == "true"
+
+
+def read_stamp(obj: Mapping[str, Any] | None) -> Stamp | None:
+    """The object's stamp; None when unmanaged; ContractError when managed but unreadable."""
+    if not is_managed(obj):
+        return None
+    annotations = annotations_of(obj)
+    missing = [key for key in STAMP_ANNOTATIONS if key not in annotations]
+    if missing:
+        raise ContractError(f"managed object lacks annotation(s) {', '.join(missing)}")
+    enforcement = annotations[ANN_ENFORCEMENT]
+    if enforcement not in ENFORCEMENTS:
+        raise ContractError(f"annotation {ANN_ENFORCEMENT}={enforcement!r} is not one of {', '.join(ENFORCEMENTS)}")
+    return Stamp(
+        application=annotations[ANN_APPLICATION],
+        source=Source(
+            repo=annotations[ANN_REPO],
+            commit=annotations[ANN_COMMIT],
+            author=annotations[ANN_AUTHOR],
+            committed_at=annotations[ANN_COMMITTED_AT],
+            path=annotations[ANN_PATH],
+        ),
+        enforcement=cast(Enforcement, enforcement),
+        declared=decode_declared(annotations[ANN_DECLARED]),
+        sensitive=is_sensitive(obj or {}),
+    )
+
+
+def own_metadata(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    """Every ``driftguard.io/`` label and annotation, keyed ``label:<k>`` / ``annotation:<k>``."""
+    out = {f"label:{k}": v for k, v in labels_of(obj).items() if k.startswith(PREFIX)}
+    out.update({f"annotation:{k}": v for k, v in annotations_of(obj).items() if k.startswith(PREFIX)})
+    return out
+
+
+def changed_own_metadata(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """The driftguard label/annotation keys that differ between two versions of an object."""
+    before, after = own_metadata(old), own_metadata(new)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
