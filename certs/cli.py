@@ -1,0 +1,53 @@
+"""``driftguard certs``: generate the webhook's CA and serving certificate into a directory.
+
+Prints the paths it wrote, never key contents. An existing ``ca.crt``/``ca.key`` pair in the
+directory is reused, so re-running rotates the serving certificate without changing the CA (and
+therefore without changing the ``caBundle`` of the webhook configurations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from certs.authority import CertificateAuthority, service_dns_names
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``certs generate`` on the top-level ``driftguard`` parser."""
+    certs = subparsers.add_parser("certs", help="generate TLS material for the webhook")
+    actions = certs.add_subparsers(dest="certs_command", required=True)
+    generate = actions.add_parser("generate", help="write ca.crt, ca.key, tls.crt, tls.key into --dir")
+    generate.add_argument("--dir", type=Path, required=True, help="output directory")
+    generate.add_argument("--service", default="driftguard-webhook", help="Service name (DNS SANs)")
+    generate.add_argument("--namespace", default="driftguard-system", help="Service namespace")
+    generate.add_argument(
+        "--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)"
+    )
+    generate.add_argument("--days", type=int, default=365, help="serving certificate validity")
+    generate.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    ca, reused = _load_or_create_ca(directory)
+    serving = ca.issue_serving(
+        common_name=f"{args.service}.{args.namespace}.svc",
+        dns_names=service_dns_names(args.service, args.namespace),
+        ip_addresses=args.ip or ["127.0.0.1"],
+        validity=dt.timedelta(days=args.days),
+    )
+    serving.write(directory / "tls.crt", directory / "tls.key")
+    print(f"{'reused' if reused else 'wrote'} CA: {directory / 'ca.crt'} (key {directory / 'ca.key'})")
+    print(f"wrote serving certificate: {directory / 'tls.crt'} (key {directory / 'tls.key'})")
+    return 0
+
+
+def _load_or_create_ca(directory: Path) -> tuple[CertificateAuthority, bool]:
+    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        return CertificateAuthority.load(cert_path, key_path), True
+    ca = CertificateAuthority.generate()
+    ca.credential.write(cert_path, key_path)
+    return ca, False

@@ -1,0 +1,1 @@
+"""driftguard: all changes via git, enforced at the Kubernetes API server."""
