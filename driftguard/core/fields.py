@@ -137,9 +137,10 @@ def declared_tree(manifest: Mapping[str, Any], *, own_prefix: str = "driftguard.
         if key in IDENTITY_METADATA or key in SERVER_METADATA:
             continue
         if key in ("labels", "annotations") and isinstance(value, Mapping):
-            value = {k: v for k, v in value.items() if not k.startswith(own_prefix)}
-            if not value:
-                continue
+            theirs = {k: v for k, v in value.items() if not k.startswith(own_prefix)}
+            if theirs:
+                kept[key] = theirs
+            continue
         kept[key] = value
     if kept:
         tree["metadata"] = kept
@@ -264,7 +265,7 @@ def subset_equal(declared: object, actual: object) -> bool:
     """
     if declared is None:
         return actual is MISSING or actual is None
-    if declared == [] or declared == {}:
+    if declared in ([], {}):
         return _empty_matches(declared, actual)
     if actual is MISSING:
         return False

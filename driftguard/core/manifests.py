@@ -42,12 +42,15 @@ def parse_documents(text: str, path: str) -> list[Manifest]:
     """Every object in one (multi-document) YAML or JSON file."""
     out: list[Manifest] = []
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
-            if node is None:
-                continue
-            line = node.start_mark.line + 1
-            value = yaml.SafeLoader(yaml.serialize(node)).get_single_data()
-            out.extend(_objects(value, path, line))
+        loader = yaml.SafeLoader(text)
+        try:
+            while loader.check_node():
+                node = loader.get_node()
+                if node is None:
+                    continue
+                out.extend(_objects(loader.construct_document(node), path, node.start_mark.line + 1))
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise ManifestError(path, (mark.line + 1) if mark else 1, f"invalid YAML: {e.problem or e}") from e
