@@ -74,9 +74,7 @@ class CertificateAuthority:
         return self.credential.cert_pem
 
     @classmethod
-    def generate(
-        cls, common_name: str = "driftguard-ca", validity: dt.timedelta = CA_VALIDITY
-    ) -> CertificateAuthority:
+    def generate(cls, common_name: str = "driftguard-ca", validity: dt.timedelta = CA_VALIDITY) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         builder = (
@@ -107,9 +105,7 @@ class CertificateAuthority:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         return self._issue(subject, ExtendedKeyUsageOID.SERVER_AUTH, validity, sans)
 
-    def issue_client(
-        self, user: str, groups: Sequence[str] = (), validity: dt.timedelta = LEAF_VALIDITY
-    ) -> Credential:
+    def issue_client(self, user: str, groups: Sequence[str] = (), validity: dt.timedelta = LEAF_VALIDITY) -> Credential:
         """A TLS client certificate that kube-apiserver reads as user ``user`` in ``groups``."""
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
@@ -152,9 +148,7 @@ def service_dns_names(service: str, namespace: str) -> tuple[str, ...]:
 def generate_signing_key_pair(bits: int = 2048) -> SigningKeyPair:
     """An RSA key pair for kube-apiserver's ServiceAccount token issuer."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return SigningKeyPair(private_pem=_key_pem(key), public_pem=public)
 
 

@@ -22,9 +22,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     generate.add_argument("--dir", type=Path, required=True, help="output directory")
     generate.add_argument("--service", default="driftguard-webhook", help="Service name (DNS SANs)")
     generate.add_argument("--namespace", default="driftguard-system", help="Service namespace")
-    generate.add_argument(
-        "--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)"
-    )
+    generate.add_argument("--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)")
     generate.add_argument("--days", type=int, default=365, help="serving certificate validity")
     generate.set_defaults(func=run_generate)
 

@@ -192,6 +192,7 @@ class Kube:
                 header_params=header_params,
                 body=body,
                 auth_settings=["BearerToken"],
+                _return_http_data_only=True,
                 _preload_content=False,
                 _request_timeout=timeout,
             )
@@ -268,7 +269,5 @@ def _load_configuration(kubeconfig: str | PathLike[str] | None, context: str | N
     if kubeconfig is None:
         config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(
-            config_file=str(kubeconfig), context=context, client_configuration=configuration
-        )
+        config.load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=configuration)
     return configuration

@@ -1,0 +1,232 @@
+"""Finding (or building) a version-matched kube-apiserver, etcd and kubectl.
+
+Resolution order, first hit wins, and an explicit choice that is broken is an error rather than a
+silent fall-through:
+
+1. ``DRIFTGUARD_BIN_DIR`` — a directory holding ``kube-apiserver`` and ``etcd`` (``kubectl`` optional);
+2. ``KUBEBUILDER_ASSETS`` — the same layout controller-runtime's envtest uses;
+3. the cache ``${XDG_CACHE_HOME:-~/.cache}/driftguard/bin-v<KUBERNETES_VERSION>/``;
+4. a build from the Go modules under the repository's ``tools/`` (``GOTOOLCHAIN=local``,
+   ``CGO_ENABLED=0``) into that cache — minutes the first time, never again.
+
+Builds write to a temporary name and rename, so an interrupted build never leaves a half binary, and
+take a lock so two processes never build at once. This module never downloads binaries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+KUBERNETES_VERSION = "1.36.3"
+ETCD_VERSION = "3.6.8"  # what k8s.io/apiserver v0.36.3 pins; fixed by tools/etcd/go.mod
+REQUIRED = ("kube-apiserver", "etcd")
+PROGRESS_EVERY = 30.0
+
+
+class BinariesUnavailable(RuntimeError):
+    """No usable control-plane binaries, and no way to build them here."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    kube_apiserver: Path
+    etcd: Path
+    kubectl: Path | None
+    source: str
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str
+    module_dir: str
+    package: str
+    versioned: bool
+
+
+_TARGETS = (
+    _Target("kube-apiserver", "controlplane", "./kube-apiserver", versioned=True),
+    _Target("etcd", "etcd", "go.etcd.io/etcd/server/v3", versioned=False),
+    _Target("kubectl", "controlplane", "./kubectl", versioned=True),
+)
+
+
+def resolve_binaries(
+    *, build: bool = True, env: Mapping[str, str] | None = None, progress: TextIO | None = None
+) -> Binaries:
+    """Find the binaries, building them into the cache when allowed and needed."""
+    environ = os.environ if env is None else env
+    for variable in ("DRIFTGUARD_BIN_DIR", "KUBEBUILDER_ASSETS"):
+        if environ.get(variable):
+            return _from_directory(Path(environ[variable]), variable)
+    cache = cache_dir(environ)
+    complete = all(_is_executable(cache / name) for name in (*REQUIRED, "kubectl"))
+    if complete or (not build and all(_is_executable(cache / name) for name in REQUIRED)):
+        return _from_directory(cache, "cache")
+    if not build:
+        raise BinariesUnavailable(_missing_message(cache, "building was not allowed"))
+    return build_binaries(cache, env=environ, progress=progress or sys.stderr)
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if env is None else env
+    base = Path(environ.get("XDG_CACHE_HOME") or Path(environ.get("HOME", "~")).expanduser() / ".cache")
+    return base / "driftguard" / f"bin-v{KUBERNETES_VERSION}"
+
+
+def tools_dir() -> Path:
+    """The repository's Go tools modules, found from this package's location."""
+    return Path(__file__).resolve().parents[2] / "tools"
+
+
+def build_binaries(
+    destination: Path, *, env: Mapping[str, str] | None = None, progress: TextIO = sys.stderr
+) -> Binaries:
+    """Build every missing binary into ``destination`` from the repository's Go modules."""
+    environ = dict(os.environ if env is None else env)
+    go = shutil.which("go", path=environ.get("PATH"))
+    tools = tools_dir()
+    if go is None:
+        raise BinariesUnavailable(_missing_message(destination, "no `go` on PATH"))
+    if not (tools / "controlplane" / "go.mod").is_file():
+        raise BinariesUnavailable(_missing_message(destination, f"no Go tools modules at {tools}"))
+    destination.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(go, tools, destination, _go_env(environ), progress)
+    with _build_lock(destination):
+        for target in _TARGETS:
+            if not _is_executable(destination / target.name):
+                builder.build(target)
+    return _from_directory(destination, "built")
+
+
+@dataclass(frozen=True)
+class _Builder:
+    go: str
+    tools: Path
+    destination: Path
+    env: dict[str, str]
+    progress: TextIO
+
+    def build(self, target: _Target) -> None:
+        final = self.destination / target.name
+        partial = self.destination / f".{target.name}.{os.getpid()}.partial"
+        version = KUBERNETES_VERSION if target.versioned else ETCD_VERSION
+        argv = [self.go, "build", "-trimpath", "-ldflags", _ldflags(target), "-o", str(partial), target.package]
+        _say(self.progress, f"building {target.name} v{version} from Go modules (first time, takes several minutes)…")
+        started = time.monotonic()
+        try:
+            self._run(argv, self.tools / target.module_dir, target.name)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
+        _say(self.progress, f"built {target.name} in {_elapsed(started)} → {final}")
+
+    def _run(self, argv: list[str], cwd: Path, name: str) -> None:
+        started = time.monotonic()
+        log_path = self.destination / f"build-{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(argv, cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            try:
+                while process.poll() is None:
+                    try:
+                        process.wait(timeout=PROGRESS_EVERY)
+                    except subprocess.TimeoutExpired:
+                        _say(self.progress, f"  still building {name}… {_elapsed(started)} elapsed")
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+        if process.returncode != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-25:]
+            raise BinariesUnavailable(
+                f"building {name} failed (exit {process.returncode}; full log {log_path}):\n" + "\n".join(tail)
+            )
+
+
+def _ldflags(target: _Target) -> str:
+    flags = ["-s", "-w"]
+    if target.versioned:
+        major, minor, _ = KUBERNETES_VERSION.split(".")
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+            flags += [f"-X {package}.gitVersion=v{KUBERNETES_VERSION}"]
+            flags += [f"-X {package}.gitMajor={major}", f"-X {package}.gitMinor={minor}"]
+    return " ".join(flags)
+
+
+def _go_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {**env, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
+
+
+@contextmanager
+def _build_lock(destination: Path) -> Iterator[None]:
+    with (destination / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _from_directory(directory: Path, source: str) -> Binaries:
+    missing = [name for name in REQUIRED if not _is_executable(directory / name)]
+    if missing:
+        raise BinariesUnavailable(
+            f"{source}={directory}: missing executable {', '.join(missing)} "
+            "(expected kube-apiserver and etcd, optionally kubectl)"
+        )
+    kubectl = directory / "kubectl"
+    return Binaries(
+        kube_apiserver=directory / "kube-apiserver",
+        etcd=directory / "etcd",
+        kubectl=kubectl if _is_executable(kubectl) else None,
+        source=source,
+    )
+
+
+def _missing_message(cache: Path, why: str) -> str:
+    return (
+        f"no kube-apiserver/etcd binaries found ({why}). Either install Go ≥ 1.26 "
+        f"(https://go.dev/dl/) and run from a driftguard checkout so they are built into {cache}, "
+        "or point DRIFTGUARD_BIN_DIR (or KUBEBUILDER_ASSETS) at a directory holding "
+        f"kube-apiserver v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION} (kubectl optional)."
+    )
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _say(progress: TextIO, line: str) -> None:
+    print(line, file=progress, flush=True)
+
+
+def main() -> int:
+    """``python -m driftguard.controlplane.binaries``: resolve (build if needed) and print the paths."""
+    try:
+        binaries = resolve_binaries()
+    except BinariesUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"kube-apiserver: {binaries.kube_apiserver}")
+    print(f"etcd:           {binaries.etcd}")
+    print(f"kubectl:        {binaries.kubectl or '(not available)'}")
+    print(f"source:         {binaries.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
