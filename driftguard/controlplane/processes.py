@@ -171,7 +171,8 @@ def wait_ready(process: ManagedProcess, timeout: float, interval: float = 0.1) -
 def stop(process: ManagedProcess, grace: float = 10.0) -> bool:
     """SIGTERM the process group, SIGKILL after ``grace`` seconds; True if it was running."""
     if not is_running(process):
-        _reap(process.pid)
+        if not _pid_alive(process.pid):
+            _reap(process.pid)
         return False
     send = _group_signaller(process.pid)
     send(signal.SIGTERM)
@@ -236,20 +237,24 @@ def _ssl_context(ready: Readiness) -> ssl.SSLContext | None:
 
 def _wait_gone(process: ManagedProcess, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(process.pid)
-        if not is_running(process):
-            return True
+    while is_running(process):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return not is_running(process)
+    _reap(process.pid)
+    return True
 
 
 def _reap(pid: int) -> None:
-    child = _children.pop(pid, None)
+    """Collect the exit status of a child of ours that is gone (or a zombie), so it leaves no trace."""
+    child = _children.get(pid)
     if child is None:
         return
-    if child.poll() is None:
-        _children[pid] = child
+    try:
+        child.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return
+    del _children[pid]
 
 
 def _group_signaller(pid: int) -> Callable[[signal.Signals], None]:
