@@ -1,0 +1,126 @@
+"""What a denied or warned user reads, in kubectl, verbatim.
+
+Every message names the object, every offending field with git's value and the requested one, where
+git declares it (file, short commit, author) and the repository to change instead. Values come from
+``FieldDrift.to_dict`` so Secret data is ``<redacted>`` and long values are digests. Admission
+warnings are cut to 256 characters, the most the API server promises to pass on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from driftguard.core.contract import Source, Stamp
+from driftguard.core.fields import MISSING, FieldDrift
+from driftguard.core.objects import ObjectRef
+
+WARNING_LIMIT: Final = 256
+
+
+def where(source: Source) -> str:
+    return f"at {source.path}, commit {source.short_commit} by {source.author}"
+
+
+def field_denial(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) -> str:
+    """``spec.replicas of Deployment p/x is declared in git (3) at …; this request sets 9. Change it in git: …``"""
+    source = stamp.source
+    if len(changes) == 1:
+        change = changes[0]
+        shown = change.to_dict(sensitive=stamp.sensitive)
+        return (
+            f"{shown['field']} of {ref} is declared in git ({shown['declared']}) {where(source)}; "
+            f"{_request_does(change, shown['requested'])}. Change it in git: {source.repo}"
+        )
+    listed = "; ".join(_field_pair(c, stamp) for c in changes)
+    return (
+        f"{ref} is declared in git {where(source)}; this request changes {len(changes)} declared fields: "
+        f"{listed}. Change them in git: {source.repo}"
+    )
+
+
+def field_warnings(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) -> list[str]:
+    texts = []
+    for change in changes:
+        shown = change.to_dict(sensitive=stamp.sensitive)
+        texts.append(
+            f"{shown['field']} of {ref} is declared in git ({shown['declared']}); "
+            f"{_request_does(change, shown['requested'])}"
+        )
+    texts.append(
+        f"driftguard warn mode: admitted and recorded as drift; git declares it {where(stamp.source)}; "
+        f"the reconciler restores git's value. Change it in git: {stamp.source.repo}"
+    )
+    return [_cut(t) for t in texts]
+
+
+def delete_denial(ref: ObjectRef, stamp: Stamp) -> str:
+    return (
+        f"{ref} is managed by driftguard (Application {stamp.application}) and declared in git "
+        f"{where(stamp.source)}; deleting it here is denied. Remove it from git: {stamp.source.repo}"
+    )
+
+
+def delete_warning(ref: ObjectRef, stamp: Stamp) -> str:
+    return _cut(
+        f"driftguard warn mode: {ref} is declared in git {where(stamp.source)}; deletion recorded, "
+        f"the reconciler recreates it. Remove it from git: {stamp.source.repo}"
+    )
+
+
+def tampering(ref: ObjectRef, keys: Sequence[str], stamp: Stamp) -> str:
+    return (
+        f"{ref}: driftguard.io/ labels and annotations are written only by driftguard; this request "
+        f"changes {_keys(keys)}. Change the object in git: {stamp.source.repo}"
+    )
+
+
+def forged(ref: ObjectRef, keys: Sequence[str]) -> str:
+    return (
+        f"{ref}: forged ownership: only driftguard's reconciler may put driftguard.io/ labels or "
+        f"annotations on an object; this request sets {_keys(keys)}"
+    )
+
+
+def break_glass_refused(user: str, groups: Sequence[str]) -> str:
+    if not groups:
+        return "break-glass is disabled on this cluster (no break-glass group configured)"
+    return f"break-glass requires membership in group {' or '.join(groups)}; {user} is not a member"
+
+
+def break_glass_granted(ref: ObjectRef, user: str, reason: str, expires_at: str) -> str:
+    return _cut(
+        f"driftguard break-glass: {ref} changed by {user} ({reason}); recorded; the reconciler leaves it "
+        f"alone until git changes it or {expires_at}"
+    )
+
+
+def unreadable_stamp(ref: ObjectRef, error: Exception) -> str:
+    return (
+        f"{ref} is labelled driftguard.io/managed=true but its driftguard stamp is unreadable ({error}); "
+        f"refusing changes until the reconciler re-applies it"
+    )
+
+
+def unreadable_parent(ref: ObjectRef, error: str) -> str:
+    return (
+        f"{ref}: cannot read it to check whether git declares its replicas ({error}); "
+        f"the scale request is refused (fail closed), retry in a moment"
+    )
+
+
+def _field_pair(change: FieldDrift, stamp: Stamp) -> str:
+    shown = change.to_dict(sensitive=stamp.sensitive)
+    return f"{shown['field']} (git: {shown['declared']}, requested: {shown['requested']})"
+
+
+def _request_does(change: FieldDrift, requested: str) -> str:
+    return "this request removes it" if change.actual is MISSING else f"this request sets {requested}"
+
+
+def _keys(keys: Sequence[str]) -> str:
+    return ", ".join(key.replace(":", " ", 1) for key in keys)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= WARNING_LIMIT else text[: WARNING_LIMIT - 3] + "..."

@@ -1,0 +1,420 @@
+"""The admission decision: an AdmissionReview request and settings in, a ``Verdict`` out. No I/O.
+
+Rules, in the order they apply:
+
+1. The reconciler and allow-listed controllers pass everything; ``CONNECT`` and subresources other
+   than ``scale`` are not intercepted.
+2. Trust only the *old* object's stamp. A CREATE, or an edit of an unmanaged object, that carries any
+   ``driftguard.io/`` key is forged ownership. A managed object whose stamp is unreadable is frozen.
+3. Enforcement ``off`` admits everything and records nothing.
+4. Changing driftguard's own labels/annotations is tampering, denied in every mode — except exactly
+   the annotations the mutating webhook writes when the request qualifies for them: the drift mark
+   (warn mode) and the break-glass grant (a break-glass group member who set a reason).
+5. A request that changes a declared field away from git's value is denied (``deny``) or admitted
+   with warnings (``warn``); a break-glass member's is admitted and recorded as break-glass. Fields
+   the request does not change are never held against it, even when the object has already drifted.
+6. DELETE of a managed object is a change of every declared field, unless deletion already began.
+
+``validate`` decides; ``mutate`` only computes the annotation patch, so both see the same rules.
+A scale request is judged as an UPDATE of its parent's ``spec.replicas``; the HTTP layer reads the
+parent (``needs_parent``) and passes it in as ``Parent``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Final, Literal
+
+from driftguard.core import contract, fields
+from driftguard.core.contract import BreakGlass, ContractError, DriftMark, Stamp
+from driftguard.core.objects import ObjectRef
+from webhook import messages
+from webhook.records import AuditRecord, Decision, format_time, parse_time
+from webhook.reviews import KubeObject, PatchOp, Request
+from webhook.settings import Settings
+
+Outcome = Literal["allow", "deny", "warn", "break-glass"]
+CLOCK_SKEW: Final = dt.timedelta(minutes=5)
+_DRIFT_KEY: Final = "annotation:" + contract.ANN_DRIFT
+_REASON_KEY: Final = "annotation:" + contract.ANN_BREAK_GLASS
+_GRANT_KEY: Final = "annotation:" + contract.ANN_BREAK_GLASS_GRANTED
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    patch: tuple[PatchOp, ...] = ()
+    record: AuditRecord | None = field(default=None, repr=False)
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome != "deny"
+
+
+ALLOW: Final = Verdict("allow")
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """The object behind a scale request: ``obj`` None when it does not exist, ``error`` when unread."""
+
+    obj: KubeObject | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """One request on one managed object, with everything the rules look at computed once."""
+
+    request: Request
+    ref: ObjectRef
+    stamp: Stamp
+    old: Mapping[str, Any]
+    new: Mapping[str, Any] | None
+    now: dt.datetime
+    member: bool  # the user is in a break-glass group
+
+    @property
+    def user(self) -> str:
+        return _user(self.request)
+
+    @cached_property
+    def changes(self) -> list[fields.FieldDrift]:
+        """Declared fields this request moves away from git (unchanged drift is not its doing)."""
+        if self.new is None:
+            return []
+        return [d for d in self.stamp.drift(self.new) if not _same(fields.lookup(self.old, d.path), d.actual)]
+
+    @cached_property
+    def drifted(self) -> tuple[str, ...]:
+        """Every declared field not at git's value after this request (what the drift mark lists)."""
+        return tuple(d.path_text for d in self.stamp.drift(self.new or {}))
+
+    @cached_property
+    def reason(self) -> str:
+        return contract.annotations_of(self.new).get(contract.ANN_BREAK_GLASS, "").strip()
+
+    @cached_property
+    def own_changes(self) -> list[str]:
+        return contract.changed_own_metadata(self.old, self.new)
+
+    @cached_property
+    def grant_due(self) -> bool:
+        """A break-glass member set a reason and this request uses it."""
+        return self.member and bool(self.reason) and (bool(self.changes) or _REASON_KEY in self.own_changes)
+
+
+# ---------------------------------------------------------------- entry points
+
+def needs_parent(request: Request, settings: Settings) -> bool:
+    """Whether ``validate`` needs the parent object read (scale requests from untrusted users)."""
+    return (
+        request.get("subResource") == "scale"
+        and request["operation"] == "UPDATE"
+        and not settings.trusts(_user(request))
+    )
+
+
+def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None) -> Verdict:
+    if settings.trusts(_user(request)) or request["operation"] == "CONNECT":
+        return ALLOW
+    subresource = request.get("subResource", "")
+    if subresource == "scale":
+        return _validate_scale(request, settings, now, parent)
+    if subresource:
+        return ALLOW
+    if request["operation"] == "CREATE":
+        return _validate_unmanaged(request, None, request.get("object"), now)
+    old = request.get("oldObject") or {}
+    try:
+        stamp = contract.read_stamp(old)
+    except ContractError as e:
+        ref = _ref(request, old)
+        return _deny(request, ref, old, None, messages.unreadable_stamp(ref, e), now)
+    if stamp is None:
+        return _validate_unmanaged(request, old, request.get("object"), now)
+    if stamp.enforcement == "off":
+        return ALLOW
+    edit = _edit(request, settings, stamp, old, request.get("object"), now)
+    if request["operation"] == "DELETE":
+        return _validate_delete(edit)
+    return _validate_update(edit, settings)
+
+
+def mutate(request: Request, settings: Settings, now: dt.datetime) -> Verdict:
+    """The annotations the validating webhook will accept: the break-glass grant or the drift mark."""
+    if settings.trusts(_user(request)) or request["operation"] != "UPDATE" or request.get("subResource"):
+        return ALLOW
+    old, new = request.get("oldObject") or {}, request.get("object")
+    try:
+        stamp = contract.read_stamp(old)
+    except ContractError:
+        return ALLOW  # validate denies it
+    if stamp is None or stamp.enforcement == "off" or new is None:
+        return ALLOW
+    edit = _edit(request, settings, stamp, old, new, now)
+    changes = edit.changes
+    if edit.grant_due:
+        grant = _grant(edit, settings)
+        return Verdict("allow", patch=(_annotate(new, contract.ANN_BREAK_GLASS_GRANTED, grant.encode()),))
+    if stamp.enforcement == "warn" and changes:
+        mark = DriftMark(edit.user, format_time(now), edit.drifted)
+        return Verdict("allow", patch=(_annotate(new, contract.ANN_DRIFT, mark.encode()),))
+    return ALLOW
+
+
+# ---------------------------------------------------------------- rules
+
+def _validate_unmanaged(
+    request: Request, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, now: dt.datetime
+) -> Verdict:
+    """CREATE, or UPDATE/DELETE of an object the reconciler never stamped."""
+    added = contract.own_metadata(new)
+    keys = [key for key in contract.changed_own_metadata(old, new) if key in added]
+    if not keys:
+        return ALLOW
+    ref = _ref(request, new or old or {})
+    return _deny(request, ref, old or {}, None, messages.forged(ref, keys), now)
+
+
+def _validate_delete(edit: _Edit) -> Verdict:
+    if (edit.old.get("metadata") or {}).get("deletionTimestamp"):
+        return ALLOW
+    standing = _standing_grant(edit)
+    if standing is not None:
+        return _break_glass(edit, [], standing.reason, standing.expires_at)
+    if edit.stamp.enforcement == "warn":
+        return _admit(edit, "warn", [], (messages.delete_warning(edit.ref, edit.stamp),))
+    return _deny(edit.request, edit.ref, edit.old, edit.stamp, messages.delete_denial(edit.ref, edit.stamp), edit.now)
+
+
+def _validate_update(edit: _Edit, settings: Settings) -> Verdict:
+    changes = edit.changes
+    grant_due = edit.grant_due
+    tampered = [key for key in edit.own_changes if not _permitted(key, edit)]
+    if tampered:
+        text = messages.tampering(edit.ref, tampered, edit.stamp)
+        if _REASON_KEY in tampered and not edit.member:
+            text += ". " + messages.break_glass_refused(edit.user, settings.break_glass_groups)
+        if changes:
+            text += ". Also: " + messages.field_denial(edit.ref, edit.stamp, changes)
+        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, changes)
+    if grant_due:
+        expires = format_time(edit.now + dt.timedelta(seconds=settings.break_glass_ttl))
+        return _break_glass(edit, changes, edit.reason, expires)
+    if not changes:
+        return ALLOW
+    if edit.stamp.enforcement == "warn":
+        return _admit(edit, "warn", changes, messages.field_warnings(edit.ref, edit.stamp, changes))
+    text = messages.field_denial(edit.ref, edit.stamp, changes)
+    return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, changes)
+
+
+def _validate_scale(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
+    if request["operation"] != "UPDATE":
+        return ALLOW
+    if parent is None or parent.error:
+        ref = _parent_ref(request)
+        error = parent.error if parent is not None else "parent object was not read"
+        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, error), now)
+    if parent.obj is None:
+        return ALLOW
+    try:
+        stamp = contract.read_stamp(parent.obj)
+    except ContractError as e:
+        ref = _ref(request, parent.obj)
+        return _deny(request, ref, parent.obj, None, messages.unreadable_stamp(ref, e), now)
+    if stamp is None or stamp.enforcement == "off":
+        return ALLOW
+    scaled = copy.deepcopy(parent.obj)
+    replicas = ((request.get("object") or {}).get("spec") or {}).get("replicas", fields.MISSING)
+    spec = scaled.setdefault("spec", {})
+    if replicas is fields.MISSING:
+        spec.pop("replicas", None)
+    else:
+        spec["replicas"] = replicas
+    edit = _edit(request, settings, stamp, parent.obj, scaled, now)
+    changes = edit.changes
+    standing = _standing_grant(edit) if changes else None
+    if standing is not None:
+        return _break_glass(edit, changes, standing.reason, standing.expires_at)
+    if not changes:
+        return ALLOW
+    if stamp.enforcement == "warn":
+        return _admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes))
+    return _deny(request, edit.ref, parent.obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes)
+
+
+# ---------------------------------------------------------------- own annotations the request may set
+
+def _permitted(key: str, edit: _Edit) -> bool:
+    value = contract.annotations_of(edit.new).get(key.removeprefix("annotation:"))
+    if edit.grant_due:
+        return key == _REASON_KEY or (key == _GRANT_KEY and _valid_grant(value, edit))
+    if edit.member and not edit.reason and key in (_REASON_KEY, _GRANT_KEY):
+        return value is None  # a member ends break-glass by removing the reason (and the grant)
+    if key == _DRIFT_KEY and edit.stamp.enforcement == "warn" and edit.changes:
+        return _valid_mark(value, edit)
+    return False
+
+
+def _valid_grant(value: str | None, edit: _Edit) -> bool:
+    grant = BreakGlass.decode(value) if value is not None else None
+    if grant is None or grant.user != edit.user or grant.reason != edit.reason:
+        return False
+    if grant.commit != edit.stamp.source.commit:
+        return False
+    return _recent(grant.at, edit.now) and _time_or_none(grant.expires_at) is not None
+
+
+def _valid_mark(value: str | None, edit: _Edit) -> bool:
+    mark = DriftMark.decode(value) if value is not None else None
+    return mark is not None and mark.user == edit.user and mark.fields == edit.drifted and _recent(mark.at, edit.now)
+
+
+def _standing_grant(edit: _Edit) -> BreakGlass | None:
+    """A still-valid grant to this member on the old object (scale and DELETE carry no annotations)."""
+    if not edit.member:
+        return None
+    text = contract.annotations_of(edit.old).get(contract.ANN_BREAK_GLASS_GRANTED)
+    grant = BreakGlass.decode(text) if text is not None else None
+    if grant is None or grant.user != edit.user or grant.commit != edit.stamp.source.commit:
+        return None
+    expires = _time_or_none(grant.expires_at)
+    return grant if expires is not None and expires > edit.now else None
+
+
+def _grant(edit: _Edit, settings: Settings) -> BreakGlass:
+    expires = edit.now + dt.timedelta(seconds=settings.break_glass_ttl)
+    return BreakGlass(edit.user, format_time(edit.now), edit.reason, edit.stamp.source.commit, format_time(expires))
+
+
+# ---------------------------------------------------------------- verdicts
+
+def _deny(  # noqa: PLR0917 - every argument is a different fact of the record
+    request: Request,
+    ref: ObjectRef,
+    obj: Mapping[str, Any],
+    stamp: Stamp | None,
+    message: str,
+    now: dt.datetime,
+    changes: Sequence[fields.FieldDrift] = (),
+) -> Verdict:
+    return Verdict("deny", message, record=_record(request, ref, obj, stamp, "deny", message, changes, now))
+
+
+def _admit(edit: _Edit, decision: Decision, changes: Sequence[fields.FieldDrift], warnings: Sequence[str]) -> Verdict:
+    reason = " ".join(warnings)
+    record = _record(edit.request, edit.ref, edit.old, edit.stamp, decision, reason, changes, edit.now)
+    return Verdict("warn" if decision == "warn" else "break-glass", warnings=tuple(warnings), record=record)
+
+
+def _break_glass(edit: _Edit, changes: Sequence[fields.FieldDrift], reason: str, expires_at: str) -> Verdict:
+    text = messages.break_glass_granted(edit.ref, edit.user, reason, expires_at)
+    return _admit(edit, "break-glass", changes, (text,))
+
+
+def _record(  # noqa: PLR0917
+    request: Request,
+    ref: ObjectRef,
+    obj: Mapping[str, Any],
+    stamp: Stamp | None,
+    decision: Decision,
+    reason: str,
+    changes: Sequence[fields.FieldDrift],
+    now: dt.datetime,
+) -> AuditRecord:
+    user = request["userInfo"]
+    metadata = obj.get("metadata") or {}
+    source = stamp.source if stamp is not None else None
+    return AuditRecord(
+        time=format_time(now),
+        uid=request["uid"],
+        user=user.get("username", ""),
+        groups=tuple(user.get("groups", ())),
+        operation=request["operation"],
+        subresource=request.get("subResource", ""),
+        object=str(ref),
+        api_version=str(obj.get("apiVersion") or _api_version(request)),
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        object_uid=str(metadata.get("uid") or ""),
+        application=stamp.application if stamp is not None else "",
+        decision=decision,
+        reason=reason,
+        fields=tuple(c.to_dict(sensitive=stamp.sensitive if stamp else True) for c in changes),
+        dry_run=bool(request.get("dryRun", False)),
+        repo=source.repo if source else "",
+        commit=source.commit if source else "",
+        path=source.path if source else "",
+    )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _edit(  # noqa: PLR0917
+    request: Request,
+    settings: Settings,
+    stamp: Stamp,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any] | None,
+    now: dt.datetime,
+) -> _Edit:
+    groups = request["userInfo"].get("groups", [])
+    member = any(group in settings.break_glass_groups for group in groups)
+    return _Edit(request, _ref(request, old), stamp, old, new, now, member)
+
+
+def _user(request: Request) -> str:
+    return request["userInfo"].get("username", "")
+
+
+def _ref(request: Request, obj: Mapping[str, Any]) -> ObjectRef:
+    ref = ObjectRef.of(obj, default_namespace=request.get("namespace", ""))
+    if not ref.kind or not ref.name:
+        kind = request["kind"]
+        return ObjectRef(kind["group"], kind["kind"], request.get("namespace", ""), request.get("name", ""))
+    return ref
+
+
+def _parent_ref(request: Request) -> ObjectRef:
+    resource = request["resource"]
+    return ObjectRef(resource["group"], resource["resource"], request.get("namespace", ""), request.get("name", ""))
+
+
+def _api_version(request: Request) -> str:
+    kind = request["kind"]
+    return f"{kind['group']}/{kind['version']}" if kind["group"] else kind["version"]
+
+
+def _annotate(obj: Mapping[str, Any], key: str, value: str) -> PatchOp:
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if not isinstance(annotations, Mapping):
+        return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
+    return {"op": "add", "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), "value": value}
+
+
+def _same(before: object, after: object) -> bool:
+    if before is fields.MISSING or after is fields.MISSING:
+        return before is after
+    return fields.canonical_json(before) == fields.canonical_json(after)
+
+
+def _recent(text: str, now: dt.datetime) -> bool:
+    moment = _time_or_none(text)
+    return moment is not None and abs(moment - now) <= CLOCK_SKEW
+
+
+def _time_or_none(text: str) -> dt.datetime | None:
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None

@@ -1,0 +1,85 @@
+"""The audit record: one per deny, warn or break-glass decision.
+
+A plain value with a stable JSON shape, shared by the policy (which builds it), the sinks (which
+write it) and ``driftguard audit`` (which reads it back). It never holds Secret values: the policy
+renders fields with the stamp's ``sensitive`` flag before a record exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal, cast, get_args
+
+Decision = Literal["deny", "warn", "break-glass"]
+DECISIONS: Final[tuple[str, ...]] = get_args(Decision)
+_TEXT_FIELDS: Final = (
+    "time", "uid", "user", "operation", "subresource", "object", "api_version", "kind", "namespace",
+    "name", "object_uid", "application", "reason", "repo", "commit", "path",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    time: str  # RFC 3339, UTC
+    uid: str  # the admission request's uid
+    user: str
+    groups: tuple[str, ...]
+    operation: str
+    subresource: str
+    object: str  # "Deployment production/my-service"
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    object_uid: str  # "" when the object does not exist yet (CREATE)
+    application: str
+    decision: Decision
+    reason: str  # the message the client saw
+    fields: tuple[Mapping[str, str], ...]  # {field, declared, requested}, already redacted
+    dry_run: bool
+    repo: str = ""
+    commit: str = ""
+    path: str = ""
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        return parse_time(self.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["groups"] = list(self.groups)
+        data["fields"] = [dict(f) for f in self.fields]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """Read a record back; ValueError when ``data`` is not one."""
+        if data.get("decision") not in DECISIONS:
+            raise ValueError(f"not an audit record: decision {data.get('decision')!r}")
+        texts = {key: str(data.get(key) or "") for key in _TEXT_FIELDS}
+        parse_time(texts["time"])
+        raw_fields = data.get("fields") or []
+        if not isinstance(raw_fields, list) or not all(isinstance(f, Mapping) for f in raw_fields):
+            raise ValueError("not an audit record: fields must be a list of objects")
+        return cls(
+            **texts,
+            groups=tuple(str(g) for g in data.get("groups") or ()),
+            decision=cast(Decision, data["decision"]),
+            fields=tuple({str(k): str(v) for k, v in f.items()} for f in raw_fields),
+            dry_run=bool(data.get("dry_run")),
+        )
+
+
+def format_time(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, to the second (what Kubernetes writes)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An aware datetime from RFC 3339 (``Z`` or an offset); ValueError otherwise."""
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"time {text!r} has no timezone")
+    return moment
