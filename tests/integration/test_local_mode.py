@@ -1,0 +1,100 @@
+"""`driftguard local up/down` as a user runs it: a separate process that returns, then cleans up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftguard.kube import Kube
+
+pytestmark = pytest.mark.integration
+
+
+def driftguard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftguard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's exit status may wait for a non-reaping init)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def processes_mentioning(directory: Path) -> list[int]:
+    """Live processes whose command line mentions ``directory`` (leftovers, whoever started them)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(directory).encode() in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def local_dir(tmp_path: Path) -> Path:
+    if os.environ.get("DRIFTGUARD_TEST_KUBECONFIG"):
+        pytest.skip("local mode starts its own control plane; not exercised against an external cluster")
+    directory = tmp_path / "local"
+    yield directory
+    if (directory / "state.json").exists():
+        driftguard("local", "down", "--dir", str(directory))  # never leave a cluster behind a failed test
+    shutil.rmtree(directory / "etcd", ignore_errors=True)
+
+
+def test_local_up_down_round_trip_leaves_no_process_behind(local_dir: Path) -> None:
+    up = driftguard("local", "up", "--dir", str(local_dir))
+    assert up.returncode == 0, up.stderr
+    assert f"export KUBECONFIG={local_dir / 'laptop.kubeconfig'}" in up.stdout
+    assert "ready" in up.stderr
+
+    state = json.loads((local_dir / "state.json").read_text())
+    pids = {p["name"]: p["pid"] for p in state["processes"]}
+    assert sorted(pids) == ["etcd", "kube-apiserver"]
+    assert all(alive(pid) for pid in pids.values()), "up returned but its processes are not running"
+
+    with Kube(local_dir / "laptop.kubeconfig") as laptop:  # usable after the CLI exited
+        review = laptop.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+    assert review["status"]["userInfo"]["username"] == "laptop"
+
+    again = driftguard("local", "up", "--dir", str(local_dir))
+    assert again.returncode == 0 and "already up" in again.stderr
+    assert {p["name"]: p["pid"] for p in json.loads((local_dir / "state.json").read_text())["processes"]} == pids
+
+    down = driftguard("local", "down", "--dir", str(local_dir))
+    assert down.returncode == 0, down.stderr
+    assert f"stopped kube-apiserver (pid {pids['kube-apiserver']})" in down.stderr
+    assert [pid for pid in pids.values() if alive(pid)] == []
+    assert processes_mentioning(local_dir) == []
+
+    twice = driftguard("local", "down", "--dir", str(local_dir))
+    assert twice.returncode == 0 and "nothing running" in twice.stderr
+
+
+def test_local_down_on_a_directory_never_started_is_a_no_op(local_dir: Path) -> None:
+    down = driftguard("local", "down", "--dir", str(local_dir))
+    assert down.returncode == 0
+    assert "nothing running" in down.stderr
