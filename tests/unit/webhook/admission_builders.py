@@ -147,3 +147,16 @@ def scale_review(replicas: int | None, *, old_replicas: int = 3, user: str = LAP
 
 
 RECONCILER = RECONCILER_USER
+
+
+def apply_patch(obj: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """Apply the ``add`` operations a mutating webhook returns (all driftguard ever emits)."""
+    out = copy.deepcopy(obj)
+    for op in patch:
+        assert op["op"] == "add", op
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target = out
+        for key in parents:
+            target = target[key]
+        target[last] = op["value"]
+    return out
