@@ -132,11 +132,17 @@ def _check_request(request: Mapping[str, Any]) -> None:
     for key in ("object", "oldObject", "options"):
         if not isinstance(request.get(key), dict | None):
             raise BadReview(f"request {uid}: {key} is not an object")
+    for key in _REQUIRED_OBJECTS.get(request["operation"], ()):
+        if request.get(key) is None:
+            raise BadReview(f"request {uid}: {request['operation']} without {key}")
     for key in ("name", "namespace", "subResource"):
         if not isinstance(request.get(key, ""), str):
             raise BadReview(f"request {uid}: {key} is not a string")
     if not isinstance(request.get("dryRun", False), bool):
         raise BadReview(f"request {uid}: dryRun is not a boolean")
+
+
+_REQUIRED_OBJECTS: Final = {"CREATE": ("object",), "UPDATE": ("object", "oldObject"), "DELETE": ("oldObject",)}
 
 
 def _require_strings(request: Mapping[str, Any], key: str, names: tuple[str, ...], uid: str) -> None:

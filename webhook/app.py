@@ -1,0 +1,169 @@
+"""The Flask app factory: the HTTP edge around the pure policy. Flask is imported nowhere else.
+
+Two error channels, mapped here and only here (kopf / controller-runtime style):
+
+* a broken *webhook request* — wrong content type, a body over ``--max-body-bytes``, not JSON, not an
+  ``admission.k8s.io/v1`` AdmissionReview, no request uid — is answered HTTP 400 with a plain message,
+  so the API server applies the webhook's failurePolicy (Fail);
+* a failure *while deciding* — an exception in the policy — is answered 200 with ``allowed: false``,
+  code 500, and logged with the request uid (fail closed).
+
+Every answer echoes the request's uid, apiVersion and kind. Recording an audit record happens after
+the decision and cannot change it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from flask import Flask, Response, request
+
+from webhook import policy, reviews
+from webhook.audit import Recorder
+from webhook.kubeio import ClusterAccess, no_cluster_parent
+from webhook.logs import CTX
+from webhook.metrics import Metrics
+from webhook.settings import Settings
+
+log = logging.getLogger(__name__)
+Kind = Literal["validate", "mutate"]
+JSON: Final = "application/json"
+EXTENSION: Final = "driftguard"
+
+
+@dataclass
+class Webhook:
+    """What the routes share; reachable in tests as ``app.extensions["driftguard"]``."""
+
+    settings: Settings
+    metrics: Metrics
+    recorder: Recorder
+    cluster: ClusterAccess | None
+    clock: Callable[[], dt.datetime]
+
+    def answer(self, kind: Kind, body: bytes, content_type: str) -> Response:
+        started = time.perf_counter()
+        try:
+            review = _accept(body, content_type, self.settings.max_body_bytes)
+        except reviews.BadReview as error:
+            self.metrics.decisions.labels(kind, "bad-request").inc()
+            log.warning("rejected webhook request", extra={CTX: {"webhook": kind, "error": str(error)}})
+            return Response(f"{error}\n", status=400, mimetype="text/plain")
+        answer, result = self._decide(kind, review)
+        elapsed = time.perf_counter() - started
+        self.metrics.decisions.labels(kind, result).inc()
+        self.metrics.latency.labels(kind).observe(elapsed)
+        level = logging.DEBUG if result == "allow" else logging.INFO
+        log.log(level, "admission", extra={CTX: {**_context(review["request"]), "webhook": kind, "result": result,
+                                                 "ms": round(elapsed * 1000, 3)}})
+        return Response(json.dumps(answer, separators=(",", ":")), status=200, mimetype=JSON)
+
+    def _decide(self, kind: Kind, review: reviews.Review) -> tuple[reviews.ReviewResponse, str]:
+        admission = review["request"]
+        try:
+            if kind == "mutate":
+                verdict = policy.mutate(admission, self.settings, self.clock())
+            else:
+                verdict = policy.validate(admission, self.settings, self.clock(), self._parent(admission))
+        except Exception:
+            log.exception("policy failed; denying", extra={CTX: {**_context(admission), "webhook": kind}})
+            message = f"driftguard {kind} webhook failed on request {admission['uid']}; denied (see webhook logs)"
+            return reviews.errored(review, 500, message), "error"
+        if verdict.record is not None:
+            self.recorder.record(verdict.record)
+        return _respond(review, verdict), verdict.outcome
+
+    def _parent(self, admission: reviews.Request) -> policy.Parent | None:
+        if not policy.needs_parent(admission, self.settings):
+            return None
+        parent = self.cluster.read_parent(admission) if self.cluster else no_cluster_parent(admission)
+        self.metrics.parent_reads.labels(
+            "error" if parent.error else "missing" if parent.obj is None else "found").inc()
+        return parent
+
+
+def create_app(
+    settings: Settings,
+    *,
+    cluster: ClusterAccess | None = None,
+    recorder: Recorder | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> Flask:
+    """The webhook app. ``cluster`` defaults to ``ClusterAccess.from_settings`` (may be None)."""
+    metrics = Metrics()
+    if cluster is None:
+        cluster = ClusterAccess.from_settings(settings)
+    if recorder is None:
+        events = cluster if settings.audit_events else None
+        recorder = Recorder(metrics, file=settings.audit_file, events=events,
+                            queue_size=settings.audit_queue_size, flush_seconds=settings.event_flush_seconds)
+    webhook = Webhook(settings, metrics, recorder, cluster, clock or (lambda: dt.datetime.now(dt.UTC)))
+
+    app = Flask(__name__)
+    app.extensions[EXTENSION] = webhook
+
+    @app.post("/validate")
+    def validate() -> Response:
+        return webhook.answer("validate", _body(settings.max_body_bytes), request.content_type or "")
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        return webhook.answer("mutate", _body(settings.max_body_bytes), request.content_type or "")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        data, content_type = metrics.exposition()
+        return Response(data, content_type=content_type)
+
+    return app
+
+
+def _body(cap: int) -> bytes:
+    """Up to ``cap + 1`` bytes of the body (one more than allowed tells "too large" without reading it all)."""
+    if request.content_length is not None and request.content_length > cap:
+        return b"\0" * (cap + 1)
+    return request.stream.read(cap + 1)
+
+
+def _accept(body: bytes, content_type: str, cap: int) -> reviews.Review:
+    if content_type.split(";", maxsplit=1)[0].strip().lower() != JSON:
+        raise reviews.BadReview(f"Content-Type must be {JSON}, not {content_type or 'missing'!r}")
+    if len(body) > cap:
+        raise reviews.BadReview(f"body exceeds {cap} bytes")
+    return reviews.parse_review(body)
+
+
+def _respond(review: reviews.Review, verdict: policy.Verdict) -> reviews.ReviewResponse:
+    if not verdict.allowed:
+        return reviews.denied(review, verdict.message, warnings=verdict.warnings)
+    if verdict.patch:
+        return reviews.patched(review, verdict.patch, verdict.warnings)
+    return reviews.allowed(review, verdict.warnings)
+
+
+def _context(admission: reviews.Request) -> dict[str, Any]:
+    """The fields on every admission log line; never the objects themselves."""
+    return {
+        "uid": admission["uid"],
+        "user": admission["userInfo"].get("username", ""),
+        "operation": admission["operation"],
+        "kind": admission["kind"]["kind"],
+        "namespace": admission.get("namespace", ""),
+        "name": admission.get("name", ""),
+        "subresource": admission.get("subResource", ""),
+        "dry_run": bool(admission.get("dryRun", False)),
+    }
