@@ -48,14 +48,19 @@ def _valid() -> dict[str, Any]:
     return dict(review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9)))
 
 
+def _copy() -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(json.dumps(_valid()))
+    return body
+
+
 def _without(key: str) -> dict[str, Any]:
-    body = json.loads(json.dumps(_valid()))
+    body = _copy()
     del body["request"][key]
     return body
 
 
 def _with(key: str, value: Any) -> dict[str, Any]:
-    body = json.loads(json.dumps(_valid()))
+    body = _copy()
     body["request"][key] = value
     return body
 
