@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from certs import cli as certs_cli
 from driftguard import local
+from webhook import cli as webhook_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     local.add_cli(subparsers)
     certs_cli.add_cli(subparsers)
+    webhook_cli.add_cli(subparsers)
     return parser
 
 

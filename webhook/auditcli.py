@@ -1,0 +1,139 @@
+"""``driftguard audit``: list and filter audit records as a table or JSON.
+
+Reads the JSONL audit file (``--file``, ``--dir D`` for local mode's ``D/audit.jsonl``, else
+``$DRIFTGUARD_AUDIT_FILE``) or, with
+``-``, standard input — so ``kubectl logs deploy/driftguard-webhook | driftguard audit -`` works on
+the webhook's JSON log, where each audit record is a line's ``audit`` field. Lines that are not audit
+records (other log lines, gunicorn's) are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Final
+
+from webhook.records import DECISIONS, AuditRecord, parse_time
+
+_DURATION: Final = re.compile(r"^(\d+)([smhd])$")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+AUDIT_FILE_ENV: Final = "DRIFTGUARD_AUDIT_FILE"  # the webhook's own setting, so `kubectl exec` needs no flag
+COLUMNS: Final = ("TIME", "DECISION", "USER", "OPERATION", "OBJECT", "FIELDS")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("source", nargs="?",
+                        help="'-' reads standard input (e.g. kubectl logs ... | driftguard audit -)")
+    source.add_argument("--file", type=Path, help="the JSONL audit file (--audit-file of the webhook)")
+    source.add_argument("--dir", type=Path, help="a local-mode directory: reads DIR/audit.jsonl")
+    parser.add_argument("--user", help="only records by this user")
+    parser.add_argument("--object", help="only records whose object contains this text (e.g. production/my-service)")
+    parser.add_argument("--decision", choices=DECISIONS, help="only this decision")
+    parser.add_argument("--since", help="only records newer than a duration (30s, 10m, 2h, 7d) or an RFC 3339 time")
+    parser.add_argument("--dry-run", choices=("include", "exclude", "only"), default="include",
+                        help="dry-run records (default include)")
+    parser.add_argument("--json", action="store_true", help="print matching records as JSON lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        since = parse_since(args.since, dt.datetime.now(dt.UTC)) if args.since else None
+        stream = _open(args)
+        try:
+            records = list(select(read(stream), user=args.user, obj=args.object, decision=args.decision,
+                                  since=since, dry_run=args.dry_run))
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+    except (OSError, ValueError) as error:
+        print(f"driftguard audit: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.json:
+            sys.stdout.writelines(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
+        else:
+            sys.stdout.write(table(records))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `driftguard audit ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _open(args: argparse.Namespace) -> IO[str]:
+    if args.source == "-":
+        return sys.stdin
+    if args.source:
+        raise ValueError(f"unexpected argument {args.source!r}: use --file PATH, --dir DIR or -")
+    path: Path | None = args.file or (args.dir / "audit.jsonl" if args.dir else None)
+    if path is None and os.environ.get(AUDIT_FILE_ENV):
+        path = Path(os.environ[AUDIT_FILE_ENV])
+    if path is None:
+        raise ValueError(f"say where the records are: --file PATH, --dir DIR, - for standard input, "
+                         f"or set {AUDIT_FILE_ENV}")
+    return path.open(encoding="utf-8")
+
+
+def read(lines: Iterable[str]) -> Iterator[AuditRecord]:
+    """Audit records from JSONL-file lines or JSON log lines, skipping everything else."""
+    for line in lines:
+        text = line.strip()
+        if not text.startswith("{"):
+            continue
+        try:
+            document = json.loads(text)
+            if isinstance(document, dict) and isinstance(document.get("audit"), dict):
+                document = document["audit"]
+            if isinstance(document, dict):
+                yield AuditRecord.from_dict(document)
+        except ValueError:
+            continue
+
+
+def select(records: Iterable[AuditRecord], *, user: str | None = None, obj: str | None = None,
+           decision: str | None = None, since: dt.datetime | None = None,
+           dry_run: str = "include") -> Iterator[AuditRecord]:
+    needle = obj.lower() if obj else None
+    for record in records:
+        if user and record.user != user:
+            continue
+        if needle and needle not in record.object.lower() and needle != record.name.lower():
+            continue
+        if decision and record.decision != decision:
+            continue
+        if since and record.timestamp < since:
+            continue
+        if (dry_run == "exclude" and record.dry_run) or (dry_run == "only" and not record.dry_run):
+            continue
+        yield record
+
+
+def parse_since(text: str, now: dt.datetime) -> dt.datetime:
+    match = _DURATION.match(text.strip())
+    if match:
+        return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return parse_time(text.strip())
+    except ValueError as error:
+        raise ValueError(f"--since {text!r}: expected a duration like 10m or an RFC 3339 time") from error
+
+
+def table(records: Sequence[AuditRecord]) -> str:
+    rows = [COLUMNS] + [_row(r) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+             for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _row(record: AuditRecord) -> tuple[str, str, str, str, str, str]:
+    decision = record.decision + (" (dry-run)" if record.dry_run else "")
+    operation = record.operation + (f"/{record.subresource}" if record.subresource else "")
+    changed = "; ".join(f"{f.get('field')}: {f.get('declared')} -> {f.get('requested')}" for f in record.fields)
+    return record.time, decision, record.user, operation, record.object, changed or "-"

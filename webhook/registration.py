@@ -1,0 +1,131 @@
+"""The webhook configurations, rendered by one pure function for tests, local mode and ``manifests/``.
+
+Three webhooks in two objects:
+
+* ``validate.driftguard.io`` — CREATE/UPDATE/DELETE of every resource whose object (old or new)
+  carries ``driftguard.io/managed=true`` (``objectSelector``: unmanaged objects never reach us);
+* ``scale.driftguard.io`` — UPDATE of ``*/scale``, *without* an objectSelector: a Scale object has no
+  labels, so only the parent tells whether it is managed; the webhook reads the parent for these
+  requests (``kubeio.ClusterAccess.read_parent``, 1 s timeout, fail closed) and needs RBAC ``get``
+  on scalable kinds;
+* ``mutate.driftguard.io`` — UPDATE of managed objects, only ever adding the drift mark or the
+  break-glass grant (``reinvocationPolicy: IfNeeded`` so a later mutating webhook cannot make the
+  mark stale).
+
+All: ``namespaceSelector`` excluding kube-system and driftguard's own namespace (a broken webhook
+must not lock out its own repair), ``failurePolicy: Fail``, ``timeoutSeconds: 3``,
+``sideEffects: NoneOnDryRun`` (dry-run records make no Event), ``matchPolicy: Equivalent``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any, Final, NotRequired, TypedDict
+from urllib.parse import urlsplit
+
+NAME: Final = "driftguard"
+NAMESPACE: Final = "driftguard-system"
+VALIDATE_PATH: Final = "/validate"
+MUTATE_PATH: Final = "/mutate"
+TIMEOUT_SECONDS: Final = 3
+MANAGED_SELECTOR: Final = {"matchLabels": {"driftguard.io/managed": "true"}}
+
+
+class ServiceReference(TypedDict):
+    namespace: str
+    name: str
+    port: int
+    path: NotRequired[str]
+
+
+class ClientConfig(TypedDict):
+    caBundle: str
+    url: NotRequired[str]
+    service: NotRequired[ServiceReference]
+
+
+def url_client(base_url: str, ca_bundle: bytes) -> ClientConfig:
+    """Reach the webhook at ``https://host:port`` (local mode, tests); paths are added per webhook."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"webhook URL {base_url!r}: must be https with no query, fragment or user info")
+    return {"url": base_url.rstrip("/"), "caBundle": _bundle(ca_bundle)}
+
+
+def service_client(service: str, namespace: str, ca_bundle: bytes, *, port: int = 443) -> ClientConfig:
+    """Reach the webhook through a Service (in-cluster deployment)."""
+    return {"service": {"namespace": namespace, "name": service, "port": port}, "caBundle": _bundle(ca_bundle)}
+
+
+def configurations(
+    client: ClientConfig,
+    *,
+    name: str = NAME,
+    namespace: str = NAMESPACE,
+    excluded_namespaces: Sequence[str] = ("kube-system",),
+    namespace_selector: dict[str, Any] | None = None,
+    timeout_seconds: int = TIMEOUT_SECONDS,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ValidatingWebhookConfiguration, MutatingWebhookConfiguration) for ``client``.
+
+    ``namespace_selector`` replaces the default (everything but ``excluded_namespaces`` and
+    ``namespace``); tests use it to confine the webhook to their own namespace.
+    """
+    selector = namespace_selector or {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": sorted({*excluded_namespaces, namespace}),
+    }]}
+
+    def webhook(suffix: str, path: str, operations: list[str], resources: list[str],
+                objects: dict[str, Any] | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": f"{suffix}.{name}.io" if name != NAME else f"{suffix}.driftguard.io",
+            "clientConfig": _with_path(client, path),
+            "rules": [{"operations": operations, "apiGroups": ["*"], "apiVersions": ["*"],
+                       "resources": resources, "scope": "*"}],
+            "namespaceSelector": selector,
+            "failurePolicy": "Fail",
+            "matchPolicy": "Equivalent",
+            "sideEffects": "NoneOnDryRun",
+            "timeoutSeconds": timeout_seconds,
+            "admissionReviewVersions": ["v1"],
+        }
+        if objects is not None:
+            entry["objectSelector"] = objects
+        return entry
+
+    labels = {"app.kubernetes.io/name": "driftguard", "app.kubernetes.io/component": "webhook"}
+    validating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": labels},
+        "webhooks": [
+            webhook("validate", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"], ["*"], MANAGED_SELECTOR),
+            webhook("scale", VALIDATE_PATH, ["UPDATE"], ["*/scale"], None),
+        ],
+    }
+    mutate = webhook("mutate", MUTATE_PATH, ["UPDATE"], ["*"], MANAGED_SELECTOR)
+    mutate["reinvocationPolicy"] = "IfNeeded"
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": labels},
+        "webhooks": [mutate],
+    }
+    return validating, mutating
+
+
+def _with_path(client: ClientConfig, path: str) -> ClientConfig:
+    out: ClientConfig = {"caBundle": client["caBundle"]}
+    if "url" in client:
+        out["url"] = client["url"] + path
+    if "service" in client:
+        out["service"] = {**client["service"], "path": path}
+    return out
+
+
+def _bundle(ca_bundle: bytes) -> str:
+    if b"-----BEGIN CERTIFICATE-----" not in ca_bundle:
+        raise ValueError("caBundle must be PEM certificate(s)")
+    return base64.b64encode(ca_bundle).decode()

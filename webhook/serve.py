@@ -1,0 +1,101 @@
+"""Running the webhook as deployed: gunicorn, TLS from rotating files, JSON logs, shared metrics.
+
+gunicorn is imported here and nowhere else. ``WebhookServer`` is a ``BaseApplication`` (no gunicorn
+command line of its own): every option comes from ``Settings``. Workers are ``gthread`` by default —
+the API server keeps connections alive, and a ``sync`` worker would pay a TLS handshake per review
+(see ``bench/bench_webhook.py`` for the measurement behind the defaults).
+
+Prometheus multiprocess mode: ``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
+before ``prometheus_client`` is imported anywhere, so ``/metrics`` on any worker reports all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from webhook import logs
+from webhook.settings import Settings
+from webhook.tls import CertificateReloader
+
+log = logging.getLogger(__name__)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    def __init__(self, settings: Settings) -> None:
+        if settings.cert_file is None or settings.key_file is None:
+            raise ValueError("the webhook serves TLS only: give --cert-file and --key-file")
+        self.settings = settings
+        self.reloader = CertificateReloader(settings.cert_file, settings.key_file)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.settings, self._ssl_context).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from webhook.app import create_app
+
+        return create_app(self.settings)
+
+    def _ssl_context(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return self.reloader.context()
+
+
+def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLContext]) -> dict[str, Any]:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return {
+        "bind": [f"{host}:{settings.port}"],
+        "workers": settings.workers,
+        "worker_class": settings.worker_class,
+        "threads": settings.threads,
+        "certfile": str(settings.cert_file),
+        "keyfile": str(settings.key_file),
+        "ssl_context": ssl_context,
+        "keepalive": 75,  # the API server's client keeps idle connections 90 s
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "accesslog": None,
+        "logconfig_dict": logs.dict_config(settings.log_format, settings.log_level),
+        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108 - heartbeat, not data
+        "proc_name": "driftguard-webhook",
+        "child_exit": _child_exit,
+    }
+
+
+def serve(settings: Settings) -> None:
+    """Run gunicorn in the foreground until SIGTERM/SIGINT."""
+    metrics_dir = prepare_metrics_dir(settings.metrics_dir)
+    try:
+        WebhookServer(settings).run()
+    finally:
+        if settings.metrics_dir is None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def prepare_metrics_dir(wanted: Path | None) -> Path:
+    """An empty multiprocess directory, exported before anything imports ``prometheus_client``."""
+    if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
+        log.warning("prometheus_client was imported before the webhook started; /metrics is per worker")
+    directory = wanted or Path(tempfile.mkdtemp(prefix="driftguard-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
