@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from certs import cli as certs_cli
 from driftguard import local
+from reconciler import cli as reconciler_cli
 from webhook import cli as webhook_cli
 
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_cli(subparsers)
     certs_cli.add_cli(subparsers)
     webhook_cli.add_cli(subparsers)
+    reconciler_cli.add_cli(subparsers)
     return parser
 
 

@@ -1,0 +1,199 @@
+"""The Application resource: its wire shape, and a validated, defaulted view of its spec.
+
+The spec is Argo CD's (``project``, ``source``, ``destination``, ``syncPolicy``) plus driftguard's
+``enforcement``, ``refreshInterval`` and ``source.secretRef``. Parsing never raises: whatever is
+wrong becomes a *problem* (the Application cannot be synced; a condition says why) or a *warning*
+(ignored, and said so). Defaults follow Argo CD where it has one: no ``automated`` means nothing is
+applied (status shows what would be), ``prune`` and ``selfHeal`` default to false.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NotRequired, TypedDict, cast
+
+from driftguard.core.contract import ENFORCEMENTS, Enforcement
+
+GROUP: Final = "driftguard.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "Application"
+IN_CLUSTER: Final = "https://kubernetes.default.svc"
+IN_CLUSTER_NAME: Final = "in-cluster"
+DEFAULT_REFRESH: Final = 3.0
+MIN_REFRESH: Final = 0.2
+
+# Sync options that name what driftguard always does (accepted, no effect) and those it implements.
+NOOP_SYNC_OPTIONS: Final = frozenset({
+    "ServerSideApply=true", "ApplyOutOfSyncOnly=true", "Validate=true", "PruneLast=true",
+    "CreateNamespace=false", "PrunePropagationPolicy=background",
+})
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SAFE_REVISION = re.compile(r"^[A-Za-z0-9._/@+-]+$")
+
+
+class SourceWire(TypedDict):
+    repoURL: str
+    targetRevision: NotRequired[str]
+    path: NotRequired[str]
+    secretRef: NotRequired[dict[str, str]]
+
+
+class SyncPolicyWire(TypedDict, total=False):
+    automated: dict[str, bool]
+    allowEmpty: bool
+    syncOptions: list[str]
+
+
+class SpecWire(TypedDict, total=False):
+    project: str
+    source: SourceWire
+    destination: dict[str, str]
+    syncPolicy: SyncPolicyWire
+    enforcement: str
+    refreshInterval: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AppKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> AppKey:
+        metadata = obj.get("metadata") or {}
+        return cls(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    repo_url: str
+    target_revision: str
+    path: str  # normalised: no leading/trailing "/", "" for the repository root
+    secret_name: str  # a Secret in the Application's namespace, or ""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    key: AppKey
+    generation: int
+    project: str
+    source: SourceSpec
+    destination_namespace: str
+    automated: bool
+    prune: bool
+    self_heal: bool
+    allow_empty: bool
+    create_namespace: bool
+    enforcement: Enforcement
+    refresh_interval: float
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def parse_application(obj: Mapping[str, Any]) -> AppSpec:
+    """The validated spec of an Application object (problems and warnings collected, never raised)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    spec = cast(SpecWire, obj.get("spec") or {})
+    source = _source(spec.get("source") or cast(SourceWire, {}), problems)
+    destination = spec.get("destination") or {}
+    server, dest_name = destination.get("server", ""), destination.get("name", "")
+    if server not in ("", IN_CLUSTER) or dest_name not in ("", IN_CLUSTER_NAME):
+        where = server or dest_name
+        problems.append(
+            f"destination {where!r} is not supported: only the in-cluster destination "
+            f"({IN_CLUSTER}) is, for now"
+        )
+    policy = spec.get("syncPolicy") or {}
+    automated = policy.get("automated")
+    auto = automated or {}
+    options = list(policy.get("syncOptions") or [])
+    create_namespace = "CreateNamespace=true" in options
+    ignored = [o for o in options if o != "CreateNamespace=true" and o not in NOOP_SYNC_OPTIONS]
+    if ignored:
+        warnings.append(f"syncOptions {', '.join(ignored)} are not supported and are ignored")
+    enforcement = spec.get("enforcement", "deny")
+    if enforcement not in ENFORCEMENTS:
+        problems.append(f"enforcement {enforcement!r} must be one of {', '.join(ENFORCEMENTS)}")
+        enforcement = "deny"
+    interval = DEFAULT_REFRESH
+    if "refreshInterval" in spec:
+        try:
+            interval = max(MIN_REFRESH, parse_duration(str(spec["refreshInterval"])))
+        except ValueError as e:
+            problems.append(str(e))
+    metadata = obj.get("metadata") or {}
+    return AppSpec(
+        key=AppKey.of(obj),
+        generation=int(metadata.get("generation") or 0),
+        project=str(spec.get("project") or "default"),
+        source=source,
+        destination_namespace=str(destination.get("namespace") or ""),
+        automated=automated is not None,
+        prune=bool(auto.get("prune", False)),
+        self_heal=bool(auto.get("selfHeal", False)),
+        allow_empty=bool(policy.get("allowEmpty", auto.get("allowEmpty", False))),
+        create_namespace=create_namespace,
+        enforcement=cast(Enforcement, enforcement),
+        refresh_interval=interval,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+    )
+
+
+def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
+    url = str(source.get("repoURL") or "").strip()
+    if not url:
+        problems.append("spec.source.repoURL is required")
+    revision = str(source.get("targetRevision") or "HEAD").strip()
+    if not _SAFE_REVISION.match(revision) or revision.startswith("-") or ".." in revision:
+        problems.append(f"spec.source.targetRevision {revision!r} is not a branch, tag or commit")
+    path = normalize_path(str(source.get("path") or ""))
+    if path is None:
+        problems.append(f"spec.source.path {source.get('path')!r} must be relative and stay inside the repository")
+        path = ""
+    secret = source.get("secretRef") or {}
+    return SourceSpec(url, revision, path, str(secret.get("name") or ""))
+
+
+def normalize_path(path: str) -> str | None:
+    """``./services/a/`` → ``services/a``; ``.``/empty → ``""``; None when absolute or escaping."""
+    if path.startswith("/"):
+        return None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration (``3s``, ``1m30s``, ``500ms``) or a bare number of seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    if position != len(text) or not text:
+        raise ValueError(f"refreshInterval {text!r} is not a duration such as 3s, 1m or 500ms")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"

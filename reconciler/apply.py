@@ -1,0 +1,313 @@
+"""Carry out plans against the cluster: per object, and for a whole desired set in apply order.
+
+Per object (``Applier.sync``): plan (pure) → only when the plan says something differs, server-side
+apply as a dry run → compare with live → apply for real only if the result differs → remove the
+webhook's marks that no longer hold (JSON patch: SSA cannot remove another manager's fields). The
+periodic sync and the watch-driven self-heal both go through it, one object at a time (striped
+locks), so they never interleave on an object.
+
+For a desired set (``Applier.sync_all``): ranks in order (CRDs first, waiting until Established and
+served; webhook configurations last), objects within a rank concurrently. Live objects are read per
+(kind, namespace) with one paginated list when there are many, so a no-op resync of thousands of
+objects costs a handful of requests and no writes. One object failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from driftguard.core import ordering
+from driftguard.core.changes import Action, Change
+from driftguard.core.contract import ANN_APPLICATION, annotations_of
+from driftguard.core.inventory import Entry
+from driftguard.core.objects import ObjectRef
+from driftguard.kube.resources import CRDS, Cluster, ResourceError, ResourceType
+from reconciler import health
+from reconciler.desired import Desired
+from reconciler.fights import FightDetector
+from reconciler.plan import Plan, Verdict, clear_operations, last_writer, plan, same_object
+
+log = logging.getLogger(__name__)
+
+LIST_THRESHOLD: Final = 8  # from this many objects of one kind in one namespace, list instead of get
+CRD_TIMEOUT: Final = 30.0
+
+DriftState = Literal["Reverted", "Unresolved", "BreakGlass", "BackedOff"]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRecord:
+    """Someone changed declared fields of a managed object; what driftguard did about it."""
+
+    ref: ObjectRef
+    fields: tuple[str, ...]
+    by: str  # the user, from the webhook's drift mark ("" when unknown)
+    manager: str  # the field manager that last wrote the object
+    at: str
+    state: DriftState
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    change: Change
+    health: tuple[health.Health, str] = (health.Health.HEALTHY, "")
+    drift: DriftRecord | None = None
+    expires_at: dt.datetime | None = None  # a break-glass to revisit then
+    fight: bool = False  # this revert started a fight
+
+    @property
+    def ref(self) -> ObjectRef:
+        return self.change.ref
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    apply: bool = True  # automated sync (otherwise: report only)
+    self_heal: bool = True  # revert drift of declared fields
+
+
+class StripedLock:
+    """One lock per object, from a fixed pool (objects hash onto ``size`` locks)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._locks = [threading.Lock() for _ in range(size)]
+
+    def __call__(self, ref: ObjectRef) -> threading.Lock:
+        return self._locks[hash(ref) % len(self._locks)]
+
+
+class Applier:
+    def __init__(
+        self, cluster: Cluster, *, fights: FightDetector | None = None, concurrency: int = 4,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.cluster = cluster
+        self.fights = fights or FightDetector()
+        self.concurrency = max(1, concurrency)
+        self.lock = StripedLock()
+        self._clock = clock
+
+    # ------------------------------------------------------------ one object
+
+    def sync(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, *, refetch: bool = False) -> Outcome:
+        """Bring one object to git's state (as far as ``mode`` allows); never raises."""
+        with self.lock(desired.ref):
+            try:
+                if refetch:
+                    live = self.cluster.get(self._rt(desired), desired.ref.namespace, desired.ref.name)
+                return self._sync(desired, live, mode, plan(desired, live, now=self._clock()))
+            except ResourceError as e:
+                return Outcome(Change(desired.ref, Action.FAILED, e.message if e.subject == str(desired.ref)
+                                      else str(e)))
+
+    def _sync(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, p: Plan) -> Outcome:
+        ref = desired.ref
+        match p.verdict:
+            case Verdict.INVALID | Verdict.FOREIGN:
+                return Outcome(Change(ref, Action.FAILED, p.message))
+            case Verdict.TERMINATING:
+                return Outcome(Change(ref, Action.SKIPPED, p.message))
+            case Verdict.BREAK_GLASS:
+                record = self._record(p, live, "BreakGlass", p.message) if p.drifts else None
+                return Outcome(Change(ref, Action.SKIPPED, p.message), _assess(live), record, p.expires_at)
+            case Verdict.UNCHANGED:
+                if p.clear and mode.apply and live is not None:
+                    self._clear(desired, live, p)
+                    return Outcome(Change(ref, Action.CONFIGURED, "removed stale marks " + ", ".join(p.clear)),
+                                   _assess(live))
+                return Outcome(Change(ref, Action.UNCHANGED), _assess(live))
+            case Verdict.CREATE:
+                if not mode.apply:
+                    return Outcome(Change(ref, Action.SKIPPED, "missing (automated sync is off)"),
+                                   (health.Health.MISSING, "not created"))
+                after = self.cluster.apply(p.obj, rt=self._rt(desired))
+                return Outcome(Change(ref, Action.CREATED), _assess(after))
+            case Verdict.UPDATE:
+                if not mode.apply:
+                    return Outcome(Change(ref, Action.SKIPPED, "out of sync with git (automated sync is off)"),
+                                   _assess(live))
+                return self._update(desired, live, p, "")
+            case Verdict.DRIFTED:
+                return self._heal(desired, live, mode, p)
+        raise AssertionError(p.verdict)
+
+    def _heal(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, p: Plan) -> Outcome:
+        fields = ", ".join(p.drift_fields)
+        if not (mode.apply and mode.self_heal):
+            message = f"drifted from git: {fields} (selfHeal is off)"
+            return Outcome(Change(desired.ref, Action.SKIPPED, message), _assess(live),
+                           self._record(p, live, "Unresolved", message))
+        if not self.fights.allow(desired.ref):
+            message = f"drifted from git: {fields}; self-heal is backed off (another writer keeps changing it)"
+            return Outcome(Change(desired.ref, Action.SKIPPED, message), _assess(live),
+                           self._record(p, live, "BackedOff", message))
+        outcome = self._update(desired, live, p, f"reverted drift: {fields}")
+        if outcome.change.action is not Action.CONFIGURED:
+            return outcome
+        by = p.drift_mark.user if p.drift_mark else last_writer(live)
+        fight = self.fights.record(desired.ref)
+        message = outcome.change.message + (f" (changed by {by})" if by else "")
+        return Outcome(Change(desired.ref, Action.CONFIGURED, message), outcome.health,
+                       self._record(p, live, "Reverted", message), fight=fight)
+
+    def _update(self, desired: Desired, live: dict[str, Any] | None, p: Plan, message: str) -> Outcome:
+        rt = self._rt(desired)
+        after = self.cluster.apply(p.obj, dry_run=True, rt=rt)
+        changed = live is None or not same_object(after, live)
+        if changed:
+            after = self.cluster.apply(p.obj, rt=rt)
+        if p.clear and live is not None:
+            self._clear(desired, live, p)
+            changed = True
+        if not changed:
+            return Outcome(Change(desired.ref, Action.UNCHANGED), _assess(live))
+        return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after))
+
+    def _clear(self, desired: Desired, live: dict[str, Any], p: Plan) -> None:
+        try:
+            self.cluster.json_patch(self._rt(desired), desired.ref.namespace, desired.ref.name,
+                                    clear_operations(live, p.clear))
+        except ResourceError as e:  # the marks changed meanwhile: the next event decides again
+            log.info("%s: marks not removed: %s", desired.ref, e.message)
+
+    def _record(self, p: Plan, live: dict[str, Any] | None, state: DriftState, message: str) -> DriftRecord:
+        at = p.drift_mark.at if p.drift_mark and p.drift_mark.at else self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return DriftRecord(
+            ref=ObjectRef.of(p.obj), fields=tuple(p.drift_fields), by=p.drift_mark.user if p.drift_mark else "",
+            manager=last_writer(live), at=at, state=state, message=message,
+        )
+
+    def _rt(self, desired: Desired) -> ResourceType:
+        return self.cluster.discovery.resolve(desired.api_version, desired.ref.kind)
+
+    # ------------------------------------------------------------ a desired set
+
+    def sync_all(self, desired: Sequence[Desired], mode: Mode) -> list[Outcome]:
+        """Sync every object, rank by rank; CRDs are waited for before their custom resources."""
+        outcomes: list[Outcome] = []
+        by_rank: dict[int, list[Desired]] = defaultdict(list)
+        for d in desired:
+            by_rank[ordering.rank(d.ref)].append(d)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="apply") as pool:
+            for rank in sorted(by_rank):
+                done = self._sync_rank(by_rank[rank], mode, pool)
+                outcomes.extend(done)
+                crds = [o.ref for o in done if o.ref.kind == "CustomResourceDefinition"
+                        and o.change.action in (Action.CREATED, Action.CONFIGURED)]
+                if crds:
+                    self._await_crds(crds, [d for r in sorted(by_rank) if r > rank for d in by_rank[r]])
+        return outcomes
+
+    def _sync_rank(self, desired: list[Desired], mode: Mode, pool: ThreadPoolExecutor) -> list[Outcome]:
+        ready: list[Outcome] = []
+        pending: list[Future[Outcome]] = []
+        groups: dict[tuple[str, str, str], list[Desired]] = defaultdict(list)
+        for d in desired:
+            groups[(d.api_version, d.ref.kind, d.ref.namespace)].append(d)
+        for (api_version, kind, namespace), members in groups.items():
+            try:
+                rt = self.cluster.discovery.resolve(api_version, kind)
+            except ResourceError as e:
+                ready += [Outcome(Change(d.ref, Action.FAILED, str(e))) for d in members]
+                continue
+            if len(members) < LIST_THRESHOLD:
+                pending += [pool.submit(self.sync, d, None, mode, refetch=True) for d in members]
+                continue
+            try:
+                for d, live in self._with_live(rt, namespace, members):
+                    p = plan(d, live, now=self._clock())
+                    if p.verdict is Verdict.UNCHANGED and not p.clear:
+                        ready.append(Outcome(Change(d.ref, Action.UNCHANGED), _assess(live)))
+                    else:
+                        pending.append(pool.submit(self.sync, d, live, mode))
+            except ResourceError as e:
+                ready += [Outcome(Change(d.ref, Action.FAILED, str(e))) for d in members]
+        return ready + [f.result() for f in pending]
+
+    def _with_live(
+        self, rt: ResourceType, namespace: str, members: list[Desired]
+    ) -> Iterator[tuple[Desired, dict[str, Any] | None]]:
+        wanted = {d.ref.name: d for d in members}
+        for page in self.cluster.pages(rt, namespace):
+            for item in page.items:
+                d = wanted.pop(str((item.get("metadata") or {}).get("name")), None)
+                if d is not None:
+                    item.setdefault("apiVersion", rt.api_version)
+                    item.setdefault("kind", rt.kind)
+                    yield d, item
+        for d in wanted.values():
+            yield d, None
+
+    def _await_crds(self, crds: list[ObjectRef], later: Iterable[Desired], timeout: float = CRD_TIMEOUT) -> None:
+        """Wait until each CRD is Established and its kinds are served (bounded; failures show later)."""
+        deadline = time.monotonic() + timeout
+        for ref in crds:
+            while time.monotonic() < deadline:
+                crd = self.cluster.get(CRDS, "", ref.name)
+                if crd is None or health.assess(crd)[0] is health.Health.HEALTHY:
+                    break
+                time.sleep(0.05)
+        self.cluster.discovery.invalidate()
+        kinds = {(d.api_version, d.ref.kind) for d in later}
+        crd_groups = {ref.name.split(".", 1)[1] for ref in crds if "." in ref.name}
+        for api_version, kind in kinds:
+            if api_version.split("/")[0] not in crd_groups:
+                continue
+            while time.monotonic() < deadline:
+                try:
+                    self.cluster.discovery.resolve(api_version, kind)
+                    break
+                except ResourceError:
+                    time.sleep(0.1)
+
+    # ------------------------------------------------------------ prune
+
+    def prune(self, stale: Iterable[Entry], application: str) -> tuple[list[Outcome], list[Entry]]:
+        """Delete stale objects (reverse apply order) that are still stamped as ``application``'s.
+
+        Returns the outcomes and the entries to keep in the inventory (failed deletes, retried next time).
+        """
+        outcomes: list[Outcome] = []
+        keep: list[Entry] = []
+        for entry in ordering.for_prune(stale, lambda e: e.ref):
+            outcome = self._prune_one(entry, application)
+            outcomes.append(outcome)
+            if outcome.change.action is Action.FAILED:
+                keep.append(entry)
+        return outcomes, keep
+
+    def _prune_one(self, entry: Entry, application: str) -> Outcome:
+        ref = entry.ref
+        with self.lock(ref):
+            try:
+                rt = self.cluster.discovery.resolve(entry.api_version, ref.kind)
+                live = self.cluster.get(rt, ref.namespace, ref.name)
+                if live is None:
+                    return Outcome(Change(ref, Action.SKIPPED, "already gone"))
+                owner = annotations_of(live).get(ANN_APPLICATION, "")
+                if owner != application:
+                    why = f"stamped by Application {owner}" if owner else "no longer stamped by driftguard"
+                    return Outcome(Change(ref, Action.SKIPPED, f"not pruned: {why}"))
+                metadata = live.get("metadata") or {}
+                if metadata.get("deletionTimestamp"):
+                    return Outcome(Change(ref, Action.SKIPPED, "already being deleted"))
+                self.cluster.delete(rt, ref.namespace, ref.name, uid=str(metadata.get("uid", "")),
+                                    resource_version=str(metadata.get("resourceVersion", "")))
+                return Outcome(Change(ref, Action.DELETED, "pruned: no longer declared in git"))
+            except ResourceError as e:
+                if e.status == 404 and "does not serve" in e.message:
+                    return Outcome(Change(ref, Action.SKIPPED, "already gone (its kind is no longer served)"))
+                return Outcome(Change(ref, Action.FAILED, str(e)))
+
+
+def _assess(obj: dict[str, Any] | None) -> tuple[health.Health, str]:
+    return health.assess(obj) if obj is not None else (health.Health.MISSING, "not found")

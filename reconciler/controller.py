@@ -1,0 +1,472 @@
+"""The controller: watch Applications, schedule their cycles, self-heal, keep their status current.
+
+Each Application is *polled* every ``refreshInterval`` (default 3 s): a git fetch, and nothing else
+when the revision, the spec and the last result are unchanged — no API call at all. A *full* sync
+(render, compare every object, prune) runs when the revision or spec changed, on a push to
+``/refresh``, after a failure (with exponential backoff), when a break-glass grant expires, and every
+``resync_interval`` as a safety net behind the watches. Cycles of one Application never overlap;
+different Applications run on a small worker pool.
+
+Self-heal outcomes and full cycles feed the same per-Application record (drift, health, fights), from
+which ``status.compose`` derives the status; the status is patched only when it changed.
+
+Leadership: ``run`` campaigns for the Lease first (unless disabled) and does all of this only while
+leading. A standby answers ``/refresh`` by annotating the Application, which the leader watches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from driftguard.core.changes import Action, ChangeSet
+from driftguard.core.contract import PREFIX
+from driftguard.core.inventory import Inventory
+from driftguard.core.objects import ObjectRef
+from driftguard.kube.resources import Cluster, ResourceError, ResourceType, WatchEvent
+from reconciler import application as appmod
+from reconciler.application import AppKey, AppSpec, parse_application
+from reconciler.apply import Applier, DriftRecord, Mode, Outcome
+from reconciler.desired import Desired
+from reconciler.fights import FightDetector
+from reconciler.gitsource import GitSource
+from reconciler.health import Health
+from reconciler.leader import LeaderElector
+from reconciler.metrics import Metrics
+from reconciler.reconcile import Memory, Reconciler, Result, Stop
+from reconciler.revision import Revision
+from reconciler.selfheal import SelfHeal, Tracker
+from reconciler.status import Snapshot, SyncReport, compose, patch_for, sync_state
+
+log = logging.getLogger(__name__)
+
+APPLICATIONS: Final = ResourceType(appmod.GROUP, appmod.VERSION, appmod.KIND, "applications", namespaced=True)
+ANN_REFRESH: Final = PREFIX + "refresh"
+REVERTED_KEPT: Final = 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespace: str = "driftguard-system"  # where Applications live; "" for every namespace
+    cache_dir: Path = Path.home() / ".cache" / "driftguard" / "git"
+    resync_interval: float = 60.0
+    max_backoff: float = 60.0
+    workers: int = 2
+    apply_concurrency: int = 4
+    heal_workers: int = 2
+    watch_timeout: float = 30.0
+    fight_limit: int = 5
+    fight_window: float = 60.0
+
+
+@dataclass(eq=False)
+class AppState:
+    key: AppKey
+    obj: dict[str, Any]
+    spec: AppSpec
+    status: dict[str, Any]
+    memory: Memory = field(default_factory=Memory)
+    report: SyncReport | None = None
+    synced: tuple[str, int] = ("", -1)  # (sha, generation) of the last good full sync
+    drift: dict[ObjectRef, DriftRecord] = field(default_factory=dict)
+    reverted: deque[DriftRecord] = field(default_factory=lambda: deque(maxlen=REVERTED_KEPT))
+    health: dict[ObjectRef, tuple[Health, str]] = field(default_factory=dict)
+    failures: int = 0
+    force_full: bool = True
+    next_full: float = 0.0
+    due: float | None = None
+    running: bool = False
+    again: bool = False
+    status_dirty: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class Controller:
+    def __init__(
+        self, cluster: Cluster, settings: Settings | None = None, *, source: GitSource | None = None,
+        elector: LeaderElector | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings or Settings()
+        s = self.settings
+        self.source = source or GitSource(s.cache_dir)
+        self.applier = Applier(cluster, fights=FightDetector(limit=s.fight_limit, window=s.fight_window),
+                               concurrency=s.apply_concurrency)
+        self.reconciler = Reconciler(cluster, self.source, self.applier)
+        self.tracker = Tracker()
+        self.metrics = Metrics(cluster.request_counts)
+        self.elector = elector
+        self.states: dict[AppKey, AppState] = {}
+        self.running = threading.Event()
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, AppKey]] = []
+        self._seq = 0
+        self._selfheal: SelfHeal | None = None
+
+    # ------------------------------------------------------------ running
+
+    def run(self, stop: threading.Event) -> int:
+        """Run until ``stop`` (0), or until leadership is lost (1: exit and let the replica restart)."""
+        self.running.set()
+        try:
+            if self.elector is None:
+                self._lead(stop)
+                return 0
+            return 1 if self.elector.run(stop, self._lead) else 0
+        finally:
+            self.running.clear()
+
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.leading.is_set()
+
+    def _lead(self, done: threading.Event) -> None:
+        self.metrics.leader.set(1)
+        with self._cv:
+            self.states.clear()
+            self._heap.clear()
+        self._selfheal = SelfHeal(self.cluster, self.applier, self.tracker, mode_of=self._mode_of,
+                                  on_outcome=self._healed, workers=self.settings.heal_workers,
+                                  watch_timeout=self.settings.watch_timeout)
+        self._selfheal.start()
+        threads = [threading.Thread(target=self._watch_applications, args=(done,), name="applications", daemon=True)]
+        threads += [threading.Thread(target=self._work, args=(done,), name=f"sync-{i}", daemon=True)
+                    for i in range(self.settings.workers)]
+        threads.append(threading.Thread(target=self._flush_status, args=(done,), name="status", daemon=True))
+        for thread in threads:
+            thread.start()
+        done.wait()
+        self._selfheal.stop()
+        with self._cv:
+            self._cv.notify_all()
+        for thread in threads[1:]:
+            thread.join(timeout=30)
+        self.metrics.leader.set(0)
+
+    # ------------------------------------------------------------ the public knobs
+
+    def refresh(self, key: AppKey | None = None) -> list[AppKey]:
+        """Force a full sync of one Application (or all) now; a standby asks the leader via an annotation."""
+        with self._cv:
+            keys = [key] if key is not None and key in self.states else ([] if key else list(self.states))
+        if not self.leading:
+            return self._ask_leader(key)
+        for k in keys:
+            with self._cv:
+                state = self.states.get(k)
+                if state is not None:
+                    state.force_full = True
+                    self._schedule(state, 0.0)
+        return keys
+
+    def _ask_leader(self, key: AppKey | None) -> list[AppKey]:
+        if key is not None:
+            targets = [key]
+        else:
+            items, _ = self.cluster.list(APPLICATIONS, self.settings.namespace)
+            targets = [AppKey.of(item) for item in items]
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        asked = []
+        for k in targets:
+            try:
+                self.cluster.merge_patch(APPLICATIONS, k.namespace, k.name,
+                                         {"metadata": {"annotations": {ANN_REFRESH: stamp}}})
+                asked.append(k)
+            except ResourceError as e:
+                if not e.not_found:
+                    raise
+        return asked
+
+    # ------------------------------------------------------------ Applications
+
+    def _watch_applications(self, done: threading.Event) -> None:
+        def failed(error: Exception) -> None:
+            log.warning("watching Applications: %s", error)
+
+        for event in self.cluster.follow(APPLICATIONS, self.settings.namespace, stop=done,
+                                         timeout=self.settings.watch_timeout, on_error=failed):
+            if done.is_set():
+                return
+            self._on_application(event)
+
+    def _on_application(self, event: WatchEvent) -> None:
+        key = AppKey.of(event.object)
+        with self._cv:
+            state = self.states.get(key)
+            if event.type == "DELETED":
+                if state is not None:
+                    del self.states[key]
+                    self.applier.fights.forget(self.tracker.drop(key))
+                    self.metrics.forget(str(key))
+                    if self._selfheal is not None:
+                        self._selfheal.ensure_watches()
+                return
+            spec = parse_application(event.object)
+            if state is None:
+                state = AppState(key, event.object, spec, dict(event.object.get("status") or {}))
+                state.memory.inventory = _inventory(state.status, key)
+                self.states[key] = state
+                self._schedule(state, 0.0)
+                return
+            asked = _annotation(event.object, ANN_REFRESH) != _annotation(state.obj, ANN_REFRESH)
+            state.obj = event.object
+            if spec != state.spec or asked:
+                state.spec, state.force_full = spec, True
+                self._schedule(state, 0.0)
+
+    def _mode_of(self, key: AppKey) -> Mode | None:
+        state = self.states.get(key)
+        if state is None or not state.spec.automated:
+            return None
+        return Mode(apply=True, self_heal=state.spec.self_heal)
+
+    # ------------------------------------------------------------ scheduling
+
+    def _schedule(self, state: AppState, delay: float) -> None:
+        """Run ``state``'s cycle after ``delay`` seconds (earliest request wins). Hold ``_cv``."""
+        due = time.monotonic() + delay
+        if state.running:
+            state.again = state.again or delay == 0.0
+            if delay > 0.0 and (state.due is None or due < state.due):
+                state.due = due
+                self._push(due, state.key)
+            return
+        if state.due is None or due < state.due:
+            state.due = due
+            self._push(due, state.key)
+            self._cv.notify()
+
+    def _push(self, due: float, key: AppKey) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, key))
+
+    def _work(self, done: threading.Event) -> None:
+        while not done.is_set():
+            with self._cv:
+                state = self._next_due(done)
+                if state is None:
+                    continue
+                state.running, state.due = True, None
+            try:
+                self._cycle(state)
+            except Exception:  # one Application's bug must not stop the others
+                log.exception("Application %s: cycle failed", state.key)
+                with self._cv:
+                    self._schedule_after(state, failed=True)
+            finally:
+                with self._cv:
+                    state.running = False
+                    if state.again and state.key in self.states:
+                        state.again = False
+                        self._schedule(state, 0.0)
+
+    def _next_due(self, done: threading.Event) -> AppState | None:
+        """Pop the next due Application (holding ``_cv``), waiting at most a second."""
+        while self._heap:
+            due, _, key = self._heap[0]
+            state = self.states.get(key)
+            if state is None or state.due != due or state.running:
+                heapq.heappop(self._heap)
+                continue
+            wait = due - time.monotonic()
+            if wait > 0:
+                self._cv.wait(min(wait, 1.0))
+                return None
+            heapq.heappop(self._heap)
+            return state
+        self._cv.wait(1.0)
+        return None
+
+    def _schedule_after(self, state: AppState, *, failed: bool) -> None:
+        state.failures = state.failures + 1 if failed else 0
+        interval = state.spec.refresh_interval
+        if failed:
+            interval = min(self.settings.max_backoff, interval * 2 ** min(state.failures, 10))
+        self._schedule(state, interval)
+
+    # ------------------------------------------------------------ one cycle
+
+    def _cycle(self, state: AppState) -> None:
+        spec, app = state.spec, str(state.key)
+        revision: Revision | None = None
+        full = state.force_full or time.monotonic() >= state.next_full or state.failures > 0
+        if spec.valid:
+            started = time.monotonic()
+            try:
+                revision = self.reconciler.resolve(spec)
+            except (Stop, ResourceError):
+                full = True
+            self.metrics.fetch.observe(time.monotonic() - started)
+            full = full or revision is None or state.synced != (revision.sha, spec.generation)
+        if not full:
+            self.metrics.cycles.labels(app, "noop").inc()
+            with self._cv:
+                self._schedule_after(state, failed=False)
+            return
+        state.force_full = False
+        result = self.reconciler.reconcile(
+            spec, state.memory, revision=revision,
+            save_inventory=lambda inventory: self._save_inventory(state, inventory),
+            on_desired=lambda desired: self._track(state.key, desired),
+        )
+        failed = self._absorb(state, result)
+        with self._cv:
+            self._schedule_after(state, failed=failed)
+
+    def _track(self, key: AppKey, desired: list[Desired]) -> None:
+        self.tracker.declare(key, desired)
+        if self._selfheal is not None:
+            self._selfheal.ensure_watches()
+
+    def _absorb(self, state: AppState, result: Result) -> bool:
+        """Fold a full cycle's result into the Application's record; write status, Events, metrics."""
+        report, app = result.report, str(state.key)
+        failed = report.problem is not None or bool(report.failures())
+        with state.lock:
+            previous_ready = _condition(state.status, "Ready")
+            state.report = report
+            if report.problem is None:
+                assert report.revision is not None
+                state.synced = (report.revision.sha, state.spec.generation)
+                wanted = {d.ref for d in result.desired}
+                state.drift = {r: d for r, d in state.drift.items() if r in wanted}
+                state.health = {r: h for r, h in state.health.items() if r in wanted}
+                for outcome in result.outcomes:
+                    self._note(state, outcome)
+                state.next_full = time.monotonic() + self.settings.resync_interval
+                expiries = [o.expires_at for o in result.outcomes if o.expires_at is not None]
+                if expiries:
+                    left = (min(expiries) - dt.datetime.now(dt.UTC)).total_seconds()
+                    state.next_full = min(state.next_full, time.monotonic() + max(0.0, left) + 0.2)
+            self._write_status(state)
+            ready = _condition(state.status, "Ready")
+        self._events(state, report, previous_ready, ready)
+        self.metrics.cycles.labels(app, "error" if failed else "synced").inc()
+        self.metrics.duration.labels(app).observe(report.duration)
+        self.metrics.record_changes(app, report.changes)
+        self.metrics.managed.labels(app).set(len(state.memory.inventory))
+        log.info("Application %s: %s%s (%.3fs)", app, report.changes.summary(),
+                 f"; {report.problem.message}" if report.problem else "", report.duration)
+        return failed
+
+    def _note(self, state: AppState, outcome: Outcome) -> None:
+        """Record one object's outcome (from a full cycle or self-heal). Hold ``state.lock``."""
+        ref, app = outcome.ref, str(state.key)
+        if outcome.health[0] is Health.HEALTHY:
+            state.health.pop(ref, None)
+        elif outcome.change.action is not Action.FAILED:
+            state.health[ref] = outcome.health
+        drift = outcome.drift
+        if drift is None:
+            if outcome.change.action is not Action.FAILED:
+                state.drift.pop(ref, None)
+        elif drift.state == "Reverted":
+            state.drift.pop(ref, None)
+            state.reverted.append(drift)
+            self.metrics.reverted.labels(app).inc()
+            self._object_event(ref, "Normal", "DriftReverted", outcome.change.message)
+        else:
+            state.drift[ref] = drift
+        if outcome.fight:
+            self.metrics.fights.labels(app).inc()
+            message = (f"{ref} was changed back {self.settings.fight_limit}+ times in "
+                       f"{self.settings.fight_window:.0f}s; self-heal backs off")
+            self._object_event(ref, "Warning", "FightDetected", message)
+            self.cluster.create_event(state.obj, type_="Warning", reason="FightDetected", message=message)
+
+    def _healed(self, key: AppKey, outcome: Outcome) -> None:
+        state = self.states.get(key)
+        if state is None:
+            return
+        quiet = outcome.health[0] is Health.HEALTHY and outcome.ref not in state.health
+        if outcome.change.action is Action.UNCHANGED and outcome.ref not in state.drift and (
+                quiet or state.health.get(outcome.ref) == outcome.health):
+            return
+        with state.lock:
+            self._note(state, outcome)
+            state.status_dirty = True
+        self.metrics.record_changes(str(key), ChangeSet([outcome.change]))
+
+    # ------------------------------------------------------------ status and Events
+
+    def _snapshot(self, state: AppState) -> Snapshot:
+        fights = self.applier.fights.fighting(self.tracker.refs(state.key))
+        return Snapshot(state.spec, state.report, state.memory.inventory,
+                        drift=[*state.drift.values(), *state.reverted], health=dict(state.health), fights=fights)
+
+    def _write_status(self, state: AppState) -> None:
+        """Compose and patch the status if it changed. Hold ``state.lock``."""
+        state.status_dirty = False
+        current = compose(self._snapshot(state), state.status, dt.datetime.now(dt.UTC))
+        patch = patch_for(state.status, current)
+        if not patch:
+            return
+        try:
+            self.cluster.patch_status(APPLICATIONS, state.key.namespace, state.key.name, patch)
+        except ResourceError as e:
+            log.warning("Application %s: status not written: %s", state.key, e)
+            return
+        state.status = current
+        self.metrics.set_state(str(state.key), sync_state(self._snapshot(state)))
+
+    def _save_inventory(self, state: AppState, inventory: Inventory) -> None:
+        with state.lock:
+            patch = {"inventory": inventory.to_list(), "inventoryCount": len(inventory)}
+            self.cluster.patch_status(APPLICATIONS, state.key.namespace, state.key.name, patch)
+            state.status.update(patch)
+            state.memory.inventory = inventory
+
+    def _flush_status(self, done: threading.Event) -> None:
+        while not done.wait(0.1):
+            for state in list(self.states.values()):
+                if state.status_dirty and state.report is not None:
+                    with state.lock:
+                        self._write_status(state)
+
+    def _events(self, state: AppState, report: SyncReport, before: dict[str, Any], after: dict[str, Any]) -> None:
+        short = report.revision.short if report.revision else "?"
+        if report.applied.writes():
+            self.cluster.create_event(state.obj, type_="Normal", reason="Synced",
+                                      message=f"{short}: {report.applied.summary()}")
+        deleted = [str(c.ref) for c in report.pruned.changes if c.action is Action.DELETED]
+        if deleted:
+            self.cluster.create_event(state.obj, type_="Normal", reason="Pruned",
+                                      message=f"{short}: deleted {', '.join(deleted[:20])}")
+        moved = (before.get("status"), before.get("reason")) != (after.get("status"), after.get("reason"))
+        if moved and after.get("status") == "False":
+            self.cluster.create_event(state.obj, type_="Warning", reason=str(after.get("reason")),
+                                      message=str(after.get("message")))
+        elif moved and after.get("status") == "True" and before:
+            self.cluster.create_event(state.obj, type_="Normal", reason="Recovered", message=str(after.get("message")))
+
+    def _object_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        found = self.tracker.lookup(ref)
+        api_version = found[1].api_version if found else ""
+        involved = {"apiVersion": api_version, "kind": ref.kind,
+                    "metadata": {"name": ref.name, "namespace": ref.namespace or None}}
+        self.cluster.create_event(involved, type_="Warning" if type_ == "Warning" else "Normal",
+                                  reason=reason, message=message)
+
+
+def _inventory(status: dict[str, Any], key: AppKey) -> Inventory:
+    try:
+        return Inventory.from_list(status.get("inventory"))
+    except (KeyError, ValueError, TypeError) as e:
+        log.warning("Application %s: unreadable status.inventory (%s); starting empty, nothing will be pruned", key, e)
+        return Inventory()
+
+
+def _annotation(obj: dict[str, Any], key: str) -> str:
+    return str(((obj.get("metadata") or {}).get("annotations") or {}).get(key, ""))
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((dict(c) for c in status.get("conditions") or [] if c.get("type") == type_), {})
+

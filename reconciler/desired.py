@@ -1,0 +1,105 @@
+"""The desired state: rendered manifests, placed (namespace) and stamped with the ownership contract.
+
+Placement needs each kind's scope. ``scope`` answers from discovery; kinds defined by a CRD in the
+same render answer from that CRD (its custom resources are placed before the CRD is even applied).
+A kind nobody knows is placed as namespaced and marked ``scope_known=False``: the apply step
+re-checks it once its CRD is Established.
+
+Stamping is the core's ``contract.stamp``; the declared tree is read back from the stamp, so the
+fast drift test (``fields.diff``) compares against exactly what the webhook will read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from driftguard.core.contract import ANN_DECLARED, ANN_PATH, Source, decode_declared, stamp
+from driftguard.core.inventory import Entry, Inventory
+from driftguard.core.manifests import Manifest
+from driftguard.core.objects import ObjectRef, split_api_version
+from reconciler.application import AppSpec
+from reconciler.revision import Revision, redact_url
+
+Scope = Callable[[str, str], bool | None]  # (apiVersion, kind) → namespaced? None when unknown
+
+CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """One object as git declares it, ready to apply."""
+
+    ref: ObjectRef
+    api_version: str
+    obj: dict[str, Any]  # stamped; namespace set iff namespaced
+    declared: dict[str, Any]
+    line: int
+    scope_known: bool = True
+    error: str = ""  # why it cannot be applied (e.g. no namespace to put it in)
+
+    @property
+    def entry(self) -> Entry:
+        return Entry(self.ref, self.api_version)
+
+    @property
+    def path(self) -> str:
+        return str(self.obj["metadata"]["annotations"][ANN_PATH])
+
+
+def crd_scopes(manifests: Iterable[Manifest]) -> dict[tuple[str, str], bool]:
+    """(group, kind) → namespaced, for every CustomResourceDefinition among ``manifests``."""
+    scopes: dict[tuple[str, str], bool] = {}
+    for m in manifests:
+        if (m.ref.group, m.ref.kind) != CRD_GROUP_KIND:
+            continue
+        spec = m.obj.get("spec") or {}
+        kind = (spec.get("names") or {}).get("kind")
+        if isinstance(spec.get("group"), str) and isinstance(kind, str):
+            scopes[(spec["group"], kind)] = spec.get("scope", "Namespaced") == "Namespaced"
+    return scopes
+
+
+def build(manifests: list[Manifest], *, app: AppSpec, revision: Revision, scope: Scope) -> list[Desired]:
+    """Place and stamp every manifest for ``app`` at ``revision``."""
+    defined = crd_scopes(manifests)
+    repo = redact_url(app.source.repo_url)
+    out = []
+    for manifest in manifests:
+        group, _ = split_api_version(str(manifest.obj["apiVersion"]))
+        namespaced = defined.get((group, manifest.ref.kind))
+        if namespaced is None:
+            namespaced = scope(str(manifest.obj["apiVersion"]), manifest.ref.kind)
+        source = Source(repo, revision.sha, revision.author, revision.committed_at, manifest.path)
+        out.append(_desired(manifest, app, source, namespaced))
+    return out
+
+
+def _desired(manifest: Manifest, app: AppSpec, source: Source, namespaced: bool | None) -> Desired:
+    obj = dict(manifest.obj)
+    metadata = dict(obj.get("metadata") or {})
+    error = ""
+    if namespaced is False:
+        metadata.pop("namespace", None)
+    elif not metadata.get("namespace"):
+        if app.destination_namespace:
+            metadata["namespace"] = app.destination_namespace
+        else:
+            error = (f"{manifest.path}:{manifest.line}: {obj['kind']} {metadata.get('name')} has no namespace "
+                     "and the Application sets no destination.namespace")
+    obj["metadata"] = metadata
+    stamped = stamp(obj, application=str(app.key), source=source, enforcement=app.enforcement)
+    declared = decode_declared(stamped["metadata"]["annotations"][ANN_DECLARED])
+    return Desired(
+        ref=ObjectRef.of(stamped), api_version=str(stamped["apiVersion"]), obj=stamped, declared=declared,
+        line=manifest.line, scope_known=namespaced is not None, error=error,
+    )
+
+
+def inventory_of(desired: Iterable[Desired]) -> Inventory:
+    return Inventory.of(d.entry for d in desired)
+
+
+def index(desired: Iterable[Desired]) -> Mapping[ObjectRef, Desired]:
+    return {d.ref: d for d in desired}

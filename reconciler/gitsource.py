@@ -1,0 +1,195 @@
+"""The git adapter: the only module that imports GitPython (an import contract enforces it).
+
+One bare cache repository per repo URL (under ``cache_dir``), fetched each cycle; the tree of the
+resolved commit is read straight from the object database, so there is no working tree to keep
+clean. GitPython leaks its persistent ``git cat-file`` processes in long-running programs, so every
+operation opens the cache repository and closes it before returning.
+
+Sources: https, ssh, ``file://`` and local paths. Credentials (from the Application's Secret) reach
+git through its environment only — a token as an ``http.extraHeader`` via ``GIT_CONFIG_*``, an SSH key
+as a 0600 temporary file named in ``GIT_SSH_COMMAND`` — never on a command line, never in a log.
+Errors are ``SourceError`` with a condition reason (``FetchFailed``, ``RevisionNotFound``,
+``PathNotFound``) and a message free of credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import git
+from git.exc import BadName, GitCommandError
+
+from reconciler.revision import Revision, redact_url
+
+Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound"]
+HEAD_REF: Final = "refs/driftguard/HEAD"
+_HEX = re.compile(r"^[0-9a-f]{4,40}$")
+_SECRETS = re.compile(r"(Authorization:\s*\S+\s+)\S+", re.IGNORECASE)
+
+
+class SourceError(Exception):
+    """The source could not be read at the wanted revision; ``reason`` names the condition."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Repository credentials from a Secret (Argo CD's and Flux's key names are both accepted)."""
+
+    username: str = ""
+    token: str = field(default="", repr=False)
+    ssh_key: str = field(default="", repr=False)
+    known_hosts: str = ""
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, str]) -> Credentials:
+        """From a Secret's ``data`` (base64 values)."""
+        def get(*keys: str) -> str:
+            for key in keys:
+                if data.get(key):
+                    return base64.b64decode(data[key]).decode()
+            return ""
+
+        return cls(
+            username=get("username"),
+            token=get("password", "token"),
+            ssh_key=get("sshPrivateKey", "identity"),
+            known_hosts=get("known_hosts"),
+        )
+
+
+class GitSource:
+    """Fetch and read repositories through per-URL bare caches."""
+
+    def __init__(self, cache_dir: Path, *, timeout: float = 60.0) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.timeout = timeout
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def resolve(self, url: str, target: str, credentials: Credentials | None = None) -> Revision:
+        """Fetch ``url`` and resolve ``target`` (branch, tag, commit or ``HEAD``) to a commit."""
+        with self._lock(url), _environment(credentials) as env, self._open(url) as repo:
+            self._fetch(repo, url, ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], env)
+            if target == "HEAD":
+                self._fetch(repo, url, [f"+HEAD:{HEAD_REF}"], env)
+            commit = _find_commit(repo, target)
+            if commit is None and _HEX.match(target) and len(target) == 40:
+                with contextlib.suppress(SourceError):
+                    self._fetch(repo, url, [target], env)
+                commit = _find_commit(repo, target)
+            if commit is None:
+                raise SourceError("RevisionNotFound", f"{redact_url(url)}: revision {target!r} not found "
+                                  "(no such branch, tag or commit)")
+            return _revision(commit)
+
+    def read(self, url: str, sha: str, path: str, want: Callable[[str], bool]) -> list[tuple[str, bytes]]:
+        """(repository path, content) of every wanted file under ``path`` at commit ``sha``."""
+        with self._lock(url), self._open(url) as repo:
+            try:
+                tree = repo.commit(sha).tree
+                if path:
+                    tree = tree / path
+            except (KeyError, ValueError, BadName) as e:
+                raise SourceError("PathNotFound", f"path {path!r} does not exist at commit {sha[:7]}") from e
+            if tree.type != "tree":
+                raise SourceError("PathNotFound", f"path {path!r} at commit {sha[:7]} is a file, not a directory")
+            files: list[tuple[str, bytes]] = []
+            for item in tree.traverse():
+                if isinstance(item, git.Blob) and item.mode != git.Blob.link_mode and want(str(item.path)):
+                    files.append((str(item.path), bytes(item.data_stream.read())))
+            return files
+
+    def _fetch(self, repo: git.Repo, url: str, refspecs: list[str], env: Mapping[str, str]) -> None:
+        try:
+            repo.git.fetch(
+                "--prune", "--force", "--no-write-fetch-head", "--", url, *refspecs,
+                env={**os.environ, **env}, kill_after_timeout=self.timeout,
+            )
+        except GitCommandError as e:
+            raise SourceError("FetchFailed", f"cannot fetch {redact_url(url)}: {_git_message(e, url)}") from e
+
+    @contextlib.contextmanager
+    def _open(self, url: str) -> Iterator[git.Repo]:
+        directory = self.cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
+        repo = git.Repo(directory) if directory.exists() else git.Repo.init(directory, bare=True, mkdir=True)
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+    def _lock(self, url: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(url, threading.Lock())
+
+
+def _find_commit(repo: git.Repo, target: str) -> git.Commit | None:
+    names = [HEAD_REF] if target == "HEAD" else [f"refs/heads/{target}", f"refs/tags/{target}", target]
+    for name in names:
+        if name == target and not (name.startswith("refs/") or _HEX.match(name)):
+            continue
+        try:
+            return repo.commit(repo.git.rev_parse("--verify", "--quiet", f"{name}^{{commit}}"))
+        except (GitCommandError, BadName, ValueError):
+            continue
+    return None
+
+
+def _revision(commit: git.Commit) -> Revision:
+    when = dt.datetime.fromtimestamp(commit.committed_date, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    author = commit.author.email or commit.author.name or ""
+    subject = str(commit.message).splitlines()[0] if commit.message else ""
+    return Revision(sha=commit.hexsha, author=str(author), committed_at=when, subject=subject)
+
+
+@contextlib.contextmanager
+def _environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
+    """git's environment for one fetch: never prompt; credentials only here, cleaned up after."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never"}
+    if credentials is None or not (credentials.token or credentials.ssh_key):
+        yield env
+        return
+    scratch = tempfile.mkdtemp(prefix="driftguard-git-")
+    try:
+        if credentials.token:
+            user = credentials.username or "git"
+            basic = base64.b64encode(f"{user}:{credentials.token}".encode()).decode()
+            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        if credentials.ssh_key:
+            key = Path(scratch, "id")
+            key.touch(mode=0o600)
+            key.write_text(credentials.ssh_key.rstrip("\n") + "\n")
+            hosts = Path(scratch, "known_hosts")
+            hosts.write_text(credentials.known_hosts)
+            checking = "yes" if credentials.known_hosts else "accept-new"
+            env["GIT_SSH_COMMAND"] = (
+                f"ssh -i {shlex.quote(str(key))} -o IdentitiesOnly=yes -o BatchMode=yes "
+                f"-o StrictHostKeyChecking={checking} -o UserKnownHostsFile={shlex.quote(str(hosts))}"
+            )
+        yield env
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _git_message(error: GitCommandError, url: str) -> str:
+    text = error.stderr.strip() if isinstance(error.stderr, str) else str(error.stderr or "")
+    lines = [line.removeprefix("stderr: ").strip(" '") for line in text.splitlines() if line.strip()]
+    message = "; ".join(lines[-3:]) or f"git exited with status {error.status}"
+    return _SECRETS.sub(r"\1<redacted>", message.replace(url, redact_url(url)))

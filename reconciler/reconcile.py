@@ -1,0 +1,170 @@
+"""One sync of one Application, as a pipeline that reads on one screen.
+
+    load inventory → resolve revision → render → place & stamp → record the inventory-to-be
+    → apply in order → new inventory → prune stale in reverse → report
+
+Safety rules live here, in plain sight: a spec, source or render problem stops the cycle before
+anything is applied *or pruned*; an empty render is a problem unless ``allowEmpty``; the inventory is
+saved (old plus new) *before* anything new is created, so a reconciler killed mid-sync still knows, when
+it restarts, every object it may have created; prune deletes only inventory entries (never objects
+found by label) and only those still stamped as this Application's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from driftguard.core.changes import Action, ChangeSet
+from driftguard.core.inventory import Entry, Inventory
+from driftguard.core.manifests import ManifestError
+from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
+from reconciler import desired as desired_set
+from reconciler.application import AppSpec
+from reconciler.apply import Applier, Mode, Outcome
+from reconciler.desired import Desired
+from reconciler.gitsource import Credentials, GitSource, SourceError
+from reconciler.render import is_manifest_path, render
+from reconciler.revision import Revision
+from reconciler.status import Problem, SyncReport
+
+log = logging.getLogger(__name__)
+
+SECRETS_V1 = ("v1", "Secret")
+
+
+class Stop(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class Memory:
+    """What the controller keeps about one Application between cycles."""
+
+    inventory: Inventory = field(default_factory=Inventory)
+    render_key: tuple[str, ...] = ()
+    desired: list[Desired] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Result:
+    report: SyncReport
+    outcomes: list[Outcome] = field(default_factory=list)
+    desired: list[Desired] = field(default_factory=list)
+    inventory: Inventory = field(default_factory=Inventory)
+
+
+class Reconciler:
+    def __init__(
+        self, cluster: Cluster, source: GitSource, applier: Applier,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
+
+    def reconcile(
+        self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
+        on_desired: Callable[[list[Desired]], None] = lambda _: None, revision: Revision | None = None,
+    ) -> Result:
+        """Sync ``app`` once (at ``revision`` when already resolved); ``memory`` is updated in place."""
+        start = time.monotonic()
+        report = SyncReport(target=app.source.target_revision, started=self._clock(), duration=0.0)
+        result = Result(report, inventory=memory.inventory)
+        try:
+            if app.problems:
+                raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
+            report.revision = revision or self.resolve(app)
+            desired = self._desired(app, report.revision, memory)
+            report.rendered, result.desired = len(desired), desired
+            on_desired(desired)
+            new = desired_set.inventory_of(desired)
+            if app.automated and not new.entries <= memory.inventory.entries:
+                save_inventory(memory.inventory.merge(new.entries))  # before creating anything
+            if app.automated:
+                self._ensure_namespace(app)
+            result.outcomes = self.applier.sync_all(desired, Mode(apply=app.automated, self_heal=app.self_heal))
+            report.applied = ChangeSet([o.change for o in result.outcomes])
+            report.out_of_sync = tuple(str(o.change) for o in result.outcomes
+                                       if o.change.action is Action.SKIPPED and o.drift is None)
+            stale, keep = memory.inventory.stale(new), list[Entry]()
+            if stale and app.automated and app.prune:
+                pruned, keep = self.applier.prune(stale, str(app.key))
+                report.pruned = ChangeSet([o.change for o in pruned])
+            elif stale:
+                keep, report.pending_prune = stale, tuple(e.ref for e in stale)
+            result.inventory = memory.inventory = _kept(new, result.outcomes, memory.inventory).merge(keep)
+        except Stop as e:
+            report.problem = e.problem
+        except ResourceError as e:
+            report.problem = Problem("Applied", "ApiError", str(e))
+        report.duration = time.monotonic() - start
+        return result
+
+    def resolve(self, app: AppSpec) -> Revision:
+        """Fetch the source and resolve the target revision (``Stop`` with the problem otherwise)."""
+        try:
+            return self.source.resolve(app.source.repo_url, app.source.target_revision, self._credentials(app))
+        except SourceError as e:
+            raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
+
+    def _desired(self, app: AppSpec, revision: Revision, memory: Memory) -> list[Desired]:
+        """The stamped desired set, rendered once per (revision, placement-relevant spec)."""
+        key = (revision.sha, str(app.key), app.source.repo_url, app.source.path, app.enforcement,
+               app.destination_namespace)
+        if memory.render_key == key:
+            return memory.desired
+        root = app.source.path
+        try:
+            files = self.source.read(app.source.repo_url, revision.sha, root, lambda p: is_manifest_path(p, root))
+            manifests = render(files, root)
+        except SourceError as e:
+            raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
+        except ManifestError as e:
+            raise Stop(Problem("RenderReady", "InvalidManifest",
+                               f"{e} (at {revision.short}); nothing from this revision applied or pruned")) from e
+        if not manifests and not app.allow_empty:
+            raise Stop(Problem("RenderReady", "EmptyRender",
+                               f"path {root or '/'} at {revision.short} declares no objects; nothing applied or "
+                               "pruned (set syncPolicy.allowEmpty: true to delete everything)"))
+        desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
+        if all(d.scope_known for d in desired):
+            memory.render_key, memory.desired = key, desired
+        return desired
+
+    def _scope(self, api_version: str, kind: str) -> bool | None:
+        try:
+            return self.cluster.discovery.resolve(api_version, kind).namespaced
+        except UnknownKind:
+            return None
+
+    def _credentials(self, app: AppSpec) -> Credentials | None:
+        if not app.source.secret_name:
+            return None
+        rt = self.cluster.discovery.resolve(*SECRETS_V1)
+        secret = self.cluster.get(rt, app.key.namespace, app.source.secret_name)
+        if secret is None:
+            raise Stop(Problem("SourceReady", "CredentialsNotFound",
+                               f"Secret {app.key.namespace}/{app.source.secret_name} (spec.source.secretRef) "
+                               "not found; nothing applied or pruned"))
+        return Credentials.from_secret_data(secret.get("data") or {})
+
+    def _ensure_namespace(self, app: AppSpec) -> None:
+        name = app.destination_namespace
+        if not (app.create_namespace and name) or self.cluster.get(NAMESPACES, "", name) is not None:
+            return
+        try:
+            self.cluster.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ResourceError as e:
+            if not e.conflict:
+                raise
+
+
+def _kept(new: Inventory, outcomes: list[Outcome], old: Inventory) -> Inventory:
+    """The desired entries that exist now: all but failures that were never applied before."""
+    failed = {o.ref for o in outcomes if o.change.action is Action.FAILED}
+    known = old.refs()
+    return Inventory.of(e for e in new.entries if e.ref not in failed or e.ref in known)

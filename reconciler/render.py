@@ -1,0 +1,42 @@
+"""Render: the files of one revision under the Application's path → the objects git declares.
+
+Every ``*.yaml``, ``*.yml`` and ``*.json`` file under the path, recursively, in path order; hidden
+files and directories (``.github/``, ``.gitignore``...) and ``kustomization.yaml`` are skipped, other
+files (READMEs, scripts) are ignored. Parsing is the core's (``parse_documents``): a revision is all or
+nothing, so the first bad document — invalid YAML, no kind, no name, a duplicate — raises a
+``ManifestError`` naming the file and line, and nothing from that revision is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from driftguard.core.manifests import Manifest, ManifestError, check_unique, parse_documents
+
+MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+SKIPPED_NAMES: Final = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
+
+
+def is_manifest_path(path: str, root: str = "") -> bool:
+    """Whether the file at repository path ``path`` (under ``root``) is rendered."""
+    relative = path[len(root) + 1:] if root and path.startswith(root + "/") else path
+    parts = relative.split("/")
+    if any(p.startswith(".") for p in parts):
+        return False
+    return parts[-1] not in SKIPPED_NAMES and parts[-1].endswith(MANIFEST_SUFFIXES)
+
+
+def render(files: Iterable[tuple[str, bytes]], root: str = "") -> list[Manifest]:
+    """The manifests in ``files`` ((repository path, content) pairs), all or nothing."""
+    manifests: list[Manifest] = []
+    for path, content in sorted(files):
+        if not is_manifest_path(path, root):
+            continue
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ManifestError(path, 1, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
+        manifests.extend(parse_documents(text, path))
+    check_unique(manifests)
+    return manifests

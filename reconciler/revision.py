@@ -1,0 +1,29 @@
+"""A resolved git revision: what the stamp records about the commit that declared an object."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_USERINFO = re.compile(r"^(https?://)[^/@]*@", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    sha: str
+    author: str  # e-mail when the commit has one, else the name
+    committed_at: str  # RFC 3339, UTC
+    subject: str = ""
+
+    @property
+    def short(self) -> str:
+        return self.sha[:7]
+
+
+def redact_url(url: str) -> str:
+    """A repository URL safe to log and stamp: ``https://user:token@host/x`` → ``https://host/x``.
+
+    SSH addresses (``git@github.com:org/repo``, ``ssh://git@host/x``) carry a user name, not a secret,
+    and stay as they are.
+    """
+    return _USERINFO.sub(r"\1", url)

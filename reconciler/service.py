@@ -1,0 +1,125 @@
+"""Starting the reconciler as a service, from Python (tests, local mode) or from the CLI.
+
+``start(Options(...))`` connects, optionally installs the Application CRD, starts the HTTP server and
+the controller (campaigning for the Lease unless ``leader_elect`` is off) in background threads, and
+returns a ``Service`` to stop it. ``run`` is the foreground form the CLI uses (SIGTERM/SIGINT stop it
+cleanly and release the Lease).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from driftguard.kube import Kube
+from driftguard.kube.resources import Cluster
+from reconciler import crd
+from reconciler.controller import Controller, Settings
+from reconciler.leader import LeaderElector
+from reconciler.server import ReconcilerServer
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "driftguard-reconciler"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "driftguard" / "git"
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Options:
+    kubeconfig: str | None = None  # None: in-cluster ServiceAccount
+    context: str | None = None
+    namespace: str = "driftguard-system"  # Applications' namespace; "" for all
+    listen: str = "127.0.0.1:8081"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    leader_elect: bool = True
+    lease_namespace: str = ""  # default: namespace (or driftguard-system)
+    lease_name: str = LEASE_NAME
+    lease_duration: float = 15.0
+    identity: str = field(default_factory=default_identity)
+    install_crd: bool = False
+    refresh_token: str = ""
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass
+class Service:
+    controller: Controller
+    server: ReconcilerServer
+    stop_event: threading.Event
+    thread: threading.Thread
+    exit_code: list[int] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+        self.server.shutdown()
+        self.server.server_close()
+        self.controller.cluster.kube.close()
+
+
+def start(options: Options) -> Service:
+    """Start the reconciler in background threads and return at once."""
+    kube = Kube(options.kubeconfig, context=options.context)
+    cluster = Cluster(kube)
+    if options.install_crd:
+        crd.install(cluster)
+    settings = options.settings
+    if settings.namespace != options.namespace or settings.cache_dir != options.cache_dir:
+        settings = Settings(**{**settings.__dict__, "namespace": options.namespace, "cache_dir": options.cache_dir})
+    elector = None
+    if options.leader_elect:
+        lease_namespace = options.lease_namespace or options.namespace or "driftguard-system"
+        elector = LeaderElector(cluster, lease_namespace, options.lease_name, options.identity,
+                                lease_duration=options.lease_duration,
+                                renew_deadline=options.lease_duration * 2 / 3,
+                                retry_period=max(0.2, options.lease_duration / 7.5))
+    controller = Controller(cluster, settings, elector=elector)
+    host, _, port = options.listen.rpartition(":")
+    server = ReconcilerServer((host or "127.0.0.1", int(port)), controller, options.refresh_token)
+    server.start()
+    stop = threading.Event()
+    service = Service(controller, server, stop, threading.Thread())
+
+    def main() -> None:
+        service.exit_code.append(controller.run(stop))
+
+    service.thread = threading.Thread(target=main, name="controller", daemon=True)
+    service.thread.start()
+    log.info("reconciler serving on %s (Applications in %s, identity %s)", server.url,
+             options.namespace or "all namespaces", options.identity)
+    return service
+
+
+def run(options: Options) -> int:
+    """Run in the foreground until SIGTERM/SIGINT (0) or until the Lease is lost (1)."""
+    service = start(options)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while service.thread.is_alive():
+        service.thread.join(0.5)
+    service.stop()
+    return service.exit_code[0] if service.exit_code else 1

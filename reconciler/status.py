@@ -1,0 +1,271 @@
+"""An Application's status, computed (purely) from the last sync and what self-heal has seen since.
+
+The status says what happened in words a person reads: the synced revision (and who committed it),
+``sync`` Synced / OutOfSync / Error, ``health`` from the cluster's own reports, conditions (each with
+a reason and a message naming objects), the drift list (object, fields, who changed them when the
+webhook's mark or the field managers say), last sync time and duration, and the inventory.
+
+Conditions keep their ``lastTransitionTime`` while their status does not change, so an unchanged
+Application produces an unchanged status — and the controller writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from driftguard.core.changes import Action, Change, ChangeSet
+from driftguard.core.inventory import Inventory
+from driftguard.core.objects import ObjectRef
+from reconciler.application import AppSpec, format_duration
+from reconciler.apply import DriftRecord
+from reconciler.fights import Fight
+from reconciler.health import Health, worst
+from reconciler.revision import Revision
+
+SyncState = Literal["Synced", "OutOfSync", "Error", "Unknown"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+LISTED: Final = 5  # objects named in one condition message
+DRIFT_LIMIT: Final = 50
+STAGES: Final = ("SourceReady", "RenderReady", "Applied", "Pruned")
+CONDITION_TYPES: Final = ("Ready", "SpecValid", *STAGES, "Fighting")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a cycle stopped before applying anything."""
+
+    condition: Literal["SpecValid", "SourceReady", "RenderReady", "Applied"]
+    reason: str
+    message: str
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What one full sync cycle found and did."""
+
+    target: str
+    started: dt.datetime
+    duration: float
+    revision: Revision | None = None
+    problem: Problem | None = None
+    applied: ChangeSet = field(default_factory=ChangeSet)
+    pruned: ChangeSet = field(default_factory=ChangeSet)
+    rendered: int = 0
+    pending_prune: tuple[ObjectRef, ...] = ()  # stale, kept because prune is off
+    out_of_sync: tuple[str, ...] = ()  # objects git and the cluster disagree on, other than drift
+
+    @property
+    def changes(self) -> ChangeSet:
+        return ChangeSet(self.applied.changes + self.pruned.changes)
+
+    def failures(self) -> list[Change]:
+        return self.changes.failed()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the status is computed from."""
+
+    spec: AppSpec
+    report: SyncReport | None
+    inventory: Inventory
+    drift: Sequence[DriftRecord] = ()  # current (unresolved, break-glass, backed off) and recent reverts
+    health: Mapping[ObjectRef, tuple[Health, str]] = field(default_factory=dict)  # non-healthy objects
+    fights: Sequence[Fight] = ()
+
+
+def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The full ``status`` of the Application."""
+    spec, report = snapshot.spec, snapshot.report
+    state = sync_state(snapshot)
+    status: dict[str, Any] = {
+        "observedGeneration": spec.generation,
+        "sync": _sync(spec, report, state),
+        "health": _health(snapshot),
+        "conditions": _conditions(snapshot, state, previous.get("conditions") or [], now),
+        "drift": [_drift(d) for d in _drift_list(snapshot.drift)],
+        "inventoryCount": len(snapshot.inventory),
+        "inventory": snapshot.inventory.to_list(),
+    }
+    if report is not None:
+        status["lastSyncTime"] = _time(report.started)
+        status["lastSyncDuration"] = format_duration(report.duration)
+        status["lastSyncResult"] = {**{a.value: n for a, n in report.changes.counts().items()},
+                                    "summary": report.changes.summary()}
+    return status
+
+
+def sync_state(snapshot: Snapshot) -> SyncState:
+    report = snapshot.report
+    if snapshot.spec.problems:
+        return "Error"
+    if report is None:
+        return "Unknown"
+    if report.problem is not None or report.failures():
+        return "Error"
+    if report.pending_prune or report.out_of_sync or any(d.state != "Reverted" for d in snapshot.drift):
+        return "OutOfSync"
+    return "Synced"
+
+
+def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": state, "targetRevision": spec.source.target_revision}
+    if report is not None and report.revision is not None:
+        revision = report.revision
+        out.update(revision=revision.sha, shortRevision=revision.short, author=revision.author,
+                   committedAt=revision.committed_at, message=revision.subject[:200])
+    return out
+
+
+def _health(snapshot: Snapshot) -> dict[str, str]:
+    if snapshot.report is None or (snapshot.report.revision is None and not len(snapshot.inventory)):
+        return {"status": Health.UNKNOWN.value, "message": "not synced yet"}
+    if not snapshot.health:
+        return {"status": Health.HEALTHY.value, "message": f"{len(snapshot.inventory)} objects healthy"}
+    state = worst(h for h, _ in snapshot.health.values())
+    named = sorted((ref, why) for ref, (h, why) in snapshot.health.items() if h is state)
+    message = "; ".join(f"{ref}: {why}" if why else str(ref) for ref, why in named[:LISTED])
+    return {"status": state.value, "message": message + _more(len(named))}
+
+
+def _drift_list(drift: Sequence[DriftRecord]) -> list[DriftRecord]:
+    current = [d for d in drift if d.state != "Reverted"]
+    reverted = sorted((d for d in drift if d.state == "Reverted"), key=lambda d: d.at, reverse=True)
+    return sorted(current, key=lambda d: d.ref)[:DRIFT_LIMIT] + reverted[: max(0, DRIFT_LIMIT - len(current))]
+
+
+def _drift(d: DriftRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"object": str(d.ref), "fields": list(d.fields), "state": d.state, "at": d.at}
+    if d.by:
+        out["by"] = d.by
+    if d.manager:
+        out["manager"] = d.manager
+    return out
+
+
+# ---------------------------------------------------------------- conditions
+
+Condition = tuple[ConditionStatus, str, str]  # status, reason, message
+
+
+def _conditions(
+    snapshot: Snapshot, state: SyncState, previous: Sequence[Mapping[str, Any]], now: dt.datetime
+) -> list[dict[str, str]]:
+    found = {
+        "Ready": _ready(snapshot, state),
+        "SpecValid": _spec_valid(snapshot.spec),
+        **_stages(snapshot),
+        "Fighting": _fighting(snapshot.fights),
+    }
+    before = {str(c.get("type")): c for c in previous}
+    out = []
+    for type_ in CONDITION_TYPES:
+        if type_ not in found:
+            continue
+        status, reason, message = found[type_]
+        old = before.get(type_) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status else None
+        out.append({"type": type_, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": str(since or _time(now))})
+    return out
+
+
+def _ready(snapshot: Snapshot, state: SyncState) -> Condition:
+    report = snapshot.report
+    if state == "Synced":
+        assert report is not None and report.revision is not None
+        return "True", "Synced", f"in sync with {report.revision.short} ({len(snapshot.inventory)} objects)"
+    if state == "Unknown":
+        return "Unknown", "Pending", "not synced yet"
+    if snapshot.spec.problems:
+        return "False", "InvalidSpec", "; ".join(snapshot.spec.problems)
+    assert report is not None
+    if report.problem is not None:
+        return "False", report.problem.reason, report.problem.message
+    if report.failures():
+        return "False", "ApplyFailed", _list(report.failures())
+    return "False", "OutOfSync", _out_of_sync_message(snapshot)
+
+
+def _out_of_sync_message(snapshot: Snapshot) -> str:
+    report = snapshot.report
+    assert report is not None
+    parts = [f"{d.ref}: {d.message or ', '.join(d.fields)}" for d in snapshot.drift if d.state != "Reverted"]
+    parts += list(report.out_of_sync)
+    if report.pending_prune:
+        parts.append(f"{len(report.pending_prune)} object(s) no longer in git, kept because prune is off")
+    return "; ".join(parts[:LISTED]) + _more(len(parts))
+
+
+def _spec_valid(spec: AppSpec) -> Condition:
+    if spec.problems:
+        return "False", "InvalidSpec", "; ".join(spec.problems)
+    if spec.warnings:
+        return "True", "ValidWithWarnings", "; ".join(spec.warnings)
+    return "True", "Valid", "spec is valid"
+
+
+def _stages(snapshot: Snapshot) -> dict[str, Condition]:
+    """SourceReady, RenderReady, Applied, Pruned — up to the stage where the cycle stopped."""
+    report = snapshot.report
+    if report is None or snapshot.spec.problems:
+        return {}
+    problem = report.problem
+    out: dict[str, Condition] = {}
+    for stage in STAGES:
+        if problem is not None and problem.condition == stage:
+            out[stage] = ("False", problem.reason, problem.message)
+            return out
+        out[stage] = _stage_done(stage, report)
+    return out
+
+
+def _stage_done(stage: str, report: SyncReport) -> Condition:
+    revision = report.revision
+    if stage == "SourceReady":
+        assert revision is not None
+        return "True", "Fetched", f"{report.target} is {revision.short} by {revision.author}"
+    if stage == "RenderReady":
+        return "True", "Rendered", f"{report.rendered} objects"
+    if stage == "Applied":
+        failed = report.applied.failed()
+        return ("False", "ApplyFailed", _list(failed)) if failed else ("True", "Applied", report.applied.summary())
+    if report.pruned.failed():
+        return "False", "PruneFailed", _list(report.pruned.failed())
+    if report.pending_prune:
+        return "False", "PruneDisabled", "no longer in git, kept because prune is off: " + _refs(report.pending_prune)
+    deleted = [c.ref for c in report.pruned.changes if c.action is Action.DELETED]
+    return "True", "Pruned", f"deleted {_refs(deleted)}" if deleted else "nothing to prune"
+
+
+def _fighting(fights: Sequence[Fight]) -> Condition:
+    if not fights:
+        return "False", "NoFight", "no object is being changed back and forth"
+    named = ", ".join(f"{f.ref} (fight #{f.fights})" for f in fights[:LISTED])
+    return "True", "FightDetected", f"another writer keeps changing {named}{_more(len(fights))}; self-heal backs off"
+
+
+def _list(changes: Sequence[Change]) -> str:
+    return "; ".join(str(c) for c in changes[:LISTED]) + _more(len(changes))
+
+
+def _refs(refs: Sequence[ObjectRef]) -> str:
+    return ", ".join(str(r) for r in refs[:LISTED]) + _more(len(refs))
+
+
+def _more(count: int) -> str:
+    return f" (and {count - LISTED} more)" if count > LISTED else ""
+
+
+def _time(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def patch_for(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch turning status ``previous`` into ``current`` (empty: nothing to write)."""
+    patch: dict[str, Any] = {k: v for k, v in current.items() if previous.get(k) != v}
+    patch.update({k: None for k in previous if k not in current})
+    return patch
