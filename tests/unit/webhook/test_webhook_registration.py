@@ -1,0 +1,100 @@
+"""The rendered webhook configurations: selectors, policies, rules, client configs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from webhook import registration
+from webhook.cli import main
+
+CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def _all(client: registration.ClientConfig, **options: Any) -> list[dict[str, Any]]:
+    validating, mutating = registration.configurations(client, **options)
+    return [*validating["webhooks"], *mutating["webhooks"]]
+
+
+def test_three_webhooks_in_two_objects() -> None:
+    validating, mutating = registration.configurations(registration.url_client("https://127.0.0.1:8443", CA))
+    assert (validating["kind"], mutating["kind"]) == ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+    assert validating["metadata"]["name"] == mutating["metadata"]["name"] == "driftguard"
+    assert [w["name"] for w in validating["webhooks"]] == ["validate.driftguard.io", "scale.driftguard.io"]
+    assert [w["name"] for w in mutating["webhooks"]] == ["mutate.driftguard.io"]
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("failurePolicy", "Fail"),
+    ("timeoutSeconds", 3),
+    ("sideEffects", "NoneOnDryRun"),
+    ("matchPolicy", "Equivalent"),
+    ("admissionReviewVersions", ["v1"]),
+    ("namespaceSelector", {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                                 "values": ["driftguard-system", "kube-system"]}]}),
+])
+def test_every_webhook_shares_the_safety_settings(key: str, value: Any) -> None:
+    for webhook in _all(registration.url_client("https://127.0.0.1:8443", CA)):
+        assert webhook[key] == value, webhook["name"]
+
+
+def test_rules_and_object_selectors() -> None:
+    validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    assert validate["rules"] == [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["*"],
+                                  "apiVersions": ["*"], "resources": ["*"], "scope": "*"}]
+    assert validate["objectSelector"] == {"matchLabels": {"driftguard.io/managed": "true"}}
+    assert scale["rules"][0]["resources"] == ["*/scale"] and scale["rules"][0]["operations"] == ["UPDATE"]
+    assert "objectSelector" not in scale  # a Scale has no labels; the webhook reads the parent
+    assert mutate["rules"][0]["operations"] == ["UPDATE"] and mutate["reinvocationPolicy"] == "IfNeeded"
+    assert mutate["objectSelector"] == validate["objectSelector"]
+
+
+def test_url_clients_get_a_path_per_webhook_and_the_ca_bundle() -> None:
+    validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:8443/", CA))
+    assert [w["clientConfig"]["url"] for w in (validate, scale, mutate)] == [
+        "https://127.0.0.1:8443/validate", "https://127.0.0.1:8443/validate", "https://127.0.0.1:8443/mutate"]
+    assert base64.b64decode(validate["clientConfig"]["caBundle"]) == CA
+
+
+def test_service_clients() -> None:
+    validate, _, mutate = _all(registration.service_client("driftguard-webhook", "driftguard-system", CA))
+    assert validate["clientConfig"]["service"] == {"namespace": "driftguard-system", "name": "driftguard-webhook",
+                                                   "port": 443, "path": "/validate"}
+    assert mutate["clientConfig"]["service"]["path"] == "/mutate"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8443", "https://127.0.0.1:8443/?x=1", "https://u@h:1"])
+def test_urls_the_api_server_would_refuse_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="must be https"):
+        registration.url_client(url, CA)
+
+
+def test_the_ca_bundle_must_be_pem() -> None:
+    with pytest.raises(ValueError, match="PEM"):
+        registration.url_client("https://127.0.0.1:8443", b"not a cert")
+
+
+def test_tests_can_confine_the_webhooks_and_name_them() -> None:
+    selector = {"matchLabels": {"kubernetes.io/metadata.name": "test-ns"}}
+    validating, _ = registration.configurations(registration.url_client("https://127.0.0.1:1", CA),
+                                                name="dg-test-1", namespace_selector=selector)
+    assert validating["metadata"]["name"] == "dg-test-1"
+    assert [w["name"] for w in validating["webhooks"]] == ["validate.dg-test-1.io", "scale.dg-test-1.io"]
+    assert all(w["namespaceSelector"] == selector for w in validating["webhooks"])
+
+
+def test_the_own_namespace_is_always_excluded() -> None:
+    (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA), namespace="platform")
+    assert validate["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "platform"]
+
+
+def test_webhook_config_command_prints_the_same_objects(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(CA)
+    assert main(["webhook-config", "--service", "driftguard-webhook", "--ca-file", str(ca)]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    expected = registration.configurations(registration.service_client("driftguard-webhook", "driftguard-system", CA))
+    assert items == list(expected)
