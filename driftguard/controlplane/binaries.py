@@ -150,6 +150,7 @@ class _Builder:
             raise BinariesUnavailable(
                 f"building {name} failed (exit {process.returncode}; full log {log_path}):\n" + "\n".join(tail)
             )
+        log_path.unlink()  # kept only when the build failed
 
 
 def _ldflags(target: _Target) -> str:
@@ -215,7 +216,7 @@ def _say(progress: TextIO, line: str) -> None:
 
 
 def main() -> int:
-    """``python -m driftguard.controlplane.binaries``: resolve (build if needed) and print the paths."""
+    """``python -m driftguard.controlplane``: resolve (build if needed) and print the paths."""
     try:
         binaries = resolve_binaries()
     except BinariesUnavailable as error:
@@ -227,6 +228,3 @@ def main() -> int:
     print(f"source:         {binaries.source}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
