@@ -116,6 +116,42 @@ def configurations(
     return validating, mutating
 
 
+# Kinds with a scale subresource whose parent the webhook may read; CRDs with scale go in ``extra``.
+SCALABLE: Final = (("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets"),
+                   ("", "replicationcontrollers"))
+
+
+def rbac(
+    service_account: str,
+    namespace: str = NAMESPACE,
+    *,
+    name: str = NAME + "-webhook",
+    extra_scalable: Sequence[tuple[str, str]] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ClusterRole, ClusterRoleBinding) for the webhook's ServiceAccount: nothing but what it calls.
+
+    ``get`` on the parents of scale requests (a kind missing here makes its scale requests fail
+    closed with 403 in the message) and ``create``/``patch`` on ``events.k8s.io`` Events.
+    """
+    groups: dict[str, list[str]] = {}
+    for group, resource in (*SCALABLE, *extra_scalable):
+        groups.setdefault(group, []).append(resource)
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [group], "resources": sorted(resources), "verbs": ["get"]} for group, resources in groups.items()
+    ]
+    rules.append({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]})
+    labels = {"app.kubernetes.io/name": "driftguard", "app.kubernetes.io/component": "webhook"}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": labels}, "rules": rules}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+    }
+    return role, binding
+
+
 def _with_path(client: ClientConfig, path: str) -> ClientConfig:
     out: ClientConfig = {"caBundle": client["caBundle"]}
     if "url" in client:

@@ -6,12 +6,11 @@ the API server keeps connections alive, and a ``sync`` worker would pay a TLS ha
 (see ``bench/bench_webhook.py`` for the measurement behind the defaults).
 
 Prometheus multiprocess mode: ``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
-before ``prometheus_client`` is imported anywhere, so ``/metrics`` on any worker reports all of them.
+before the workers create their metrics, so ``/metrics`` on any worker reports all of them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import ssl
@@ -27,7 +26,6 @@ from webhook import logs
 from webhook.settings import Settings
 from webhook.tls import CertificateReloader
 
-log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -84,14 +82,20 @@ def serve(settings: Settings) -> None:
 
 
 def prepare_metrics_dir(wanted: Path | None) -> Path:
-    """An empty multiprocess directory, exported before anything imports ``prometheus_client``."""
-    if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
-        log.warning("prometheus_client was imported before the webhook started; /metrics is per worker")
+    """An empty multiprocess directory, exported for the workers' metrics.
+
+    ``prometheus_client`` picks its value class when first imported; the ``driftguard`` console
+    script may already have imported it (another subcommand's module), so it is switched here too.
+    Metrics are created after the fork, in each worker's ``create_app``.
+    """
     directory = wanted or Path(tempfile.mkdtemp(prefix="driftguard-metrics-"))
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
     os.environ[MULTIPROC_ENV] = str(directory)
+    values: Any = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()
     return directory
 
 
