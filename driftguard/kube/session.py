@@ -266,8 +266,12 @@ def _json_lines(raw: urllib3.BaseHTTPResponse, path: str) -> Iterator[dict[str, 
 
 def _load_configuration(kubeconfig: str | PathLike[str] | None, context: str | None) -> client.Configuration:
     configuration = client.Configuration()
-    if kubeconfig is None:
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=configuration)
+    source = "in-cluster configuration" if kubeconfig is None else f"kubeconfig {kubeconfig}"
+    try:
+        if kubeconfig is None:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=configuration)
+    except (config.ConfigException, OSError) as error:
+        raise KubeError(0, "InvalidConfiguration", f"{source}: {error}") from error
     return configuration

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import urllib3
 
-from driftguard.kube import parse_status, parse_warnings
+from driftguard.kube import Kube, KubeError, parse_status, parse_warnings
 
 
 def _headers(*warnings: str) -> urllib3.HTTPHeaderDict:
@@ -52,3 +53,24 @@ def test_parse_warnings_without_headers() -> None:
 )
 def test_parse_status(status: int, body: bytes | str | None, expected: tuple[str, str]) -> None:
     assert parse_status(status, body) == expected
+
+
+def test_an_unusable_kubeconfig_is_a_kube_error(tmp_path: Path) -> None:
+    with pytest.raises(KubeError) as caught:
+        Kube(tmp_path / "absent.kubeconfig")
+    assert (caught.value.status, caught.value.reason) == (0, "InvalidConfiguration")
+    assert str(tmp_path / "absent.kubeconfig") in caught.value.message
+
+
+def test_an_unreachable_server_is_a_kube_error(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "dead.kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
+        "clusters: [{name: dead, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: not-a-secret}}]\n"
+        "contexts: [{name: dead, context: {cluster: dead, user: u}}]\n"
+    )
+    with Kube(kubeconfig, timeout=2) as kube, pytest.raises(KubeError) as caught:
+        kube.request("GET", "/version")
+    assert (caught.value.status, caught.value.reason) == (0, "Unreachable")
+    assert "https://127.0.0.1:1/version" in caught.value.message
