@@ -16,6 +16,7 @@ from reconciler.application import parse_duration
 from reconciler.controller import APPLICATIONS, Settings
 from reconciler.service import LEASE_NAME, Options, default_cache_dir, default_identity, run
 
+
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``reconcile`` and ``status``."""
     reconcile = subparsers.add_parser("reconcile", help="run the git → cluster reconciler")

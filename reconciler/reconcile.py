@@ -73,7 +73,8 @@ class Reconciler:
         """Sync ``app`` once (at ``revision`` when already resolved); ``memory`` is updated in place."""
         start = time.monotonic()
         report = SyncReport(target=app.source.target_revision, started=self._clock(), duration=0.0)
-        result = Result(report, inventory=memory.inventory)
+        old = memory.inventory
+        result = Result(report, inventory=old)
         try:
             if app.problems:
                 raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
@@ -82,21 +83,21 @@ class Reconciler:
             report.rendered, result.desired = len(desired), desired
             on_desired(desired)
             new = desired_set.inventory_of(desired)
-            if app.automated and not new.entries <= memory.inventory.entries:
-                save_inventory(memory.inventory.merge(new.entries))  # before creating anything
+            if app.automated and not new.entries <= old.entries:
+                save_inventory(old.merge(new.entries))  # before creating anything
             if app.automated:
                 self._ensure_namespace(app)
             result.outcomes = self.applier.sync_all(desired, Mode(apply=app.automated, self_heal=app.self_heal))
             report.applied = ChangeSet([o.change for o in result.outcomes])
             report.out_of_sync = tuple(str(o.change) for o in result.outcomes
                                        if o.change.action is Action.SKIPPED and o.drift is None)
-            stale, keep = memory.inventory.stale(new), list[Entry]()
+            stale, keep = old.stale(new), list[Entry]()
             if stale and app.automated and app.prune:
                 pruned, keep = self.applier.prune(stale, str(app.key))
                 report.pruned = ChangeSet([o.change for o in pruned])
             elif stale:
                 keep, report.pending_prune = stale, tuple(e.ref for e in stale)
-            result.inventory = memory.inventory = _kept(new, result.outcomes, memory.inventory).merge(keep)
+            result.inventory = memory.inventory = _kept(new, result.outcomes, old).merge(keep)
         except Stop as e:
             report.problem = e.problem
         except ResourceError as e:

@@ -1,0 +1,210 @@
+"""Helpers for the reconciler's integration tests: a git repository, and a harness around one test's
+reconciler and Applications (the fixtures that build them are in this directory's conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from driftguard.kube import Kube, KubeError
+from reconciler.controller import Settings
+from reconciler.service import Options, Service, start
+
+ROOT = Path(__file__).resolve().parents[3]
+SA_NAMESPACE, SA_NAME = "driftguard-system", "driftguard-reconciler"
+APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"
+T = TypeVar("T")
+TEST_GROUP = "driftguard-tests.example.com"  # custom resources the reconciler may manage in tests
+
+TEST_EXTRAS = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "driftguard-reconciler-test-extras",
+                 "labels": {"driftguard.io/aggregate-to-reconciler": "true"}},
+    "rules": [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+        {"apiGroups": [TEST_GROUP], "resources": ["*"],
+         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    ],
+}
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll ``probe`` until it returns something truthy; fail with the last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except KubeError as e:
+            last = None
+            if e.status != 404:
+                raise
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last value: {last!r}")
+
+
+def apply_admin(admin: Kube, obj: dict[str, Any]) -> dict[str, Any]:
+    path = _path_for(obj)
+    return admin.request("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
+                         query={"fieldManager": "test-admin", "force": "true"})
+
+
+def _path_for(obj: dict[str, Any]) -> str:
+    group_version = obj["apiVersion"]
+    base = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+    plural = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding":
+              "clusterrolebindings", "Role": "roles", "RoleBinding": "rolebindings", "Namespace": "namespaces"}
+    ns = obj["metadata"].get("namespace")
+    scope = f"/namespaces/{ns}" if ns else ""
+    return f"{base}{scope}/{plural[obj['kind']]}/{obj['metadata']['name']}"
+
+
+@dataclass
+class Repo:
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return str(self.path)
+
+    def git(self, *args: str) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "Alice", "GIT_AUTHOR_EMAIL": "alice@org",
+               "GIT_COMMITTER_NAME": "Alice", "GIT_COMMITTER_EMAIL": "alice@org"}
+        return subprocess.run(["git", *args], cwd=self.path, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def write(self, relative: str, content: str | list[dict[str, Any]] | dict[str, Any]) -> None:
+        if not isinstance(content, str):
+            docs = content if isinstance(content, list) else [content]
+            content = yaml.safe_dump_all(docs, sort_keys=False)
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+
+    def remove(self, relative: str) -> None:
+        self.git("rm", "-q", "-r", relative)
+
+    def commit(self, message: str = "change") -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+
+def configmap(name: str, data: dict[str, str], **metadata: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **metadata}, "data": data}
+
+
+@dataclass
+class Harness:
+    """One test's reconciler and the clients around it."""
+
+    admin: Kube
+    namespace: str
+    kubeconfig: Path
+    cache_dir: Path
+    service: Service | None = None
+    services: list[Service] = field(default_factory=list)
+
+    # -- Applications ---------------------------------------------------------------------------
+    def make_app(self, name: str, repo: Repo | str, path: str = "app", *, prune: bool = True,
+                 self_heal: bool = True, destination: str | None = None, **spec: Any) -> dict[str, Any]:
+        automated: dict[str, Any] | None = {"prune": prune, "selfHeal": self_heal}
+        if spec.pop("automated", True) is False:
+            automated = None
+        body = {
+            "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": repo.url if isinstance(repo, Repo) else repo, "targetRevision": "main",
+                           "path": path},
+                "destination": {"server": "https://kubernetes.default.svc",
+                                "namespace": destination or self.namespace},
+                "syncPolicy": {"automated": automated} if automated else {},
+                **spec,
+            },
+        }
+        return self.admin.request("POST", APPS.format(ns=self.namespace), body=body)
+
+    def patch_app(self, name: str, patch: dict[str, Any]) -> None:
+        self.admin.request("PATCH", APPS.format(ns=self.namespace) + f"/{name}", body=patch,
+                           content_type="application/merge-patch+json")
+
+    def app(self, name: str) -> dict[str, Any]:
+        return self.admin.request("GET", APPS.format(ns=self.namespace) + f"/{name}")
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.app(name).get("status") or {})
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status(name).get("conditions") or [] if c["type"] == type_), {})
+
+    def wait_synced(self, name: str, sha: str, timeout: float = 10.0) -> dict[str, Any]:
+        seen: list[dict[str, Any]] = [{}]
+
+        def synced() -> dict[str, Any] | None:
+            seen[0] = status = self.status(name)
+            sync = status.get("sync") or {}
+            return status if sync.get("revision") == sha and sync.get("status") == "Synced" else None
+        try:
+            return wait_for(synced, timeout, what=f"Application {name} Synced at {sha[:7]}")
+        except AssertionError as e:
+            seen[0].pop("inventory", None)
+            raise AssertionError(f"{e}; status: {json.dumps(seen[0], indent=1)}") from None
+
+    def wait_condition(self, name: str, type_: str, status: str, reason: str = "",
+                       timeout: float = 10.0) -> dict[str, Any]:
+        def matches() -> dict[str, Any] | None:
+            c = self.condition(name, type_)
+            return c if c.get("status") == status and (not reason or c.get("reason") == reason) else None
+        return wait_for(matches, timeout, what=f"{name} condition {type_}={status} {reason}")
+
+    # -- objects --------------------------------------------------------------------------------
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.admin.request("GET", path)
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def cm(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return self.get(f"/api/v1/namespaces/{namespace or self.namespace}/configmaps/{name}")
+
+    # -- the reconciler -------------------------------------------------------------------------
+    def start(self, **settings: Any) -> Service:
+        """An in-process reconciler for this namespace, as the reconciler's ServiceAccount."""
+        options = Options(
+            kubeconfig=str(self.kubeconfig), namespace=self.namespace, listen="127.0.0.1:0",
+            cache_dir=self.cache_dir, leader_elect=False,
+            settings=Settings(namespace=self.namespace, cache_dir=self.cache_dir, watch_timeout=5.0, **settings),
+        )
+        self.service = start(options)
+        self.services.append(self.service)
+        return self.service
+
+    def refresh(self, name: str | None = None) -> dict[str, Any]:
+        assert self.service is not None
+        url = self.service.url + "/refresh" + (f"/{self.namespace}/{name}" if name else "")
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10) as response:
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+    def commit_and_sync(self, repo: Repo, name: str, message: str = "change") -> str:
+        sha = repo.commit(message)
+        self.refresh(name)
+        self.wait_synced(name, sha)
+        return sha
