@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +13,25 @@ import pytest
 from cryptography import x509
 from webhook_harness import WebhookProcess, eventually, issue_serving
 
+from driftguard.core import contract
+
 pytestmark = pytest.mark.integration
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "webhook"))
-from admission_builders import edited, live, review  # noqa: E402
+
+def _denied_review() -> bytes:
+    """An engineer scaling a managed Deployment from 3 to 9."""
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "prod"},
+                "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}
+    source = contract.Source("https://github.com/org/k8s-manifests", "1a2b3c4d", "alice@org", "2024-05-01T10:00:00Z",
+                             "web.yaml")
+    old = contract.stamp(manifest, application="ops/web", source=source, enforcement="deny")
+    new = copy.deepcopy(old)
+    new["spec"]["replicas"] = 9
+    request = {"uid": "5b0a2c", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+               "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+               "operation": "UPDATE", "userInfo": {"username": "laptop", "groups": ["engineers"]},
+               "namespace": "prod", "name": "web", "object": new, "oldObject": old}
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode()
 
 
 def _serial(der: bytes) -> int:
@@ -56,8 +71,7 @@ def test_rotated_certificate_files_are_served_without_a_restart(
 
 def test_the_http_edge_as_served(webhook_factory: Callable[..., WebhookProcess]) -> None:
     webhook = webhook_factory(max_body_bytes=64 * 1024)
-    old = live()
-    body = json.dumps(review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9))).encode()
+    body = _denied_review()
     status, answer = webhook.call("POST", "/validate", body)
     assert status == 200 and json.loads(answer)["response"]["allowed"] is False
     assert webhook.call("POST", "/validate", body, content_type="text/plain")[0] == 400
@@ -71,8 +85,7 @@ def test_metrics_add_up_over_workers_and_records_reach_the_file(
     webhook_factory: Callable[..., WebhookProcess],
 ) -> None:
     webhook = webhook_factory(workers=2, threads=2)
-    old = live()
-    body = json.dumps(review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9))).encode()
+    body = _denied_review()
     for _ in range(20):
         assert webhook.call("POST", "/validate", body)[0] == 200
     metrics = webhook.call("GET", "/metrics")[1].decode()
