@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from driftguard import stack
 from driftguard.controlplane import BinariesUnavailable, ControlPlane, ControlPlaneError, resolve_binaries
-from driftguard.controlplane.processes import State, is_running, stop_all
+from driftguard.controlplane.processes import ProcessFailed, State, is_running, stop_all
+from driftguard.install import InstallError
 from driftguard.kube import KubeError
+from driftguard.kube.resources import ResourceError
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,12 +50,20 @@ def up(directory: Path, timeout: float = 120.0) -> int:
     if running:
         _say(f"{directory} is partly running ({', '.join(p.name for p in running)}); stopping it first")
         stop_all(running)
+    started = time.monotonic()
     try:
         plane = ControlPlane(directory, resolve_binaries(), progress=_say)
         plane.start(timeout)
-    except (BinariesUnavailable, ControlPlaneError, KubeError, OSError) as error:
+        info = stack.start(plane, timeout, _say)
+    except (BinariesUnavailable, ControlPlaneError, KubeError, ResourceError, ProcessFailed, InstallError,
+            OSError) as error:
         _say(f"error: {error}")
+        _say("stopping what was started; logs are kept in " + str(directory / "logs"))
+        down(directory)
         return 1
+    state = State.load(directory) or State()
+    state.with_info(**info).save(directory)
+    _say(f"driftguard local is up ({time.monotonic() - started:.1f}s)")
     _print_usage(directory, State.load(directory) or State())
     return 0
 
@@ -73,16 +85,21 @@ def down(directory: Path) -> int:
 def _print_usage(directory: Path, state: State) -> None:
     info = state.info
     kubectl = info.get("kubectl") or "kubectl"
+    admin = info.get("admin_kubeconfig", directory / "admin.kubeconfig")
     print(
         f"driftguard local is up in {directory}\n"
         f"  API server:  {info.get('apiserver', '?')} (Kubernetes v{info.get('kubernetes_version', '?')})\n"
+        f"  webhook:     {info.get('webhook', '-')} (audit file {info.get('audit_file', '-')})\n"
+        f"  reconciler:  {info.get('reconciler', '-')} (POST /refresh to sync now)\n"
         f"  kubectl:     {kubectl}  (version-matched)\n"
         "\n"
         "Act as an engineer's laptop (cluster-admin by RBAC; only admission can stop it):\n"
         f"  export KUBECONFIG={info.get('laptop_kubeconfig', directory / 'laptop.kubeconfig')}\n"
         "Act as the cluster administrator (system:masters):\n"
-        f"  export KUBECONFIG={info.get('admin_kubeconfig', directory / 'admin.kubeconfig')}\n"
-        f"then e.g.: {kubectl} get namespaces\n"
+        f"  export KUBECONFIG={admin}\n"
+        f"then e.g.: {kubectl} get applications -A\n"
+        f"           driftguard status --kubeconfig {admin}\n"
+        f"           driftguard audit --dir {directory}\n"
         "\n"
         f"Stop everything: driftguard local down --dir {directory}"
     )

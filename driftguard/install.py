@@ -1,0 +1,162 @@
+"""Installing driftguard itself: the ``manifests/`` base, webhook TLS, and webhook registration.
+
+One path serves local mode (a bare control plane) and ``driftguard certs install`` (a real
+cluster): the kustomize base is read from ``manifests/kustomization.yaml`` (so there is one list
+of what driftguard consists of), applied with server-side apply as field manager
+``driftguard-install``, CRDs first and waited on until Established.
+
+Two things a bare control plane lacks are done here explicitly and nowhere else:
+ClusterRole aggregation (normally kube-controller-manager's job) for
+``driftguard-reconciler``, and nothing more. It never deletes anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from certs.authority import CertificateAuthority, service_dns_names
+from driftguard.core import ordering
+from driftguard.core.manifests import Manifest, parse_documents
+from driftguard.kube import Kube
+from driftguard.kube.resources import Cluster
+from webhook import registration
+
+INSTALL_MANAGER: Final = "driftguard-install"
+NAMESPACE: Final = "driftguard-system"
+WEBHOOK_SERVICE: Final = "driftguard-webhook"
+WEBHOOK_SECRET: Final = "driftguard-webhook-tls"
+AGGREGATED_ROLE: Final = "driftguard-reconciler"
+AGGREGATE_LABEL: Final = "driftguard.io/aggregate-to-reconciler"
+
+Progress = Callable[[str], None]
+
+
+class InstallError(RuntimeError):
+    """Installing driftguard failed; the message names the object and what to do."""
+
+
+def manifests_dir() -> Path:
+    """The repository's ``manifests/`` (local mode and installs run from a checkout)."""
+    return Path(__file__).resolve().parent.parent / "manifests"
+
+
+def base_manifests(directory: Path | None = None) -> list[Manifest]:
+    """Every object in the kustomize base, in kustomization.yaml's resource order."""
+    directory = directory or manifests_dir()
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    out: list[Manifest] = []
+    for resource in kustomization.get("resources", []):
+        out.extend(parse_documents((directory / resource).read_text(), f"manifests/{resource}"))
+    return out
+
+
+def apply_manifests(cluster: Cluster, manifests: Iterable[Manifest], *, progress: Progress | None = None,
+                    timeout: float = 60.0) -> None:
+    """Server-side apply in dependency order; wait for each CRD to be Established before going on."""
+    for manifest in ordering.for_apply(manifests, lambda m: m.ref):
+        cluster.apply(manifest.obj)
+        if manifest.obj["kind"] == "CustomResourceDefinition":
+            wait_established(cluster, manifest.obj["metadata"]["name"], timeout)
+            cluster.discovery.invalidate()
+        if progress:
+            progress(f"applied {manifest.ref}")
+
+
+def wait_established(cluster: Cluster, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    while time.monotonic() < deadline:
+        crd = cluster.kube.request("GET", path)
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            return
+        time.sleep(0.1)
+    raise InstallError(f"CustomResourceDefinition {name}: not Established after {timeout:.0f}s")
+
+
+def aggregate_cluster_roles(kube: Kube) -> int:
+    """Do what kube-controller-manager's aggregation controller does, for driftguard's role only.
+
+    Returns the number of rules now in ``driftguard-reconciler``. Only needed on a control plane
+    without kube-controller-manager (local mode, tests).
+    """
+    roles = kube.request("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                         query={"labelSelector": f"{AGGREGATE_LABEL}=true"})
+    rules: list[dict[str, Any]] = []
+    for role in sorted(roles.get("items", []), key=lambda r: r["metadata"]["name"]):
+        rules.extend(r for r in role.get("rules") or [] if r not in rules)
+    kube.request("PATCH", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{AGGREGATED_ROLE}",
+                 body={"rules": rules}, content_type="application/merge-patch+json")
+    return len(rules)
+
+
+def webhook_tls_secret(ca: CertificateAuthority, *, namespace: str = NAMESPACE,
+                       service: str = WEBHOOK_SERVICE, ips: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``kubernetes.io/tls`` Secret the webhook Deployment mounts, with a fresh serving cert."""
+    serving = ca.issue_serving(f"{service}.{namespace}.svc", service_dns_names(service, namespace), list(ips))
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": WEBHOOK_SECRET, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "driftguard"}},
+        "data": {
+            "tls.crt": base64.b64encode(serving.cert_pem).decode(),
+            "tls.key": base64.b64encode(serving.key_pem).decode(),
+            "ca.crt": base64.b64encode(ca.cert_pem).decode(),
+        },
+    }
+
+
+def register_webhook(cluster: Cluster, client: registration.ClientConfig, **options: Any) -> None:
+    """Apply both webhook configurations pointing at ``client``."""
+    for configuration in registration.configurations(client, **options):
+        cluster.apply(configuration)
+
+
+def install_in_cluster(kube: Kube, ca: CertificateAuthority, *, progress: Progress | None = None) -> None:
+    """``driftguard certs install``: the TLS Secret plus webhook configurations with the caBundle.
+
+    Safe to re-run; re-running with the same CA rotates only the serving certificate.
+    """
+    cluster = Cluster(kube, field_manager=INSTALL_MANAGER)
+    cluster.apply(webhook_tls_secret(ca))
+    if progress:
+        progress(f"applied Secret {NAMESPACE}/{WEBHOOK_SECRET} (serving certificate for "
+                 f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc; key not shown)")
+    register_webhook(cluster, registration.service_client(WEBHOOK_SERVICE, NAMESPACE, ca.cert_pem))
+    if progress:
+        progress("applied ValidatingWebhookConfiguration and MutatingWebhookConfiguration driftguard (caBundle set)")
+
+
+def render_webhook_configurations() -> str:
+    """The YAML committed as ``manifests/webhook-configurations.yaml`` (caBundle left empty)."""
+    placeholder = CertificateAuthority.generate().cert_pem
+    documents = registration.configurations(registration.service_client(WEBHOOK_SERVICE, NAMESPACE, placeholder))
+    for document in documents:
+        for hook in document["webhooks"]:
+            hook["clientConfig"]["caBundle"] = ""
+    header = ("# Generated by `make manifests` from webhook/registration.py; do not edit.\n"
+              "# caBundle is injected by `driftguard certs install` (or cert-manager's CA injector).\n")
+    return header + yaml.dump_all(documents, Dumper=_NoAliases, sort_keys=False)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Repeat shared values instead of emitting ``&id001`` anchors nobody wants to read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def main() -> int:
+    """``python -m driftguard.install``: print manifests/webhook-configurations.yaml."""
+    print(render_webhook_configurations(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The driftguard components of local mode: installed and started on top of a running control plane.
+
+``driftguard local up`` calls ``start`` once the control plane is ready. It installs the
+``manifests/`` base (Namespace, CRD, RBAC — the Deployments, Services and service-based webhook
+registrations are skipped: here the components run as host processes), then starts, each detached
+and recorded in ``state.json`` so ``local down`` stops it:
+
+1. the webhook — ``driftguard webhook`` (gunicorn, TLS on 127.0.0.1, its own CA), acting with its
+   ServiceAccount's token, registered with the API server by URL + caBundle; ``start`` returns
+   only after the API server is seen calling it (a dry-run forged CREATE is denied);
+2. the reconciler — ``driftguard reconcile`` with its ServiceAccount's token, held to the
+   ``driftguard-reconciler`` ClusterRole from ``manifests/`` exactly as in a cluster.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from certs.authority import CertificateAuthority
+from driftguard import install
+from driftguard.controlplane import ControlPlane
+from driftguard.controlplane.identities import serviceaccount_token, write_token_kubeconfig
+from driftguard.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
+from driftguard.core import contract
+from driftguard.kube import Kube, KubeError
+from driftguard.kube.resources import Cluster
+from webhook import registration
+
+WEBHOOK_SA: Final = "driftguard-webhook"
+RECONCILER_SA: Final = "driftguard-reconciler"
+RECONCILER_USER: Final = f"system:serviceaccount:{install.NAMESPACE}:{RECONCILER_SA}"
+BREAK_GLASS_GROUP: Final = "driftguard:break-glass"
+TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints fresh tokens
+HOST_RUN_KINDS: Final = frozenset({
+    "Deployment", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+})
+
+Progress = Callable[[str], None]
+
+
+def start(plane: ControlPlane, timeout: float, progress: Progress) -> dict[str, str]:
+    """Install and start the webhook and reconciler; return facts for ``state.json``'s info."""
+    directory = plane.directory
+    with plane.admin() as admin:
+        cluster = Cluster(admin, field_manager=install.INSTALL_MANAGER)
+        base = [m for m in install.base_manifests() if m.obj["kind"] not in HOST_RUN_KINDS]
+        install.apply_manifests(cluster, base)
+        install.aggregate_cluster_roles(admin)
+        progress(f"installed manifests/ ({len(base)} objects: namespace, CRD, RBAC)")
+        webhook_url, ca = _start_webhook(plane, admin, timeout, progress)
+        register_started = time.monotonic()
+        install.register_webhook(cluster, registration.url_client(webhook_url, ca.cert_pem))
+        _wait_webhook_called(admin, timeout)
+        progress(f"webhook registered; the API server calls it ({time.monotonic() - register_started:.1f}s)")
+    reconciler_url = _start_reconciler(plane, timeout, progress)
+    return {
+        "webhook": webhook_url,
+        "webhook_ca": str(directory / "webhook" / "ca.crt"),
+        "reconciler": reconciler_url,
+        "audit_file": str(directory / "audit.jsonl"),
+        "break_glass_group": BREAK_GLASS_GROUP,
+    }
+
+
+def _start_webhook(plane: ControlPlane, admin: Kube, timeout: float, progress: Progress) -> tuple[str, CertificateAuthority]:
+    directory = plane.directory
+    tls = directory / "webhook"
+    ca = _load_or_create_ca(tls)
+    ca.issue_serving("driftguard-webhook", ["localhost"], ["127.0.0.1"]).write(tls / "tls.crt", tls / "tls.key")
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "driftguard.cli", "webhook", "--host", "127.0.0.1", "--port", str(port),
+        "--cert-file", str(tls / "tls.crt"), "--key-file", str(tls / "tls.key"),
+        "--audit-file", str(directory / "audit.jsonl"),
+        "--kubeconfig", str(_serviceaccount_kubeconfig(plane, admin, WEBHOOK_SA)),
+        "--reconciler-users", RECONCILER_USER, "--break-glass-groups", BREAK_GLASS_GROUP,
+        "--log-format", "json",
+    ]
+    _launch("webhook", argv, Readiness(f"{url}/readyz", str(tls / "ca.crt")), directory, timeout, progress)
+    return url, ca
+
+
+def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -> str:
+    directory = plane.directory
+    with plane.admin() as admin:
+        kubeconfig = _serviceaccount_kubeconfig(plane, admin, RECONCILER_SA)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "driftguard.cli", "reconcile", "--kubeconfig", str(kubeconfig),
+        "--namespace", install.NAMESPACE, "--listen", f"127.0.0.1:{port}",
+        "--cache-dir", str(directory / "git-cache"), "--identity", "local-reconciler", "--log-format", "json",
+    ]
+    _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout, progress)
+    return url
+
+
+def _launch(name: str, argv: list[str], ready: Readiness, directory: Path, timeout: float,
+            progress: Progress) -> None:
+    progress(f"starting {name}…")
+    process = spawn(name, argv, directory / "logs" / f"{name}.log", ready=ready)
+    record(directory, process)
+    progress(f"{name} ready in {wait_ready(process, timeout):.1f}s")
+
+
+def _serviceaccount_kubeconfig(plane: ControlPlane, admin: Kube, name: str) -> Path:
+    token = serviceaccount_token(admin, install.NAMESPACE, name, seconds=TOKEN_SECONDS)
+    path = plane.directory / "kubeconfigs" / f"{name}.kubeconfig"
+    user = f"system:serviceaccount:{install.NAMESPACE}:{name}"
+    return write_token_kubeconfig(path, plane.url, plane.ca_file, user, token)
+
+
+def _load_or_create_ca(directory: Path) -> CertificateAuthority:
+    cert, key = directory / "ca.crt", directory / "ca.key"
+    if cert.exists() and key.exists():
+        return CertificateAuthority.load(cert, key)
+    ca = CertificateAuthority.generate("driftguard-local-webhook-ca")
+    ca.credential.write(cert, key)
+    return ca
+
+
+def _wait_webhook_called(admin: Kube, timeout: float) -> None:
+    """Until the API server has picked up the registration: a forged, dry-run CREATE gets denied."""
+    probe = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"generateName": "driftguard-probe-", "labels": {contract.LABEL_MANAGED: "true"}},
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            admin.request("POST", "/api/v1/namespaces/default/configmaps", body=probe, query={"dryRun": "All"})
+        except KubeError as error:
+            if "driftguard" in error.message:
+                return
+            raise
+        time.sleep(0.1)
+    raise install.InstallError(f"the API server did not call the webhook within {timeout:.0f}s")
