@@ -30,7 +30,7 @@ from webhook import registration
 INSTALL_MANAGER: Final = "driftguard-install"
 NAMESPACE: Final = "driftguard-system"
 WEBHOOK_SERVICE: Final = "driftguard-webhook"
-WEBHOOK_SECRET: Final = "driftguard-webhook-tls"
+WEBHOOK_SECRET: Final = "driftguard-webhook-tls"  # noqa: S105 - a Secret's name, not a password
 AGGREGATED_ROLE: Final = "driftguard-reconciler"
 AGGREGATE_LABEL: Final = "driftguard.io/aggregate-to-reconciler"
 

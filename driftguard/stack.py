@@ -66,7 +66,9 @@ def start(plane: ControlPlane, timeout: float, progress: Progress) -> dict[str, 
     }
 
 
-def _start_webhook(plane: ControlPlane, admin: Kube, timeout: float, progress: Progress) -> tuple[str, CertificateAuthority]:
+def _start_webhook(
+    plane: ControlPlane, admin: Kube, timeout: float, progress: Progress
+) -> tuple[str, CertificateAuthority]:
     directory = plane.directory
     tls = directory / "webhook"
     ca = _load_or_create_ca(tls)
@@ -81,7 +83,8 @@ def _start_webhook(plane: ControlPlane, admin: Kube, timeout: float, progress: P
         "--reconciler-users", RECONCILER_USER, "--break-glass-groups", BREAK_GLASS_GROUP,
         "--log-format", "json",
     ]
-    _launch("webhook", argv, Readiness(f"{url}/readyz", str(tls / "ca.crt")), directory, timeout, progress)
+    _launch("webhook", argv, Readiness(f"{url}/readyz", str(tls / "ca.crt")), directory, timeout=timeout,
+            progress=progress)
     return url, ca
 
 
@@ -96,11 +99,11 @@ def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -
         "--namespace", install.NAMESPACE, "--listen", f"127.0.0.1:{port}",
         "--cache-dir", str(directory / "git-cache"), "--identity", "local-reconciler", "--log-format", "json",
     ]
-    _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout, progress)
+    _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress)
     return url
 
 
-def _launch(name: str, argv: list[str], ready: Readiness, directory: Path, timeout: float,
+def _launch(name: str, argv: list[str], ready: Readiness, directory: Path, *, timeout: float,
             progress: Progress) -> None:
     progress(f"starting {name}…")
     process = spawn(name, argv, directory / "logs" / f"{name}.log", ready=ready)
