@@ -289,6 +289,8 @@ class Controller:
         interval = state.spec.refresh_interval
         if failed:
             interval = min(self.settings.max_backoff, interval * 2 ** min(state.failures, 10))
+        elif state.next_full:
+            interval = max(0.0, min(interval, state.next_full - time.monotonic()))
         self._schedule(state, interval)
 
     # ------------------------------------------------------------ one cycle
@@ -341,10 +343,8 @@ class Controller:
                 for outcome in result.outcomes:
                     self._note(state, outcome)
                 state.next_full = time.monotonic() + self.settings.resync_interval
-                expiries = [o.expires_at for o in result.outcomes if o.expires_at is not None]
-                if expiries:
-                    left = (min(expiries) - dt.datetime.now(dt.UTC)).total_seconds()
-                    state.next_full = min(state.next_full, time.monotonic() + max(0.0, left) + 0.2)
+                for outcome in result.outcomes:
+                    self._revisit(state, outcome)
             self._write_status(state)
             ready = _condition(state.status, "Ready")
         self._events(state, report, previous_ready, ready)
@@ -381,6 +381,13 @@ class Controller:
             self._object_event(ref, "Warning", "FightDetected", message)
             self.cluster.create_event(state.obj, type_="Warning", reason="FightDetected", message=message)
 
+    def _revisit(self, state: AppState, outcome: Outcome) -> None:
+        """Make the next full sync happen when a break-glass grant seen in ``outcome`` expires."""
+        if outcome.expires_at is None:
+            return
+        left = (outcome.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+        state.next_full = min(state.next_full, time.monotonic() + max(0.0, left) + 0.1)
+
     def _healed(self, key: AppKey, outcome: Outcome) -> None:
         state = self.states.get(key)
         if state is None:
@@ -391,7 +398,11 @@ class Controller:
             return
         with state.lock:
             self._note(state, outcome)
+            self._revisit(state, outcome)
             state.status_dirty = True
+        if outcome.expires_at is not None:
+            with self._cv:
+                self._schedule(state, max(0.0, state.next_full - time.monotonic()))
         self.metrics.record_changes(str(key), ChangeSet([outcome.change]))
 
     # ------------------------------------------------------------ status and Events
