@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 LOCAL_DIR ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv controlplane lint test-unit test-integration test local-up local-down
+.PHONY: venv controlplane lint test-unit test-integration test local-up local-down demo demo-down manifests \
+	bench image kind-up deploy undeploy
 
 ## venv: create .venv and install driftguard with its dev tools (re-run when pyproject.toml changes)
 venv: $(VENV)/.installed
@@ -43,3 +44,39 @@ local-up: venv controlplane
 
 local-down: venv
 	$(VENV)/bin/driftguard local down --dir $(LOCAL_DIR)
+
+## demo: the whole story locally (control plane, webhook, reconciler, a git repo); leaves it running
+demo: local-up
+	$(VENV)/bin/driftguard local demo --dir $(LOCAL_DIR)
+
+## demo-down: stop what `make demo` started
+demo-down: local-down
+
+## manifests: regenerate manifests/webhook-configurations.yaml from webhook/registration.py
+manifests: venv
+	$(PY) -m driftguard.install > manifests/webhook-configurations.yaml
+
+# ---- kind / a real cluster (needs Docker and kind; not available on our CI machines) ----
+IMAGE ?= driftguard:dev
+KIND_CLUSTER ?= driftguard
+
+## image: build the container image
+image:
+	docker build -t $(IMAGE) .
+
+## kind-up: create a kind cluster and load the image into it
+kind-up: image
+	kind create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+## deploy: install driftguard into the current kubectl context, then its TLS Secret and caBundle
+deploy: venv
+	kubectl apply -k manifests/
+	$(VENV)/bin/driftguard certs install --dir $(LOCAL_DIR)/cluster-ca
+	kubectl -n driftguard-system rollout status deployment/driftguard-webhook --timeout=120s
+	kubectl -n driftguard-system rollout status deployment/driftguard-reconciler --timeout=120s
+
+## undeploy: remove the webhook registrations first (so nothing is blocked), then the rest
+undeploy:
+	kubectl delete validatingwebhookconfiguration,mutatingwebhookconfiguration driftguard --ignore-not-found
+	kubectl delete -k manifests/ --ignore-not-found

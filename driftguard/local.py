@@ -37,6 +37,9 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     down_parser = actions.add_parser("down", help="stop everything started by `local up --dir`")
     down_parser.add_argument("--dir", type=Path, default=Path(".local"), help="state directory (default .local)")
     down_parser.set_defaults(func=lambda args: down(args.dir))
+    demo_parser = actions.add_parser("demo", help="walk through the driftguard story on a running `local up`")
+    demo_parser.add_argument("--dir", type=Path, default=Path(".local"), help="state directory (default .local)")
+    demo_parser.set_defaults(func=lambda args: demo(args.dir))
 
 
 def up(directory: Path, timeout: float = 120.0) -> int:
@@ -79,6 +82,20 @@ def down(directory: Path) -> int:
     for process in stop_all(state.processes):
         _say(f"stopped {process.name} (pid {process.pid})")
     State(info=state.info).save(directory)
+    return 0
+
+
+def demo(directory: Path) -> int:
+    from driftguard import demo as story  # the demo is only imported when asked for
+
+    directory = directory.resolve()
+    try:
+        steps = story.Demo(directory, sys.stdout).run()
+    except story.DemoError as error:
+        _say(f"demo failed: {error}")
+        return 1
+    story.print_next_steps(directory, sys.stdout)
+    print(f"\n{len(steps)} steps ok in {sum(s.seconds for s in steps):.1f}s")
     return 0
 
 
