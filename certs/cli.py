@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import sys
 from pathlib import Path
 
 from certs.authority import CertificateAuthority, service_dns_names
@@ -25,6 +27,12 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     generate.add_argument("--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)")
     generate.add_argument("--days", type=int, default=365, help="serving certificate validity")
     generate.set_defaults(func=run_generate)
+    install = actions.add_parser(
+        "install", help="create the webhook's TLS Secret in the cluster and inject the caBundle into its webhooks")
+    install.add_argument("--dir", type=Path, required=True,
+                         help="where the CA is kept (reused when present: re-running rotates only the serving cert)")
+    install.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG, else in-cluster)")
+    install.set_defaults(func=run_install)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -39,6 +47,22 @@ def run_generate(args: argparse.Namespace) -> int:
     serving.write(directory / "tls.crt", directory / "tls.key")
     print(f"{'reused' if reused else 'wrote'} CA: {directory / 'ca.crt'} (key {directory / 'ca.key'})")
     print(f"wrote serving certificate: {directory / 'tls.crt'} (key {directory / 'tls.key'})")
+    return 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from driftguard.install import install_in_cluster  # imports the Kubernetes client only when needed
+    from driftguard.kube import Kube, KubeError
+    from driftguard.kube.resources import ResourceError
+
+    ca, reused = _load_or_create_ca(args.dir)
+    print(f"{'reused' if reused else 'created'} CA {args.dir / 'ca.crt'} (keep {args.dir / 'ca.key'} secret)")
+    try:
+        with Kube(args.kubeconfig or os.environ.get("KUBECONFIG") or None) as kube:
+            install_in_cluster(kube, ca, progress=print)
+    except (KubeError, ResourceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
