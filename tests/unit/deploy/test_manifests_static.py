@@ -1,0 +1,80 @@
+"""The kustomize base agrees with the code: generated parts are in sync, flags parse, pods are locked down."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+
+from driftguard.cli import build_parser
+from driftguard.install import base_manifests, manifests_dir, render_webhook_configurations
+from webhook import registration
+
+BASE = base_manifests()
+
+
+def objects(kind: str) -> list[dict[str, Any]]:
+    return [m.obj for m in BASE if m.obj["kind"] == kind]
+
+
+def test_webhook_configurations_are_generated_from_registration() -> None:
+    committed = (manifests_dir() / "webhook-configurations.yaml").read_text()
+    assert committed == render_webhook_configurations(), "run `make manifests`"
+
+
+def test_webhook_cluster_role_is_exactly_what_the_webhook_calls() -> None:
+    [role] = [r for r in objects("ClusterRole") if r["metadata"]["name"] == "driftguard-webhook"]
+    expected, _ = registration.rbac("driftguard-webhook")
+    assert role["rules"] == expected["rules"]
+
+
+@pytest.mark.parametrize("name", ["driftguard-webhook", "driftguard-reconciler"])
+def test_container_args_are_accepted_by_the_cli(name: str) -> None:
+    [deployment] = [d for d in objects("Deployment") if d["metadata"]["name"] == name]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert callable(args.func), shlex.join(container["args"])
+
+
+@pytest.mark.parametrize("deployment", objects("Deployment"), ids=lambda d: d["metadata"]["name"])
+def test_pods_run_locked_down(deployment: dict[str, Any]) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert deployment["spec"]["replicas"] >= 2
+    assert pod["affinity"]["podAntiAffinity"]
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["requests"]
+        assert container["readinessProbe"] and container["livenessProbe"]
+
+
+def test_webhook_has_a_disruption_budget_and_its_tls_secret_mounted() -> None:
+    [pdb] = objects("PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] >= 1
+    [deployment] = [d for d in objects("Deployment") if d["metadata"]["name"] == "driftguard-webhook"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "driftguard-webhook-tls"}} in volumes
+
+
+def test_no_wildcard_rights_anywhere() -> None:
+    for role in objects("ClusterRole") + objects("Role"):
+        for rule in role.get("rules") or []:
+            assert "*" not in rule.get("verbs", []), role["metadata"]["name"]
+            assert "*" not in rule.get("resources", []), role["metadata"]["name"]
+
+
+def test_webhook_registration_policy() -> None:
+    for configuration in objects("ValidatingWebhookConfiguration") + objects("MutatingWebhookConfiguration"):
+        for hook in configuration["webhooks"]:
+            assert hook["failurePolicy"] == "Fail"
+            assert hook["timeoutSeconds"] <= 3
+            assert hook["sideEffects"] == "NoneOnDryRun"
+            assert hook["matchPolicy"] == "Equivalent"
+            excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"]
+            assert {"kube-system", "driftguard-system"} <= set(excluded)
+            is_scale = hook["rules"][0]["resources"] == ["*/scale"]
+            assert ("objectSelector" in hook) is not is_scale, hook["name"]
