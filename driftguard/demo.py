@@ -165,7 +165,8 @@ class Demo:
     def warn_and_self_heal(self, step: Step) -> None:
         self._set_enforcement("warn")
         result = self.laptop.run("set", "image", f"deployment/{APP}", "-n", NS, "app=nginx:1.27-debug")
-        step.output = f"$ kubectl set image deployment/{APP} -n {NS} app=nginx:1.27-debug\n{result.stderr}{result.stdout}"
+        step.output = (f"$ kubectl set image deployment/{APP} -n {NS} app=nginx:1.27-debug\n"
+                       f"{result.stderr}{result.stdout}")
         if "Warning:" not in result.stderr or "declared in git" not in result.stderr:
             raise DemoError(f"expected an admission warning, got: {result.stderr}")
         waited = self._until(lambda: self._image() == "nginx:1.27", "self-heal to restore git's image")
@@ -205,8 +206,11 @@ class Demo:
         return self._git("rev-parse", "HEAD").strip()
 
     def _refresh(self) -> None:
-        request = urllib.request.Request(f"{self.reconciler}/refresh", method="POST", data=b"")
-        with urllib.request.urlopen(request, timeout=5):
+        """Tell the reconciler about the push, as a git host's webhook would."""
+        if not self.reconciler.startswith("http://127.0.0.1:"):
+            raise DemoError(f"unexpected reconciler address {self.reconciler!r}")
+        request = urllib.request.Request(f"{self.reconciler}/refresh", method="POST", data=b"")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - loopback http, checked above
             pass
 
     def _synced(self, revision: str) -> bool:
