@@ -1,0 +1,103 @@
+"""An in-memory stand-in for ``driftguard.kube.resources.Cluster``, enough for ``Applier``.
+
+Server-side apply is modelled crudely but honestly for these tests: applied top-level fields replace
+the stored ones, labels and annotations merge, and an apply that changes nothing is not a write
+(resourceVersion stays, as with the real API server).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from driftguard.kube.resources import Page, ResourceError, ResourceType
+
+TYPES = {"ConfigMap": ResourceType("", "v1", "ConfigMap", "configmaps", True),
+         "Namespace": ResourceType("", "v1", "Namespace", "namespaces", False)}
+
+
+class FakeDiscovery:
+    def resolve(self, api_version: str, kind: str) -> ResourceType:
+        if kind not in TYPES:
+            raise ResourceError(f"{kind} {api_version}", 404, "NotFound", "the API server does not serve it")
+        return TYPES[kind]
+
+    def invalidate(self) -> None:
+        pass
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.discovery = FakeDiscovery()
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+        self.fail: dict[str, ResourceError] = {}  # verb → error to raise
+        self._version = 100
+
+    def writes(self) -> int:
+        return sum(n for verb, n in self.calls.items() if verb in ("apply", "patch", "delete"))
+
+    def put(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(dict(obj))
+        stored["metadata"].setdefault("uid", f"uid-{stored['metadata']['name']}")
+        stored["metadata"]["resourceVersion"] = self._next()
+        self.objects[self._key(stored)] = stored
+        return copy.deepcopy(stored)
+
+    def get(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
+        self._call("get")
+        found = self.objects.get((rt.kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def pages(self, rt: ResourceType, namespace: str = "", *, label_selector: str = "",
+              limit: int = 500) -> Iterator[Page]:
+        self._call("list")
+        items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == rt.kind and ns == namespace]
+        yield Page(items, self._next())
+
+    def apply(self, obj: Mapping[str, Any], *, dry_run: bool = False, rt: ResourceType | None = None) -> dict[str, Any]:
+        self._call("apply-dry-run" if dry_run else "apply")
+        key = self._key(obj)
+        current = copy.deepcopy(self.objects.get(key) or {"metadata": {}})
+        merged = {**current, **{k: copy.deepcopy(v) for k, v in obj.items() if k != "metadata"}}
+        metadata = {**current["metadata"], **{k: v for k, v in obj["metadata"].items()
+                                               if k not in ("labels", "annotations")}}
+        for field in ("labels", "annotations"):
+            metadata[field] = {**current["metadata"].get(field, {}), **obj["metadata"].get(field, {})}
+        merged["metadata"] = metadata
+        if merged == current or dry_run:
+            return merged if dry_run else current
+        return self.put(merged)
+
+    def json_patch(self, rt: ResourceType, namespace: str, name: str,
+                   operations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        self._call("patch")
+        obj = self.objects[(rt.kind, namespace, name)]
+        for op in operations:
+            key = op["path"].rsplit("/", 1)[1].replace("~1", "/").replace("~0", "~")
+            if op["op"] == "test" and obj["metadata"]["annotations"].get(key) != op["value"]:
+                raise ResourceError(f"{rt.kind} {namespace}/{name}", 422, "Invalid", "test failed")
+            if op["op"] == "remove":
+                del obj["metadata"]["annotations"][key]
+        return self.put(obj)
+
+    def delete(self, rt: ResourceType, namespace: str, name: str, *, uid: str = "", resource_version: str = "",
+               propagation: str = "Background") -> bool:
+        self._call("delete")
+        return self.objects.pop((rt.kind, namespace, name), None) is not None
+
+    def _call(self, verb: str) -> None:
+        self.calls[verb] += 1
+        if verb in self.fail:
+            raise self.fail[verb]
+
+    def _next(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+        metadata = obj["metadata"]
+        return str(obj["kind"]), str(metadata.get("namespace") or ""), str(metadata["name"])

@@ -1,0 +1,147 @@
+"""The git adapter against real repositories in a temp dir: refs, paths, errors, credentials."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconciler.gitsource import Credentials, GitSource, SourceError, _environment, _git_message
+from reconciler.revision import redact_url
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Alice", "GIT_AUTHOR_EMAIL": "alice@org",
+           "GIT_COMMITTER_NAME": "Alice", "GIT_COMMITTER_EMAIL": "alice@org"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "app").mkdir()
+    (repo / "app" / "a.yaml").write_text("kind: A\n")
+    (repo / "app" / "sub").mkdir()
+    (repo / "app" / "sub" / "b.yaml").write_text("kind: B\n")
+    (repo / "app" / "README.md").write_text("hi\n")
+    os.symlink("a.yaml", repo / "app" / "link.yaml")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    git(repo, "tag", "-a", "v1", "-m", "release 1")
+    return repo
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> GitSource:
+    return GitSource(tmp_path / "cache")
+
+
+def test_branch_tag_commit_and_head_resolve(origin: Path, source: GitSource) -> None:
+    first = git(origin, "rev-parse", "HEAD")
+    (origin / "app" / "a.yaml").write_text("kind: A2\n")
+    git(origin, "commit", "-qam", "second")
+    second = git(origin, "rev-parse", "HEAD")
+    assert source.resolve(str(origin), "main").sha == second
+    assert source.resolve(f"file://{origin}", "HEAD").sha == second
+    assert source.resolve(str(origin), "v1").sha == first  # annotated tag, peeled
+    assert source.resolve(str(origin), first[:8]).sha == first
+    assert source.resolve(str(origin), first).sha == first
+    assert source.resolve(str(origin), "refs/heads/main").sha == second
+    revision = source.resolve(str(origin), "main")
+    assert (revision.author, revision.subject, revision.short) == ("alice@org", "second", second[:7])
+    assert revision.committed_at.endswith("Z")
+
+
+def test_reads_only_wanted_files_under_the_path(origin: Path, source: GitSource) -> None:
+    sha = source.resolve(str(origin), "main").sha
+    files = source.read(str(origin), sha, "app", lambda p: p.endswith(".yaml"))
+    assert sorted(files) == [("app/a.yaml", b"kind: A\n"), ("app/sub/b.yaml", b"kind: B\n")]  # no symlink
+    assert [p for p, _ in source.read(str(origin), sha, "", lambda p: True)] == [
+        "app/README.md", "app/a.yaml", "app/sub/b.yaml"]
+
+
+def test_a_deleted_branch_is_gone_after_the_next_fetch(origin: Path, source: GitSource) -> None:
+    git(origin, "branch", "feature")
+    source.resolve(str(origin), "feature")
+    git(origin, "branch", "-D", "feature")
+    with pytest.raises(SourceError) as error:
+        source.resolve(str(origin), "feature")
+    assert error.value.reason == "RevisionNotFound"
+
+
+@pytest.mark.parametrize(("target", "reason"), [("nope", "RevisionNotFound"), ("0" * 40, "RevisionNotFound")])
+def test_bad_revisions(origin: Path, source: GitSource, target: str, reason: str) -> None:
+    with pytest.raises(SourceError) as error:
+        source.resolve(str(origin), target)
+    assert error.value.reason == reason and repr(target) in str(error.value)
+
+
+def test_bad_paths(origin: Path, source: GitSource) -> None:
+    sha = source.resolve(str(origin), "main").sha
+    with pytest.raises(SourceError, match="path 'missing' does not exist") as error:
+        source.read(str(origin), sha, "missing", lambda p: True)
+    assert error.value.reason == "PathNotFound"
+    with pytest.raises(SourceError, match="is a file, not a directory"):
+        source.read(str(origin), sha, "app/a.yaml", lambda p: True)
+
+
+def test_unreachable_repository(tmp_path: Path, source: GitSource) -> None:
+    with pytest.raises(SourceError) as error:
+        source.resolve(str(tmp_path / "absent"), "main")
+    assert error.value.reason == "FetchFailed" and "cannot fetch" in str(error.value)
+
+
+def test_token_goes_in_the_environment_only() -> None:
+    with _environment(Credentials(username="bot", token="s3cret")) as env:
+        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+        assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic Ym90OnMzY3JldA=="  # bot:s3cret
+        assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert "s3cret" not in repr(Credentials(token="s3cret", ssh_key="KEY"))
+
+
+def test_ssh_key_is_a_private_file_removed_afterwards() -> None:
+    with _environment(Credentials(ssh_key="-----BEGIN KEY-----\nabc\n-----END KEY-----")) as env:
+        command = env["GIT_SSH_COMMAND"]
+        key = Path(command.split("-i ", 1)[1].split(" ", 1)[0])
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert key.read_text().endswith("-----END KEY-----\n")
+        assert "StrictHostKeyChecking=accept-new" in command
+    assert not key.exists()
+    with _environment(Credentials(ssh_key="k", known_hosts="github.com ssh-ed25519 AAAA")) as env:
+        assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]
+
+
+def test_secret_data_keys_of_argo_cd_and_flux() -> None:
+    def b64(text: str) -> str:
+        import base64
+
+        return base64.b64encode(text.encode()).decode()
+
+    assert Credentials.from_secret_data({"username": b64("u"), "password": b64("p")}) == Credentials("u", "p")
+    assert Credentials.from_secret_data({"identity": b64("KEY"), "known_hosts": b64("h")}) == Credentials(
+        ssh_key="KEY", known_hosts="h")
+
+
+@pytest.mark.parametrize(("url", "safe"), [
+    ("https://user:tok@github.com/org/repo", "https://github.com/org/repo"),
+    ("https://tok@github.com/org/repo", "https://github.com/org/repo"),
+    ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+    ("ssh://git@host/org/repo", "ssh://git@host/org/repo"),
+    ("/srv/git/repo", "/srv/git/repo"),
+])
+def test_redacted_urls(url: str, safe: str) -> None:
+    assert redact_url(url) == safe
+
+
+def test_git_messages_never_carry_credentials() -> None:
+    from git.exc import GitCommandError
+
+    error = GitCommandError(["git", "fetch"], 128,
+                            stderr="fatal: unable to access 'https://u:tok@h/x': Authorization: Basic abc==")
+    message = _git_message(error, "https://u:tok@h/x")
+    assert "tok" not in message and "abc==" not in message

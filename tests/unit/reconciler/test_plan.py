@@ -1,0 +1,207 @@
+"""Per-object decisions: unchanged / update / drift / break-glass / foreign, and commit-stamp reuse."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from builders import NOW, REV1, REV2, cm, desired, live_of
+
+from driftguard.core.contract import (
+    ANN_APPLICATION,
+    ANN_BREAK_GLASS,
+    ANN_BREAK_GLASS_GRANTED,
+    ANN_COMMIT,
+    ANN_DRIFT,
+    ANN_ENFORCEMENT,
+    BreakGlass,
+    DriftMark,
+)
+from reconciler.plan import Verdict, clear_operations, last_writer, parse_time, plan, reuse_commit, same_object
+
+LATER = NOW + dt.timedelta(hours=1)
+
+
+def grant(commit: str, expires: dt.datetime) -> str:
+    return BreakGlass("oncall@org", "2026-03-01T11:59:00Z", "INC-1", commit,
+                      expires.strftime("%Y-%m-%dT%H:%M:%SZ")).encode()
+
+
+def test_missing_object_is_created() -> None:
+    assert plan(desired(), None, now=NOW).verdict is Verdict.CREATE
+
+
+def test_live_equal_to_git_is_unchanged() -> None:
+    d = desired()
+    p = plan(d, live_of(d), now=NOW)
+    assert (p.verdict, p.drifts, p.clear) == (Verdict.UNCHANGED, (), ())
+
+
+def test_server_defaults_and_foreign_fields_are_not_drift() -> None:
+    d = desired(cm(data={"a": "1"}))
+    live = live_of(d, binaryData={"x": "eA=="}, annotations={"kubectl.kubernetes.io/last-applied": "{}"})
+    assert plan(d, live, now=NOW).verdict is Verdict.UNCHANGED
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"data": {"color": "red"}}, "data.color"),
+    ({"data": {}}, "data.color"),
+    ({"labels": {"driftguard.io/managed": "false"}}, 'metadata.labels["driftguard.io/managed"]'),
+])
+def test_drift_of_declared_fields_and_the_managed_label(change: dict[str, Any], field: str) -> None:
+    d = desired()
+    p = plan(d, live_of(d, **change), now=NOW)
+    assert p.verdict is Verdict.DRIFTED
+    assert p.drift_fields == [field]
+
+
+def test_a_new_declaration_is_an_update_with_the_new_commit() -> None:
+    old = desired(cm(data={"color": "blue"}), revision=REV1)
+    new = desired(cm(data={"color": "green"}), revision=REV2)
+    p = plan(new, live_of(old), now=NOW)
+    assert p.verdict is Verdict.UPDATE
+    assert p.obj["metadata"]["annotations"][ANN_COMMIT] == REV2.sha
+
+
+def test_a_commit_that_does_not_touch_the_object_keeps_its_stamp() -> None:
+    applied = desired(revision=REV1)
+    again = desired(revision=REV2)  # same content, newer commit
+    p = plan(again, live_of(applied), now=NOW)
+    assert p.verdict is Verdict.UNCHANGED
+    assert p.obj["metadata"]["annotations"][ANN_COMMIT] == REV1.sha
+    assert p.obj["metadata"]["annotations"]["driftguard.io/author"] == "alice@org"
+
+
+@pytest.mark.parametrize("changed", [
+    {"path": "app/moved.yaml"},
+    {"enforcement": "warn"},
+])
+def test_declaration_changes_restamp(changed: dict[str, str]) -> None:
+    applied = desired(revision=REV1)
+    if "path" in changed:
+        again = desired(revision=REV2, path=changed["path"])
+    else:
+        again = desired(revision=REV2)
+        again.obj["metadata"]["annotations"][ANN_ENFORCEMENT] = changed["enforcement"]
+    assert reuse_commit(again.obj, live_of(applied)) is again.obj
+    assert plan(again, live_of(applied), now=NOW).verdict is Verdict.UPDATE
+
+
+def test_reuse_needs_a_complete_live_stamp() -> None:
+    applied = desired(revision=REV1)
+    live = live_of(applied)
+    del live["metadata"]["annotations"]["driftguard.io/author"]
+    assert reuse_commit(desired(revision=REV2).obj, live)["metadata"]["annotations"][ANN_COMMIT] == REV2.sha
+
+
+def test_another_applications_object_is_never_taken_over() -> None:
+    d = desired()
+    live = live_of(d, annotations={ANN_APPLICATION: "team-b/other"})
+    p = plan(d, live, now=NOW)
+    assert p.verdict is Verdict.FOREIGN
+    assert p.message == "already managed by Application team-b/other; not taking it over"
+
+
+def test_terminating_and_invalid() -> None:
+    d = desired()
+    live = live_of(d)
+    live["metadata"]["deletionTimestamp"] = "2026-03-01T11:00:00Z"
+    assert plan(d, live, now=NOW).verdict is Verdict.TERMINATING
+    nameless = desired(cm(), app=_app_without_destination())
+    assert plan(nameless, None, now=NOW).verdict is Verdict.INVALID
+
+
+def _app_without_destination() -> Any:
+    from reconciler.application import parse_application
+
+    return parse_application({"metadata": {"name": "svc", "namespace": "ns"}, "spec": {"source": {"repoURL": "x"}}})
+
+
+class TestBreakGlass:
+    def test_active_grant_at_the_stamped_commit_is_left_alone(self) -> None:
+        d = desired(revision=REV1)
+        live = live_of(d, data={"color": "red"},
+                       annotations={ANN_BREAK_GLASS: "INC-1", ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
+        p = plan(d, live, now=NOW)
+        assert p.verdict is Verdict.BREAK_GLASS
+        assert p.drift_fields == ["data.color"] and p.expires_at == LATER
+        assert p.message.startswith("break-glass by oncall@org until 2026-03-01T13:00:00Z: INC-1")
+
+    def test_it_holds_across_commits_that_do_not_touch_the_object(self) -> None:
+        d = desired(revision=REV1)
+        live = live_of(d, data={"color": "red"},
+                       annotations={ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
+        assert plan(desired(revision=REV2), live, now=NOW).verdict is Verdict.BREAK_GLASS
+
+    def test_a_commit_touching_the_object_ends_it(self) -> None:
+        d = desired(revision=REV1)
+        live = live_of(d, data={"color": "red"},
+                       annotations={ANN_BREAK_GLASS: "x", ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
+        p = plan(desired(cm(data={"color": "green"}), revision=REV2), live, now=NOW)
+        assert p.verdict is Verdict.UPDATE
+        assert p.clear == (ANN_BREAK_GLASS, ANN_BREAK_GLASS_GRANTED)
+
+    @pytest.mark.parametrize("granted", [
+        grant(REV1.sha, NOW - dt.timedelta(seconds=1)),  # expired
+        grant("0" * 40, LATER),  # granted at another commit
+        "not json",
+        BreakGlass("u", "t", "r", REV1.sha, "yesterday").encode(),  # unreadable expiry
+    ])
+    def test_expired_or_invalid_grants_are_reverted_and_removed(self, granted: str) -> None:
+        d = desired(revision=REV1)
+        live = live_of(d, data={"color": "red"}, annotations={ANN_BREAK_GLASS_GRANTED: granted})
+        p = plan(d, live, now=NOW)
+        assert (p.verdict, p.clear) == (Verdict.DRIFTED, (ANN_BREAK_GLASS_GRANTED,))
+
+    def test_a_stale_mark_on_a_matching_object_is_removed(self) -> None:
+        d = desired()
+        live = live_of(d, annotations={ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, NOW - dt.timedelta(hours=1))})
+        p = plan(d, live, now=NOW)
+        assert (p.verdict, p.clear) == (Verdict.UNCHANGED, (ANN_BREAK_GLASS_GRANTED,))
+
+
+def test_drift_mark_names_the_user_and_is_cleared() -> None:
+    d = desired()
+    mark = DriftMark("bob@org", "2026-03-01T11:30:00Z", ("data.color",))
+    p = plan(d, live_of(d, data={"color": "red"}, annotations={ANN_DRIFT: mark.encode()}), now=NOW)
+    assert (p.verdict, p.drift_mark, p.clear) == (Verdict.DRIFTED, mark, (ANN_DRIFT,))
+
+
+def test_clear_operations_are_guarded_json_patch() -> None:
+    live = {"metadata": {"annotations": {ANN_DRIFT: "{}", "other": "x"}}}
+    assert clear_operations(live, (ANN_DRIFT, ANN_BREAK_GLASS)) == [
+        {"op": "test", "path": "/metadata/annotations/driftguard.io~1drift", "value": "{}"},
+        {"op": "remove", "path": "/metadata/annotations/driftguard.io~1drift"},
+    ]
+
+
+def test_same_object_ignores_server_bookkeeping() -> None:
+    d = desired()
+    live = live_of(d)
+    after = live_of(d)
+    after["metadata"].update(resourceVersion="43", managedFields=[{"manager": "driftguard"}], generation=2)
+    assert same_object(after, live)
+    after["data"] = {"color": "red"}
+    assert not same_object(after, live)
+
+
+def test_last_writer_is_the_latest_manager_other_than_driftguard() -> None:
+    live = {"metadata": {"managedFields": [
+        {"manager": "driftguard", "operation": "Apply", "time": "2026-03-01T12:00:00Z"},
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-03-01T11:00:00Z"},
+        {"manager": "kubectl", "operation": "Update", "time": "2026-03-01T11:30:00Z", "subresource": "scale"},
+    ]}}
+    assert last_writer(live) == "kubectl (scale)"
+    assert last_writer({"metadata": {}}) == "" and last_writer(None) == ""
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("2026-03-01T12:00:00Z", NOW),
+    ("2026-03-01T12:00:00.000000Z", NOW),
+    ("2026-03-01T13:00:00+01:00", NOW),
+    ("2026-03-01T12:00:00", NOW),
+    ("tomorrow", None),
+])
+def test_parse_time(text: str, parsed: dt.datetime | None) -> None:
+    assert parse_time(text) == parsed

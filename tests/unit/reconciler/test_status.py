@@ -1,0 +1,137 @@
+"""Status: sync state, conditions (with stable transition times), drift list, health, and the patch."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from builders import APP, NOW, REV1
+
+from driftguard.core.changes import Action, Change, ChangeSet
+from driftguard.core.inventory import Entry, Inventory
+from driftguard.core.objects import ObjectRef
+from reconciler.apply import DriftRecord
+from reconciler.fights import Fight
+from reconciler.health import Health
+from reconciler.status import Problem, Snapshot, SyncReport, compose, patch_for, sync_state
+
+A = ObjectRef("", "ConfigMap", "prod", "a")
+B = ObjectRef("", "ConfigMap", "prod", "b")
+INVENTORY = Inventory.of([Entry(A, "v1"), Entry(B, "v1")])
+
+
+def report(**fields: Any) -> SyncReport:
+    base: dict[str, Any] = {"target": "main", "started": NOW, "duration": 0.25, "revision": REV1, "rendered": 2}
+    return SyncReport(**{**base, **fields})
+
+
+def drift(ref: ObjectRef, state: str, at: str = "2026-03-01T11:00:00Z") -> DriftRecord:
+    return DriftRecord(ref, ("data.color",), "bob@org", "kubectl-edit", at, state, "why")  # type: ignore[arg-type]
+
+
+def snap(**fields: Any) -> Snapshot:
+    return Snapshot(**{"spec": APP, "report": report(), "inventory": INVENTORY, **fields})
+
+
+@pytest.mark.parametrize(("snapshot", "state"), [
+    (snap(report=None), "Unknown"),
+    (snap(), "Synced"),
+    (snap(drift=[drift(A, "Reverted")]), "Synced"),
+    (snap(drift=[drift(A, "Unresolved")]), "OutOfSync"),
+    (snap(drift=[drift(A, "BreakGlass")]), "OutOfSync"),
+    (snap(report=report(pending_prune=(B,))), "OutOfSync"),
+    (snap(report=report(out_of_sync=("ConfigMap prod/a skipped: missing",))), "OutOfSync"),
+    (snap(report=report(applied=ChangeSet([Change(A, Action.FAILED, "no")]))), "Error"),
+    (snap(report=report(revision=None, problem=Problem("SourceReady", "FetchFailed", "down"))), "Error"),
+])
+def test_sync_state(snapshot: Snapshot, state: str) -> None:
+    assert sync_state(snapshot) == state
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_a_good_sync() -> None:
+    applied = ChangeSet([Change(A, Action.CREATED), Change(B, Action.UNCHANGED)])
+    status = compose(snap(report=report(applied=applied)), {}, NOW)
+    assert conditions(status) == {
+        "Ready": ("True", "Synced"), "SpecValid": ("True", "Valid"), "SourceReady": ("True", "Fetched"),
+        "RenderReady": ("True", "Rendered"), "Applied": ("True", "Applied"), "Pruned": ("True", "Pruned"),
+        "Fighting": ("False", "NoFight"),
+    }
+    assert status["sync"] == {"status": "Synced", "targetRevision": "HEAD", "revision": REV1.sha,
+                              "shortRevision": "1111111", "author": "alice@org",
+                              "committedAt": "2026-03-01T10:00:00Z", "message": "first"}
+    assert status["lastSyncResult"] == {"created": 1, "unchanged": 1, "summary": "1 created, 1 unchanged"}
+    assert (status["inventoryCount"], status["lastSyncTime"], status["lastSyncDuration"]) == (
+        2, "2026-03-01T12:00:00Z", "0.250s")
+    assert status["health"] == {"status": "Healthy", "message": "2 objects healthy"}
+
+
+def test_a_source_problem_stops_the_stage_list_there() -> None:
+    problem = Problem("SourceReady", "FetchFailed", "cannot fetch x; nothing applied or pruned")
+    status = compose(snap(report=report(revision=None, problem=problem)), {}, NOW)
+    assert conditions(status) == {"Ready": ("False", "FetchFailed"), "SpecValid": ("True", "Valid"),
+                                  "SourceReady": ("False", "FetchFailed"), "Fighting": ("False", "NoFight")}
+    assert "revision" not in status["sync"]
+
+
+def test_a_render_problem_reports_the_source_as_fine() -> None:
+    problem = Problem("RenderReady", "InvalidManifest", "app/x.yaml:3: invalid YAML")
+    found = conditions(compose(snap(report=report(problem=problem)), {}, NOW))
+    assert found["SourceReady"] == ("True", "Fetched") and found["RenderReady"] == ("False", "InvalidManifest")
+    assert "Applied" not in found
+
+
+def test_failures_and_prune_states() -> None:
+    failed = ChangeSet([Change(A, Action.FAILED, "forbidden")])
+    status = compose(snap(report=report(applied=failed, pending_prune=(B,))), {}, NOW)
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type["Applied"]["message"] == "ConfigMap prod/a failed: forbidden"
+    assert by_type["Pruned"]["reason"] == "PruneDisabled" and "ConfigMap prod/b" in by_type["Pruned"]["message"]
+    pruned = compose(snap(report=report(pruned=ChangeSet([Change(B, Action.DELETED, "pruned")]))), {}, NOW)
+    assert {c["type"]: c["message"] for c in pruned["conditions"]}["Pruned"] == "deleted ConfigMap prod/b"
+
+
+def test_transition_times_survive_unchanged_conditions() -> None:
+    first = compose(snap(), {}, NOW)
+    later = compose(snap(), first, NOW + dt.timedelta(minutes=5))
+    assert later["conditions"] == first["conditions"]
+    broken = compose(snap(report=report(problem=Problem("RenderReady", "EmptyRender", "empty"))), later,
+                     NOW + dt.timedelta(minutes=6))
+    times = {c["type"]: c["lastTransitionTime"] for c in broken["conditions"]}
+    assert times["Ready"] == "2026-03-01T12:06:00Z" and times["SourceReady"] == "2026-03-01T12:00:00Z"
+
+
+def test_drift_list_current_first_then_recent_reverts() -> None:
+    entries = [drift(B, "Reverted", "2026-03-01T11:00:00Z"), drift(A, "Unresolved"),
+               drift(B, "Reverted", "2026-03-01T11:05:00Z")]
+    listed = compose(snap(drift=entries), {}, NOW)["drift"]
+    assert [(d["object"], d["state"], d["at"]) for d in listed] == [
+        ("ConfigMap prod/a", "Unresolved", "2026-03-01T11:00:00Z"),
+        ("ConfigMap prod/b", "Reverted", "2026-03-01T11:05:00Z"),
+        ("ConfigMap prod/b", "Reverted", "2026-03-01T11:00:00Z"),
+    ]
+    assert listed[0] == {"object": "ConfigMap prod/a", "fields": ["data.color"], "state": "Unresolved",
+                         "at": "2026-03-01T11:00:00Z", "by": "bob@org", "manager": "kubectl-edit"}
+
+
+def test_health_worst_wins_and_names_objects() -> None:
+    health = {A: (Health.PROGRESSING, "0/3 replicas"), B: (Health.DEGRADED, "job failed")}
+    assert compose(snap(health=health), {}, NOW)["health"] == {"status": "Degraded",
+                                                              "message": "ConfigMap prod/b: job failed"}
+
+
+def test_fights_raise_a_condition() -> None:
+    status = compose(snap(fights=[Fight(A, 29.5, 1)]), {}, NOW)
+    fighting = next(c for c in status["conditions"] if c["type"] == "Fighting")
+    assert (fighting["status"], fighting["reason"]) == ("True", "FightDetected")
+    assert "ConfigMap prod/a (fight #1)" in fighting["message"]
+
+
+def test_patch_holds_only_what_changed() -> None:
+    assert patch_for({"a": 1, "b": [1], "gone": True}, {"a": 1, "b": [2], "new": "x"}) == {
+        "b": [2], "new": "x", "gone": None}
+    assert patch_for({"a": 1}, {"a": 1}) == {}
