@@ -12,6 +12,7 @@ An object that leaves the watch (deleted, or its managed label removed) is re-re
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import threading
@@ -25,10 +26,14 @@ from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
 from reconciler.application import AppKey
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
+from reconciler.plan import Verdict, plan
 
 log = logging.getLogger(__name__)
 
 SELECTOR: Final = f"{LABEL_MANAGED}=true"
+# Kinds whose status changes matter even when git's fields are intact (health is re-assessed).
+HEALTH_KINDS: Final = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
+                                 "PersistentVolumeClaim", "Pod", "CustomResourceDefinition", "Service"})
 Kind = tuple[str, str]  # (apiVersion, kind)
 
 
@@ -141,8 +146,13 @@ class SelfHeal:
 
     def _enqueue(self, event: WatchEvent) -> None:
         ref = ObjectRef.of(event.object)
-        if self.tracker.lookup(ref) is None:
+        found = self.tracker.lookup(ref)
+        if found is None:
             return
+        if event.type != "DELETED" and ref.kind not in HEALTH_KINDS:
+            p = plan(found[1], event.object, now=dt.datetime.now(dt.UTC))
+            if p.verdict is Verdict.UNCHANGED and not p.clear:
+                return  # our own writes, and relists of thousands of objects, stop here
         with self._ready:
             self._queue.pop(ref, None)
             self._queue[ref] = (event, event.type == "DELETED")
