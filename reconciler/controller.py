@@ -133,7 +133,7 @@ class Controller:
             self.states.clear()
             self._heap.clear()
         self._selfheal = SelfHeal(self.cluster, self.applier, self.tracker, mode_of=self._mode_of,
-                                  on_outcome=self._healed, workers=self.settings.heal_workers,
+                                  on_outcome=self._healed, noted=self._noted, workers=self.settings.heal_workers,
                                   watch_timeout=self.settings.watch_timeout)
         self._selfheal.start()
         threads = [threading.Thread(target=self._watch_applications, args=(done,), name="applications", daemon=True)]
@@ -220,6 +220,10 @@ class Controller:
             if spec != state.spec or asked:
                 state.spec, state.force_full = spec, True
                 self._schedule(state, 0.0)
+
+    def _noted(self, key: AppKey, ref: ObjectRef) -> bool:
+        state = self.states.get(key)
+        return state is not None and (ref in state.drift or ref in state.health)
 
     def _mode_of(self, key: AppKey) -> Mode | None:
         state = self.states.get(key)

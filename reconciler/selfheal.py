@@ -86,10 +86,13 @@ class SelfHeal:
     def __init__(
         self, cluster: Cluster, applier: Applier, tracker: Tracker, *,
         mode_of: Callable[[AppKey], Mode | None], on_outcome: Callable[[AppKey, Outcome], None],
+        noted: Callable[[AppKey, ObjectRef], bool] = lambda app, ref: False,
         workers: int = 2, watch_timeout: float = 30.0,
     ) -> None:
+        """``noted(app, ref)``: whether the Application's record holds something about ``ref`` (drift,
+        health) that an unchanged object must clear — such events are never dropped early."""
         self.cluster, self.applier, self.tracker = cluster, applier, tracker
-        self._mode_of, self._on_outcome = mode_of, on_outcome
+        self._mode_of, self._on_outcome, self._noted = mode_of, on_outcome, noted
         self._workers, self._watch_timeout = workers, watch_timeout
         self._stop = threading.Event()
         self._watches: dict[Kind, threading.Event] = {}
@@ -149,7 +152,7 @@ class SelfHeal:
         found = self.tracker.lookup(ref)
         if found is None:
             return
-        if event.type != "DELETED" and ref.kind not in HEALTH_KINDS:
+        if event.type != "DELETED" and ref.kind not in HEALTH_KINDS and not self._noted(found[0], ref):
             p = plan(found[1], event.object, now=dt.datetime.now(dt.UTC))
             if p.verdict is Verdict.UNCHANGED and not p.clear:
                 return  # our own writes, and relists of thousands of objects, stop here
