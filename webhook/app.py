@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Kind = Literal["validate", "mutate"]
 JSON: Final = "application/json"
 EXTENSION: Final = "driftguard"
+CHUNK: Final = 64 * 1024
 
 
 @dataclass
@@ -133,10 +134,22 @@ def create_app(
 
 
 def _body(cap: int) -> bytes:
-    """Up to ``cap + 1`` bytes of the body (one more than allowed tells "too large" without reading it all)."""
-    if request.content_length is not None and request.content_length > cap:
-        return b"\0" * (cap + 1)
-    return request.stream.read(cap + 1)
+    """Up to ``cap + 1`` bytes of the body (one more than allowed tells "too large" without reading it all).
+
+    Reads exactly Content-Length bytes when given (``read(n)`` on the WSGI stream allocates ``n``), else
+    chunks until the cap (chunked transfer encoding).
+    """
+    length = request.content_length
+    if length is not None:
+        return b"\0" * (cap + 1) if length > cap else request.stream.read(length)
+    chunks, total = [], 0
+    while total <= cap:
+        chunk = request.stream.read(min(CHUNK, cap + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _accept(body: bytes, content_type: str, cap: int) -> reviews.Review:

@@ -33,6 +33,7 @@ from driftguard.core import contract, fields
 from driftguard.core.contract import BreakGlass, ContractError, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
 from webhook import messages
+from webhook.edits import changed_fields
 from webhook.records import AuditRecord, Decision, format_time, parse_time
 from webhook.reviews import KubeObject, PatchOp, Request
 from webhook.settings import Settings
@@ -87,9 +88,7 @@ class _Edit:
     @cached_property
     def changes(self) -> list[fields.FieldDrift]:
         """Declared fields this request moves away from git (unchanged drift is not its doing)."""
-        if self.new is None:
-            return []
-        return [d for d in self.stamp.drift(self.new) if not _same(fields.lookup(self.old, d.path), d.actual)]
+        return [] if self.new is None else changed_fields(self.stamp, self.old, self.new)
 
     @cached_property
     def drifted(self) -> tuple[str, ...]:
@@ -400,12 +399,6 @@ def _annotate(obj: Mapping[str, Any], key: str, value: str) -> PatchOp:
     if not isinstance(annotations, Mapping):
         return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
     return {"op": "add", "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), "value": value}
-
-
-def _same(before: object, after: object) -> bool:
-    if before is fields.MISSING or after is fields.MISSING:
-        return before is after
-    return fields.canonical_json(before) == fields.canonical_json(after)
 
 
 def _recent(text: str, now: dt.datetime) -> bool:
