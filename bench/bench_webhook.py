@@ -123,7 +123,8 @@ def review(case: str) -> bytes:
         "name": "my-service", "namespace": "production", "operation": "UPDATE",
         "userInfo": {"username": "laptop", "groups": ["engineers", "system:authenticated"]},
         "object": new, "oldObject": old, "dryRun": False,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions", "fieldManager": "kubectl-client-side-apply"},
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions",
+                    "fieldManager": "kubectl-client-side-apply"},
     }
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode()
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from admission_builders import NOW, SETTINGS, edited, live, review
 
-from webhook import policy
+from driftguard.core import contract, fields
+from webhook import edits, policy
 
 C = ("spec", "template", "spec", "containers")
 WEB = "spec.template.spec.containers[name=web]"
@@ -192,3 +193,32 @@ def test_unchanged_secret_passes() -> None:
     old = live(_secret("czNjcjN0"))
     new = edited(old, "metadata", "labels", "rotated", "no")
     assert policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW).outcome == "allow"
+
+
+@pytest.mark.parametrize("edit", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_pruning_never_changes_the_answer(edit: Edit) -> None:
+    """``edits.changed_fields`` equals the unpruned definition: diff everything, drop what old already had."""
+    old = edited(live(), "spec", "template", "spec", "containers", 1, "image", "proxy:drifted")
+    new = edit(old)
+    stamp = contract.read_stamp(old)
+    assert stamp is not None
+    naive = [d for d in fields.diff(stamp.declared, new) if not edits.same(fields.lookup(old, d.path), d.actual)]
+    assert edits.changed_fields(stamp, old, new) == naive
+
+
+@pytest.mark.parametrize(("before", "after", "same"), [
+    (1, True, False), (0, False, False), (1, 1.0, False), ({"a": [1, "x"]}, {"a": [1, "x"]}, True),
+    ({"a": 1, "b": 2}, {"b": 2, "a": 1}, False),  # order differs: "not identical" only costs a full diff
+    (None, fields.MISSING, False), (fields.MISSING, fields.MISSING, True),
+])
+def test_identity_is_strict(before: object, after: object, same: bool) -> None:
+    assert edits.same(before, after) is same
+
+
+def test_a_type_flip_in_an_untyped_field_is_a_change() -> None:
+    manifest = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns"},
+                "spec": {"config": {"enabled": 1}}}
+    old = live(manifest)
+    verdict = policy.validate(review("UPDATE", old=old, new=edited(old, "spec", "config", "enabled", True))["request"],
+                              SETTINGS, NOW)
+    assert verdict.outcome == "deny" and "spec.config.enabled" in verdict.message
