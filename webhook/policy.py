@@ -35,7 +35,7 @@ from driftguard.core.objects import ObjectRef
 from webhook import messages
 from webhook.edits import changed_fields
 from webhook.records import AuditRecord, Decision, format_time, parse_time
-from webhook.reviews import KubeObject, PatchOp, Request
+from webhook.reviews import KubeObject, PatchOp, Request, object_problem
 from webhook.settings import Settings
 
 Outcome = Literal["allow", "deny", "warn", "break-glass"]
@@ -224,6 +224,10 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
         return _deny(request, ref, {}, None, messages.unreadable_parent(ref, error), now)
     if parent.obj is None:
         return ALLOW
+    malformed = object_problem(parent.obj)
+    if malformed:
+        ref = _parent_ref(request)
+        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, f"the object {malformed}"), now)
     try:
         stamp = contract.read_stamp(parent.obj)
     except ContractError as e:
@@ -232,12 +236,14 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
     if stamp is None or stamp.enforcement == "off":
         return ALLOW
     scaled = copy.deepcopy(parent.obj)
-    replicas = ((request.get("object") or {}).get("spec") or {}).get("replicas", fields.MISSING)
-    spec = scaled.setdefault("spec", {})
+    if not isinstance(scaled.get("spec"), dict):
+        scaled["spec"] = {}
+    spec = (request.get("object") or {}).get("spec")
+    replicas = spec.get("replicas", fields.MISSING) if isinstance(spec, Mapping) else fields.MISSING
     if replicas is fields.MISSING:
-        spec.pop("replicas", None)
+        scaled["spec"].pop("replicas", None)
     else:
-        spec["replicas"] = replicas
+        scaled["spec"]["replicas"] = replicas
     edit = _edit(request, settings, stamp, parent.obj, scaled, now)
     changes = edit.changes
     standing = _standing_grant(edit) if changes else None

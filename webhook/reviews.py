@@ -135,6 +135,10 @@ def _check_request(request: Mapping[str, Any]) -> None:
     for key in _REQUIRED_OBJECTS.get(request["operation"], ()):
         if request.get(key) is None:
             raise BadReview(f"request {uid}: {request['operation']} without {key}")
+    for key in ("object", "oldObject"):
+        problem = object_problem(request.get(key))
+        if problem:
+            raise BadReview(f"request {uid}: {key} {problem}")
     for key in ("name", "namespace", "subResource"):
         if not isinstance(request.get(key, ""), str):
             raise BadReview(f"request {uid}: {key} is not a string")
@@ -143,6 +147,27 @@ def _check_request(request: Mapping[str, Any]) -> None:
 
 
 _REQUIRED_OBJECTS: Final = {"CREATE": ("object",), "UPDATE": ("object", "oldObject"), "DELETE": ("oldObject",)}
+
+
+def object_problem(obj: object) -> str:
+    """What makes ``obj`` not a Kubernetes object's shape ("" when fine, or when absent).
+
+    Only what the policy relies on: ``metadata`` a map, ``labels``/``annotations`` maps of strings.
+    """
+    if obj is None:
+        return ""
+    if not isinstance(obj, dict):
+        return "is not an object"
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return ""
+    if not isinstance(metadata, dict):
+        return "has metadata that is not an object"
+    for key in ("labels", "annotations"):
+        bag = metadata.get(key)
+        if bag is not None and (not isinstance(bag, dict) or not all(isinstance(v, str) for v in bag.values())):
+            return f"has metadata.{key} that is not a map of strings"
+    return ""
 
 
 def _require_strings(request: Mapping[str, Any], key: str, names: tuple[str, ...], uid: str) -> None:
