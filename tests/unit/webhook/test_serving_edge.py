@@ -87,6 +87,12 @@ def _with(key: str, value: Any) -> dict[str, Any]:
     pytest.param(_with("kind", {"kind": "Deployment"}), "application/json", "kind must have string group",
                  id="kind incomplete"),
     pytest.param(_with("dryRun", "yes"), "application/json", "dryRun is not a boolean", id="dryRun not bool"),
+    pytest.param(_with("oldObject", {"metadata": ["a"]}), "application/json",
+                 "oldObject has metadata that is not an object", id="metadata not a map"),
+    pytest.param(_with("object", {"metadata": {"labels": {"a": 1}}}), "application/json",
+                 "object has metadata.labels that is not a map of strings", id="label value not a string"),
+    pytest.param(_with("object", {"metadata": {"annotations": "x"}}), "application/json",
+                 "object has metadata.annotations that is not a map of strings", id="annotations not a map"),
 ])
 @pytest.mark.parametrize("path", ["/validate", "/mutate"])
 def test_broken_webhook_requests_get_400_plain_text(client: FlaskClient, body: Any, content_type: str,
@@ -142,10 +148,10 @@ def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(client: F
 
 
 def test_a_crash_in_the_policy_fails_closed_and_is_logged_with_the_uid(
-    client: FlaskClient, caplog: pytest.LogCaptureFixture
+    client: FlaskClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = _valid()
-    body["request"]["oldObject"]["metadata"] = ["not", "a", "map"]  # the policy trips over this
+    monkeypatch.setattr("driftguard.core.contract.decode_declared", lambda text: 1 / 0)
     with caplog.at_level(logging.ERROR, logger="webhook.app"):
         response = post(client, body)
     assert response.status_code == 200
