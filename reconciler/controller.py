@@ -317,6 +317,7 @@ class Controller:
                 self._schedule_after(state, failed=False)
             return
         state.force_full = False
+        log.debug("Application %s: full sync at %s", app, revision.short if revision else "?")
         result = self.reconciler.reconcile(
             spec, state.memory, revision=revision,
             save_inventory=lambda inventory: self._save_inventory(state, inventory),

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import yaml
 
+from driftguard.kube import KubeError
 from driftguard.kube.resources import CRDS, Cluster
 from reconciler import health
 
@@ -22,15 +23,26 @@ def load(path: Path = CRD_FILE) -> dict[str, Any]:
 
 
 def install(cluster: Cluster, path: Path = CRD_FILE, *, timeout: float = 30.0) -> None:
-    """Server-side apply the CRD and wait until it is Established and served."""
+    """Server-side apply the CRD and wait until it is Established and its resource answers a list."""
     crd = load(path)
     cluster.apply(crd, rt=CRDS)
     name = crd["metadata"]["name"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         live = cluster.get(CRDS, "", name)
-        if live is not None and health.assess(live)[0] is health.Health.HEALTHY:
+        if live is not None and health.assess(live)[0] is health.Health.HEALTHY and _served(cluster, crd):
             cluster.discovery.invalidate()
             return
         time.sleep(0.05)
     raise TimeoutError(f"CustomResourceDefinition {name} was not Established within {timeout:.0f}s")
+
+
+def _served(cluster: Cluster, crd: dict[str, Any]) -> bool:
+    """Established is not yet served: a fresh API server can answer 404 for a moment longer."""
+    spec = crd["spec"]
+    version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+    try:
+        cluster.kube.request("GET", f"/apis/{spec['group']}/{version}/{spec['names']['plural']}", query={"limit": "1"})
+    except KubeError:
+        return False
+    return True

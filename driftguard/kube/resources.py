@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 JSON_PATCH: Final = "application/json-patch+json"
 MERGE_PATCH: Final = "application/merge-patch+json"
-WRITE_VERBS: Final = frozenset({"create", "apply", "update", "patch", "delete"})
+WRITE_VERBS: Final = frozenset({"create", "apply", "update", "patch", "patch-status", "delete"})
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
@@ -60,7 +60,7 @@ class ResourceError(Exception):
     @property
     def transient(self) -> bool:
         """Worth retrying later unchanged: unreachable, throttled, timed out, server-side trouble."""
-        return self.status == 0 or self.status == 429 or self.status >= 500
+        return self.status in {0, 429} or self.status >= 500
 
 
 class UnknownKind(ResourceError):
@@ -188,7 +188,7 @@ class Cluster:
     # ------------------------------------------------------------ bookkeeping
 
     def request_counts(self) -> dict[str, int]:
-        """Requests sent so far, by verb (``apply``, ``apply-dry-run``, ``get``, ``list``, ...)."""
+        """Requests sent so far, by verb (``apply``, ``apply-dry-run``, ``get``, ``list``, ``patch-status``...)."""
         with self._count_lock:
             return dict(self._counts)
 
@@ -306,8 +306,8 @@ class Cluster:
         self, rt: ResourceType, namespace: str, name: str, patch: Mapping[str, Any], *, subresource: str = ""
     ) -> dict[str, Any]:
         return self._send(
-            "patch", rt.subject(namespace, name), "PATCH", rt.item(namespace, name, subresource),
-            body=dict(patch), content_type=MERGE_PATCH,
+            f"patch-{subresource}" if subresource else "patch", rt.subject(namespace, name), "PATCH",
+            rt.item(namespace, name, subresource), body=dict(patch), content_type=MERGE_PATCH,
         )
 
     def patch_status(self, rt: ResourceType, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
@@ -404,7 +404,7 @@ class Cluster:
                 failures += 1
                 if on_error is not None:
                     on_error(e)
-                stop.wait(min(0.2 * 2 ** min(failures, 5), 5.0))
+                stop.wait(min(0.1 * 2 ** min(failures - 1, 6), 5.0))
 
 
 def _namespace_name(obj: Mapping[str, Any]) -> tuple[str, str]:
