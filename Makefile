@@ -56,6 +56,14 @@ demo-down: local-down
 manifests: venv
 	$(PY) -m driftguard.install > manifests/webhook-configurations.yaml
 
+## bench-reconciler: the reconciler's benchmarks, one command each (each starts its own control plane)
+.PHONY: bench-reconciler
+bench-reconciler: venv controlplane
+	$(PY) bench/bench_reconciler_latency.py
+	$(PY) bench/bench_reconciler_drift.py
+	$(PY) bench/bench_reconciler_sync.py --objects 1000
+	$(PY) bench/bench_reconciler_sync.py --objects 10000
+
 # ---- kind / a real cluster (needs Docker and kind; not available on our CI machines) ----
 IMAGE ?= driftguard:dev
 KIND_CLUSTER ?= driftguard
