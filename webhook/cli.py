@@ -34,6 +34,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     config.add_argument("--port", type=int, default=443, help="Service port (with --service)")
     config.add_argument("--ca-file", type=Path, required=True, help="PEM CA that signed the serving certificate")
     config.add_argument("--name", default=registration.NAME, help="name of both configurations")
+    config.add_argument("--trusted-users", default=",".join(registration.TRUSTED_USERS),
+                        help="users that call no webhook (the webhook's reconciler and allowed users); comma-separated")
     config.set_defaults(func=run_webhook_config)
 
     audit = subparsers.add_parser("audit", help="list and filter the webhook's audit records")
@@ -62,7 +64,8 @@ def run_webhook_config(args: argparse.Namespace) -> int:
         client = registration.url_client(args.url, ca_bundle)
     else:
         client = registration.service_client(args.service, args.namespace, ca_bundle, port=args.port)
-    objects = registration.configurations(client, name=args.name, namespace=args.namespace)
+    trusted = [user.strip() for user in args.trusted_users.split(",") if user.strip()]
+    objects = registration.configurations(client, name=args.name, namespace=args.namespace, trusted_users=trusted)
     print(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=2))
     return 0
 

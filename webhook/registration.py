@@ -15,21 +15,38 @@ Three webhooks in two objects:
 All: ``namespaceSelector`` excluding kube-system and driftguard's own namespace (a broken webhook
 must not lock out its own repair), ``failurePolicy: Fail``, ``timeoutSeconds: 3``,
 ``sideEffects: NoneOnDryRun`` (dry-run records make no Event), ``matchPolicy: Equivalent``.
+
+``matchConditions`` (CEL, evaluated inside the API server) spare round trips whose answer is known:
+requests by the trusted users (the reconciler, allow-listed controllers: ``trusted_users``, which must
+match the webhook's ``--reconciler-users``/``--allowed-users``; the webhook checks identity itself
+too) call no webhook at all, and the mutating webhook is called only when the old object's stamp
+says ``warn`` or the new object carries a break-glass reason — the only cases in which it patches.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from typing import Any, Final, NotRequired, TypedDict
 from urllib.parse import urlsplit
+
+from driftguard.core import contract
+from webhook.settings import Settings
 
 NAME: Final = "driftguard"
 NAMESPACE: Final = "driftguard-system"
 VALIDATE_PATH: Final = "/validate"
 MUTATE_PATH: Final = "/mutate"
 TIMEOUT_SECONDS: Final = 3
-MANAGED_SELECTOR: Final = {"matchLabels": {"driftguard.io/managed": "true"}}
+MANAGED_SELECTOR: Final = {"matchLabels": {contract.LABEL_MANAGED: "true"}}
+TRUSTED_USERS: Final = (*Settings().reconciler_users, *Settings().allowed_users)
+WARN_OR_BREAK_GLASS: Final = (
+    f"oldObject != null && has(oldObject.metadata.annotations) && ("
+    f"('{contract.ANN_ENFORCEMENT}' in oldObject.metadata.annotations"
+    f" && oldObject.metadata.annotations['{contract.ANN_ENFORCEMENT}'] == 'warn')"
+    f" || (has(object.metadata.annotations) && '{contract.ANN_BREAK_GLASS}' in object.metadata.annotations))"
+)
 
 
 class ServiceReference(TypedDict):
@@ -66,12 +83,14 @@ def configurations(
     excluded_namespaces: Sequence[str] = ("kube-system",),
     namespace_selector: dict[str, Any] | None = None,
     timeout_seconds: int = TIMEOUT_SECONDS,
+    trusted_users: Sequence[str] = TRUSTED_USERS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(ValidatingWebhookConfiguration, MutatingWebhookConfiguration) for ``client``.
 
     ``namespace_selector`` replaces the default (everything but ``excluded_namespaces`` and
     ``namespace``); tests use it to confine the webhook to their own namespace.
     """
+    conditions = _untrusted(trusted_users)
     selector = namespace_selector or {"matchExpressions": [{
         "key": "kubernetes.io/metadata.name", "operator": "NotIn",
         "values": sorted({*excluded_namespaces, namespace}),
@@ -93,6 +112,8 @@ def configurations(
         }
         if objects is not None:
             entry["objectSelector"] = objects
+        if conditions:
+            entry["matchConditions"] = list(conditions)
         return entry
 
     labels = {"app.kubernetes.io/name": "driftguard", "app.kubernetes.io/component": "webhook"}
@@ -107,6 +128,7 @@ def configurations(
     }
     mutate = webhook("mutate", MUTATE_PATH, ["UPDATE"], ["*"], MANAGED_SELECTOR)
     mutate["reinvocationPolicy"] = "IfNeeded"
+    mutate["matchConditions"] = [*conditions, {"name": "warn-or-break-glass", "expression": WARN_OR_BREAK_GLASS}]
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -150,6 +172,13 @@ def rbac(
         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
     }
     return role, binding
+
+
+def _untrusted(users: Sequence[str]) -> list[dict[str, str]]:
+    if not users:
+        return []
+    listed = ", ".join(json.dumps(user) for user in users)
+    return [{"name": "not-trusted", "expression": f"!(request.userInfo.username in [{listed}])"}]
 
 
 def _with_path(client: ClientConfig, path: str) -> ClientConfig:

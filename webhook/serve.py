@@ -12,6 +12,7 @@ before the workers create their metrics, so ``/metrics`` on any worker reports a
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 import ssl
@@ -27,6 +28,7 @@ from webhook import logs
 from webhook.settings import Settings
 from webhook.tls import CertificateReloader
 
+log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -50,6 +52,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
         return app
 
     def _ssl_context(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        log.debug("TLS connection accepted")  # gunicorn 23 asks once per connection
         return self.reloader.context()
 
 

@@ -8,6 +8,7 @@ namespace and removed afterwards, so other tests on the shared control plane nev
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 import time
@@ -181,7 +182,8 @@ def guarded(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         started.append(webhook)
         client = registration.url_client(webhook.url, webhook.ca.cert_pem)
         validating, mutating = registration.configurations(
-            client, name=name, namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}})
+            client, name=name, namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            trusted_users=webhook.settings.reconciler_users)
         admin.request("POST", f"{ADMISSION}/mutatingwebhookconfigurations", body=mutating)
         admin.request("POST", f"{ADMISSION}/validatingwebhookconfigurations", body=validating)
         clients += [cluster.laptop(), cluster.serviceaccount(namespace, "driftguard-reconciler"),
@@ -440,3 +442,30 @@ def test_a_flood_of_denials_is_a_few_aggregated_events(guarded: Guarded) -> None
     assert events[0]["note"].startswith("laptop: spec.replicas of Deployment")
     assert len(guarded.records("flooded-dry", dry_run=True)) == 30
     assert _events_about(guarded, dry_uid) == [], "dry-run records make no Event"
+
+
+# ---------------------------------------------------------------- calls the API server spares
+
+def _calls(guarded: Guarded) -> dict[str, float]:
+    text = guarded.webhook.call("GET", "/metrics")[1].decode()
+    totals = {"validate": 0.0, "mutate": 0.0}
+    for webhook, count in re.findall(r'driftguard_webhook_decisions_total\{result="[^"]+",webhook="(\w+)"\} (\S+)',
+                                     text):
+        totals[webhook] += float(count)
+    return totals
+
+
+def test_match_conditions_spare_the_calls_whose_answer_is_known(guarded: Guarded) -> None:
+    guarded.from_git("spared")
+    guarded.from_git("spared-warn", enforcement="warn")
+    undeclared = {"metadata": {"labels": {"touched": "yes"}}}
+
+    def delta(kube: Kube, name: str) -> dict[str, float]:
+        before = _calls(guarded)
+        kube.request("PATCH", guarded.path(name), body=undeclared, content_type=MERGE)
+        after = _calls(guarded)
+        return {key: after[key] - before[key] for key in after}
+
+    assert delta(guarded.reconciler, "spared") == {"validate": 0, "mutate": 0}
+    assert delta(guarded.laptop, "spared") == {"validate": 1, "mutate": 0}
+    assert delta(guarded.laptop, "spared-warn") == {"validate": 1, "mutate": 1}

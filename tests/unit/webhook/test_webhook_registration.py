@@ -111,3 +111,24 @@ def test_the_webhook_role_reads_scalable_parents_and_writes_events_only() -> Non
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "driftguard-webhook",
                                     "namespace": "driftguard-system"}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"] == "driftguard-webhook"
+
+
+def test_trusted_users_call_no_webhook_and_the_mutating_one_only_when_it_would_patch() -> None:
+    validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:1", CA),
+                                   trusted_users=["system:serviceaccount:ns:reconciler", 'odd"name'])
+    expected = {"name": "not-trusted",
+                "expression": '!(request.userInfo.username in ["system:serviceaccount:ns:reconciler", "odd\\"name"])'}
+    assert validate["matchConditions"] == scale["matchConditions"] == [expected]
+    assert mutate["matchConditions"][0] == expected
+    assert mutate["matchConditions"][1]["name"] == "warn-or-break-glass"
+    assert "'driftguard.io/enforcement'] == 'warn'" in mutate["matchConditions"][1]["expression"]
+    assert "'driftguard.io/break-glass' in object.metadata.annotations" in mutate["matchConditions"][1]["expression"]
+
+
+def test_the_default_trusted_users_are_the_webhooks_defaults() -> None:
+    (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA))
+    for user in ("system:serviceaccount:driftguard-system:driftguard-reconciler",
+                 "system:serviceaccount:kube-system:generic-garbage-collector"):
+        assert f'"{user}"' in validate["matchConditions"][0]["expression"]
+    (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA), trusted_users=())
+    assert "matchConditions" not in validate

@@ -1,0 +1,200 @@
+"""What the webhook adds to an API-server write, against no admission and against a CEL policy.
+
+    .venv/bin/python bench/bench_admission_latency.py            # 500 writes per case
+    .venv/bin/python bench/bench_admission_latency.py -n 2000
+
+One run, one kube-apiserver (driftguard's own control plane, started in a temp dir), three
+namespaces that differ only in admission:
+
+* (a) ``none``    — no webhook or policy selects it;
+* (b) ``webhook`` — the driftguard webhook (``driftguard webhook`` as deployed, gunicorn over TLS,
+  registered by URL with ``registration.configurations``, confined to this namespace);
+* (c) ``cel``     — a ValidatingAdmissionPolicy doing a comparable identity check in-process
+  (managed objects only; the reconciler passes, anyone else must leave ``spec.replicas`` as it was).
+
+In each, the laptop user makes the same write: a merge patch of an undeclared label on a managed,
+stamped Deployment (allowed everywhere, so every write reaches etcd). Writes go round-robin over
+the three namespaces so drift in the machine's load hits all three alike. Reported: p50/p90/p99
+of the client-observed latency, and the differences (b - a) and (c - a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_webhook import Server, manifest
+
+from driftguard.controlplane import ControlPlane
+from driftguard.core import contract
+from driftguard.kube import Kube, KubeError
+from webhook import registration
+
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+SOURCE = contract.Source("https://github.com/org/k8s-manifests", "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+                         "alice@org", "2024-05-01T10:00:00Z", "services/my-service/production/deployment.yaml")
+CASES = ("none", "webhook", "cel")
+
+
+def cel_policy(name: str, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                                   "resources": ["deployments"]}],
+                "objectSelector": {"matchLabels": {contract.LABEL_MANAGED: "true"}},
+            },
+            "validations": [{
+                "expression": "request.userInfo.username == 'system:serviceaccount:driftguard-system:"
+                              "driftguard-reconciler' || object.spec.replicas == oldObject.spec.replicas",
+                "message": "spec.replicas is declared in git",
+            }],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+    }
+    return policy, binding
+
+
+def stamped(namespace: str) -> dict[str, Any]:
+    body = manifest()
+    body["metadata"]["namespace"] = namespace
+    return contract.stamp(body, application="driftguard-system/my-service", source=SOURCE, enforcement="deny")
+
+
+def write(laptop: Kube, namespace: str, value: int) -> float:
+    started = time.perf_counter()
+    laptop.request("PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/my-service",
+                   body={"metadata": {"labels": {"bench": str(value)}}}, content_type="application/merge-patch+json")
+    return (time.perf_counter() - started) * 1000
+
+
+def wait_for_policies(laptop: Kube, namespaces: dict[str, str]) -> None:
+    """Both admission paths actually called: each denies a replicas change in its namespace (dry-run)."""
+    for case in ("webhook", "cel"):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                laptop.request("PATCH", f"/apis/apps/v1/namespaces/{namespaces[case]}/deployments/my-service",
+                               body={"spec": {"replicas": 7}}, content_type="application/merge-patch+json",
+                               query={"dryRun": "All"})
+            except KubeError as error:
+                if error.status in (403, 422):  # webhooks deny with 403, CEL policies with 422
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{case}: admission never took effect")
+            time.sleep(0.2)
+
+
+def webhook_calls(plane: ControlPlane) -> dict[tuple[str, str], tuple[float, float]]:
+    """(count, seconds) per (webhook, type) from the API server's own admission webhook histogram."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for line in apiserver_metrics(plane).splitlines():
+        match = re.match(r"apiserver_admission_webhook_admission_duration_seconds_(count|sum)\{(.*)\} (\S+)", line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
+        if labels.get("rejected") != "false":
+            continue
+        entry = found.setdefault((labels.get("name", ""), labels.get("type", "")), [0.0, 0.0])
+        entry[0 if match[1] == "count" else 1] += float(match[3])
+    return {key: (value[0], value[1]) for key, value in found.items()}
+
+
+def apiserver_metrics(plane: ControlPlane) -> str:
+    """``/metrics`` as text (driftguard.kube speaks JSON only), with the admin client certificate."""
+    context = ssl.create_default_context(cafile=str(plane.ca_file))
+    context.load_cert_chain(plane.pki / "admin.crt", plane.pki / "admin.key")
+    url = urlsplit(plane.url)
+    connection = http.client.HTTPSConnection(url.hostname or "127.0.0.1", url.port, context=context, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def percentiles(samples: list[float]) -> tuple[float, float, float]:
+    cuts = statistics.quantiles(samples, n=100)
+    return statistics.median(samples), cuts[89], cuts[98]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--writes", type=int, default=500, help="writes per case")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="driftguard-admission-bench-") as tmp:
+        directory = Path(tmp)
+        plane = ControlPlane(directory / "controlplane").start()
+        webhook_dir = directory / "webhook"
+        webhook_dir.mkdir()
+        server = Server(webhook_dir)
+        admin, laptop = Kube(plane.admin_kubeconfig), Kube(plane.laptop_kubeconfig)
+        try:
+            namespaces = {case: f"bench-{case}" for case in CASES}
+            for namespace in namespaces.values():
+                admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
+                admin.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=stamped(namespace))
+            client = registration.url_client(f"https://127.0.0.1:{server.settings.port}",
+                                             server.ca_file.read_bytes())
+            selector = {"matchLabels": {"kubernetes.io/metadata.name": namespaces["webhook"]}}
+            for config, kind in zip(registration.configurations(client, namespace_selector=selector),
+                                    ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), strict=True):
+                admin.request("POST", f"{ADMISSION}/{kind}", body=config)
+            policy, binding = cel_policy("driftguard-bench", namespaces["cel"])
+            admin.request("POST", f"{ADMISSION}/validatingadmissionpolicies", body=policy)
+            admin.request("POST", f"{ADMISSION}/validatingadmissionpolicybindings", body=binding)
+            wait_for_policies(laptop, namespaces)
+
+            samples: dict[str, list[float]] = {case: [] for case in CASES}
+            for i in range(50):  # warm-up: connections, caches
+                for case in CASES:
+                    write(laptop, namespaces[case], 100_000 + i)
+            before = webhook_calls(plane)
+            for i in range(args.writes):
+                for case in CASES:
+                    samples[case].append(write(laptop, namespaces[case], i))
+            calls = {key: (value[0] - before.get(key, (0.0, 0.0))[0], value[1] - before.get(key, (0.0, 0.0))[1])
+                     for key, value in webhook_calls(plane).items()}
+        finally:
+            admin.close()
+            laptop.close()
+            server.stop()
+            plane.stop()
+
+    print(f"{args.writes} writes per case, round-robin; client: driftguard.kube (Python) as the laptop user")
+    print(f"{'admission':<10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+    stats = {case: percentiles(samples[case]) for case in CASES}
+    for case in CASES:
+        print(f"{case:<10} {stats[case][0]:>8.2f} {stats[case][1]:>8.2f} {stats[case][2]:>8.2f}")
+    for (name, kind), (count, seconds) in sorted(calls.items()):
+        if count:
+            print(f"apiserver's own timing of webhook {name} ({kind}): {count:.0f} calls, "
+                  f"mean {seconds / count * 1000:.2f} ms")
+    for case, label in (("webhook", "(b - a) webhook adds"), ("cel", "(c - a) CEL policy adds")):
+        added = [stats[case][k] - stats["none"][k] for k in range(3)]
+        print(f"{label:<24} p50 {added[0]:+.2f} ms, p90 {added[1]:+.2f} ms, p99 {added[2]:+.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
