@@ -225,11 +225,14 @@ def must_deny(request: reviews.Request, parent: policy.Parent | None) -> str:
             return ""
         old: Any = parent.obj
         new: Any = copy.deepcopy(old)
-        replicas = ((request.get("object") or {}).get("spec") or {}).get("replicas", fields.MISSING)
+        if not isinstance(new.get("spec"), dict):
+            new["spec"] = {}
+        spec = (request.get("object") or {}).get("spec")
+        replicas = spec.get("replicas", fields.MISSING) if isinstance(spec, dict) else fields.MISSING
         if replicas is fields.MISSING:
-            new.setdefault("spec", {}).pop("replicas", None)
+            new["spec"].pop("replicas", None)
         else:
-            new.setdefault("spec", {})["replicas"] = replicas
+            new["spec"]["replicas"] = replicas
     elif operation in ("UPDATE", "DELETE"):
         old, new = request.get("oldObject") or {}, request.get("object")
     else:
