@@ -71,7 +71,7 @@ class Settings:
         "DRIFTGUARD_CERT_FILE", "serving certificate (PEM); re-read when it changes"))
     key_file: Path | None = field(default=None, metadata=_meta("DRIFTGUARD_KEY_FILE", "serving key (PEM)"))
     workers: int = field(default=2, metadata=_meta("DRIFTGUARD_WEBHOOK_WORKERS", "gunicorn worker processes"))
-    threads: int = field(default=4, metadata=_meta(
+    threads: int = field(default=8, metadata=_meta(
         "DRIFTGUARD_WEBHOOK_THREADS", "threads per gthread worker"))
     worker_class: WorkerClass = field(default="gthread", metadata=_meta(
         "DRIFTGUARD_WEBHOOK_WORKER_CLASS", "gunicorn worker class: gthread or sync"))
