@@ -145,3 +145,18 @@ def test_git_messages_never_carry_credentials() -> None:
                             stderr="fatal: unable to access 'https://u:tok@h/x': Authorization: Basic abc==")
     message = _git_message(error, "https://u:tok@h/x")
     assert "tok" not in message and "abc==" not in message
+
+
+def test_no_git_process_or_file_descriptor_outlives_a_call(origin: Path, source: GitSource) -> None:
+    def children() -> list[str]:
+        listing = subprocess.run(["ps", "--ppid", str(os.getpid()), "-o", "comm", "--no-headers"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        return [name for name in listing if name != "ps"]
+
+    source.resolve(str(origin), "main")
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        sha = source.resolve(str(origin), "main").sha
+        source.read(str(origin), sha, "app", lambda p: True)
+    assert children() == [], "GitPython's cat-file processes must be closed every cycle"
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
