@@ -52,7 +52,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def environment(args: argparse.Namespace) -> Iterator[tuple[Path, Kube, Path]]:
     """(admin kubeconfig, admin client, scratch dir) with the Application CRD installed."""
-    scratch = Path(tempfile.mkdtemp(prefix="driftguard-bench-"))
+    scratch = Path(tempfile.mkdtemp(prefix="driftguard-reconciler-bench-"))
     plane = None
     try:
         if args.kubeconfig:
