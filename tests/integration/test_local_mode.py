@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from driftguard.kube import Kube
+from driftguard.kube import Kube, KubeError
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_local_up_down_round_trip_leaves_no_process_behind(local_dir: Path) -> N
 
     state = json.loads((local_dir / "state.json").read_text())
     pids = {p["name"]: p["pid"] for p in state["processes"]}
-    assert sorted(pids) == ["etcd", "kube-apiserver"]
+    assert sorted(pids) == ["etcd", "kube-apiserver", "reconciler", "webhook"]
     assert all(alive(pid) for pid in pids.values()), "up returned but its processes are not running"
 
     with Kube(local_dir / "laptop.kubeconfig") as laptop:  # usable after the CLI exited
@@ -92,6 +92,17 @@ def test_local_up_down_round_trip_leaves_no_process_behind(local_dir: Path) -> N
 
     twice = driftguard("local", "down", "--dir", str(local_dir))
     assert twice.returncode == 0 and "nothing running" in twice.stderr
+
+    restarted = driftguard("local", "up", "--dir", str(local_dir))  # same directory: data and kubeconfigs kept
+    assert restarted.returncode == 0, restarted.stderr
+    with Kube(local_dir / "admin.kubeconfig") as admin:
+        probe = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "forged", "labels": {"driftguard.io/managed": "true"}}}
+        with pytest.raises(KubeError, match="forged ownership"):  # the new webhook answers, not a stale one
+            admin.request("POST", "/api/v1/namespaces/default/configmaps", body=probe)
+    final = driftguard("local", "down", "--dir", str(local_dir))
+    assert final.returncode == 0
+    assert processes_mentioning(local_dir) == []
 
 
 def test_local_down_on_a_directory_never_started_is_a_no_op(local_dir: Path) -> None:
