@@ -1,28 +1,141 @@
-"""Which declared fields a request changes: ``fields.diff`` restricted to what old and new disagree on.
+"""One request on one managed object: which declared fields it changes, which own annotations it may set.
 
-A field is this request's doing when the new object no longer has git's value *and* the old object
-had a different value — drift that was already there is not held against an unrelated edit.
+``Edit`` computes, once and lazily, what the rules in ``policy`` look at.
 
-Most admission requests leave most of a large object untouched, and ``fields.diff`` looks every
-declared leaf up from the root. So before diffing, the declared tree is pruned to the map branches
-under which old and new differ. Pruning only removes leaves whose old and new values are identical,
-which the "had a different value" test would discard anyway, so the result is exactly the unpruned
-one. Identity is strict (``1``, ``1.0`` and ``true`` differ): Python ``==`` finds branches that certainly
-differ, then ``marshal`` (format 2: no back-references, so equal values give equal bytes; typed, and
-five times faster than ``json.dumps``) confirms the rest. Keyed lists, digests and empty maps are
-never pruned into.
+Declared fields a request changes: the new object no longer has git's value *and* the old object had
+a different value — drift that was already there is not held against an unrelated edit. Most requests
+leave most of a large object untouched, and ``fields.diff`` looks every declared leaf up from the
+root, so the declared tree is first pruned to the map branches under which old and new differ.
+Pruning only removes leaves whose old and new values are identical, which the "had a different value"
+test would discard anyway, so the result is exactly the unpruned one. Identity is strict (``1``,
+``1.0`` and ``true`` differ): Python ``==`` finds branches that certainly differ, then ``marshal``
+(format 2: no back-references, so equal values give equal bytes; typed; five times faster than
+``json.dumps``) confirms the rest. Keyed lists, digests and empty maps are never pruned into.
+
+driftguard's own annotations a request may carry (``permitted``): exactly what the mutating webhook
+writes when the request qualifies — the drift mark (warn mode, this user, every drifted field) or
+the break-glass grant (a member who gave a reason; this user, reason and commit) — or, for a member,
+the removal of both to end break-glass. A grant on the old object keeps covering its grantee's scale
+and DELETE requests until it expires or git moves on (``standing_grant``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import marshal
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
-from driftguard.core import fields
-from driftguard.core.contract import Stamp
+from driftguard.core import contract, fields
+from driftguard.core.contract import BreakGlass, DriftMark, Stamp
+from driftguard.core.objects import ObjectRef
+from webhook.records import format_time, parse_time
+from webhook.reviews import Request
+from webhook.settings import Settings
 
+CLOCK_SKEW: Final = dt.timedelta(minutes=5)
+DRIFT_KEY: Final = "annotation:" + contract.ANN_DRIFT
+REASON_KEY: Final = "annotation:" + contract.ANN_BREAK_GLASS
+GRANT_KEY: Final = "annotation:" + contract.ANN_BREAK_GLASS_GRANTED
 _MARSHAL_VERSION: Final = 2
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One request on one managed object, with everything the rules look at computed once."""
+
+    request: Request
+    ref: ObjectRef
+    stamp: Stamp
+    old: Mapping[str, Any]
+    new: Mapping[str, Any] | None
+    now: dt.datetime
+    member: bool  # the user is in a break-glass group
+
+    @classmethod
+    def of(cls, request: Request, settings: Settings, *, ref: ObjectRef, stamp: Stamp, old: Mapping[str, Any],
+           new: Mapping[str, Any] | None, now: dt.datetime) -> Edit:
+        groups = request["userInfo"].get("groups", [])
+        member = any(group in settings.break_glass_groups for group in groups)
+        return cls(request, ref, stamp, old, new, now, member)
+
+    @property
+    def user(self) -> str:
+        return self.request["userInfo"].get("username", "")
+
+    @cached_property
+    def changes(self) -> list[fields.FieldDrift]:
+        """Declared fields this request moves away from git (unchanged drift is not its doing)."""
+        return [] if self.new is None else changed_fields(self.stamp, self.old, self.new)
+
+    @cached_property
+    def drifted(self) -> tuple[str, ...]:
+        """Every declared field not at git's value after this request (what the drift mark lists)."""
+        return tuple(d.path_text for d in self.stamp.drift(self.new or {}))
+
+    @cached_property
+    def reason(self) -> str:
+        return contract.annotations_of(self.new).get(contract.ANN_BREAK_GLASS, "").strip()
+
+    @cached_property
+    def own_changes(self) -> list[str]:
+        return contract.changed_own_metadata(self.old, self.new)
+
+    @cached_property
+    def grant_due(self) -> bool:
+        """A break-glass member set a reason and this request uses it."""
+        return self.member and bool(self.reason) and (bool(self.changes) or REASON_KEY in self.own_changes)
+
+
+# ---------------------------------------------------------------- driftguard's own annotations
+
+def permitted(key: str, edit: Edit) -> bool:
+    """Whether this edit may change driftguard's own ``key`` (``label:…``/``annotation:…``) as it does."""
+    value = contract.annotations_of(edit.new).get(key.removeprefix("annotation:"))
+    if edit.grant_due:
+        return key == REASON_KEY or (key == GRANT_KEY and _valid_grant(value, edit))
+    if edit.member and not edit.reason and key in (REASON_KEY, GRANT_KEY):
+        return value is None  # a member ends break-glass by removing the reason (and the grant)
+    if key == DRIFT_KEY and edit.stamp.enforcement == "warn" and edit.changes:
+        return _valid_mark(value, edit)
+    return False
+
+
+def _valid_grant(value: str | None, edit: Edit) -> bool:
+    grant = BreakGlass.decode(value) if value is not None else None
+    if grant is None or grant.user != edit.user or grant.reason != edit.reason:
+        return False
+    if grant.commit != edit.stamp.source.commit:
+        return False
+    return _recent(grant.at, edit.now) and _time_or_none(grant.expires_at) is not None
+
+
+def _valid_mark(value: str | None, edit: Edit) -> bool:
+    mark = DriftMark.decode(value) if value is not None else None
+    return mark is not None and mark.user == edit.user and mark.fields == edit.drifted and _recent(mark.at, edit.now)
+
+
+def standing_grant(edit: Edit) -> BreakGlass | None:
+    """A still-valid grant to this member on the old object (scale and DELETE carry no annotations)."""
+    if not edit.member:
+        return None
+    text = contract.annotations_of(edit.old).get(contract.ANN_BREAK_GLASS_GRANTED)
+    grant = BreakGlass.decode(text) if text is not None else None
+    if grant is None or grant.user != edit.user or grant.commit != edit.stamp.source.commit:
+        return None
+    expires = _time_or_none(grant.expires_at)
+    return grant if expires is not None and expires > edit.now else None
+
+
+def new_grant(edit: Edit, settings: Settings) -> BreakGlass:
+    expires = edit.now + dt.timedelta(seconds=settings.break_glass_ttl)
+    return BreakGlass(edit.user, format_time(edit.now), edit.reason, edit.stamp.source.commit, format_time(expires))
+
+
+# ---------------------------------------------------------------- declared fields this request changes
+
 
 
 def changed_fields(stamp: Stamp, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[fields.FieldDrift]:
@@ -60,3 +173,15 @@ def same(before: object, after: object) -> bool:
 
 def _descendable(branch: object) -> bool:
     return isinstance(branch, dict) and bool(branch) and fields.DIGEST_KEY not in branch
+
+
+def _recent(text: str, now: dt.datetime) -> bool:
+    moment = _time_or_none(text)
+    return moment is not None and abs(moment - now) <= CLOCK_SKEW
+
+
+def _time_or_none(text: str) -> dt.datetime | None:
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None

@@ -26,23 +26,18 @@ import copy
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Final, Literal
 
 from driftguard.core import contract, fields
-from driftguard.core.contract import BreakGlass, ContractError, DriftMark, Stamp
+from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
 from webhook import messages
-from webhook.edits import changed_fields
-from webhook.records import AuditRecord, Decision, format_time, parse_time
+from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
+from webhook.records import AuditRecord, Decision, format_time
 from webhook.reviews import KubeObject, PatchOp, Request, object_problem
 from webhook.settings import Settings
 
 Outcome = Literal["allow", "deny", "warn", "break-glass"]
-CLOCK_SKEW: Final = dt.timedelta(minutes=5)
-_DRIFT_KEY: Final = "annotation:" + contract.ANN_DRIFT
-_REASON_KEY: Final = "annotation:" + contract.ANN_BREAK_GLASS
-_GRANT_KEY: Final = "annotation:" + contract.ANN_BREAK_GLASS_GRANTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,46 +62,6 @@ class Parent:
 
     obj: KubeObject | None
     error: str = ""
-
-
-@dataclass(frozen=True)
-class _Edit:
-    """One request on one managed object, with everything the rules look at computed once."""
-
-    request: Request
-    ref: ObjectRef
-    stamp: Stamp
-    old: Mapping[str, Any]
-    new: Mapping[str, Any] | None
-    now: dt.datetime
-    member: bool  # the user is in a break-glass group
-
-    @property
-    def user(self) -> str:
-        return _user(self.request)
-
-    @cached_property
-    def changes(self) -> list[fields.FieldDrift]:
-        """Declared fields this request moves away from git (unchanged drift is not its doing)."""
-        return [] if self.new is None else changed_fields(self.stamp, self.old, self.new)
-
-    @cached_property
-    def drifted(self) -> tuple[str, ...]:
-        """Every declared field not at git's value after this request (what the drift mark lists)."""
-        return tuple(d.path_text for d in self.stamp.drift(self.new or {}))
-
-    @cached_property
-    def reason(self) -> str:
-        return contract.annotations_of(self.new).get(contract.ANN_BREAK_GLASS, "").strip()
-
-    @cached_property
-    def own_changes(self) -> list[str]:
-        return contract.changed_own_metadata(self.old, self.new)
-
-    @cached_property
-    def grant_due(self) -> bool:
-        """A break-glass member set a reason and this request uses it."""
-        return self.member and bool(self.reason) and (bool(self.changes) or _REASON_KEY in self.own_changes)
 
 
 # ---------------------------------------------------------------- entry points
@@ -140,7 +95,7 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
         return _validate_unmanaged(request, old, request.get("object"), now)
     if stamp.enforcement == "off":
         return ALLOW
-    edit = _edit(request, settings, stamp, old, request.get("object"), now)
+    edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=request.get("object"), now=now)
     if request["operation"] == "DELETE":
         return _validate_delete(edit)
     return _validate_update(edit, settings)
@@ -157,10 +112,10 @@ def mutate(request: Request, settings: Settings, now: dt.datetime) -> Verdict:
         return ALLOW  # validate denies it
     if stamp is None or stamp.enforcement == "off" or new is None:
         return ALLOW
-    edit = _edit(request, settings, stamp, old, new, now)
+    edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=new, now=now)
     changes = edit.changes
     if edit.grant_due:
-        grant = _grant(edit, settings)
+        grant = new_grant(edit, settings)
         return Verdict("allow", patch=(_annotate(new, contract.ANN_BREAK_GLASS_GRANTED, grant.encode()),))
     if stamp.enforcement == "warn" and changes:
         mark = DriftMark(edit.user, format_time(now), edit.drifted)
@@ -182,10 +137,10 @@ def _validate_unmanaged(
     return _deny(request, ref, old or {}, None, messages.forged(ref, keys), now)
 
 
-def _validate_delete(edit: _Edit) -> Verdict:
+def _validate_delete(edit: Edit) -> Verdict:
     if (edit.old.get("metadata") or {}).get("deletionTimestamp"):
         return ALLOW
-    standing = _standing_grant(edit)
+    standing = standing_grant(edit)
     if standing is not None:
         return _break_glass(edit, [], standing.reason, standing.expires_at)
     if edit.stamp.enforcement == "warn":
@@ -193,13 +148,13 @@ def _validate_delete(edit: _Edit) -> Verdict:
     return _deny(edit.request, edit.ref, edit.old, edit.stamp, messages.delete_denial(edit.ref, edit.stamp), edit.now)
 
 
-def _validate_update(edit: _Edit, settings: Settings) -> Verdict:
+def _validate_update(edit: Edit, settings: Settings) -> Verdict:
     changes = edit.changes
     grant_due = edit.grant_due
-    tampered = [key for key in edit.own_changes if not _permitted(key, edit)]
+    tampered = [key for key in edit.own_changes if not permitted(key, edit)]
     if tampered:
         text = messages.tampering(edit.ref, tampered, edit.stamp)
-        if _REASON_KEY in tampered and not edit.member:
+        if REASON_KEY in tampered and not edit.member:
             text += ". " + messages.break_glass_refused(edit.user, settings.break_glass_groups)
         if changes:
             text += ". Also: " + messages.field_denial(edit.ref, edit.stamp, changes)
@@ -244,9 +199,9 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
         scaled["spec"].pop("replicas", None)
     else:
         scaled["spec"]["replicas"] = replicas
-    edit = _edit(request, settings, stamp, parent.obj, scaled, now)
+    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=scaled, now=now)
     changes = edit.changes
-    standing = _standing_grant(edit) if changes else None
+    standing = standing_grant(edit) if changes else None
     if standing is not None:
         return _break_glass(edit, changes, standing.reason, standing.expires_at)
     if not changes:
@@ -254,50 +209,6 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
     if stamp.enforcement == "warn":
         return _admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes))
     return _deny(request, edit.ref, parent.obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes)
-
-
-# ---------------------------------------------------------------- own annotations the request may set
-
-def _permitted(key: str, edit: _Edit) -> bool:
-    value = contract.annotations_of(edit.new).get(key.removeprefix("annotation:"))
-    if edit.grant_due:
-        return key == _REASON_KEY or (key == _GRANT_KEY and _valid_grant(value, edit))
-    if edit.member and not edit.reason and key in (_REASON_KEY, _GRANT_KEY):
-        return value is None  # a member ends break-glass by removing the reason (and the grant)
-    if key == _DRIFT_KEY and edit.stamp.enforcement == "warn" and edit.changes:
-        return _valid_mark(value, edit)
-    return False
-
-
-def _valid_grant(value: str | None, edit: _Edit) -> bool:
-    grant = BreakGlass.decode(value) if value is not None else None
-    if grant is None or grant.user != edit.user or grant.reason != edit.reason:
-        return False
-    if grant.commit != edit.stamp.source.commit:
-        return False
-    return _recent(grant.at, edit.now) and _time_or_none(grant.expires_at) is not None
-
-
-def _valid_mark(value: str | None, edit: _Edit) -> bool:
-    mark = DriftMark.decode(value) if value is not None else None
-    return mark is not None and mark.user == edit.user and mark.fields == edit.drifted and _recent(mark.at, edit.now)
-
-
-def _standing_grant(edit: _Edit) -> BreakGlass | None:
-    """A still-valid grant to this member on the old object (scale and DELETE carry no annotations)."""
-    if not edit.member:
-        return None
-    text = contract.annotations_of(edit.old).get(contract.ANN_BREAK_GLASS_GRANTED)
-    grant = BreakGlass.decode(text) if text is not None else None
-    if grant is None or grant.user != edit.user or grant.commit != edit.stamp.source.commit:
-        return None
-    expires = _time_or_none(grant.expires_at)
-    return grant if expires is not None and expires > edit.now else None
-
-
-def _grant(edit: _Edit, settings: Settings) -> BreakGlass:
-    expires = edit.now + dt.timedelta(seconds=settings.break_glass_ttl)
-    return BreakGlass(edit.user, format_time(edit.now), edit.reason, edit.stamp.source.commit, format_time(expires))
 
 
 # ---------------------------------------------------------------- verdicts
@@ -314,13 +225,13 @@ def _deny(  # noqa: PLR0917 - every argument is a different fact of the record
     return Verdict("deny", message, record=_record(request, ref, obj, stamp, "deny", message, changes, now))
 
 
-def _admit(edit: _Edit, decision: Decision, changes: Sequence[fields.FieldDrift], warnings: Sequence[str]) -> Verdict:
+def _admit(edit: Edit, decision: Decision, changes: Sequence[fields.FieldDrift], warnings: Sequence[str]) -> Verdict:
     reason = " ".join(warnings)
     record = _record(edit.request, edit.ref, edit.old, edit.stamp, decision, reason, changes, edit.now)
     return Verdict("warn" if decision == "warn" else "break-glass", warnings=tuple(warnings), record=record)
 
 
-def _break_glass(edit: _Edit, changes: Sequence[fields.FieldDrift], reason: str, expires_at: str) -> Verdict:
+def _break_glass(edit: Edit, changes: Sequence[fields.FieldDrift], reason: str, expires_at: str) -> Verdict:
     text = messages.break_glass_granted(edit.ref, edit.user, reason, expires_at)
     return _admit(edit, "break-glass", changes, (text,))
 
@@ -365,19 +276,6 @@ def _record(  # noqa: PLR0917
 # ---------------------------------------------------------------- helpers
 
 
-def _edit(  # noqa: PLR0917
-    request: Request,
-    settings: Settings,
-    stamp: Stamp,
-    old: Mapping[str, Any],
-    new: Mapping[str, Any] | None,
-    now: dt.datetime,
-) -> _Edit:
-    groups = request["userInfo"].get("groups", [])
-    member = any(group in settings.break_glass_groups for group in groups)
-    return _Edit(request, _ref(request, old), stamp, old, new, now, member)
-
-
 def _user(request: Request) -> str:
     return request["userInfo"].get("username", "")
 
@@ -405,15 +303,3 @@ def _annotate(obj: Mapping[str, Any], key: str, value: str) -> PatchOp:
     if not isinstance(annotations, Mapping):
         return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
     return {"op": "add", "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), "value": value}
-
-
-def _recent(text: str, now: dt.datetime) -> bool:
-    moment = _time_or_none(text)
-    return moment is not None and abs(moment - now) <= CLOCK_SKEW
-
-
-def _time_or_none(text: str) -> dt.datetime | None:
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None
