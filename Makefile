@@ -64,6 +64,13 @@ bench-reconciler: venv controlplane
 	$(PY) bench/bench_reconciler_sync.py --objects 1000
 	$(PY) bench/bench_reconciler_sync.py --objects 10000
 
+## bench-webhook: /validate over TLS (wrk), API-server write latency (none / webhook / CEL), fuzz
+.PHONY: bench-webhook
+bench-webhook: venv controlplane
+	$(PY) bench/bench_webhook.py
+	$(PY) bench/bench_admission_latency.py
+	$(PY) bench/fuzz_webhook.py
+
 # ---- kind / a real cluster (needs Docker and kind; not available on our CI machines) ----
 IMAGE ?= driftguard:dev
 KIND_CLUSTER ?= driftguard
