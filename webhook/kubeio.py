@@ -10,6 +10,8 @@ does not exist, which is nobody's drift.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -20,6 +22,7 @@ from webhook.reviews import Request
 from webhook.settings import Settings
 
 EVENT_TIMEOUT: Final = 5.0
+READERS: Final = 4
 IN_CLUSTER_ENV: Final = "KUBERNETES_SERVICE_HOST"
 
 
@@ -29,6 +32,10 @@ class ClusterAccess:
     def __init__(self, kubeconfig: Path | None, parent_timeout: float) -> None:
         self._reader = Kube(kubeconfig, timeout=parent_timeout)
         self._writer = Kube(kubeconfig, timeout=EVENT_TIMEOUT)
+        self._deadline = parent_timeout
+        # The client retries idempotent reads (a 1 s read timeout can become 4 s, past the webhook's
+        # own 3 s), so the read runs on a small pool and the answer waits for it at most the deadline.
+        self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="driftguard-parent")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterAccess | None:
@@ -40,7 +47,9 @@ class ClusterAccess:
     def read_parent(self, request: Request) -> Parent:
         path = parent_path(request)
         try:
-            return Parent(self._reader.request("GET", path))
+            return Parent(self._readers.submit(self._reader.request, "GET", path).result(self._deadline))
+        except FutureTimeout:
+            return Parent(None, error=f"GET {path}: no answer within {self._deadline:g} s")
         except KubeError as error:
             if error.status == 404:
                 return Parent(None)
@@ -56,6 +65,7 @@ class ClusterAccess:
         self._writer.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
     def close(self) -> None:
+        self._readers.shutdown(wait=False, cancel_futures=True)
         self._reader.close()
         self._writer.close()
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import re
-from collections.abc import Callable
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from webhook_harness import WebhookProcess, eventually, issue_serving
 
+from certs import CertificateAuthority
 from driftguard.core import contract
+from webhook.kubeio import ClusterAccess
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +111,63 @@ def test_sigterm_stops_it_cleanly(webhook_factory: Callable[..., WebhookProcess]
     webhook.stop()
     assert webhook.process.returncode == 0
     assert not os.path.exists(f"/proc/{webhook.process.pid}")
+
+
+@pytest.fixture
+def silent_apiserver(tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig for a TLS server that completes handshakes and then never answers."""
+    ca = CertificateAuthority.generate()
+    ca.issue_serving("silent", ip_addresses=["127.0.0.1"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    lock = threading.Lock()
+
+    def accept() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            with lock:
+                held.append(raw)
+            try:
+                held.append(context.wrap_socket(raw, server_side=True, do_handshake_on_connect=True))
+            except (OSError, ssl.SSLError):
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = listener.getsockname()[1]
+    kubeconfig = tmp_path / "silent.kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "silent",
+        "clusters": [{"name": "silent", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                    "certificate-authority": str(tmp_path / "ca.crt")}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "silent", "context": {"cluster": "silent", "user": "u"}}],
+    }))
+    yield kubeconfig
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+    listener.close()
+    acceptor.join(5)
+    with lock:
+        for connection in held:
+            connection.close()
+
+
+def test_a_hanging_parent_read_gives_up_at_the_deadline_not_after_client_retries(silent_apiserver: Path) -> None:
+    access = ClusterAccess(silent_apiserver, parent_timeout=1.0)
+    request: Any = {"resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                    "namespace": "prod", "name": "web"}
+    started = time.monotonic()
+    parent = access.read_parent(request)
+    elapsed = time.monotonic() - started
+    access.close()
+    time.sleep(3.5)  # let the client's own retries run out before the server goes away
+    assert parent.obj is None
+    assert parent.error == "GET /apis/apps/v1/namespaces/prod/deployments/web: no answer within 1 s"
+    assert 0.9 < elapsed < 1.5, "well inside the webhook's own 3 s timeout"
