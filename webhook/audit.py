@@ -39,6 +39,7 @@ NOTE_LIMIT: Final = 1024  # bytes, the API server's limit for Event.note
 MAX_SERIES: Final = 1024  # distinct (object, decision, user) series held at once
 MAX_WRITES_PER_FLUSH: Final = 100
 SERIES_IDLE_SECONDS: Final = 600.0  # a series quiet this long is forgotten; the next record starts a new Event
+BATCH_SECONDS: Final = 0.05  # how long the writer lets records gather after a write
 _REASONS: Final = {"deny": "DriftguardDenied", "warn": "DriftguardWarned", "break-glass": "DriftguardBreakGlass"}
 
 
@@ -220,6 +221,8 @@ class Recorder:
                 self._aggregator.flush()
             if time.monotonic() >= deadline:
                 deadline = time.monotonic() + self._flush_seconds
+            if batch and not stopping:
+                time.sleep(BATCH_SECONDS)  # in a flood: a few file writes per second, not one per record
 
     def _write_file(self, batch: list[AuditRecord]) -> None:
         if self._file is None or not batch:
