@@ -270,7 +270,7 @@ def main() -> int:
           + ", ".join(f"{case} {len(review(case))} B" for case in args.case))
     print(f"{'server / case / concurrency':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" {'cpu us/req':>9} {'errors':>6}")
-    with tempfile.TemporaryDirectory(prefix="driftguard-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dg-webhook-bench-") as tmp:
         directory = Path(tmp)
         for case in args.case:
             (directory / f"{case}.json").write_bytes(review(case))
