@@ -206,8 +206,14 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
-    """Whether ``port`` can be bound on 127.0.0.1 right now."""
+    """Whether a server could listen on ``port`` on 127.0.0.1 right now.
+
+    Bound with SO_REUSEADDR, as Go's (etcd's, kube-apiserver's) listeners are: connections a stopped
+    server closed linger in TIME_WAIT on its port for a minute, and without the option they would make
+    a restart in the same directory move to another port and break every exported kubeconfig.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from driftguard.controlplane.processes import (
     State,
     free_port,
     is_running,
+    port_free,
     record,
     spawn,
     stop,
@@ -119,3 +121,19 @@ def test_state_round_trips_and_is_private(tmp_path: Path) -> None:
     finally:
         stop_all([first, second])
     assert not _alive(first.pid) and not _alive(second.pid)
+
+
+def test_port_free_ignores_time_wait_but_not_a_listener() -> None:
+    """A server that closed its connections first leaves them in TIME_WAIT on its port; a restarted
+    server (Go listens with SO_REUSEADDR) can bind it again, so the port must count as free."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's net.Listen does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = int(listener.getsockname()[1])
+        assert not port_free(port)  # somebody listens: taken
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+            client.recv(1)
+    assert port_free(port)
