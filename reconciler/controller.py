@@ -11,7 +11,10 @@ Self-heal outcomes and full cycles feed the same per-Application record (drift, 
 which ``status.compose`` derives the status; the status is patched only when it changed.
 
 Leadership: ``run`` campaigns for the Lease first (unless disabled) and does all of this only while
-leading. A standby answers ``/refresh`` by annotating the Application, which the leader watches.
+leading. A standby answers ``/refresh`` by annotating the Application, which the leader watches. A
+leader that cannot renew (the API server is down longer than the renew deadline) stops everything it
+started, waits for it to finish, and campaigns again from nothing, as a restarted process would; only
+when something of the lost term is still running does ``run`` return 1 so that the process exits.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Settings:
     watch_timeout: float = 30.0
     fight_limit: int = 5
     fight_window: float = 60.0
+    stop_timeout: float = 30.0  # how long a lost term's threads may take to stop before the process exits
 
 
 @dataclass(eq=False)
@@ -109,17 +113,24 @@ class Controller:
         self._heap: list[tuple[float, int, AppKey]] = []
         self._seq = 0
         self._selfheal: SelfHeal | None = None
+        self._wound_down = True  # every thread of the last term has ended
 
     # ------------------------------------------------------------ running
 
     def run(self, stop: threading.Event) -> int:
-        """Run until ``stop`` (0), or until leadership is lost (1: exit and let the replica restart)."""
+        """Run until ``stop`` (0). A lost Lease ends the term and we campaign again; 1 (exit and let the
+        replica restart) only when a thread of the lost term would not end, so nothing acts unled."""
         self.running.set()
         try:
             if self.elector is None:
                 self._lead(stop)
                 return 0
-            return 1 if self.elector.run(stop, self._lead) else 0
+            while self.elector.run(stop, self._lead):
+                if not self._wound_down:
+                    log.error("leadership lost while a sync or self-heal was still running; exiting")
+                    return 1
+                log.warning("leadership lost; everything it started has stopped; campaigning again")
+            return 0
         finally:
             self.running.clear()
 
@@ -132,6 +143,7 @@ class Controller:
         with self._cv:
             self.states.clear()
             self._heap.clear()
+            self.tracker = Tracker()  # a new term starts from nothing, like a new process
         self._selfheal = SelfHeal(self.cluster, self.applier, self.tracker, mode_of=self._mode_of,
                                   on_outcome=self._healed, noted=self._noted, workers=self.settings.heal_workers,
                                   watch_timeout=self.settings.watch_timeout)
@@ -147,7 +159,10 @@ class Controller:
         with self._cv:
             self._cv.notify_all()
         for thread in threads[1:]:
-            thread.join(timeout=30)
+            thread.join(timeout=self.settings.stop_timeout)
+        healers_done = self._selfheal.join(timeout=self.settings.stop_timeout)
+        # The Applications watch (threads[0]) only reads, and returns at its next event.
+        self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[1:])
         self.metrics.leader.set(0)
 
     # ------------------------------------------------------------ the public knobs

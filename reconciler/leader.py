@@ -76,7 +76,8 @@ class LeaderElector:
         """Campaign until elected, then call ``lead(lost)`` in this thread while renewing in another.
 
         ``lost`` is set when leadership ends (renewal failed, or ``stop``). Returns True when we led and
-        lost the Lease (the caller should exit), False on a clean stop.
+        lost the Lease (the caller may campaign again once ``lead`` has stopped acting), False on a
+        clean stop.
         """
         while not stop.is_set():
             if self._try():

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -99,10 +100,12 @@ class SelfHeal:
         self._queue: OrderedDict[ObjectRef, tuple[WatchEvent, bool]] = OrderedDict()
         self._ready = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self._workers_started: list[threading.Thread] = []
 
     def start(self) -> None:
         for i in range(self._workers):
             self._spawn(self._work, f"selfheal-{i}")
+        self._workers_started = list(self._threads)
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,6 +113,14 @@ class SelfHeal:
             stop.set()
         with self._ready:
             self._ready.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        """After ``stop``: wait for the workers (a heal in flight finishes); True when all have ended.
+        Watch threads are not waited for: they only read, and leave at their next event or timeout."""
+        deadline = time.monotonic() + timeout
+        for thread in self._workers_started:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._workers_started)
 
     def ensure_watches(self) -> None:
         """Watch every kind some Application declares; stop watching kinds nobody declares."""

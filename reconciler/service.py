@@ -110,7 +110,9 @@ def start(options: Options) -> Service:
 
 
 def run(options: Options) -> int:
-    """Run in the foreground until SIGTERM/SIGINT (0) or until the Lease is lost (1)."""
+    """Run in the foreground until SIGTERM/SIGINT (0), or until the Lease is lost while a sync of the
+    lost term would not stop (1); a Lease lost otherwise (API server down past the renew deadline) is
+    campaigned for again in this process."""
     service = start(options)
 
     def stop(signum: int, frame: FrameType | None) -> None:
