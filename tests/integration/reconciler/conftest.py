@@ -20,44 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from reconciler_support import (  # noqa: E402
-    ROOT,
     SA_NAME,
     SA_NAMESPACE,
-    TEST_EXTRAS,
     Harness,
     Repo,
-    apply_admin,
+    install_reconciler_access,
 )
 
 from driftguard.controlplane import serviceaccount_token  # noqa: E402
 from driftguard.controlplane.identities import write_token_kubeconfig  # noqa: E402
 from driftguard.kube import Kube  # noqa: E402
-from driftguard.kube.resources import Cluster  # noqa: E402
-from reconciler import crd  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def reconciler_kubeconfig(cluster: Any, admin: Kube, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reconciler's own identity, with the RBAC this repository ships (see module docstring)."""
-    crd.install(Cluster(admin))
-    for path in ("namespace.yaml", "rbac-reconciler.yaml"):
-        for document in yaml.safe_load_all((ROOT / "manifests" / path).read_text()):
-            apply_admin(admin, document)
-    apply_admin(admin, TEST_EXTRAS)
-    for role in ("driftguard-reconciler-core", "driftguard-reconciler-workloads", TEST_EXTRAS["metadata"]["name"]):
-        apply_admin(admin, {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": f"{role}-direct"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": SA_NAME, "namespace": SA_NAMESPACE}],
-        })
+    install_reconciler_access(admin)
     if cluster.control_plane is not None:
         return Path(cluster.control_plane.kubeconfig_for_serviceaccount(SA_NAMESPACE, SA_NAME))
     ca = tmp_path_factory.mktemp("sa") / "ca.crt"

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import yaml
 
 from driftguard.kube import Kube, KubeError
+from driftguard.kube.resources import Cluster
+from reconciler import crd
 from reconciler.controller import Settings
 from reconciler.service import Options, Service, start
 
@@ -25,7 +27,7 @@ APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"
 T = TypeVar("T")
 TEST_GROUP = "driftguard-tests.example.com"  # custom resources the reconciler may manage in tests
 
-TEST_EXTRAS = {
+TEST_EXTRAS: dict[str, Any] = {
     "apiVersion": "rbac.authorization.k8s.io/v1",
     "kind": "ClusterRole",
     "metadata": {"name": "driftguard-reconciler-test-extras",
@@ -54,6 +56,24 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, interval: flo
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last value: {last!r}")
+
+
+def install_reconciler_access(admin: Kube) -> None:
+    """The Application CRD, namespace ``driftguard-system`` and the reconciler's ServiceAccount and RBAC
+    from ``manifests/``. A bare control plane has no ClusterRole aggregation controller, so the SA is
+    bound to the aggregated roles' parts directly, plus ``TEST_EXTRAS`` (CRDs and ``TEST_GROUP``)."""
+    crd.install(Cluster(admin))
+    for path in ("namespace.yaml", "rbac-reconciler.yaml"):
+        for document in yaml.safe_load_all((ROOT / "manifests" / path).read_text()):
+            apply_admin(admin, document)
+    apply_admin(admin, TEST_EXTRAS)
+    for role in ("driftguard-reconciler-core", "driftguard-reconciler-workloads", TEST_EXTRAS["metadata"]["name"]):
+        apply_admin(admin, {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{role}-direct"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": SA_NAME, "namespace": SA_NAMESPACE}],
+        })
 
 
 def apply_admin(admin: Kube, obj: dict[str, Any]) -> dict[str, Any]:
