@@ -74,6 +74,7 @@ def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLConte
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108 - heartbeat, not data
         "proc_name": "driftguard-webhook",
         "child_exit": _child_exit,
+        "worker_exit": _worker_exit,
     }
 
 
@@ -113,6 +114,13 @@ def _settle_garbage_collector() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    """Write what the worker's audit queue still holds before it goes (SIGTERM in a rolling update)."""
+    webhook = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("driftguard")
+    if webhook is not None:
+        webhook.recorder.close()
 
 
 def _child_exit(server: Any, worker: Any) -> None:

@@ -106,10 +106,15 @@ def test_metrics_add_up_over_workers_and_records_reach_the_file(
     assert all("-----BEGIN" not in line for line in webhook.log().splitlines())
 
 
-def test_sigterm_stops_it_cleanly(webhook_factory: Callable[..., WebhookProcess]) -> None:
-    webhook = webhook_factory()
+def test_sigterm_stops_it_cleanly_with_every_answered_record_written(
+    webhook_factory: Callable[..., WebhookProcess],
+) -> None:
+    webhook = webhook_factory(workers=1)
+    for _ in range(5):
+        assert webhook.call("POST", "/validate", _denied_review())[0] == 200
     webhook.stop()
     assert webhook.process.returncode == 0
+    assert len(webhook.audit_records()) == 5
     assert not os.path.exists(f"/proc/{webhook.process.pid}")
 
 
