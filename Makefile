@@ -56,6 +56,9 @@ demo-down: local-down
 manifests: venv
 	$(PY) -m driftguard.install > manifests/webhook-configurations.yaml
 
+## bench: every benchmark under bench/, each printing its figures
+bench: bench-webhook bench-reconciler
+
 ## bench-reconciler: the reconciler's benchmarks, one command each (each starts its own control plane)
 .PHONY: bench-reconciler
 bench-reconciler: venv controlplane
