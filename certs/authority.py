@@ -96,14 +96,19 @@ class CertificateAuthority:
         dns_names: Sequence[str] = (),
         ip_addresses: Sequence[str] = (),
         validity: dt.timedelta = LEAF_VALIDITY,
+        not_before: dt.datetime | None = None,
     ) -> Credential:
-        """A TLS server certificate valid for the given DNS names and IP addresses."""
+        """A TLS server certificate valid for the given DNS names and IP addresses.
+
+        Valid from ``not_before`` (default: now minus clock skew) until ``validity`` after it (default:
+        after now) — a window in the past or future is how tests make expired or not-yet-valid ones.
+        """
         if not dns_names and not ip_addresses:
             raise ValueError(f"serving certificate {common_name}: needs at least one DNS name or IP")
         sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        return self._issue(subject, ExtendedKeyUsageOID.SERVER_AUTH, validity, sans)
+        return self._issue(subject, ExtendedKeyUsageOID.SERVER_AUTH, validity, sans, not_before)
 
     def issue_client(self, user: str, groups: Sequence[str] = (), validity: dt.timedelta = LEAF_VALIDITY) -> Credential:
         """A TLS client certificate that kube-apiserver reads as user ``user`` in ``groups``."""
@@ -117,12 +122,13 @@ class CertificateAuthority:
         usage: x509.ObjectIdentifier,
         validity: dt.timedelta,
         sans: list[x509.GeneralName],
+        not_before: dt.datetime | None = None,
     ) -> Credential:
         ca_cert = x509.load_pem_x509_certificate(self.credential.cert_pem)
         ca_key = _load_private_key(self.credential.key_pem)
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
-            _base_builder(subject, ca_cert.subject, key.public_key(), validity)
+            _base_builder(subject, ca_cert.subject, key.public_key(), validity, not_before)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -168,16 +174,18 @@ def _base_builder(
     issuer: x509.Name,
     public_key: ec.EllipticCurvePublicKey,
     validity: dt.timedelta,
+    not_before: dt.datetime | None = None,
 ) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
+    start, end = (now - CLOCK_SKEW, now + validity) if not_before is None else (not_before, not_before + validity)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + validity)
+        .not_valid_before(start)
+        .not_valid_after(end)
     )
 
 

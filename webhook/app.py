@@ -26,6 +26,7 @@ from flask import Flask, Response, request
 
 from webhook import policy, reviews
 from webhook.audit import Recorder
+from webhook.certcheck import CertificateSource, CertificateStatus
 from webhook.kubeio import ClusterAccess, no_cluster_parent
 from webhook.logs import CTX
 from webhook.metrics import Metrics
@@ -95,8 +96,14 @@ def create_app(
     cluster: ClusterAccess | None = None,
     recorder: Recorder | None = None,
     clock: Callable[[], dt.datetime] | None = None,
+    certificate: CertificateSource | None = None,
 ) -> Flask:
-    """The webhook app. ``cluster`` defaults to ``ClusterAccess.from_settings`` (may be None)."""
+    """The webhook app. ``cluster`` defaults to ``ClusterAccess.from_settings`` (may be None).
+
+    ``certificate`` (the server's ``CertificateReloader``) makes ``/readyz`` answer 503 while the
+    serving certificate is expired or not yet valid, and feeds the expiry gauge; ``/healthz`` stays 200
+    (a restart would not help).
+    """
     metrics = Metrics()
     if cluster is None:
         cluster = ClusterAccess.from_settings(settings)
@@ -121,12 +128,25 @@ def create_app(
     def healthz() -> Response:
         return Response("ok\n", mimetype="text/plain")
 
+    def certificate_status() -> CertificateStatus | None:
+        if certificate is None:
+            return None
+        status = certificate.status()
+        metrics.certificate_expiry.labels(status.cert_file).set(status.validity.not_after.timestamp())
+        return status
+
+    certificate_status()
+
     @app.get("/readyz")
     def readyz() -> Response:
+        status = certificate_status()
+        if status is not None and not status.usable:
+            return Response(f"{status.message}\n", status=503, mimetype="text/plain")
         return Response("ok\n", mimetype="text/plain")
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
+        certificate_status()
         data, content_type = metrics.exposition()
         return Response(data, content_type=content_type)
 

@@ -45,6 +45,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def run_webhook(args: argparse.Namespace) -> int:
     from webhook import logs, serve
+    from webhook.tls import CertificateFilesError
 
     try:
         chosen = settings.from_sources(args, os.environ)
@@ -54,7 +55,11 @@ def run_webhook(args: argparse.Namespace) -> int:
         print(f"driftguard webhook: {error}", file=sys.stderr)
         return 2
     logs.configure(chosen.log_format, chosen.log_level)
-    serve.serve(chosen)
+    try:
+        serve.serve(chosen)
+    except CertificateFilesError as error:
+        print(f"driftguard webhook: cannot serve TLS: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ before the workers create their metrics, so ``/metrics`` on any worker reports a
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import logging
 import os
@@ -37,7 +38,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
         if settings.cert_file is None or settings.key_file is None:
             raise ValueError("the webhook serves TLS only: give --cert-file and --key-file")
         self.settings = settings
-        self.reloader = CertificateReloader(settings.cert_file, settings.key_file)
+        self.reloader = CertificateReloader(settings.cert_file, settings.key_file,
+                                            warn_within=dt.timedelta(days=settings.cert_warning_days))
         super().__init__()
 
     def load_config(self) -> None:
@@ -47,7 +49,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
     def load(self) -> Any:
         from webhook.app import create_app
 
-        app = create_app(self.settings)
+        app = create_app(self.settings, certificate=self.reloader)
         _settle_garbage_collector()
         return app
 
@@ -79,7 +81,11 @@ def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLConte
 
 
 def serve(settings: Settings) -> None:
-    """Run gunicorn in the foreground until SIGTERM/SIGINT."""
+    """Run gunicorn in the foreground until SIGTERM/SIGINT.
+
+    ``CertificateFilesError`` (unreadable files, a key that is not the certificate's) comes before
+    anything listens.
+    """
     metrics_dir = prepare_metrics_dir(settings.metrics_dir)
     try:
         WebhookServer(settings).run()

@@ -70,6 +70,9 @@ class Settings:
     cert_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_CERT_FILE", "serving certificate (PEM); re-read when it changes"))
     key_file: Path | None = field(default=None, metadata=_meta("DRIFTGUARD_KEY_FILE", "serving key (PEM)"))
+    cert_warning_days: int = field(default=7, metadata=_meta(
+        "DRIFTGUARD_CERT_WARNING_DAYS",
+        "log a warning when the serving certificate expires within this many days (0: never)"))
     workers: int = field(default=2, metadata=_meta("DRIFTGUARD_WEBHOOK_WORKERS", "gunicorn worker processes"))
     threads: int = field(default=8, metadata=_meta(
         "DRIFTGUARD_WEBHOOK_THREADS", "threads per gthread worker"))
@@ -175,5 +178,7 @@ def _check(settings: Settings) -> None:
     for name in ("break_glass_ttl", "max_body_bytes", "port", "workers", "threads", "audit_queue_size"):
         if getattr(settings, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
+    if settings.cert_warning_days < 0:
+        raise ValueError(f"{_flag('cert_warning_days')} must not be negative")
     if (settings.cert_file is None) != (settings.key_file is None):
         raise ValueError("--cert-file and --key-file go together")

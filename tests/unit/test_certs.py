@@ -193,6 +193,15 @@ def test_not_after_reports_expiry(ca: CertificateAuthority) -> None:
     assert expires_within(leaf.cert_pem, dt.timedelta(0), now=expiry + dt.timedelta(seconds=1))
 
 
+def test_a_serving_cert_can_be_issued_for_a_window_in_the_past(ca: CertificateAuthority) -> None:
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    leaf = ca.issue_serving("x", ["x"], validity=dt.timedelta(days=30), not_before=start)
+    cert = x509.load_pem_x509_certificate(leaf.cert_pem)
+    assert cert.not_valid_before_utc == start
+    assert cert.not_valid_after_utc == not_after(leaf.cert_pem) == start + dt.timedelta(days=30)
+    assert expires_within(leaf.cert_pem, dt.timedelta(0))
+
+
 def test_serving_cert_needs_a_name(ca: CertificateAuthority) -> None:
     with pytest.raises(ValueError, match="at least one"):
         ca.issue_serving("nameless")

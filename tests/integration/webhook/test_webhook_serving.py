@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import json
 import os
 import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +19,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from webhook_harness import WebhookProcess, eventually, issue_serving
+from webhook_harness import WebhookProcess, driftguard_command, eventually, free_port, issue_serving
 
-from certs import CertificateAuthority
+from certs import CertificateAuthority, Credential, not_after
 from driftguard.core import contract
 from webhook.kubeio import ClusterAccess
 
@@ -75,6 +77,91 @@ def test_rotated_certificate_files_are_served_without_a_restart(
     keep_alive.request("GET", "/healthz")  # connections made before the rotation keep working
     assert keep_alive.getresponse().read() == b"ok\n"
     keep_alive.close()
+
+
+EXPIRY_GAUGE = "driftguard_webhook_certificate_expiry_timestamp_seconds"
+
+
+def _expired(ca: CertificateAuthority) -> Credential:
+    return ca.issue_serving("driftguard-webhook", dns_names=["localhost"], ip_addresses=["127.0.0.1"],
+                            not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), validity=dt.timedelta(days=30))
+
+
+def _expiry_series(webhook: WebhookProcess) -> list[float]:
+    text = webhook.call("GET", "/metrics", verify=False)[1].decode()
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(EXPIRY_GAUGE + "{")]
+
+
+def _readyz_verified(webhook: WebhookProcess) -> int:
+    """/readyz as a client that checks the certificate (the API server) sees it; 0 if the handshake fails."""
+    try:
+        return webhook.call("GET", "/readyz")[0]
+    except ssl.SSLError:
+        return 0
+
+
+def test_an_expired_certificate_makes_the_pod_unready_until_a_valid_one_is_rotated_in(
+    webhook_factory: Callable[..., WebhookProcess],
+) -> None:
+    webhook = webhook_factory(serving=_expired, ready=False, workers=2)
+    assert webhook.settings.cert_file is not None and webhook.settings.key_file is not None
+    with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+        webhook.serving_certificate()  # what the API server would see
+    for _ in range(6):  # fresh connections, so both workers answer
+        status, text = webhook.call("GET", "/readyz", verify=False)
+        assert status == 503
+        assert text.decode() == (
+            f"serving certificate {webhook.settings.cert_file} expired at 2020-01-31T00:00:00Z (notAfter): the API "
+            "server rejects every TLS handshake to the webhook; issue a new one with `driftguard certs install --dir "
+            "<your CA dir>` (or let cert-manager renew the Secret); the webhook loads the new files without a "
+            "restart\n")
+        assert webhook.call("GET", "/healthz", verify=False) == (200, b"ok\n")
+    errors = [line for line in map(json.loads, filter(lambda s: s.startswith("{"), webhook.log().splitlines()))
+              if line["level"] == "error" and line.get("certificate") == "expired"]
+    assert len(errors) == 1, "logged once, by the master at start-up, not by every worker or probe"
+    assert errors[0]["not_after"] == "2020-01-31T00:00:00+00:00" and errors[0]["cert_file"] == str(
+        webhook.settings.cert_file)
+    assert _expiry_series(webhook) == [dt.datetime(2020, 1, 31, tzinfo=dt.UTC).timestamp()]
+    workers = _worker_pids(webhook)
+
+    rotated = issue_serving(webhook.ca)
+    rotated.write(webhook.settings.cert_file, webhook.settings.key_file)
+    eventually(lambda: _readyz_verified(webhook) == 200, timeout=10, what="/readyz 200 after the rotation")
+    time.sleep(1.2)  # past every worker's re-check interval
+    assert [_readyz_verified(webhook) for _ in range(6)] == [200] * 6
+    assert _expiry_series(webhook) == [not_after(rotated.cert_pem).timestamp()], "one series, the new notAfter"
+    assert _worker_pids(webhook) == workers, "no restart"
+    assert "serving certificate reloaded" in webhook.log()
+
+    # Renewed again, but for 3 days: the gauge must follow it down (a "max" gauge would keep the other
+    # worker's later notAfter), and the warning window is logged.
+    short = webhook.ca.issue_serving("driftguard-webhook", dns_names=["localhost"], ip_addresses=["127.0.0.1"],
+                                     validity=dt.timedelta(days=3))
+    short.write(webhook.settings.cert_file, webhook.settings.key_file)
+    time.sleep(1.2)
+    assert _expiry_series(webhook) == [not_after(short.cert_pem).timestamp()]
+    assert _readyz_verified(webhook) == 200, "expiring soon is still ready"
+    assert '"certificate": "expiring-soon"' in webhook.log()
+
+
+@pytest.mark.parametrize(("break_files", "says"), [
+    (lambda cert, key, ca: key.write_bytes(issue_serving(ca).key_pem), "is not the private key of"),
+    (lambda cert, key, ca: cert.unlink(), "No such file or directory"),
+], ids=["key-of-another-certificate", "missing-file"])
+def test_files_that_cannot_be_served_stop_start_up_with_a_clear_error(
+    tmp_path: Path, break_files: Callable[[Path, Path, CertificateAuthority], object], says: str,
+) -> None:
+    ca = CertificateAuthority.generate()
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    issue_serving(ca).write(cert, key)
+    break_files(cert, key, ca)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGUARD_")}
+    command = [*driftguard_command(), "webhook", "--host", "127.0.0.1", "--port", str(free_port()),
+               "--cert-file", str(cert), "--key-file", str(key)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=environment, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("driftguard webhook: cannot serve TLS: ") and says in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
 
 
 def test_the_http_edge_as_served(webhook_factory: Callable[..., WebhookProcess]) -> None:

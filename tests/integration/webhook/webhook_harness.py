@@ -1,7 +1,8 @@
 """A real driftguard webhook for integration tests: ``driftguard webhook`` (gunicorn, TLS) as a child.
 
 ``start_webhook`` generates a CA and a serving certificate for 127.0.0.1 with ``certs``, starts the
-console script exactly as deployed on a free loopback port, and waits for ``/readyz``. The process
+console script exactly as deployed on a free loopback port, and waits for ``/readyz`` (or, with
+``ready=False``, for ``/healthz`` without verifying the certificate, as a kubelet probe does). The process
 is stopped (SIGTERM, then SIGKILL) by ``WebhookProcess.stop`` or the ``webhook_factory`` fixture.
 """
 
@@ -45,16 +46,21 @@ class WebhookProcess:
     def log_file(self) -> Path:
         return self.directory / "webhook.log"
 
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+    def client_context(self, *, verify: bool = True) -> ssl.SSLContext:
+        """The API server's view (``verify``), or a kubelet probe's: HTTPS without checking the certificate."""
+        if verify:
+            return ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        return context
 
-    def connect(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.settings.port, context=self.client_context(),
+    def connect(self, *, verify: bool = True) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", self.settings.port, context=self.client_context(verify=verify),
                                            timeout=10)
 
     def call(self, method: str, path: str, body: bytes | None = None,
-             content_type: str = "application/json") -> tuple[int, bytes]:
-        connection = self.connect()
+             content_type: str = "application/json", *, verify: bool = True) -> tuple[int, bytes]:
+        connection = self.connect(verify=verify)
         try:
             connection.request(method, path, body=body, headers={"Content-Type": content_type} if body else {})
             response = connection.getresponse()
@@ -99,11 +105,12 @@ def issue_serving(ca: CertificateAuthority) -> Credential:
     return ca.issue_serving("driftguard-webhook", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
 
 
-def start_webhook(directory: Path, **overrides: Any) -> WebhookProcess:
+def start_webhook(directory: Path, *, serving: Callable[[CertificateAuthority], Credential] = issue_serving,
+                  ready: bool = True, **overrides: Any) -> WebhookProcess:
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority.generate("driftguard-webhook-test-ca")
     ca.credential.write(directory / "ca.crt", directory / "ca.key")
-    issue_serving(ca).write(directory / "tls.crt", directory / "tls.key")
+    serving(ca).write(directory / "tls.crt", directory / "tls.key")
     options: dict[str, Any] = {
         "host": "127.0.0.1", "port": free_port(), "cert_file": directory / "tls.crt",
         "key_file": directory / "tls.key", "audit_file": directory / "audit.jsonl", "workers": 2,
@@ -113,14 +120,14 @@ def start_webhook(directory: Path, **overrides: Any) -> WebhookProcess:
     environment = {k: v for k, v in os.environ.items()
                    if not k.startswith("DRIFTGUARD_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     with (directory / "webhook.log").open("wb") as log:
-        process = subprocess.Popen([*_driftguard(), "webhook", *settings.to_args()], stdout=log,
+        process = subprocess.Popen([*driftguard_command(), "webhook", *settings.to_args()], stdout=log,
                                    stderr=subprocess.STDOUT, env=environment, start_new_session=True)
     running = WebhookProcess(settings, process, ca, directory)
-    _wait_ready(running)
+    _wait_ready(running, "/readyz" if ready else "/healthz", verify=ready)
     return running
 
 
-def _driftguard() -> list[str]:
+def driftguard_command() -> list[str]:
     script = Path(sys.executable).parent / "driftguard"
     if script.exists():
         return [str(script)]
@@ -128,19 +135,19 @@ def _driftguard() -> list[str]:
     return [found] if found else [sys.executable, "-m", "webhook"]
 
 
-def _wait_ready(webhook: WebhookProcess, timeout: float = 30.0) -> None:
+def _wait_ready(webhook: WebhookProcess, path: str, *, verify: bool, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if webhook.process.poll() is not None:
             pytest.fail(f"driftguard webhook exited with {webhook.process.returncode}:\n{webhook.log()}")
         try:
-            if webhook.call("GET", "/readyz")[0] == 200:
+            if webhook.call("GET", path, verify=verify)[0] == 200:
                 return
         except (OSError, ssl.SSLError, http.client.HTTPException):
             pass
         time.sleep(0.1)
     webhook.stop()
-    pytest.fail(f"driftguard webhook not ready after {timeout:.0f}s:\n{webhook.log()}")
+    pytest.fail(f"driftguard webhook: {path} not 200 after {timeout:.0f}s:\n{webhook.log()}")
 
 
 def eventually(attempt: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1,

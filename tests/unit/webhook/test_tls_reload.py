@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from certs import CertificateAuthority, Credential
-from webhook.tls import CertificateReloader
+from webhook.tls import CertificateFilesError, CertificateReloader
 
 
 class Clock:
@@ -110,5 +110,5 @@ def test_a_half_written_rotation_keeps_the_old_certificate_until_complete(
 def test_a_broken_pair_at_start_up_is_an_error(files: tuple[CertificateAuthority, Path, Path]) -> None:
     ca, cert, key = files
     key.write_bytes(_serving(ca, "other").key_pem)
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(CertificateFilesError, match="is not the private key of"):
         CertificateReloader(cert, key)

@@ -36,12 +36,20 @@ def test_flags_win_over_the_environment_which_wins_over_defaults() -> None:
     assert chosen.audit_file == Path("/var/log/audit.jsonl")
 
 
+def test_the_certificate_warning_window_has_a_flag_and_a_variable() -> None:
+    assert settings.from_sources(None, {}).cert_warning_days == 7
+    assert settings.from_sources(None, {"DRIFTGUARD_CERT_WARNING_DAYS": "30"}).cert_warning_days == 30
+    assert settings.from_sources(_parse("--cert-warning-days", "0"), {"DRIFTGUARD_CERT_WARNING_DAYS": "30"}
+                                 ).cert_warning_days == 0
+
+
 @pytest.mark.parametrize(("environ", "problem"), [
     ({"DRIFTGUARD_WEBHOOK_PORT": "https"}, "is not a valid int"),
     ({"DRIFTGUARD_AUDIT_EVENTS": "perhaps"}, "is not a valid bool"),
     ({"DRIFTGUARD_WEBHOOK_WORKER_CLASS": "gevent"}, "is not gthread or sync"),
     ({"DRIFTGUARD_BREAK_GLASS_TTL": "0"}, "must be positive"),
     ({"DRIFTGUARD_CERT_FILE": "/tls.crt"}, "go together"),
+    ({"DRIFTGUARD_CERT_WARNING_DAYS": "-1"}, "--cert-warning-days must not be negative"),
 ])
 def test_bad_values_are_refused_with_the_flag_and_variable(environ: dict[str, str], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
