@@ -2,7 +2,11 @@
 
 Per object (``Applier.sync``): plan (pure) → only when the plan says something differs, server-side
 apply as a dry run → compare with live → apply for real only if the result differs → remove the
-webhook's marks that no longer hold (JSON patch: SSA cannot remove another manager's fields). The
+webhook's marks that no longer hold (JSON patch: SSA cannot remove another manager's fields). When
+adopting an object driftguard did not manage, the ``driftguard.io/`` keys found on it (never seen by the
+webhook, so not trusted) are removed by the same JSON patch *first*, guarded by resourceVersion, and git's
+state is applied at exactly the version that patch produced: there is never a moment when the object is
+managed and still carries a forged mark. The
 periodic sync and the watch-driven self-heal both go through it, one object at a time (striped
 locks), so they never interleave on an object.
 
@@ -33,7 +37,7 @@ from driftguard.kube.resources import CRDS, Cluster, ResourceError, ResourceType
 from reconciler import health
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
-from reconciler.plan import Plan, Verdict, clear_operations, last_writer, plan, same_object
+from reconciler.plan import Plan, Verdict, clear_operations, describe_keys, last_writer, plan, same_object
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class Outcome:
     drift: DriftRecord | None = None
     expires_at: dt.datetime | None = None  # a break-glass to revisit then
     fight: bool = False  # this revert started a fight
+    untrusted: tuple[str, ...] = ()  # driftguard.io/ keys removed from an adopted object (not trusted)
 
     @property
     def ref(self) -> ObjectRef:
@@ -150,17 +155,18 @@ class Applier:
             message = f"drifted from git: {fields}; self-heal is backed off (another writer keeps changing it)"
             return Outcome(Change(desired.ref, Action.SKIPPED, message), _assess(live),
                            self._record(p, live, "BackedOff", message))
-        outcome = self._update(desired, live, p, f"reverted drift: {fields}")
+        by = p.drift_mark.user if p.drift_mark else last_writer(live)
+        outcome = self._update(desired, live, p, f"reverted drift: {fields}" + (f" (changed by {by})" if by else ""))
         if outcome.change.action is not Action.CONFIGURED:
             return outcome
-        by = p.drift_mark.user if p.drift_mark else last_writer(live)
         fight = self.fights.record(desired.ref)
-        message = outcome.change.message + (f" (changed by {by})" if by else "")
-        return Outcome(Change(desired.ref, Action.CONFIGURED, message), outcome.health,
-                       self._record(p, live, "Reverted", message), fight=fight)
+        return Outcome(outcome.change, outcome.health, self._record(p, live, "Reverted", outcome.change.message),
+                       fight=fight, untrusted=outcome.untrusted)
 
     def _update(self, desired: Desired, live: dict[str, Any] | None, p: Plan, message: str) -> Outcome:
         rt = self._rt(desired)
+        if p.untrusted and live is not None:
+            return self._adopt(desired, rt, live, p, message)
         after = self.cluster.apply(p.obj, dry_run=True, rt=rt)
         changed = live is None or not same_object(after, live)
         if changed:
@@ -171,6 +177,21 @@ class Applier:
         if not changed:
             return Outcome(Change(desired.ref, Action.UNCHANGED), _assess(live))
         return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after))
+
+    def _adopt(self, desired: Desired, rt: ResourceType, live: dict[str, Any], p: Plan, message: str) -> Outcome:
+        """Remove the untrusted keys from an object driftguard did not manage, then apply git's state to
+        exactly the version that removal produced (a conflict leaves it unmanaged for the next attempt)."""
+        version = str(live["metadata"]["resourceVersion"])
+        try:
+            cleaned = self.cluster.json_patch(rt, desired.ref.namespace, desired.ref.name,
+                                              clear_operations(live, p.untrusted, resource_version=version))
+        except ResourceError as e:  # changed meanwhile: nothing applied; the next event or sync decides again
+            return Outcome(Change(desired.ref, Action.FAILED, "not adopted: could not remove driftguard.io/ metadata "
+                                  f"driftguard did not write: {e.message}"), _assess(live))
+        obj = {**p.obj, "metadata": {**p.obj["metadata"], "resourceVersion": cleaned["metadata"]["resourceVersion"]}}
+        after = self.cluster.apply(obj, rt=rt)
+        message = "; ".join(filter(None, (message, untrusted_message(p.untrusted))))
+        return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after), untrusted=p.untrusted)
 
     def _clear(self, desired: Desired, live: dict[str, Any], p: Plan) -> None:
         try:
@@ -307,6 +328,10 @@ class Applier:
                 if e.status == 404 and "does not serve" in e.message:
                     return Outcome(Change(ref, Action.SKIPPED, "already gone (its kind is no longer served)"))
                 return Outcome(Change(ref, Action.FAILED, str(e)))
+
+
+def untrusted_message(keys: tuple[str, ...]) -> str:
+    return f"removed {describe_keys(keys)} found on an object driftguard did not manage (not trusted)"
 
 
 def _assess(obj: dict[str, Any] | None) -> tuple[health.Health, str]:

@@ -394,6 +394,9 @@ class Controller:
             self._object_event(ref, "Normal", "DriftReverted", outcome.change.message)
         else:
             state.drift[ref] = drift
+        if outcome.untrusted:  # an adopted object carried driftguard.io/ keys the webhook never saw
+            self.cluster.create_event(state.obj, type_="Warning", reason="UntrustedMetadataRemoved",
+                                      message=str(outcome.change))
         if outcome.fight:
             self.metrics.fights.labels(app).inc()
             message = (f"{ref} was changed back {self.settings.fight_limit}+ times in "

@@ -10,6 +10,13 @@ git's value — no API call needed. Otherwise the verdict says why:
   expired: leave the object alone, and say so;
 * ``FOREIGN`` — another Application's stamp: never take an object over silently.
 
+Which of the live object's ``driftguard.io/`` metadata to believe is decided once, by ``trust``. The
+webhook only sees objects that carry the managed label, so marks (break-glass grant, drift mark) are
+trustworthy only on an object that is managed *by this Application*. On any other object the reconciler
+is adopting, every ``driftguard.io/`` key was written by someone who never passed the webhook: no grant
+or drift mark is honoured, the commit stamp is not reused, and every key the reconciler does not write
+itself is listed in ``Plan.untrusted`` for removal.
+
 The stamped commit is the revision at which the object's *declared content* last changed: when the
 live stamp already names the same declaration (declared tree, path, repo, Application, enforcement)
 its commit, author and time are kept, so a commit that does not touch an object does not rewrite it.
@@ -19,9 +26,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from driftguard.core import fields
 from driftguard.core.contract import (
@@ -42,7 +49,9 @@ from driftguard.core.contract import (
     BreakGlass,
     DriftMark,
     annotations_of,
+    is_managed,
     labels_of,
+    own_metadata,
 )
 from reconciler.desired import Desired
 
@@ -63,12 +72,67 @@ class Verdict(enum.StrEnum):
     INVALID = "invalid"
 
 
+class Ownership(enum.StrEnum):
+    MINE = "mine"  # managed label and a stamp naming this Application: its marks came through the webhook
+    UNMANAGED = "unmanaged"  # to be adopted: nothing driftguard.io/ on it passed the webhook
+    FOREIGN = "foreign"  # stamped as another Application's
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """What of a live object's ``driftguard.io/`` metadata the reconciler may believe."""
+
+    ownership: Ownership
+    drift_mark: DriftMark | None = None  # the webhook's drift mark (only on an object that is MINE)
+    grant: BreakGlass | None = None  # a readable break-glass grant (only on an object that is MINE)
+    holds_until: dt.datetime | None = None  # set iff the grant is honoured: at the stamped commit, not expired
+    untrusted: tuple[str, ...] = ()  # own_metadata keys ("annotation:…"/"label:…") to remove when adopting
+
+    @property
+    def honoured(self) -> bool:
+        return self.holds_until is not None
+
+
+def ownership(live: Mapping[str, Any], application: str) -> Ownership:
+    """Whose the live object is, as far as driftguard's stamp says (``application``: "<ns>/<name>")."""
+    owner = annotations_of(live).get(ANN_APPLICATION, "")
+    if owner and owner != application:
+        return Ownership.FOREIGN
+    if is_managed(live) and owner == application:
+        return Ownership.MINE
+    return Ownership.UNMANAGED
+
+
+def trust(live: Mapping[str, Any], obj: Mapping[str, Any], *, now: dt.datetime) -> Trust:
+    """Which ``driftguard.io/`` marks on ``live`` to believe, before applying ``obj`` (stamped) over it.
+
+    Only an object managed by ``obj``'s Application can carry marks written through the webhook; on any
+    other object they are forgeries until proven otherwise (the webhook never saw them): no grant or
+    drift mark, and every ``driftguard.io/`` key ``obj`` does not set is untrusted. A grant is honoured
+    while it names ``obj``'s stamped commit and has not expired.
+    """
+    want = annotations_of(obj)
+    owner = ownership(live, want[ANN_APPLICATION])
+    if owner is Ownership.FOREIGN:
+        return Trust(owner)
+    if owner is Ownership.UNMANAGED:
+        writes = own_metadata(obj).keys()
+        return Trust(owner, untrusted=tuple(sorted(k for k in own_metadata(live) if k not in writes)))
+    have = annotations_of(live)
+    mark = DriftMark.decode(have[ANN_DRIFT]) if ANN_DRIFT in have else None
+    grant = BreakGlass.decode(have.get(ANN_BREAK_GLASS_GRANTED, ""))
+    expires = parse_time(grant.expires_at) if grant else None
+    holds = grant is not None and expires is not None and grant.commit == want[ANN_COMMIT] and expires > now
+    return Trust(owner, mark, grant, expires if holds else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     verdict: Verdict
     obj: dict[str, Any]  # the object to apply (desired, commit stamp reused where it should be)
     drifts: tuple[fields.FieldDrift, ...] = ()
     clear: tuple[str, ...] = ()  # driftguard marks to remove from the live object once applied
+    untrusted: tuple[str, ...] = ()  # keys found on an object being adopted: removed *before* applying
     drift_mark: DriftMark | None = None
     break_glass: BreakGlass | None = None
     expires_at: dt.datetime | None = None
@@ -88,26 +152,26 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime) 
     if (live.get("metadata") or {}).get("deletionTimestamp"):
         return Plan(Verdict.TERMINATING, desired.obj, message="being deleted; will be re-created when gone")
     have = annotations_of(live)
-    owner = have.get(ANN_APPLICATION, "")
-    mine = annotations_of(desired.obj)[ANN_APPLICATION]
-    if owner and owner != mine:
-        return Plan(Verdict.FOREIGN, desired.obj, message=f"already managed by Application {owner}; not taking it over")
-    obj = reuse_commit(desired.obj, live)
+    owner = ownership(live, annotations_of(desired.obj)[ANN_APPLICATION])
+    if owner is Ownership.FOREIGN:
+        return Plan(Verdict.FOREIGN, desired.obj,
+                    message=f"already managed by Application {have[ANN_APPLICATION]}; not taking it over")
+    adopting = owner is Ownership.UNMANAGED  # its commit stamp and marks are not ours: neither reused nor kept
+    obj = desired.obj if adopting else reuse_commit(desired.obj, live)
     want = annotations_of(obj)
-    drifts = drift_of(desired, live)
-    mark = DriftMark.decode(have[ANN_DRIFT]) if ANN_DRIFT in have else None
-    clear = tuple(k for k in MARK_KEYS if k in have)
-    grant = BreakGlass.decode(have.get(ANN_BREAK_GLASS_GRANTED, ""))
-    expires = parse_time(grant.expires_at) if grant else None
-    if grant and expires and grant.commit == want[ANN_COMMIT] and expires > now:
+    drifts = tuple(drift_of(desired, live))
+    t = trust(live, obj, now=now)
+    mark, grant = t.drift_mark, t.grant
+    if grant and t.holds_until:
         message = (f"break-glass by {grant.user} until {grant.expires_at}: {grant.reason}"
                    " (left alone until then or until git changes it)")
-        return Plan(Verdict.BREAK_GLASS, obj, tuple(drifts), (), mark, grant, expires, message)
+        return Plan(Verdict.BREAK_GLASS, obj, drifts, (), (), mark, grant, t.holds_until, message)
+    clear = () if adopting else tuple(k for k in MARK_KEYS if k in have)
     if any(have.get(k) != want[k] for k in STAMP_ANNOTATIONS):
-        return Plan(Verdict.UPDATE, obj, tuple(drifts), clear, mark, grant)
+        return Plan(Verdict.UPDATE, obj, drifts, clear, t.untrusted, mark, grant)
     if drifts:
-        return Plan(Verdict.DRIFTED, obj, tuple(drifts), clear, mark, grant)
-    return Plan(Verdict.UNCHANGED, obj, (), clear, mark, grant)
+        return Plan(Verdict.DRIFTED, obj, drifts, clear, t.untrusted, mark, grant)
+    return Plan(Verdict.UNCHANGED, obj, (), clear, t.untrusted, mark, grant)
 
 
 def drift_of(desired: Desired, live: Mapping[str, Any]) -> list[fields.FieldDrift]:
@@ -141,15 +205,36 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": metadata}
 
 
-def clear_operations(live: Mapping[str, Any], keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    """A JSON patch removing ``keys`` from the live object's annotations, guarded by their values."""
-    have = annotations_of(live)
+def clear_operations(
+    live: Mapping[str, Any], keys: Iterable[str], *, resource_version: str = ""
+) -> list[dict[str, Any]]:
+    """A JSON patch removing ``keys`` from the live object, each guarded by its current value.
+
+    A key is an annotation key, or ``annotation:<key>`` / ``label:<key>`` as in ``contract.own_metadata``.
+    With ``resource_version`` the patch applies only to that version of the object.
+    """
     ops: list[dict[str, Any]] = []
+    if resource_version:
+        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version})
     for key in keys:
-        if key in have:
-            pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-            ops += [{"op": "test", "path": pointer, "value": have[key]}, {"op": "remove", "path": pointer}]
+        where, name = _metadata_key(key)
+        have = cast(Mapping[str, str], (live.get("metadata") or {}).get(where) or {})
+        if name in have:
+            pointer = f"/metadata/{where}/" + name.replace("~", "~0").replace("/", "~1")
+            ops += [{"op": "test", "path": pointer, "value": have[name]}, {"op": "remove", "path": pointer}]
     return ops
+
+
+def describe_keys(keys: Iterable[str]) -> str:
+    """``annotation:a, label:b`` → ``a, label b`` (for messages)."""
+    return ", ".join(name if where == "annotations" else f"label {name}"
+                     for where, name in map(_metadata_key, keys))
+
+
+def _metadata_key(key: str) -> tuple[str, str]:
+    if key.startswith("label:"):
+        return "labels", key.removeprefix("label:")
+    return "annotations", key.removeprefix("annotation:")
 
 
 def last_writer(live: Mapping[str, Any] | None) -> str:

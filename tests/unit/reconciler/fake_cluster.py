@@ -1,8 +1,9 @@
 """An in-memory stand-in for ``driftguard.kube.resources.Cluster``, enough for ``Applier``.
 
 Server-side apply is modelled crudely but honestly for these tests: applied top-level fields replace
-the stored ones, labels and annotations merge, and an apply that changes nothing is not a write
-(resourceVersion stays, as with the real API server).
+the stored ones, labels and annotations merge, an apply that changes nothing is not a write
+(resourceVersion stays, as with the real API server), and an apply carrying a resourceVersion
+conflicts unless the object is at that version.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FakeCluster:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
         self.fail: dict[str, ResourceError] = {}  # verb → error to raise
+        self.log: list[tuple[str, str]] = []  # (verb, name) of every write, in order
         self._version = 100
 
     def writes(self) -> int:
@@ -61,6 +63,9 @@ class FakeCluster:
         self._call("apply-dry-run" if dry_run else "apply")
         key = self._key(obj)
         current = copy.deepcopy(self.objects.get(key) or {"metadata": {}})
+        wanted_version = obj["metadata"].get("resourceVersion")
+        if wanted_version and wanted_version != current["metadata"].get("resourceVersion"):
+            raise ResourceError(f"{key[0]} {key[1]}/{key[2]}", 409, "Conflict", "the object has been modified")
         merged = {**current, **{k: copy.deepcopy(v) for k, v in obj.items() if k != "metadata"}}
         metadata = {**current["metadata"], **{k: v for k, v in obj["metadata"].items()
                                                if k not in ("labels", "annotations")}}
@@ -69,18 +74,26 @@ class FakeCluster:
         merged["metadata"] = metadata
         if merged == current or dry_run:
             return merged if dry_run else current
+        self.log.append(("apply", key[2]))
         return self.put(merged)
 
     def json_patch(self, rt: ResourceType, namespace: str, name: str,
                    operations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         self._call("patch")
-        obj = self.objects[(rt.kind, namespace, name)]
+        obj = copy.deepcopy(self.objects[(rt.kind, namespace, name)])
         for op in operations:
-            key = op["path"].rsplit("/", 1)[1].replace("~1", "/").replace("~0", "~")
-            if op["op"] == "test" and obj["metadata"]["annotations"].get(key) != op["value"]:
+            path = op["path"].split("/")[1:]
+            if path == ["metadata", "resourceVersion"]:
+                found: Any = obj["metadata"]["resourceVersion"]
+            else:
+                _, where, key = path
+                key = key.replace("~1", "/").replace("~0", "~")
+                found = obj["metadata"].get(where, {}).get(key)
+            if op["op"] == "test" and found != op["value"]:
                 raise ResourceError(f"{rt.kind} {namespace}/{name}", 422, "Invalid", "test failed")
             if op["op"] == "remove":
-                del obj["metadata"]["annotations"][key]
+                del obj["metadata"][where][key]
+        self.log.append(("patch", name))
         return self.put(obj)
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *, uid: str = "", resource_version: str = "",

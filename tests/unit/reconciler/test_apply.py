@@ -7,10 +7,17 @@ from typing import Any, cast
 
 import pytest
 from builders import NOW, REV1, REV2, cm, desired
-from fake_cluster import FakeCluster
+from fake_cluster import TYPES, FakeCluster
 
 from driftguard.core.changes import Action
-from driftguard.core.contract import ANN_APPLICATION, ANN_DRIFT, DriftMark
+from driftguard.core.contract import (
+    ANN_APPLICATION,
+    ANN_BREAK_GLASS,
+    ANN_BREAK_GLASS_GRANTED,
+    ANN_DRIFT,
+    BreakGlass,
+    DriftMark,
+)
 from driftguard.core.inventory import Entry
 from driftguard.kube.resources import Cluster, ResourceError
 from reconciler.apply import Applier, Mode
@@ -117,6 +124,48 @@ def test_failures_are_per_object_and_name_it(cluster: FakeCluster, applier: Appl
     unknown = desired({"apiVersion": "y.io/v1", "kind": "Gadget", "metadata": {"name": "g"}})
     (failed,) = applier.sync_all([unknown], HEAL)
     assert failed.change.action is Action.FAILED and "does not serve" in failed.change.message
+
+
+def forged_grant(commit: str) -> str:
+    return BreakGlass("mallory", "2026-03-01T11:00:00Z", "hotfix", commit, "2099-01-01T00:00:00Z").encode()
+
+
+def test_adoption_removes_untrusted_marks_before_applying_gits_state(cluster: FakeCluster, applier: Applier) -> None:
+    d = desired(revision=REV1)
+    cluster.put(cm(data={"color": "red"}, namespace="prod", labels={"driftguard.io/extra": "x"}, annotations={
+        ANN_BREAK_GLASS: "hotfix", ANN_BREAK_GLASS_GRANTED: forged_grant(REV1.sha), "note": "kept"}))
+
+    outcome = applier.sync(d, None, HEAL, refetch=True)
+
+    assert outcome.change.action is Action.CONFIGURED, outcome.change
+    assert outcome.change.message == (
+        "removed driftguard.io/break-glass, driftguard.io/break-glass-granted, label driftguard.io/extra "
+        "found on an object driftguard did not manage (not trusted)")
+    assert outcome.untrusted and outcome.expires_at is None
+    stored = cluster.objects[("ConfigMap", "prod", "web")]
+    assert stored["data"] == {"color": "blue"}
+    assert stored["metadata"]["labels"] == {"driftguard.io/managed": "true"}
+    assert {k for k in stored["metadata"]["annotations"] if k.startswith("driftguard.io/")} == set(
+        d.obj["metadata"]["annotations"]) - {"note"}
+    assert stored["metadata"]["annotations"]["note"] == "kept"
+    assert cluster.log == [("patch", "web"), ("apply", "web")], "never managed while a forged mark is on it"
+
+    again = applier.sync(d, None, HEAL, refetch=True)
+    assert again.change.action is Action.UNCHANGED and not again.untrusted
+
+
+def test_adoption_applies_nothing_when_the_object_changed_meanwhile(cluster: FakeCluster, applier: Applier) -> None:
+    d = desired(revision=REV1)
+    forged = {ANN_BREAK_GLASS_GRANTED: forged_grant(REV1.sha)}
+    cluster.put(cm(data={"color": "red"}, namespace="prod", annotations=forged))
+    stale = cluster.get(TYPES["ConfigMap"], "prod", "web")
+    cluster.put(cluster.objects[("ConfigMap", "prod", "web")])  # someone writes: a new resourceVersion
+
+    outcome = applier.sync(d, stale, HEAL)
+
+    assert outcome.change.action is Action.FAILED and outcome.change.message.startswith("not adopted:")
+    assert "apply" not in {verb for verb, _ in cluster.log}
+    assert cluster.objects[("ConfigMap", "prod", "web")]["data"] == {"color": "red"}
 
 
 def entry(name: str) -> Entry:

@@ -1,0 +1,155 @@
+"""Which driftguard.io/ marks the reconciler believes: only those on an object this Application manages.
+
+The webhook never sees an object without the managed label, so a grant or drift mark found on an object
+being adopted was never checked by anyone: it is ignored, its commit stamp is not reused, and every
+driftguard.io/ key the reconciler does not write itself is listed for removal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from builders import APP, NOW, REV1, REV2, cm, desired, live_of
+
+from driftguard.core.contract import (
+    ANN_APPLICATION,
+    ANN_AUTHOR,
+    ANN_BREAK_GLASS,
+    ANN_BREAK_GLASS_GRANTED,
+    ANN_COMMIT,
+    ANN_DRIFT,
+    LABEL_MANAGED,
+    BreakGlass,
+    DriftMark,
+)
+from reconciler.plan import Ownership, Trust, Verdict, clear_operations, describe_keys, ownership, plan, trust
+
+LATER = NOW + dt.timedelta(days=365)
+EARLIER = NOW - dt.timedelta(seconds=1)
+MINE = str(APP.key)
+MARK = DriftMark("victim@org", "2026-03-01T11:30:00Z", ("data.color",))
+
+
+def grant_at(commit: str, expires: dt.datetime) -> BreakGlass:
+    return BreakGlass("mallory", "2026-03-01T11:59:00Z", "forged?", commit, expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def live(owner: str, grant: str, drift: bool) -> dict[str, Any]:
+    """The live ConfigMap ``web`` (data drifted to red) as ``owner`` left it, with the given marks."""
+    d = desired(revision=REV1)
+    obj = live_of(d, data={"color": "red"})
+    labels, annotations = obj["metadata"]["labels"], obj["metadata"]["annotations"]
+    if owner == "unmanaged":  # created by hand: no label, no stamp
+        obj["metadata"]["labels"], obj["metadata"]["annotations"] = {}, {}
+        labels, annotations = obj["metadata"]["labels"], obj["metadata"]["annotations"]
+    elif owner == "unmanaged, forged stamp":  # the whole stamp copied, only the label missing
+        del labels[LABEL_MANAGED]
+    elif owner == "managed, no application":  # the label set, the stamp not naming anyone
+        del annotations[ANN_APPLICATION]
+    elif owner == "another app":
+        annotations[ANN_APPLICATION] = "team-b/other"
+    if grant != "absent":
+        annotations[ANN_BREAK_GLASS] = "hotfix"
+        annotations[ANN_BREAK_GLASS_GRANTED] = grant_at(REV1.sha, LATER if grant == "valid" else EARLIER).encode()
+    if drift:
+        annotations[ANN_DRIFT] = MARK.encode()
+    return obj
+
+
+OWNERS = {
+    "mine": Ownership.MINE,
+    "unmanaged": Ownership.UNMANAGED,
+    "unmanaged, forged stamp": Ownership.UNMANAGED,
+    "managed, no application": Ownership.UNMANAGED,
+    "another app": Ownership.FOREIGN,
+}
+
+
+@pytest.mark.parametrize("drift", [False, True], ids=["no drift mark", "drift mark"])
+@pytest.mark.parametrize("grant", ["absent", "valid", "expired"])
+@pytest.mark.parametrize("owner", list(OWNERS))
+def test_trust_table(owner: str, grant: str, drift: bool) -> None:
+    obj = live(owner, grant, drift)
+    t = trust(obj, desired(revision=REV1).obj, now=NOW)
+
+    assert t.ownership is OWNERS[owner]
+    if owner == "mine":
+        assert t.honoured is (grant == "valid")
+        assert (t.grant is not None) is (grant != "absent")
+        assert t.drift_mark == (MARK if drift else None)
+        assert t.untrusted == ()
+        return
+    assert (t.honoured, t.grant, t.drift_mark) == (False, None, None), "nothing on it passed the webhook"
+    if owner == "another app":
+        assert t == Trust(Ownership.FOREIGN), "not ours to judge or to clean"
+        return
+    marks = {f"annotation:{ANN_BREAK_GLASS}", f"annotation:{ANN_BREAK_GLASS_GRANTED}"} if grant != "absent" else set()
+    marks |= {f"annotation:{ANN_DRIFT}"} if drift else set()
+    assert set(t.untrusted) == marks, "every key the reconciler does not write is removed"
+
+
+def test_a_grant_at_another_commit_is_trusted_but_not_honoured() -> None:
+    obj = live("mine", "absent", False)
+    obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = grant_at(REV2.sha, LATER).encode()
+    t = trust(obj, desired(revision=REV1).obj, now=NOW)
+    assert t.grant is not None and not t.honoured
+
+
+def test_ownership_reads_the_label_and_the_stamp() -> None:
+    d = desired()
+    assert ownership(live_of(d), MINE) is Ownership.MINE
+    assert ownership(cm(), MINE) is Ownership.UNMANAGED
+    assert ownership(live_of(d, labels={LABEL_MANAGED: "false"}), MINE) is Ownership.UNMANAGED
+    assert ownership(live_of(d), "team-b/other") is Ownership.FOREIGN
+    assert ownership(cm(annotations={ANN_APPLICATION: "team-b/other"}), MINE) is Ownership.FOREIGN
+
+
+class TestAdoption:
+    def test_a_forged_grant_on_an_unmanaged_object_is_not_honoured(self) -> None:
+        d = desired(revision=REV1)
+        p = plan(d, live("unmanaged", "valid", False), now=NOW)
+        assert p.verdict is Verdict.UPDATE, "git's state is applied, not left alone"
+        assert (p.break_glass, p.expires_at, p.clear) == (None, None, ())
+        assert p.untrusted == (f"annotation:{ANN_BREAK_GLASS}", f"annotation:{ANN_BREAK_GLASS_GRANTED}")
+
+    def test_a_forged_stamp_and_grant_without_the_label_are_not_honoured(self) -> None:
+        d = desired(revision=REV1)
+        p = plan(d, live("unmanaged, forged stamp", "valid", True), now=NOW)
+        assert p.verdict is Verdict.DRIFTED
+        assert (p.break_glass, p.drift_mark) == (None, None), "the forged author is never reported"
+        assert len(p.untrusted) == 3
+
+    def test_a_forged_commit_stamp_is_not_reused(self) -> None:
+        applied = desired(revision=REV1)
+        forged = live_of(applied)
+        del forged["metadata"]["labels"][LABEL_MANAGED]
+        forged["metadata"]["annotations"][ANN_AUTHOR] = "victim@org"
+        p = plan(desired(revision=REV2), forged, now=NOW)
+        annotations = p.obj["metadata"]["annotations"]
+        assert (annotations[ANN_COMMIT], annotations[ANN_AUTHOR]) == (REV2.sha, "bob@org")
+        assert p.verdict is Verdict.UPDATE
+
+    def test_other_driftguard_keys_and_labels_are_untrusted_too(self) -> None:
+        obj = cm(labels={"driftguard.io/extra": "x", "app": "web"},
+                 annotations={"driftguard.io/anything": "y", "note": "kept"})
+        obj["metadata"]["resourceVersion"] = "7"
+        p = plan(desired(), obj, now=NOW)
+        assert p.untrusted == ("annotation:driftguard.io/anything", "label:driftguard.io/extra")
+        assert describe_keys(p.untrusted) == "driftguard.io/anything, label driftguard.io/extra"
+        assert clear_operations(obj, p.untrusted, resource_version="7") == [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+            {"op": "test", "path": "/metadata/annotations/driftguard.io~1anything", "value": "y"},
+            {"op": "remove", "path": "/metadata/annotations/driftguard.io~1anything"},
+            {"op": "test", "path": "/metadata/labels/driftguard.io~1extra", "value": "x"},
+            {"op": "remove", "path": "/metadata/labels/driftguard.io~1extra"},
+        ]
+
+    def test_a_plain_object_is_adopted_with_nothing_to_remove(self) -> None:
+        p = plan(desired(), cm(data={"color": "red"}), now=NOW)
+        assert (p.verdict, p.untrusted) == (Verdict.UPDATE, ())
+
+    def test_after_adoption_a_grant_written_through_the_webhook_is_honoured(self) -> None:
+        p = plan(desired(revision=REV1), live("mine", "valid", False), now=NOW)
+        assert p.verdict is Verdict.BREAK_GLASS and p.untrusted == ()
