@@ -7,10 +7,10 @@ sum over all of them.
 
 The certificate expiry gauge uses ``livemostrecent``: a worker sets it from its own reloader at start
 and whenever it answers ``/metrics`` or ``/readyz``, after re-checking the files, so the value written
-last is what the next handshake on any worker presents (each re-checks the files before one). ``max`` would hide a rotation to
-a certificate that expires *sooner*, ``min`` (or any non-live mode) would keep an old expired value
-of a dead or idle worker, and ``liveall`` would add a ``pid`` label that alert rules must aggregate
-away. ``live``: a worker's value goes when it exits (``serve._child_exit``).
+last is what the next handshake on any worker presents (each re-checks the files before one).
+``max`` would hide a rotation to a certificate that expires *sooner*, ``min`` (or any non-live
+mode) would keep an old expired value of a dead or idle worker, and ``liveall`` would add a ``pid``
+label that alert rules must aggregate away. ``live``: a worker's value goes when it exits (``serve._child_exit``).
 """
 
 from __future__ import annotations
