@@ -106,13 +106,26 @@ class Applier:
     def sync(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, *, refetch: bool = False) -> Outcome:
         """Bring one object to git's state (as far as ``mode`` allows); never raises."""
         with self.lock(desired.ref):
-            try:
-                if refetch:
-                    live = self.cluster.get(self._rt(desired), desired.ref.namespace, desired.ref.name)
-                return self._sync(desired, live, mode, plan(desired, live, now=self._clock()))
-            except ResourceError as e:
-                return Outcome(Change(desired.ref, Action.FAILED, e.message if e.subject == str(desired.ref)
-                                      else str(e)))
+            return self._sync_locked(desired, live, mode, refetch)
+
+    def sync_if(
+        self, still: Callable[[], bool], desired: Desired, live: dict[str, Any] | None, mode: Mode, *,
+        refetch: bool = False,
+    ) -> Outcome | None:
+        """``sync``, if ``still()`` holds once this object's lock is held (None otherwise): self-heal asks
+        whether the object is still its Application's, so a heal racing the cascading delete of that
+        Application can never re-create what the delete removed (prune takes the same lock)."""
+        with self.lock(desired.ref):
+            return self._sync_locked(desired, live, mode, refetch) if still() else None
+
+    def _sync_locked(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, refetch: bool) -> Outcome:
+        try:
+            if refetch:
+                live = self.cluster.get(self._rt(desired), desired.ref.namespace, desired.ref.name)
+            return self._sync(desired, live, mode, plan(desired, live, now=self._clock()))
+        except ResourceError as e:
+            return Outcome(Change(desired.ref, Action.FAILED, e.message if e.subject == str(desired.ref)
+                                  else str(e)))
 
     def _sync(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, p: Plan) -> Outcome:
         ref = desired.ref
@@ -292,21 +305,24 @@ class Applier:
 
     # ------------------------------------------------------------ prune
 
-    def prune(self, stale: Iterable[Entry], application: str) -> tuple[list[Outcome], list[Entry]]:
+    def prune(
+        self, stale: Iterable[Entry], application: str, *, why: str = "no longer declared in git"
+    ) -> tuple[list[Outcome], list[Entry]]:
         """Delete stale objects (reverse apply order) that are still stamped as ``application``'s.
 
         Returns the outcomes and the entries to keep in the inventory (failed deletes, retried next time).
+        The same path deletes a whole inventory when an Application with a cascading finalizer is deleted.
         """
         outcomes: list[Outcome] = []
         keep: list[Entry] = []
         for entry in ordering.for_prune(stale, lambda e: e.ref):
-            outcome = self._prune_one(entry, application)
+            outcome = self._prune_one(entry, application, why)
             outcomes.append(outcome)
             if outcome.change.action is Action.FAILED:
                 keep.append(entry)
         return outcomes, keep
 
-    def _prune_one(self, entry: Entry, application: str) -> Outcome:
+    def _prune_one(self, entry: Entry, application: str, why: str) -> Outcome:
         ref = entry.ref
         with self.lock(ref):
             try:
@@ -323,7 +339,7 @@ class Applier:
                     return Outcome(Change(ref, Action.SKIPPED, "already being deleted"))
                 self.cluster.delete(rt, ref.namespace, ref.name, uid=str(metadata.get("uid", "")),
                                     resource_version=str(metadata.get("resourceVersion", "")))
-                return Outcome(Change(ref, Action.DELETED, "pruned: no longer declared in git"))
+                return Outcome(Change(ref, Action.DELETED, f"pruned: {why}"))
             except ResourceError as e:
                 if e.status == 404 and "does not serve" in e.message:
                     return Outcome(Change(ref, Action.SKIPPED, "already gone (its kind is no longer served)"))

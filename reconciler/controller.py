@@ -10,6 +10,10 @@ different Applications run on a small worker pool.
 Self-heal outcomes and full cycles feed the same per-Application record (drift, health, fights), from
 which ``status.compose`` derives the status; the status is patched only when it changed.
 
+Deleting an Application: without one of the cascading finalizers (``reconciler.deletion``) it is
+forgotten at once — its objects stay and are no longer self-healed; with one, its cycles become delete
+passes over its inventory (the prune path) until it is empty, then the finalizer is removed.
+
 Leadership: ``run`` campaigns for the Lease first (unless disabled) and does all of this only while
 leading. A standby answers ``/refresh`` by annotating the Application, which the leader watches. A
 leader that cannot renew (the API server is down longer than the renew deadline) stops everything it
@@ -35,6 +39,7 @@ from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType, WatchEvent
 from reconciler import application as appmod
+from reconciler import deletion
 from reconciler.application import AppKey, AppSpec, parse_application
 from reconciler.apply import Applier, DriftRecord, Mode, Outcome
 from reconciler.desired import Desired
@@ -46,7 +51,7 @@ from reconciler.metrics import Metrics
 from reconciler.reconcile import Memory, Reconciler, Result, Stop
 from reconciler.revision import Revision
 from reconciler.selfheal import SelfHeal, Tracker
-from reconciler.status import Snapshot, SyncReport, compose, patch_for, sync_state
+from reconciler.status import DeletionReport, Snapshot, SyncReport, compose, patch_for, sync_state
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,8 @@ class AppState:
     running: bool = False
     again: bool = False
     status_dirty: bool = False
+    deletion: DeletionReport | None = None  # the last pass of a cascading delete
+    delete_warning: str = ""  # the last DeleteFailed message recorded as an Event (not repeated per retry)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -215,13 +222,12 @@ class Controller:
         key = AppKey.of(event.object)
         with self._cv:
             state = self.states.get(key)
-            if event.type == "DELETED":
+            # Gone, or being deleted without a cascading finalizer: its objects stay, no longer managed.
+            if event.type == "DELETED" or deletion.step(event.object, 0) is deletion.Step.FORGET:
                 if state is not None:
                     del self.states[key]
-                    self.applier.fights.forget(self.tracker.drop(key))
+                    self._let_go(key)
                     self.metrics.forget(str(key))
-                    if self._selfheal is not None:
-                        self._selfheal.ensure_watches()
                 return
             spec = parse_application(event.object)
             if state is None:
@@ -231,6 +237,7 @@ class Controller:
                 self._schedule(state, 0.0)
                 return
             asked = _annotation(event.object, ANN_REFRESH) != _annotation(state.obj, ANN_REFRESH)
+            asked = asked or deletion.being_deleted(event.object) != deletion.being_deleted(state.obj)
             state.obj = event.object
             if spec != state.spec or asked:
                 state.spec, state.force_full = spec, True
@@ -240,9 +247,15 @@ class Controller:
         state = self.states.get(key)
         return state is not None and (ref in state.drift or ref in state.health)
 
+    def _let_go(self, key: AppKey) -> None:
+        """Stop self-healing ``key``'s objects (its Application is gone or being deleted)."""
+        self.applier.fights.forget(self.tracker.drop(key))
+        if self._selfheal is not None:
+            self._selfheal.ensure_watches()
+
     def _mode_of(self, key: AppKey) -> Mode | None:
         state = self.states.get(key)
-        if state is None or not state.spec.automated:
+        if state is None or not state.spec.automated or deletion.being_deleted(state.obj):
             return None
         return Mode(apply=True, self_heal=state.spec.self_heal)
 
@@ -315,6 +328,11 @@ class Controller:
     # ------------------------------------------------------------ one cycle
 
     def _cycle(self, state: AppState) -> None:
+        if deletion.being_deleted(state.obj):
+            failed = self._delete(state)
+            with self._cv:
+                self._schedule_after(state, failed=failed)
+            return
         spec, app = state.spec, str(state.key)
         revision: Revision | None = None
         full = state.force_full or time.monotonic() >= state.next_full or state.failures > 0
@@ -341,6 +359,64 @@ class Controller:
         failed = self._absorb(state, result)
         with self._cv:
             self._schedule_after(state, failed=failed)
+
+    def _delete(self, state: AppState) -> bool:
+        """One pass of a cascading delete (the Application is being deleted and carries one of our
+        finalizers): delete its inventory through the prune path, keep what failed, and remove the
+        finalizer once the inventory is empty. True when the pass has to be retried (with backoff)."""
+        key, app = state.key, str(state.key)
+        self._let_go(key)  # first: a self-heal must not re-create what is deleted here
+        before = state.memory.inventory
+        outcomes, keep = self.applier.prune(before.entries, app, why="its Application is being deleted")
+        changes = ChangeSet([o.change for o in outcomes])
+        remaining = Inventory.of(keep)
+        with state.lock:
+            state.deletion = DeletionReport(deletion.ours(state.obj), changes)
+            if remaining != before:
+                self._save_inventory(state, remaining)
+            self._write_status(state)
+        self.metrics.record_changes(app, changes)
+        self.metrics.managed.labels(app).set(len(remaining))
+        deleted = [str(c.ref) for c in changes.changes if c.action is Action.DELETED]
+        if deleted:
+            self.cluster.create_event(state.obj, type_="Normal", reason="PrunedOnDelete",
+                                      message=f"deleted {', '.join(deleted[:20])}")
+        failed = changes.failed()
+        if failed:
+            message = "; ".join(str(c) for c in failed[:20]) + "; retrying"
+            if message != state.delete_warning:
+                self.cluster.create_event(state.obj, type_="Warning", reason="DeleteFailed", message=message)
+            state.delete_warning = message
+            log.warning("Application %s is being deleted: %s", app, message)
+            return True
+        if deletion.step(state.obj, len(remaining)) is not deletion.Step.RELEASE:
+            return False
+        return not self._release(state)
+
+    def _release(self, state: AppState, attempts: int = 3) -> bool:
+        """Remove our finalizers, guarded by the finalizers list read (re-read and retried when it
+        changed meanwhile); True when none of ours is left."""
+        obj: dict[str, Any] | None = state.obj
+        error: ResourceError | None = None
+        for _ in range(attempts):
+            if obj is None:
+                return True
+            operations = deletion.release_patch(obj)
+            if not operations:
+                return True
+            try:
+                self.cluster.json_patch(APPLICATIONS, state.key.namespace, state.key.name, operations)
+            except ResourceError as e:
+                if e.not_found:
+                    return True
+                error = e
+                obj = self.cluster.get(APPLICATIONS, state.key.namespace, state.key.name)
+                continue
+            log.info("Application %s: inventory deleted; finalizer %s removed", state.key,
+                     ", ".join(deletion.ours(obj)))
+            return True
+        log.warning("Application %s: finalizer not removed: %s", state.key, error)
+        return False
 
     def _track(self, key: AppKey, desired: list[Desired]) -> None:
         self.tracker.declare(key, desired)
@@ -433,7 +509,8 @@ class Controller:
     def _snapshot(self, state: AppState) -> Snapshot:
         fights = self.applier.fights.fighting(self.tracker.refs(state.key))
         return Snapshot(state.spec, state.report, state.memory.inventory,
-                        drift=[*state.drift.values(), *state.reverted], health=dict(state.health), fights=fights)
+                        drift=[*state.drift.values(), *state.reverted], health=dict(state.health), fights=fights,
+                        deletion=state.deletion)
 
     def _write_status(self, state: AppState) -> None:
         """Compose and patch the status if it changed. Hold ``state.lock``."""

@@ -193,5 +193,12 @@ class SelfHeal:
         mode = self._mode_of(app)
         if mode is None:
             return
-        outcome = self.applier.sync(desired, None if gone else live, mode, refetch=gone)
-        self._on_outcome(app, outcome)
+        outcome = self.applier.sync_if(lambda: self._still(ref, app), desired, None if gone else live, mode,
+                                       refetch=gone)
+        if outcome is not None:
+            self._on_outcome(app, outcome)
+
+    def _still(self, ref: ObjectRef, app: AppKey) -> bool:
+        """Whether ``app`` still declares ``ref`` and wants it synced (asked under the object's lock)."""
+        found = self.tracker.lookup(ref)
+        return found is not None and found[0] == app and self._mode_of(app) is not None

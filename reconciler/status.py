@@ -30,7 +30,7 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 LISTED: Final = 5  # objects named in one condition message
 DRIFT_LIMIT: Final = 50
 STAGES: Final = ("SourceReady", "RenderReady", "Applied", "Pruned")
-CONDITION_TYPES: Final = ("Ready", "SpecValid", *STAGES, "Fighting")
+CONDITION_TYPES: Final = ("Ready", "SpecValid", *STAGES, "Fighting", "Deleting")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,14 @@ class SyncReport:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletionReport:
+    """The last pass of a cascading delete: the Application is being deleted and carries ``finalizers``."""
+
+    finalizers: tuple[str, ...]
+    deleted: ChangeSet  # that pass's outcomes (deleted, skipped, failed — failed ones stay in the inventory)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the status is computed from."""
 
@@ -75,6 +83,7 @@ class Snapshot:
     drift: Sequence[DriftRecord] = ()  # current (unresolved, break-glass, backed off) and recent reverts
     health: Mapping[ObjectRef, tuple[Health, str]] = field(default_factory=dict)  # non-healthy objects
     fights: Sequence[Fight] = ()
+    deletion: DeletionReport | None = None  # set while a cascading delete is under way
 
 
 def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -160,6 +169,9 @@ def _conditions(
         **_stages(snapshot),
         "Fighting": _fighting(snapshot.fights),
     }
+    if snapshot.deletion is not None:
+        _, reason, message = found["Deleting"] = _deleting(snapshot.deletion, len(snapshot.inventory))
+        found["Ready"] = ("False", reason, message)
     before = {str(c.get("type")): c for c in previous}
     out = []
     for type_ in CONDITION_TYPES:
@@ -246,6 +258,16 @@ def _fighting(fights: Sequence[Fight]) -> Condition:
         return "False", "NoFight", "no object is being changed back and forth"
     named = ", ".join(f"{f.ref} (fight #{f.fights})" for f in fights[:LISTED])
     return "True", "FightDetected", f"another writer keeps changing {named}{_more(len(fights))}; self-heal backs off"
+
+
+def _deleting(report: DeletionReport, left: int) -> Condition:
+    finalizer = ", ".join(report.finalizers)
+    failed = report.deleted.failed()
+    if failed:
+        return ("True", "DeleteFailed", f"{_list(failed)}; retrying — finalizer {finalizer} "
+                f"stays until the inventory is empty ({left} left)")
+    return "True", "Deleting", (f"deleting the Application's objects (finalizer {finalizer}); "
+                                f"{left} left in the inventory")
 
 
 def _list(changes: Sequence[Change]) -> str:

@@ -204,3 +204,23 @@ def test_prune_runs_in_reverse_apply_order(cluster: FakeCluster, applier: Applie
     applier.sync_all([namespace, *many(1)], HEAL)
     outcomes, _ = applier.prune([namespace.entry, entry("cm-00")], "driftguard-system/svc")
     assert [o.ref.kind for o in outcomes] == ["ConfigMap", "Namespace"]
+
+
+def test_prune_says_why(cluster: FakeCluster, applier: Applier) -> None:
+    applier.sync_all(many(1), HEAL)
+    outcomes, _ = applier.prune([entry("cm-00")], "driftguard-system/svc", why="its Application is being deleted")
+    assert str(outcomes[0].change.message) == "pruned: its Application is being deleted"
+
+
+def test_sync_if_does_nothing_once_the_object_is_no_longer_wanted(cluster: FakeCluster, applier: Applier) -> None:
+    d = desired()
+    asked: list[bool] = []
+
+    def still() -> bool:
+        asked.append(applier.lock(d.ref).locked())  # asked under the object's lock, as prune deletes under it
+        return False
+
+    assert applier.sync_if(still, d, None, HEAL, refetch=True) is None
+    assert asked == [True] and cluster.objects == {} and cluster.writes() == 0
+    outcome = applier.sync_if(lambda: True, d, None, HEAL, refetch=True)
+    assert outcome is not None and outcome.change.action is Action.CREATED

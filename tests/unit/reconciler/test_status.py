@@ -14,7 +14,7 @@ from driftguard.core.objects import ObjectRef
 from reconciler.apply import DriftRecord
 from reconciler.fights import Fight
 from reconciler.health import Health
-from reconciler.status import Problem, Snapshot, SyncReport, compose, patch_for, sync_state
+from reconciler.status import DeletionReport, Problem, Snapshot, SyncReport, compose, patch_for, sync_state
 
 A = ObjectRef("", "ConfigMap", "prod", "a")
 B = ObjectRef("", "ConfigMap", "prod", "b")
@@ -135,3 +135,24 @@ def test_patch_holds_only_what_changed() -> None:
     assert patch_for({"a": 1, "b": [1], "gone": True}, {"a": 1, "b": [2], "new": "x"}) == {
         "b": [2], "new": "x", "gone": None}
     assert patch_for({"a": 1}, {"a": 1}) == {}
+
+
+def test_a_cascading_delete_is_reported_as_not_ready() -> None:
+    finalizers = ("resources-finalizer.argocd.argoproj.io",)
+    failed = Change(B, Action.FAILED, "admission denied")
+    deleting = compose(snap(deletion=DeletionReport(finalizers, ChangeSet([Change(A, Action.DELETED)]))), {}, NOW)
+    retrying = compose(snap(deletion=DeletionReport(finalizers, ChangeSet([failed]))), {}, NOW)
+    managing = compose(snap(), {}, NOW)
+
+    def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+        return next((c for c in status["conditions"] if c["type"] == type_), {})
+
+    def brief(status: dict[str, Any], type_: str) -> tuple[str, str]:
+        return condition(status, type_)["status"], condition(status, type_)["reason"]
+
+    assert brief(deleting, "Ready") == ("False", "Deleting") and brief(deleting, "Deleting") == ("True", "Deleting")
+    assert "resources-finalizer.argocd.argoproj.io" in condition(deleting, "Deleting")["message"]
+    assert condition(retrying, "Deleting")["reason"] == condition(retrying, "Ready")["reason"] == "DeleteFailed"
+    assert "ConfigMap prod/b" in condition(retrying, "Deleting")["message"]
+    assert "admission denied" in condition(retrying, "Deleting")["message"]
+    assert condition(managing, "Deleting") == {} and condition(managing, "Ready")["status"] == "True"
