@@ -20,7 +20,10 @@ from typing import Any, Final
 
 PRUNE_ON_DELETE: Final = "driftguard.io/prune-on-delete"
 ARGO_RESOURCES_FINALIZER: Final = "resources-finalizer.argocd.argoproj.io"
-FINALIZERS: Final = (PRUNE_ON_DELETE, ARGO_RESOURCES_FINALIZER)
+# Argo CD's /background and /foreground variants only choose the propagation policy of its deletes;
+# driftguard's prune always deletes with background propagation, so all three mean "cascade".
+FINALIZERS: Final = (PRUNE_ON_DELETE, ARGO_RESOURCES_FINALIZER, f"{ARGO_RESOURCES_FINALIZER}/background",
+                     f"{ARGO_RESOURCES_FINALIZER}/foreground")
 
 
 class Step(enum.StrEnum):

@@ -48,6 +48,10 @@ def app(finalizers: list[str] | None = None, deleting: bool = False) -> dict[str
     ([PRUNE_ON_DELETE], True, 0, Step.RELEASE),
     ([ARGO_RESOURCES_FINALIZER], True, 0, Step.RELEASE),
     ([PRUNE_ON_DELETE, ARGO_RESOURCES_FINALIZER, OTHER], True, 0, Step.RELEASE),
+    # Argo CD's propagation variants cascade as well
+    ([f"{ARGO_RESOURCES_FINALIZER}/background"], True, 2, Step.PRUNE),
+    ([f"{ARGO_RESOURCES_FINALIZER}/foreground"], True, 0, Step.RELEASE),
+    ([f"{ARGO_RESOURCES_FINALIZER}/sideways"], True, 2, Step.FORGET),
 ])
 def test_step(finalizers: list[str] | None, deleting: bool, inventory: int, expected: Step) -> None:
     assert step(app(finalizers, deleting), inventory) is expected
