@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from flask import Flask, Response, request
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from webhook import policy, reviews
 from webhook.audit import Recorder
@@ -118,11 +119,13 @@ def create_app(
 
     @app.post("/validate")
     def validate() -> Response:
-        return webhook.answer("validate", _body(settings.max_body_bytes), request.content_type or "")
+        environ = request.environ
+        return webhook.answer("validate", _body(environ, settings.max_body_bytes), environ.get("CONTENT_TYPE", ""))
 
     @app.post("/mutate")
     def mutate() -> Response:
-        return webhook.answer("mutate", _body(settings.max_body_bytes), request.content_type or "")
+        environ = request.environ
+        return webhook.answer("mutate", _body(environ, settings.max_body_bytes), environ.get("CONTENT_TYPE", ""))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -153,18 +156,21 @@ def create_app(
     return app
 
 
-def _body(cap: int) -> bytes:
+def _body(environ: dict[str, Any], cap: int) -> bytes:
     """Up to ``cap + 1`` bytes of the body (one more than allowed tells "too large" without reading it all).
 
     Reads exactly Content-Length bytes when given (``read(n)`` on the WSGI stream allocates ``n``), else
-    chunks until the cap (chunked transfer encoding).
+    chunks until the cap (chunked transfer encoding). The length and stream come from werkzeug's own
+    functions on the environ — what ``request.content_length`` / ``request.stream`` return — without
+    building the request's header view on every review (~15 µs).
     """
-    length = request.content_length
+    length = get_content_length(environ)
+    stream = get_input_stream(environ)
     if length is not None:
-        return b"\0" * (cap + 1) if length > cap else request.stream.read(length)
+        return b"\0" * (cap + 1) if length > cap else stream.read(length)
     chunks, total = [], 0
     while total <= cap:
-        chunk = request.stream.read(min(CHUNK, cap + 1 - total))
+        chunk = stream.read(min(CHUNK, cap + 1 - total))
         if not chunk:
             break
         chunks.append(chunk)
