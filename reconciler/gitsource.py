@@ -7,9 +7,12 @@ operation opens the cache repository and closes it before returning.
 
 Sources: https, ssh, ``file://`` and local paths. Credentials (from the Application's Secret) reach
 git through its environment only — a token as an ``http.extraHeader`` via ``GIT_CONFIG_*``, an SSH key
-as a 0600 temporary file named in ``GIT_SSH_COMMAND`` — never on a command line, never in a log.
+as a 0600 temporary file named in ``GIT_SSH_COMMAND`` — never on a command line, never in a log. A
+private CA for an https server (``ca.crt`` or ``caFile`` in the Secret) is written to a 0600 temporary
+file named in ``GIT_SSL_CAINFO``, which wins over ``http.sslCAInfo`` and an inherited ``GIT_SSL_CAINFO``;
+it replaces the default trust store for that fetch. TLS verification is never turned off.
 Errors are ``SourceError`` with a condition reason (``FetchFailed``, ``RevisionNotFound``,
-``PathNotFound``) and a message free of credentials.
+``PathNotFound``) and a message free of credentials; a refused login says "authentication failed".
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound"]
 HEAD_REF: Final = "refs/driftguard/HEAD"
 _HEX = re.compile(r"^[0-9a-f]{4,40}$")
 _SECRETS = re.compile(r"(Authorization:\s*\S+\s+)\S+", re.IGNORECASE)
+# git's words for an https login the server refused (with prompts off, a 401 reads "could not read Username")
+_AUTH_FAILED = re.compile(r"could not read (Username|Password) for|Authentication failed for|"
+                          r"requested URL returned error: 40[13]")
 
 
 class SourceError(Exception):
@@ -56,6 +62,7 @@ class Credentials:
     token: str = field(default="", repr=False)
     ssh_key: str = field(default="", repr=False)
     known_hosts: str = ""
+    ca: str = ""  # PEM: the CA(s) to trust for an https repository instead of the default trust store
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str]) -> Credentials:
@@ -71,6 +78,7 @@ class Credentials:
             token=get("password", "token"),
             ssh_key=get("sshPrivateKey", "identity"),
             known_hosts=get("known_hosts"),
+            ca=get("ca.crt", "caFile"),
         )
 
 
@@ -123,7 +131,11 @@ class GitSource:
                 env={**os.environ, **env}, kill_after_timeout=self.timeout,
             )
         except GitCommandError as e:
-            raise SourceError("FetchFailed", f"cannot fetch {redact_url(url)}: {_git_message(e, url)}") from e
+            message = _git_message(e, url)
+            if _AUTH_FAILED.search(message):
+                message = ("authentication failed: the server refused the request (missing or wrong credentials in "
+                           f"the Secret of spec.source.secretRef); git: {message}")
+            raise SourceError("FetchFailed", f"cannot fetch {redact_url(url)}: {message}") from e
 
     @contextlib.contextmanager
     def _open(self, url: str) -> Iterator[git.Repo]:
@@ -162,7 +174,7 @@ def _revision(commit: git.Commit) -> Revision:
 def _environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
     """git's environment for one fetch: never prompt; credentials only here, cleaned up after."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never"}
-    if credentials is None or not (credentials.token or credentials.ssh_key):
+    if credentials is None or not (credentials.token or credentials.ssh_key or credentials.ca):
         yield env
         return
     scratch = tempfile.mkdtemp(prefix="driftguard-git-")
@@ -172,6 +184,11 @@ def _environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
             basic = base64.b64encode(f"{user}:{credentials.token}".encode()).decode()
             env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                         "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        if credentials.ca:
+            ca = Path(scratch, "ca.crt")
+            ca.touch(mode=0o600)
+            ca.write_text(credentials.ca.rstrip("\n") + "\n")
+            env["GIT_SSL_CAINFO"] = str(ca)
         if credentials.ssh_key:
             key = Path(scratch, "id")
             key.touch(mode=0o600)
