@@ -135,6 +135,9 @@ class GitSource:
             if _AUTH_FAILED.search(message):
                 message = ("authentication failed: the server refused the request (missing or wrong credentials in "
                            f"the Secret of spec.source.secretRef); git: {message}")
+            elif "Host key verification failed" in message:
+                message = ("the SSH host key is unknown or changed: add the server's key as known_hosts to the "
+                           f"Secret of spec.source.secretRef (ssh-keyscan, verified out of band); git: {message}")
             raise SourceError("FetchFailed", f"cannot fetch {redact_url(url)}: {message}") from e
 
     @contextlib.contextmanager
@@ -174,16 +177,19 @@ def _revision(commit: git.Commit) -> Revision:
 def _environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
     """git's environment for one fetch: never prompt; credentials only here, cleaned up after."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never"}
+    # An empty credential.helper resets the helper list: the host's ambient credential helpers (a
+    # developer's, a cloud SDK's) are never consulted, with or without the Application's Secret.
+    config = [("credential.helper", "")]
     if credentials is None or not (credentials.token or credentials.ssh_key or credentials.ca):
-        yield env
+        yield {**env, **_config_env(config)}
         return
     scratch = tempfile.mkdtemp(prefix="driftguard-git-")
     try:
         if credentials.token:
             user = credentials.username or "git"
             basic = base64.b64encode(f"{user}:{credentials.token}".encode()).decode()
-            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+            config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
+        env.update(_config_env(config))
         if credentials.ca:
             ca = Path(scratch, "ca.crt")
             ca.touch(mode=0o600)
@@ -193,16 +199,29 @@ def _environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
             key = Path(scratch, "id")
             key.touch(mode=0o600)
             key.write_text(credentials.ssh_key.rstrip("\n") + "\n")
-            hosts = Path(scratch, "known_hosts")
-            hosts.write_text(credentials.known_hosts)
-            checking = "yes" if credentials.known_hosts else "accept-new"
+            # Host keys are always checked: against the Secret's known_hosts when it has one, else the
+            # system's (/etc/ssh/ssh_known_hosts, ~/.ssh/known_hosts). Never trust-on-first-use.
+            known = ""
+            if credentials.known_hosts:
+                hosts = Path(scratch, "known_hosts")
+                hosts.write_text(credentials.known_hosts)
+                known = f" -o UserKnownHostsFile={shlex.quote(str(hosts))}"
             env["GIT_SSH_COMMAND"] = (
                 f"ssh -i {shlex.quote(str(key))} -o IdentitiesOnly=yes -o BatchMode=yes "
-                f"-o StrictHostKeyChecking={checking} -o UserKnownHostsFile={shlex.quote(str(hosts))}"
+                f"-o StrictHostKeyChecking=yes{known}"
             )
         yield env
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _config_env(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """``git -c`` settings passed through the environment (never on a command line)."""
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for index, (key, value) in enumerate(pairs):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
 
 
 def _git_message(error: GitCommandError, url: str) -> str:

@@ -98,8 +98,9 @@ def test_unreachable_repository(tmp_path: Path, source: GitSource) -> None:
 
 def test_token_goes_in_the_environment_only() -> None:
     with _environment(Credentials(username="bot", token="s3cret")) as env:
-        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
-        assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic Ym90OnMzY3JldA=="  # bot:s3cret
+        assert env["GIT_CONFIG_COUNT"] == "2"
+        assert env["GIT_CONFIG_KEY_1"] == "http.extraHeader"
+        assert env["GIT_CONFIG_VALUE_1"] == "Authorization: Basic Ym90OnMzY3JldA=="  # bot:s3cret
         assert env["GIT_TERMINAL_PROMPT"] == "0"
     assert "s3cret" not in repr(Credentials(token="s3cret", ssh_key="KEY"))
 
@@ -110,10 +111,19 @@ def test_ssh_key_is_a_private_file_removed_afterwards() -> None:
         key = Path(command.split("-i ", 1)[1].split(" ", 1)[0])
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert key.read_text().endswith("-----END KEY-----\n")
-        assert "StrictHostKeyChecking=accept-new" in command
+        assert "StrictHostKeyChecking=yes" in command and "accept-new" not in command
+        assert "UserKnownHostsFile" not in command  # the system's known hosts, never trust-on-first-use
     assert not key.exists()
     with _environment(Credentials(ssh_key="k", known_hosts="github.com ssh-ed25519 AAAA")) as env:
-        assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]
+        command = env["GIT_SSH_COMMAND"]
+        assert "StrictHostKeyChecking=yes" in command and "UserKnownHostsFile=" in command
+
+
+@pytest.mark.parametrize("credentials", [None, Credentials(), Credentials(token="t"), Credentials(ssh_key="k")])
+def test_ambient_credential_helpers_are_never_consulted(credentials: Credentials | None) -> None:
+    with _environment(credentials) as env:
+        assert env["GIT_CONFIG_KEY_0"] == "credential.helper"
+        assert env["GIT_CONFIG_VALUE_0"] == ""
 
 
 def test_secret_data_keys_of_argo_cd_and_flux() -> None:
