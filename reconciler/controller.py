@@ -8,7 +8,9 @@ when the revision, the spec and the last result are unchanged — no API call at
 different Applications run on a small worker pool.
 
 Self-heal outcomes and full cycles feed the same per-Application record (drift, health, fights), from
-which ``status.compose`` derives the status; the status is patched only when it changed.
+which ``status.compose`` derives the status; the status is patched only when it changed. The run queue
+lives in ``reconciler.schedule``, the record and the writing of status and Events in ``reconciler.reporting``;
+this module decides what happens when.
 
 Deleting an Application: without one of the cascading finalizers (``reconciler.deletion``) it is
 forgotten at once — its objects stay and are no longer self-healed; with one, its cycles become delete
@@ -24,12 +26,10 @@ when something of the lost term is still running does ``run`` return 1 so that t
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,27 +37,26 @@ from driftguard.core.changes import Action, ChangeSet
 from driftguard.core.contract import PREFIX
 from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
-from driftguard.kube.resources import Cluster, ResourceError, ResourceType, WatchEvent
-from reconciler import application as appmod
+from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
 from reconciler import deletion
-from reconciler.application import AppKey, AppSpec, parse_application
-from reconciler.apply import Applier, DriftRecord, Mode, Outcome
+from reconciler.application import AppKey, parse_application
+from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
 from reconciler.gitsource import GitSource
 from reconciler.health import Health
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
-from reconciler.reconcile import Memory, Reconciler, Result, Stop
+from reconciler.reconcile import Reconciler, Result, Stop
+from reconciler.reporting import APPLICATIONS, AppState, Reporter
 from reconciler.revision import Revision
+from reconciler.schedule import Schedule
 from reconciler.selfheal import SelfHeal, Tracker
-from reconciler.status import DeletionReport, Snapshot, SyncReport, compose, patch_for, sync_state
+from reconciler.status import DeletionReport
 
 log = logging.getLogger(__name__)
 
-APPLICATIONS: Final = ResourceType(appmod.GROUP, appmod.VERSION, appmod.KIND, "applications", namespaced=True)
 ANN_REFRESH: Final = PREFIX + "refresh"
-REVERTED_KEPT: Final = 20
 
 
 @dataclass(frozen=True)
@@ -73,30 +72,6 @@ class Settings:
     fight_limit: int = 5
     fight_window: float = 60.0
     stop_timeout: float = 30.0  # how long a lost term's threads may take to stop before the process exits
-
-
-@dataclass(eq=False)
-class AppState:
-    key: AppKey
-    obj: dict[str, Any]
-    spec: AppSpec
-    status: dict[str, Any]
-    memory: Memory = field(default_factory=Memory)
-    report: SyncReport | None = None
-    synced: tuple[str, int] = ("", -1)  # (sha, generation) of the last good full sync
-    drift: dict[ObjectRef, DriftRecord] = field(default_factory=dict)
-    reverted: deque[DriftRecord] = field(default_factory=lambda: deque(maxlen=REVERTED_KEPT))
-    health: dict[ObjectRef, tuple[Health, str]] = field(default_factory=dict)
-    failures: int = 0
-    force_full: bool = True
-    next_full: float = 0.0
-    due: float | None = None
-    running: bool = False
-    again: bool = False
-    status_dirty: bool = False
-    deletion: DeletionReport | None = None  # the last pass of a cascading delete
-    delete_warning: str = ""  # the last DeleteFailed message recorded as an Event (not repeated per retry)
-    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class Controller:
@@ -116,9 +91,9 @@ class Controller:
         self.elector = elector
         self.states: dict[AppKey, AppState] = {}
         self.running = threading.Event()
-        self._cv = threading.Condition()
-        self._heap: list[tuple[float, int, AppKey]] = []
-        self._seq = 0
+        self._cv = threading.Condition()  # guards ``states`` and the schedule
+        self.schedule: Schedule[AppState] = Schedule(self.states.get, self._cv)
+        self.reporter = Reporter(cluster, self.applier.fights, lambda: self.tracker, self.metrics)
         self._selfheal: SelfHeal | None = None
         self._wound_down = True  # every thread of the last term has ended
 
@@ -149,7 +124,7 @@ class Controller:
         self.metrics.leader.set(1)
         with self._cv:
             self.states.clear()
-            self._heap.clear()
+            self.schedule.clear()
             self.tracker = Tracker()  # a new term starts from nothing, like a new process
         self._selfheal = SelfHeal(self.cluster, self.applier, self.tracker, mode_of=self._mode_of,
                                   on_outcome=self._healed, noted=self._noted, workers=self.settings.heal_workers,
@@ -185,7 +160,7 @@ class Controller:
                 state = self.states.get(k)
                 if state is not None:
                     state.force_full = True
-                    self._schedule(state, 0.0)
+                    self.schedule.request(state, 0.0)
         return keys
 
     def _ask_leader(self, key: AppKey | None) -> list[AppKey]:
@@ -234,14 +209,14 @@ class Controller:
                 state = AppState(key, event.object, spec, dict(event.object.get("status") or {}))
                 state.memory.inventory = _inventory(state.status, key)
                 self.states[key] = state
-                self._schedule(state, 0.0)
+                self.schedule.request(state, 0.0)
                 return
             asked = _annotation(event.object, ANN_REFRESH) != _annotation(state.obj, ANN_REFRESH)
             asked = asked or deletion.being_deleted(event.object) != deletion.being_deleted(state.obj)
             state.obj = event.object
             if spec != state.spec or asked:
                 state.spec, state.force_full = spec, True
-                self._schedule(state, 0.0)
+                self.schedule.request(state, 0.0)
 
     def _noted(self, key: AppKey, ref: ObjectRef) -> bool:
         state = self.states.get(key)
@@ -261,60 +236,8 @@ class Controller:
 
     # ------------------------------------------------------------ scheduling
 
-    def _schedule(self, state: AppState, delay: float) -> None:
-        """Run ``state``'s cycle after ``delay`` seconds (earliest request wins). Hold ``_cv``."""
-        due = time.monotonic() + delay
-        if state.running:
-            state.again = state.again or delay == 0.0
-            if delay > 0.0 and (state.due is None or due < state.due):
-                state.due = due
-                self._push(due, state.key)
-            return
-        if state.due is None or due < state.due:
-            state.due = due
-            self._push(due, state.key)
-            self._cv.notify()
-
-    def _push(self, due: float, key: AppKey) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, key))
-
     def _work(self, done: threading.Event) -> None:
-        while not done.is_set():
-            with self._cv:
-                state = self._next_due(done)
-                if state is None:
-                    continue
-                state.running, state.due = True, None
-            try:
-                self._cycle(state)
-            except Exception:  # one Application's bug must not stop the others
-                log.exception("Application %s: cycle failed", state.key)
-                with self._cv:
-                    self._schedule_after(state, failed=True)
-            finally:
-                with self._cv:
-                    state.running = False
-                    if state.again and state.key in self.states:
-                        state.again = False
-                        self._schedule(state, 0.0)
-
-    def _next_due(self, done: threading.Event) -> AppState | None:
-        """Pop the next due Application (holding ``_cv``), waiting at most a second."""
-        while self._heap:
-            due, _, key = self._heap[0]
-            state = self.states.get(key)
-            if state is None or state.due != due or state.running:
-                heapq.heappop(self._heap)
-                continue
-            wait = due - time.monotonic()
-            if wait > 0:
-                self._cv.wait(min(wait, 1.0))
-                return None
-            heapq.heappop(self._heap)
-            return state
-        self._cv.wait(1.0)
-        return None
+        self.schedule.serve(done, self._cycle, lambda state: self._schedule_after(state, failed=True))
 
     def _schedule_after(self, state: AppState, *, failed: bool) -> None:
         state.failures = state.failures + 1 if failed else 0
@@ -323,7 +246,7 @@ class Controller:
             interval = min(self.settings.max_backoff, interval * 2 ** min(state.failures, 10))
         elif state.next_full:
             interval = max(0.0, min(interval, state.next_full - time.monotonic()))
-        self._schedule(state, interval)
+        self.schedule.request(state, interval)
 
     # ------------------------------------------------------------ one cycle
 
@@ -353,7 +276,7 @@ class Controller:
         log.debug("Application %s: full sync at %s", app, revision.short if revision else "?")
         result = self.reconciler.reconcile(
             spec, state.memory, revision=revision,
-            save_inventory=lambda inventory: self._save_inventory(state, inventory),
+            save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
             on_desired=lambda desired: self._track(state.key, desired),
         )
         failed = self._absorb(state, result)
@@ -373,8 +296,8 @@ class Controller:
         with state.lock:
             state.deletion = DeletionReport(deletion.ours(state.obj), changes)
             if remaining != before:
-                self._save_inventory(state, remaining)
-            self._write_status(state)
+                self.reporter.save_inventory(state, remaining)
+            self.reporter.write_status(state)
         self.metrics.record_changes(app, changes)
         self.metrics.managed.labels(app).set(len(remaining))
         deleted = [str(c.ref) for c in changes.changes if c.action is Action.DELETED]
@@ -441,9 +364,9 @@ class Controller:
                 state.next_full = time.monotonic() + self.settings.resync_interval
                 for outcome in result.outcomes:
                     self._revisit(state, outcome)
-            self._write_status(state)
+            self.reporter.write_status(state)
             ready = _condition(state.status, "Ready")
-        self._events(state, report, previous_ready, ready)
+        self.reporter.events(state, report, previous_ready, ready)
         self.metrics.cycles.labels(app, "error" if failed else "synced").inc()
         self.metrics.duration.labels(app).observe(report.duration)
         self.metrics.record_changes(app, report.changes)
@@ -467,7 +390,7 @@ class Controller:
             state.drift.pop(ref, None)
             state.reverted.append(drift)
             self.metrics.reverted.labels(app).inc()
-            self._object_event(ref, "Normal", "DriftReverted", outcome.change.message)
+            self.reporter.object_event(ref, "Normal", "DriftReverted", outcome.change.message)
         else:
             state.drift[ref] = drift
         if outcome.untrusted:  # an adopted object carried driftguard.io/ keys the webhook never saw
@@ -477,7 +400,7 @@ class Controller:
             self.metrics.fights.labels(app).inc()
             message = (f"{ref} was changed back {self.settings.fight_limit}+ times in "
                        f"{self.settings.fight_window:.0f}s; self-heal backs off")
-            self._object_event(ref, "Warning", "FightDetected", message)
+            self.reporter.object_event(ref, "Warning", "FightDetected", message)
             self.cluster.create_event(state.obj, type_="Warning", reason="FightDetected", message=message)
 
     def _revisit(self, state: AppState, outcome: Outcome) -> None:
@@ -501,69 +424,12 @@ class Controller:
             state.status_dirty = True
         if outcome.expires_at is not None:
             with self._cv:
-                self._schedule(state, max(0.0, state.next_full - time.monotonic()))
+                self.schedule.request(state, max(0.0, state.next_full - time.monotonic()))
         self.metrics.record_changes(str(key), ChangeSet([outcome.change]))
-
-    # ------------------------------------------------------------ status and Events
-
-    def _snapshot(self, state: AppState) -> Snapshot:
-        fights = self.applier.fights.fighting(self.tracker.refs(state.key))
-        return Snapshot(state.spec, state.report, state.memory.inventory,
-                        drift=[*state.drift.values(), *state.reverted], health=dict(state.health), fights=fights,
-                        deletion=state.deletion)
-
-    def _write_status(self, state: AppState) -> None:
-        """Compose and patch the status if it changed. Hold ``state.lock``."""
-        state.status_dirty = False
-        current = compose(self._snapshot(state), state.status, dt.datetime.now(dt.UTC))
-        patch = patch_for(state.status, current)
-        if not patch:
-            return
-        try:
-            self.cluster.patch_status(APPLICATIONS, state.key.namespace, state.key.name, patch)
-        except ResourceError as e:
-            log.warning("Application %s: status not written: %s", state.key, e)
-            return
-        state.status = current
-        self.metrics.set_state(str(state.key), sync_state(self._snapshot(state)))
-
-    def _save_inventory(self, state: AppState, inventory: Inventory) -> None:
-        with state.lock:
-            patch = {"inventory": inventory.to_list(), "inventoryCount": len(inventory)}
-            self.cluster.patch_status(APPLICATIONS, state.key.namespace, state.key.name, patch)
-            state.status.update(patch)
-            state.memory.inventory = inventory
 
     def _flush_status(self, done: threading.Event) -> None:
         while not done.wait(0.1):
-            for state in list(self.states.values()):
-                if state.status_dirty and state.report is not None:
-                    with state.lock:
-                        self._write_status(state)
-
-    def _events(self, state: AppState, report: SyncReport, before: dict[str, Any], after: dict[str, Any]) -> None:
-        short = report.revision.short if report.revision else "?"
-        if report.applied.writes():
-            self.cluster.create_event(state.obj, type_="Normal", reason="Synced",
-                                      message=f"{short}: {report.applied.summary()}")
-        deleted = [str(c.ref) for c in report.pruned.changes if c.action is Action.DELETED]
-        if deleted:
-            self.cluster.create_event(state.obj, type_="Normal", reason="Pruned",
-                                      message=f"{short}: deleted {', '.join(deleted[:20])}")
-        moved = (before.get("status"), before.get("reason")) != (after.get("status"), after.get("reason"))
-        if moved and after.get("status") == "False":
-            self.cluster.create_event(state.obj, type_="Warning", reason=str(after.get("reason")),
-                                      message=str(after.get("message")))
-        elif moved and after.get("status") == "True" and before:
-            self.cluster.create_event(state.obj, type_="Normal", reason="Recovered", message=str(after.get("message")))
-
-    def _object_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        found = self.tracker.lookup(ref)
-        api_version = found[1].api_version if found else ""
-        involved = {"apiVersion": api_version, "kind": ref.kind,
-                    "metadata": {"name": ref.name, "namespace": ref.namespace or None}}
-        self.cluster.create_event(involved, type_="Warning" if type_ == "Warning" else "Normal",
-                                  reason=reason, message=message)
+            self.reporter.flush(list(self.states.values()))
 
 
 def _inventory(status: dict[str, Any], key: AppKey) -> Inventory:

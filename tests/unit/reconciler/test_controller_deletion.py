@@ -16,8 +16,9 @@ from driftguard.core.inventory import Inventory
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType
 from reconciler.application import AppKey, parse_application
 from reconciler.apply import Mode
-from reconciler.controller import AppState, Controller, Settings
+from reconciler.controller import Controller, Settings
 from reconciler.deletion import ARGO_RESOURCES_FINALIZER
+from reconciler.reporting import AppState
 
 OTHER = "example.com/someone-else"
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType, WatchEvent
-from reconciler.controller import AppState, Controller, Settings
+from reconciler.controller import Controller, Settings
 from reconciler.leader import LeaderElector
+from reconciler.reporting import AppState
 
 NAMESPACE = "driftguard-system"
 APPLICATION = {
