@@ -90,6 +90,19 @@ class CertificateAuthority:
     def load(cls, cert_path: Path, key_path: Path) -> CertificateAuthority:
         return cls(Credential.read(cert_path, key_path))
 
+    @classmethod
+    def load_or_generate(cls, directory: Path, common_name: str = "driftguard-ca") -> tuple[CertificateAuthority, bool]:
+        """The CA kept as ``ca.crt``/``ca.key`` in ``directory`` (True), or a new one written there (False).
+
+        Reusing it keeps every ``caBundle`` and kubeconfig that trusts it valid across restarts and rotations.
+        """
+        cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+        if cert_path.exists() and key_path.exists():
+            return cls.load(cert_path, key_path), True
+        ca = cls.generate(common_name)
+        ca.credential.write(cert_path, key_path)
+        return ca, False
+
     def issue_serving(
         self,
         common_name: str,

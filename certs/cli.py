@@ -37,7 +37,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def run_generate(args: argparse.Namespace) -> int:
     directory: Path = args.dir
-    ca, reused = _load_or_create_ca(directory)
+    ca, reused = CertificateAuthority.load_or_generate(directory)
     serving = ca.issue_serving(
         common_name=f"{args.service}.{args.namespace}.svc",
         dns_names=service_dns_names(args.service, args.namespace),
@@ -55,7 +55,7 @@ def run_install(args: argparse.Namespace) -> int:
     from driftguard.kube import Kube, KubeError
     from driftguard.kube.resources import ResourceError
 
-    ca, reused = _load_or_create_ca(args.dir)
+    ca, reused = CertificateAuthority.load_or_generate(args.dir)
     print(f"{'reused' if reused else 'created'} CA {args.dir / 'ca.crt'} (keep {args.dir / 'ca.key'} secret)")
     try:
         with Kube(args.kubeconfig or os.environ.get("KUBECONFIG") or None) as kube:
@@ -64,12 +64,3 @@ def run_install(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-def _load_or_create_ca(directory: Path) -> tuple[CertificateAuthority, bool]:
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-    if cert_path.exists() and key_path.exists():
-        return CertificateAuthority.load(cert_path, key_path), True
-    ca = CertificateAuthority.generate()
-    ca.credential.write(cert_path, key_path)
-    return ca, False

@@ -23,7 +23,6 @@ from typing import Final
 from certs.authority import CertificateAuthority
 from driftguard import install
 from driftguard.controlplane import ControlPlane
-from driftguard.controlplane.identities import serviceaccount_token, write_token_kubeconfig
 from driftguard.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
 from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
@@ -51,7 +50,7 @@ def start(plane: ControlPlane, timeout: float, progress: Progress) -> dict[str, 
         install.apply_manifests(cluster, base)
         install.aggregate_cluster_roles(admin)
         progress(f"installed manifests/ ({len(base)} objects: namespace, CRD, RBAC)")
-        webhook_url, ca = _start_webhook(plane, admin, timeout, progress)
+        webhook_url, ca = _start_webhook(plane, timeout, progress)
         register_started = time.monotonic()
         install.register_webhook(cluster, registration.url_client(webhook_url, ca.cert_pem))
         _wait_webhook_called(admin, timeout)
@@ -67,11 +66,11 @@ def start(plane: ControlPlane, timeout: float, progress: Progress) -> dict[str, 
 
 
 def _start_webhook(
-    plane: ControlPlane, admin: Kube, timeout: float, progress: Progress
+    plane: ControlPlane, timeout: float, progress: Progress
 ) -> tuple[str, CertificateAuthority]:
     directory = plane.directory
     tls = directory / "webhook"
-    ca = _load_or_create_ca(tls)
+    ca, _ = CertificateAuthority.load_or_generate(tls, "driftguard-local-webhook-ca")
     ca.issue_serving("driftguard-webhook", ["localhost"], ["127.0.0.1"]).write(tls / "tls.crt", tls / "tls.key")
     port = free_port()
     url = f"https://127.0.0.1:{port}"
@@ -79,7 +78,7 @@ def _start_webhook(
         sys.executable, "-m", "driftguard.cli", "webhook", "--host", "127.0.0.1", "--port", str(port),
         "--cert-file", str(tls / "tls.crt"), "--key-file", str(tls / "tls.key"),
         "--audit-file", str(directory / "audit.jsonl"),
-        "--kubeconfig", str(_serviceaccount_kubeconfig(plane, admin, WEBHOOK_SA)),
+        "--kubeconfig", str(plane.kubeconfig_for_serviceaccount(install.NAMESPACE, WEBHOOK_SA, TOKEN_SECONDS)),
         "--reconciler-users", RECONCILER_USER, "--break-glass-groups", BREAK_GLASS_GROUP,
         "--log-format", "json",
     ]
@@ -90,8 +89,7 @@ def _start_webhook(
 
 def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -> str:
     directory = plane.directory
-    with plane.admin() as admin:
-        kubeconfig = _serviceaccount_kubeconfig(plane, admin, RECONCILER_SA)
+    kubeconfig = plane.kubeconfig_for_serviceaccount(install.NAMESPACE, RECONCILER_SA, TOKEN_SECONDS)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [
@@ -109,22 +107,6 @@ def _launch(name: str, argv: list[str], ready: Readiness, directory: Path, *, ti
     process = spawn(name, argv, directory / "logs" / f"{name}.log", ready=ready)
     record(directory, process)
     progress(f"{name} ready in {wait_ready(process, timeout):.1f}s")
-
-
-def _serviceaccount_kubeconfig(plane: ControlPlane, admin: Kube, name: str) -> Path:
-    token = serviceaccount_token(admin, install.NAMESPACE, name, seconds=TOKEN_SECONDS)
-    path = plane.directory / "kubeconfigs" / f"{name}.kubeconfig"
-    user = f"system:serviceaccount:{install.NAMESPACE}:{name}"
-    return write_token_kubeconfig(path, plane.url, plane.ca_file, user, token)
-
-
-def _load_or_create_ca(directory: Path) -> CertificateAuthority:
-    cert, key = directory / "ca.crt", directory / "ca.key"
-    if cert.exists() and key.exists():
-        return CertificateAuthority.load(cert, key)
-    ca = CertificateAuthority.generate("driftguard-local-webhook-ca")
-    ca.credential.write(cert, key)
-    return ca
 
 
 def _wait_webhook_called(admin: Kube, timeout: float) -> None:

@@ -27,6 +27,7 @@ from driftguard.controlplane.binaries import KUBERNETES_VERSION, Binaries, resol
 from driftguard.controlplane.identities import (
     LAPTOP_GROUP,
     LAPTOP_USER,
+    TOKEN_SECONDS,
     ensure_laptop_binding,
     serviceaccount_token,
     write_cert_kubeconfig,
@@ -154,10 +155,10 @@ class ControlPlane:
         path = self.directory / "kubeconfigs" / f"user-{slug}.kubeconfig"
         return write_cert_kubeconfig(path, self._server(), self.ca_file, name, cert=cert, key=key)
 
-    def kubeconfig_for_serviceaccount(self, namespace: str, name: str) -> Path:
-        """A kubeconfig holding a 1-hour TokenRequest token for ServiceAccount ``namespace/name``."""
+    def kubeconfig_for_serviceaccount(self, namespace: str, name: str, seconds: int = TOKEN_SECONDS) -> Path:
+        """A kubeconfig holding a TokenRequest token (1 hour by default) for ServiceAccount ``namespace/name``."""
         with self.admin() as admin:
-            token = serviceaccount_token(admin, namespace, name)
+            token = serviceaccount_token(admin, namespace, name, seconds)
         user = f"system:serviceaccount:{namespace}:{name}"
         path = self.directory / "kubeconfigs" / f"sa-{_slug(namespace)}-{_slug(name)}.kubeconfig"
         return write_token_kubeconfig(path, self._server(), self.ca_file, user, token)
@@ -201,11 +202,9 @@ class ControlPlane:
         }
 
     def _write_pki(self) -> None:
-        if not (self.ca_file.exists() and (self.pki / "ca.key").exists()):
-            CertificateAuthority.generate("driftguard-local-ca").credential.write(self.ca_file, self.pki / "ca.key")
+        ca, _ = CertificateAuthority.load_or_generate(self.pki, "driftguard-local-ca")
         if not (self.pki / "sa.key").exists():
             generate_signing_key_pair().write(self.pki / "sa.key", self.pki / "sa.pub")
-        ca = self._ca()
         serving = ca.issue_serving(APISERVER, APISERVER_DNS, APISERVER_IPS)
         serving.write(self.pki / "apiserver.crt", self.pki / "apiserver.key")
         ca.issue_client("admin", ["system:masters"]).write(self.pki / "admin.crt", self.pki / "admin.key")
