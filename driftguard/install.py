@@ -13,7 +13,6 @@ ClusterRole aggregation (normally kube-controller-manager's job) for
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +24,7 @@ from driftguard.core import ordering
 from driftguard.core.manifests import Manifest, parse_documents
 from driftguard.kube import Kube
 from driftguard.kube.resources import Cluster
+from reconciler import crd
 from webhook import registration
 
 INSTALL_MANAGER: Final = "driftguard-install"
@@ -62,22 +62,9 @@ def apply_manifests(cluster: Cluster, manifests: Iterable[Manifest], *, progress
     for manifest in ordering.for_apply(manifests, lambda m: m.ref):
         cluster.apply(manifest.obj)
         if manifest.obj["kind"] == "CustomResourceDefinition":
-            wait_established(cluster, manifest.obj["metadata"]["name"], timeout)
-            cluster.discovery.invalidate()
+            crd.wait_established(cluster, manifest.obj, timeout=timeout)
         if progress:
             progress(f"applied {manifest.ref}")
-
-
-def wait_established(cluster: Cluster, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-    while time.monotonic() < deadline:
-        crd = cluster.kube.request("GET", path)
-        conditions = (crd.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            return
-        time.sleep(0.1)
-    raise InstallError(f"CustomResourceDefinition {name}: not Established after {timeout:.0f}s")
 
 
 def aggregate_cluster_roles(kube: Kube) -> int:

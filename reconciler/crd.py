@@ -26,6 +26,11 @@ def install(cluster: Cluster, path: Path = CRD_FILE, *, timeout: float = 30.0) -
     """Server-side apply the CRD and wait until it is Established and its resource answers a list."""
     crd = load(path)
     cluster.apply(crd, rt=CRDS)
+    wait_established(cluster, crd, timeout=timeout)
+
+
+def wait_established(cluster: Cluster, crd: dict[str, Any], *, timeout: float = 30.0) -> None:
+    """Until the CRD is Established and its resource answers a list; then refresh discovery."""
     name = crd["metadata"]["name"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from driftguard.controlplane import ControlPlane
-from driftguard.install import INSTALL_MANAGER, base_manifests, manifests_dir, wait_established
+from driftguard.install import INSTALL_MANAGER, base_manifests, manifests_dir
 from driftguard.kube import Kube
 from driftguard.kube.resources import Cluster
+from reconciler import crd
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def test_dry_run_then_apply_the_whole_base(installer: Cluster, admin: Kube) -> N
 
     for manifest in crds + [m for m in manifests if m not in crds]:
         installer.apply(manifest.obj)
-    wait_established(installer, "applications.driftguard.io", timeout=30)
+    crd.wait_established(installer, crds[0].obj, timeout=30)
 
     for resource in WEBHOOKS:
         hooks = admin.request("GET", f"/apis/admissionregistration.k8s.io/v1/{resource}/driftguard")["webhooks"]
