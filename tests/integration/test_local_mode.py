@@ -2,7 +2,8 @@
 
 The demo's walkthrough runs here as the end-to-end test: the same ``driftguard.demo.Demo`` that
 ``make demo`` prints, every step's outcome checked (each step raises when driftguard does not do what it
-promises), plus the facts a person would check: bounded timings, the audit file, nothing left running.
+promises), plus the facts a person would check: the audit file and nothing left running (each step's wait is bounded;
+its speed is measured by the benchmarks, not asserted here).
 """
 
 from __future__ import annotations
@@ -131,8 +132,7 @@ def test_the_whole_story(local_dir: Path) -> None:
     assert by_number[2].facts["replicas"] == 3
     assert "is declared in git (3)" in by_number[3].output and "this request sets 9" in by_number[3].output
     assert "commit" in by_number[3].output and "alice@example.org" in by_number[3].output
-    assert by_number[5].facts["seconds"] < 10
-    assert by_number[7].facts["revert_seconds"] < 10
+    assert by_number[5].facts["commit"][:7] in by_number[8].output  # the reverted commit is the one step 5 made
 
     records = [json.loads(line) for line in (stack / "audit.jsonl").read_text().splitlines()]
     laptop = [r for r in records if r["user"] == "laptop"]
