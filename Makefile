@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## controlplane: find or build kube-apiserver, etcd and kubectl (cached in ~/.cache/driftguard)
 controlplane: venv
-	$(PY) -m driftguard.controlplane
+	$(PY) -m driftguard.local.controlplane
 
 ## lint: ruff, mypy --strict, import contracts
 lint: venv

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_webhook import Server, manifest
 
-from driftguard.controlplane import ControlPlane
 from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
+from driftguard.local.controlplane import ControlPlane
 from webhook import registration
 
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"

@@ -32,9 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from driftguard.controlplane import ControlPlane, resolve_binaries  # noqa: E402
 from driftguard.kube import Kube, KubeError  # noqa: E402
 from driftguard.kube.resources import Cluster  # noqa: E402
+from driftguard.local.controlplane import ControlPlane, resolve_binaries  # noqa: E402
 from reconciler import crd  # noqa: E402
 
 APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"

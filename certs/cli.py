@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import sys
 from pathlib import Path
+from typing import TypeAlias
 
 from certs.authority import CertificateAuthority, service_dns_names
 
+Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``certs generate`` on the top-level ``driftguard`` parser."""
+
+def add_cli(subparsers: Actions) -> Actions:
+    """Register ``certs generate`` on the top-level parser; return the ``certs`` actions for others to extend.
+
+    ``certs install`` talks to a cluster, so it lives with the installer (``driftguard.install.cli``):
+    this package stays a leaf that needs nothing but ``cryptography``.
+    """
     certs = subparsers.add_parser("certs", help="generate TLS material for the webhook")
     actions = certs.add_subparsers(dest="certs_command", required=True)
     generate = actions.add_parser("generate", help="write ca.crt, ca.key, tls.crt, tls.key into --dir")
@@ -27,12 +32,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     generate.add_argument("--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)")
     generate.add_argument("--days", type=int, default=365, help="serving certificate validity")
     generate.set_defaults(func=run_generate)
-    install = actions.add_parser(
-        "install", help="create the webhook's TLS Secret in the cluster and inject the caBundle into its webhooks")
-    install.add_argument("--dir", type=Path, required=True,
-                         help="where the CA is kept (reused when present: re-running rotates only the serving cert)")
-    install.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG, else in-cluster)")
-    install.set_defaults(func=run_install)
+    return actions
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -47,20 +47,4 @@ def run_generate(args: argparse.Namespace) -> int:
     serving.write(directory / "tls.crt", directory / "tls.key")
     print(f"{'reused' if reused else 'wrote'} CA: {directory / 'ca.crt'} (key {directory / 'ca.key'})")
     print(f"wrote serving certificate: {directory / 'tls.crt'} (key {directory / 'tls.key'})")
-    return 0
-
-
-def run_install(args: argparse.Namespace) -> int:
-    from driftguard.install import install_in_cluster  # imports the Kubernetes client only when needed
-    from driftguard.kube import Kube, KubeError
-    from driftguard.kube.resources import ResourceError
-
-    ca, reused = CertificateAuthority.load_or_generate(args.dir)
-    print(f"{'reused' if reused else 'created'} CA {args.dir / 'ca.crt'} (keep {args.dir / 'ca.key'} secret)")
-    try:
-        with Kube(args.kubeconfig or os.environ.get("KUBECONFIG") or None) as kube:
-            install_in_cluster(kube, ca, progress=print)
-    except (KubeError, ResourceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     return 0

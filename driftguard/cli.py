@@ -11,7 +11,8 @@ import logging
 from collections.abc import Sequence
 
 from certs import cli as certs_cli
-from driftguard import local
+from driftguard.install import cli as install_cli
+from driftguard.local import commands as local_cli
 from reconciler import cli as reconciler_cli
 from webhook import cli as webhook_cli
 
@@ -20,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftguard", description="All changes via git, enforced.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    local.add_cli(subparsers)
-    certs_cli.add_cli(subparsers)
+    local_cli.add_cli(subparsers)
+    install_cli.add_certs_install(certs_cli.add_cli(subparsers))
     webhook_cli.add_cli(subparsers)
     reconciler_cli.add_cli(subparsers)
     return parser

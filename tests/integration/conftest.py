@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from driftguard.controlplane import (
+from driftguard.kube import Kube, KubeError
+from driftguard.local.controlplane import (
     LAPTOP_GROUP,
     LAPTOP_USER,
     Binaries,
@@ -44,7 +45,6 @@ from driftguard.controlplane import (
     resolve_binaries,
     serviceaccount_token,
 )
-from driftguard.kube import Kube, KubeError
 
 EXTERNAL_KUBECONFIG = "DRIFTGUARD_TEST_KUBECONFIG"
 _BINARIES = pytest.StashKey[Binaries | BinariesUnavailable]()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from driftguard.controlplane import KUBERNETES_VERSION, ControlPlane
 from driftguard.kube import Kube, KubeError
+from driftguard.local.controlplane import KUBERNETES_VERSION, ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """`driftguard local up/down/demo` as a user runs them: separate processes that return, then clean up.
 
-The demo's walkthrough runs here as the end-to-end test: the same ``driftguard.demo.Demo`` that
+The demo's walkthrough runs here as the end-to-end test: the same ``driftguard.local.demo.Demo`` that
 ``make demo`` prints, every step's outcome checked (each step raises when driftguard does not do what it
 promises), plus the facts a person would check: the audit file and nothing left running (each step's wait is bounded;
 its speed is measured by the benchmarks, not asserted here).
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from driftguard.demo import Demo
 from driftguard.kube import Kube, KubeError
+from driftguard.local.demo import Demo
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def test_local_down_on_a_directory_never_started_is_a_no_op(local_dir: Path) -> 
 
 
 def test_the_whole_story(local_dir: Path) -> None:
-    """The demo's walkthrough, each step's outcome asserted (``driftguard.demo`` raises on a wrong one)."""
+    """The demo's walkthrough, each step's outcome asserted (``driftguard.local.demo`` raises on a wrong one)."""
     up = driftguard("local", "up", "--dir", str(local_dir))
     assert up.returncode == 0, up.stderr
     stack = local_dir

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from driftguard.controlplane import ControlPlane
 from driftguard.install import INSTALL_MANAGER, base_manifests, manifests_dir
 from driftguard.kube import Kube
 from driftguard.kube.resources import Cluster
+from driftguard.local.controlplane import ControlPlane
 from reconciler import crd
 
 pytestmark = pytest.mark.integration

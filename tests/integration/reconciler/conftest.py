@@ -33,9 +33,9 @@ from reconciler_support import (  # noqa: E402
     install_reconciler_access,
 )
 
-from driftguard.controlplane import serviceaccount_token  # noqa: E402
-from driftguard.controlplane.identities import write_token_kubeconfig  # noqa: E402
 from driftguard.kube import Kube  # noqa: E402
+from driftguard.local.controlplane import serviceaccount_token  # noqa: E402
+from driftguard.local.controlplane.identities import write_token_kubeconfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")

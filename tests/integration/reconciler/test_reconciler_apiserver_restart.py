@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 from reconciler_support import SA_NAME, SA_NAMESPACE, Harness, Repo, configmap, install_reconciler_access, wait_for
 
-from driftguard.controlplane import ControlPlane, resolve_binaries
 from driftguard.kube import Kube, KubeError
+from driftguard.local.controlplane import ControlPlane, resolve_binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftguard.controlplane.binaries import (
+from driftguard.local.controlplane.binaries import (
     KUBERNETES_VERSION,
     BinariesUnavailable,
     cache_dir,

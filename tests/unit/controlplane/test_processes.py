@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftguard.controlplane.processes import (
+from driftguard.local.controlplane.processes import (
     ManagedProcess,
     ProcessFailed,
     Readiness,

@@ -43,7 +43,7 @@ class InstallError(RuntimeError):
 
 def manifests_dir() -> Path:
     """The repository's ``manifests/`` (local mode and installs run from a checkout)."""
-    return Path(__file__).resolve().parent.parent / "manifests"
+    return Path(__file__).resolve().parents[2] / "manifests"
 
 
 def base_manifests(directory: Path | None = None) -> list[Manifest]:
@@ -137,13 +137,3 @@ class _NoAliases(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
-
-
-def main() -> int:
-    """``python -m driftguard.install``: print manifests/webhook-configurations.yaml."""
-    print(render_webhook_configurations(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

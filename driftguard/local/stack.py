@@ -22,11 +22,11 @@ from typing import Final
 
 from certs.authority import CertificateAuthority
 from driftguard import install
-from driftguard.controlplane import ControlPlane
-from driftguard.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
 from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
+from driftguard.local.controlplane import ControlPlane
+from driftguard.local.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
 from webhook import registration
 
 WEBHOOK_SA: Final = "driftguard-webhook"

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certs import CertificateAuthority, generate_signing_key_pair
-from driftguard.controlplane.binaries import KUBERNETES_VERSION, Binaries, resolve_binaries
-from driftguard.controlplane.identities import (
+from driftguard.kube import Kube
+from driftguard.local.controlplane.binaries import KUBERNETES_VERSION, Binaries, resolve_binaries
+from driftguard.local.controlplane.identities import (
     LAPTOP_GROUP,
     LAPTOP_USER,
     TOKEN_SECONDS,
@@ -33,7 +34,7 @@ from driftguard.controlplane.identities import (
     write_cert_kubeconfig,
     write_token_kubeconfig,
 )
-from driftguard.controlplane.processes import (
+from driftguard.local.controlplane.processes import (
     ManagedProcess,
     ProcessFailed,
     Readiness,
@@ -46,7 +47,6 @@ from driftguard.controlplane.processes import (
     stop,
     wait_ready,
 )
-from driftguard.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ waits until each is gone. Both are idempotent: ``up`` on a running directory onl
 on a stopped one says so and does nothing.
 
 To add a component to local mode: after the control plane is up, ``spawn`` it with a ``Readiness``
-URL, ``record`` it in the directory and ``wait_ready`` it (see ``driftguard.controlplane.processes``);
+URL, ``record`` it in the directory and ``wait_ready`` it (see ``driftguard.local.controlplane.processes``);
 ``down`` needs no change. This module refuses to adopt processes it did not record.
 """
 
@@ -18,12 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from driftguard import stack
-from driftguard.controlplane import BinariesUnavailable, ControlPlane, ControlPlaneError, resolve_binaries
-from driftguard.controlplane.processes import ProcessFailed, State, is_running, stop_all
 from driftguard.install import InstallError
 from driftguard.kube import KubeError
 from driftguard.kube.resources import ResourceError
+from driftguard.local import stack
+from driftguard.local.controlplane import BinariesUnavailable, ControlPlane, ControlPlaneError, resolve_binaries
+from driftguard.local.controlplane.processes import ProcessFailed, State, is_running, stop_all
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,7 +86,7 @@ def down(directory: Path) -> int:
 
 
 def demo(directory: Path) -> int:
-    from driftguard import demo as story  # the demo is only imported when asked for
+    from driftguard.local import demo as story  # the demo is only imported when asked for
 
     directory = directory.resolve()
     try:

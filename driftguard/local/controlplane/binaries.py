@@ -85,7 +85,7 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
 
 def tools_dir() -> Path:
     """The repository's Go tools modules, found from this package's location."""
-    return Path(__file__).resolve().parents[2] / "tools"
+    return Path(__file__).resolve().parents[3] / "tools"
 
 
 def build_binaries(
@@ -216,7 +216,7 @@ def _say(progress: TextIO, line: str) -> None:
 
 
 def main() -> int:
-    """``python -m driftguard.controlplane``: resolve (build if needed) and print the paths."""
+    """``python -m driftguard.local.controlplane``: resolve (build if needed) and print the paths."""
     try:
         binaries = resolve_binaries()
     except BinariesUnavailable as error:

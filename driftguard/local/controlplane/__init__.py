@@ -6,14 +6,14 @@ and ``cluster.ControlPlane`` puts them together. Nothing here imports ``kubernet
 reached through ``driftguard.kube``.
 """
 
-from driftguard.controlplane.binaries import (
+from driftguard.local.controlplane.binaries import (
     KUBERNETES_VERSION,
     Binaries,
     BinariesUnavailable,
     resolve_binaries,
 )
-from driftguard.controlplane.cluster import ControlPlane, ControlPlaneError
-from driftguard.controlplane.identities import (
+from driftguard.local.controlplane.cluster import ControlPlane, ControlPlaneError
+from driftguard.local.controlplane.identities import (
     LAPTOP_BINDING,
     LAPTOP_GROUP,
     LAPTOP_USER,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from driftguard.controlplane.processes import State
+from driftguard.local.controlplane.processes import State
 
 APP: Final = "my-service"
 NS: Final = "production"
