@@ -7,25 +7,16 @@
 * ``repo`` (function): a real git repository in a temp dir.
 * ``harness`` (function): starts in-process reconcilers for the test's namespace as that SA (no leader
   election, random port) and stops them at teardown; creates and reads Applications.
-
-pytest runs with ``--import-mode=importlib``, so this directory is put on ``sys.path`` for the tests to
-import ``reconciler_support``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-_HERE = str(Path(__file__).parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from reconciler_support import (  # noqa: E402
+from support.reconciler_harness import (
     SA_NAME,
     SA_NAMESPACE,
     Harness,
@@ -33,9 +24,9 @@ from reconciler_support import (  # noqa: E402
     install_reconciler_access,
 )
 
-from driftguard.kube import Kube  # noqa: E402
-from driftguard.local.controlplane import serviceaccount_token  # noqa: E402
-from driftguard.local.controlplane.identities import write_token_kubeconfig  # noqa: E402
+from driftguard.kube import Kube
+from driftguard.local.controlplane import serviceaccount_token
+from driftguard.local.controlplane.identities import write_token_kubeconfig
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from reconciler_support import Harness, Repo, configmap, wait_for
+from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard.core.contract import (
     ANN_APPLICATION,

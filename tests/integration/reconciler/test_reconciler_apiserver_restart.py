@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reconciler_support import SA_NAME, SA_NAMESPACE, Harness, Repo, configmap, install_reconciler_access, wait_for
+from support.reconciler_harness import (
+    SA_NAME,
+    SA_NAMESPACE,
+    Harness,
+    Repo,
+    configmap,
+    install_reconciler_access,
+    wait_for,
+)
 
 from driftguard.kube import Kube, KubeError
 from driftguard.local.controlplane import ControlPlane, resolve_binaries

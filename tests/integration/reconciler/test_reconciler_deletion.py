@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from reconciler_support import APPS, Harness, Repo, configmap, wait_for
+from support.reconciler_harness import APPS, Harness, Repo, configmap, wait_for
 
 from driftguard.core.contract import ANN_APPLICATION
 from driftguard.kube import Kube, KubeError

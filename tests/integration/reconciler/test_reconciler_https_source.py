@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from git_https_server import GitHTTPSServer
-from reconciler_support import Harness, Repo, configmap, wait_for
+from support.git_https_server import GitHTTPSServer
+from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from certs import CertificateAuthority
 from driftguard.core.contract import read_stamp

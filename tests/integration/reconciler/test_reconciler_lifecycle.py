@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reconciler_support import Harness, Repo, configmap, wait_for
+from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard.cli import main as driftguard_main
 from driftguard.kube import Kube

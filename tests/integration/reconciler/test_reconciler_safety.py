@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from reconciler_support import Harness, Repo, configmap
+from support.reconciler_harness import Harness, Repo, configmap
 
 pytestmark = pytest.mark.integration
 

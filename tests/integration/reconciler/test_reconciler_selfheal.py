@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from reconciler_support import Harness, Repo, configmap, wait_for
+from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard.core.contract import ANN_BREAK_GLASS, ANN_BREAK_GLASS_GRANTED, ANN_DRIFT, BreakGlass, DriftMark
 from driftguard.kube import Kube

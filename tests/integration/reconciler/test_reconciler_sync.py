@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 import pytest
-from reconciler_support import TEST_GROUP, Harness, Repo, configmap, wait_for
+from support.reconciler_harness import TEST_GROUP, Harness, Repo, configmap, wait_for
 
 from driftguard.core.contract import read_stamp
 

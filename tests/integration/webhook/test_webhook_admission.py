@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webhook_harness import WebhookProcess, eventually, start_webhook
+from support.webhook_harness import WebhookProcess, eventually, start_webhook
 
 from driftguard.core import contract
 from driftguard.core.contract import BreakGlass, DriftMark, Enforcement, Source

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from webhook_harness import WebhookProcess, driftguard_command, eventually, free_port, issue_serving
+from support.webhook_harness import WebhookProcess, driftguard_command, eventually, free_port, issue_serving
 
 from certs import CertificateAuthority, Credential, not_after
 from driftguard.core import contract

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from builders import NOW, REV1, REV2, cm, desired
-from fake_cluster import TYPES, FakeCluster
+from support.fake_cluster import TYPES, FakeCluster
+from support.reconciler_builders import NOW, REV1, REV2, cm, desired
 
 from driftguard.core.changes import Action
 from driftguard.core.contract import (

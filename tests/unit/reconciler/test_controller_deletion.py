@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from builders import cm, desired
-from fake_cluster import FakeCluster
+from support.fake_cluster import FakeCluster
+from support.reconciler_builders import cm, desired
 
 from driftguard.core.inventory import Inventory
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builders import APP, REV1, SCOPES, cm
+from support.reconciler_builders import APP, REV1, SCOPES, cm
 
 from driftguard.core.contract import ANN_REPO, read_stamp
 from driftguard.core.inventory import Entry

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from builders import NOW, REV1, REV2, cm, desired, live_of
+from support.reconciler_builders import NOW, REV1, REV2, cm, desired, live_of
 
 from driftguard.core.contract import (
     ANN_APPLICATION,

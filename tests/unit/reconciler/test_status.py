@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from builders import APP, NOW, REV1
+from support.reconciler_builders import APP, NOW, REV1
 
 from driftguard.core.changes import Action, Change, ChangeSet
 from driftguard.core.inventory import Entry, Inventory

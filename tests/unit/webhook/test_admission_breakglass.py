@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from admission_builders import NOW, SETTINGS, SOURCE, SRE_GROUP, apply_patch, edited, live, review, scale_review
+from support.admission import NOW, SETTINGS, SOURCE, SRE_GROUP, apply_patch, edited, live, review, scale_review
 
 from driftguard.core import contract
 from driftguard.core.contract import BreakGlass, Enforcement

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from admission_builders import NOW, SETTINGS, edited, live, review
+from support.admission import NOW, SETTINGS, edited, live, review
 
 from driftguard.core import contract, fields
 from webhook import edits, policy

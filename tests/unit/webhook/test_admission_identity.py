@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from admission_builders import NOW, RECONCILER, SETTINGS, edited, live, review, scale_review
+from support.admission import NOW, RECONCILER, SETTINGS, edited, live, review, scale_review
 
 from webhook import policy
 from webhook.settings import GARBAGE_COLLECTOR, NAMESPACE_CONTROLLER, Settings

@@ -6,7 +6,7 @@ import json
 from typing import Any, cast
 
 import pytest
-from admission_builders import NOW, SETTINGS, apply_patch, deployment_manifest, edited, live, review
+from support.admission import NOW, SETTINGS, apply_patch, deployment_manifest, edited, live, review
 
 from driftguard.core import contract
 from driftguard.core.contract import Enforcement

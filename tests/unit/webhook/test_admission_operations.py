@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from admission_builders import NOW, SETTINGS, deployment_manifest, edited, live, review, scale_review
+from support.admission import NOW, SETTINGS, deployment_manifest, edited, live, review, scale_review
 
 from driftguard.core.contract import Enforcement
 from webhook import policy

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from admission_builders import NOW, SETTINGS, edited, live, review
+from support.admission import NOW, SETTINGS, edited, live, review
 
 from webhook import auditcli, policy
 from webhook.cli import main

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admission_builders import NOW, SETTINGS, edited, live, review
+from support.admission import NOW, SETTINGS, edited, live, review
 
 from webhook import audit, policy
 from webhook.metrics import Metrics

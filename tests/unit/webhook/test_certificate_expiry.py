@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from admission_builders import SETTINGS
 from cryptography import x509
+from support.admission import SETTINGS
 
 from certs import CertificateAuthority, Credential
 from webhook.app import create_app

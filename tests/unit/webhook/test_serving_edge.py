@@ -8,9 +8,9 @@ import logging
 from typing import Any
 
 import pytest
-from admission_builders import NOW, SETTINGS, edited, live, review, scale_review
 from flask import Flask
 from flask.testing import FlaskClient
+from support.admission import NOW, SETTINGS, edited, live, review, scale_review
 
 from webhook import policy
 from webhook.app import create_app

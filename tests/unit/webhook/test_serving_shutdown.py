@@ -6,7 +6,7 @@ import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
-from admission_builders import NOW, SETTINGS, edited, live, review
+from support.admission import NOW, SETTINGS, edited, live, review
 
 from webhook import audit, policy, serve
 from webhook.app import create_app

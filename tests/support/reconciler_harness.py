@@ -21,7 +21,7 @@ from reconciler import crd
 from reconciler.controller import Settings
 from reconciler.service import Options, Service, start
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 SA_NAMESPACE, SA_NAME = "driftguard-system", "driftguard-reconciler"
 APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"
 T = TypeVar("T")
