@@ -14,7 +14,7 @@ from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster, ResourceError
 from reconciler.application import parse_duration
 from reconciler.controller import Settings
-from reconciler.reporting import APPLICATIONS
+from reconciler.crd import APPLICATIONS
 from reconciler.service import LEASE_NAME, Options, default_cache_dir, default_identity, run
 
 

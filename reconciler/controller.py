@@ -7,14 +7,13 @@ when the revision, the spec and the last result are unchanged — no API call at
 ``resync_interval`` as a safety net behind the watches. Cycles of one Application never overlap;
 different Applications run on a small worker pool.
 
-Self-heal outcomes and full cycles feed the same per-Application record (drift, health, fights), from
-which ``status.compose`` derives the status; the status is patched only when it changed. The run queue
-lives in ``reconciler.schedule``, the record and the writing of status and Events in ``reconciler.reporting``;
-this module decides what happens when.
-
-Deleting an Application: without one of the cascading finalizers (``reconciler.deletion``) it is
-forgotten at once — its objects stay and are no longer self-healed; with one, its cycles become delete
-passes over its inventory (the prune path) until it is empty, then the finalizer is removed.
+This module is the machinery — threads, the Applications watch, the run queue (``reconciler.schedule``) —
+and decides nothing itself. A cycle returns a ``cycle.Requeue`` and ``_requeue`` is the one place that
+reschedules (``reconciler.cycle`` decides no-op or full, and the delay). Results fold into the
+per-Application record purely (``reconciler.record``), returning the Events they call for; the
+``Reporter`` writes those, the status and the inventory. Deleting an Application without a cascading
+finalizer (``reconciler.deletion``) forgets it — its objects stay, no longer self-healed; with one, its
+cycles become delete passes (``reconciler.cascade``) until its inventory is empty.
 
 Leadership: ``run`` campaigns for the Lease first (unless disabled) and does all of this only while
 leading. A standby answers ``/refresh`` by annotating the Application, which the leader watches. A
@@ -29,49 +28,32 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
 
-from driftguard.core.changes import Action, ChangeSet
-from driftguard.core.contract import PREFIX
-from driftguard.core.inventory import Inventory
+from driftguard.core.changes import ChangeSet
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
-from reconciler import deletion
-from reconciler.application import AppKey, parse_application
+from reconciler import cycle, deletion, standby
+from reconciler.application import AppKey
 from reconciler.apply import Applier, Mode, Outcome
+from reconciler.cascade import Cascade
+from reconciler.crd import APPLICATIONS
+from reconciler.cycle import Requeue
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
 from reconciler.gitsource import GitSource
-from reconciler.health import Health
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
 from reconciler.reconcile import Reconciler, Result, Stop
-from reconciler.reporting import APPLICATIONS, AppState, Reporter
+from reconciler.record import AppState, condition, failed, sync_events
+from reconciler.reporting import Reporter
 from reconciler.revision import Revision
 from reconciler.schedule import Schedule
 from reconciler.selfheal import SelfHeal, Tracker
-from reconciler.status import DeletionReport
+from reconciler.settings import Settings
+
+__all__ = ["Controller", "Settings"]
 
 log = logging.getLogger(__name__)
-
-ANN_REFRESH: Final = PREFIX + "refresh"
-
-
-@dataclass(frozen=True)
-class Settings:
-    namespace: str = "driftguard-system"  # where Applications live; "" for every namespace
-    cache_dir: Path = Path.home() / ".cache" / "driftguard" / "git"
-    resync_interval: float = 60.0
-    max_backoff: float = 60.0
-    workers: int = 2
-    apply_concurrency: int = 4
-    heal_workers: int = 2
-    watch_timeout: float = 30.0
-    fight_limit: int = 5
-    fight_window: float = 60.0
-    stop_timeout: float = 30.0  # how long a lost term's threads may take to stop before the process exits
 
 
 class Controller:
@@ -94,6 +76,7 @@ class Controller:
         self._cv = threading.Condition()  # guards ``states`` and the schedule
         self.schedule: Schedule[AppState] = Schedule(self.states.get, self._cv)
         self.reporter = Reporter(cluster, self.applier.fights, lambda: self.tracker, self.metrics)
+        self.cascade = Cascade(cluster, self.applier, self.reporter)
         self._selfheal: SelfHeal | None = None
         self._wound_down = True  # every thread of the last term has ended
 
@@ -154,7 +137,7 @@ class Controller:
         with self._cv:
             keys = [key] if key is not None and key in self.states else ([] if key else list(self.states))
         if not self.leading:
-            return self._ask_leader(key)
+            return standby.ask_leader(self.cluster, self.settings.namespace, key)
         for k in keys:
             with self._cv:
                 state = self.states.get(k)
@@ -162,24 +145,6 @@ class Controller:
                     state.force_full = True
                     self.schedule.request(state, 0.0)
         return keys
-
-    def _ask_leader(self, key: AppKey | None) -> list[AppKey]:
-        if key is not None:
-            targets = [key]
-        else:
-            items, _ = self.cluster.list(APPLICATIONS, self.settings.namespace)
-            targets = [AppKey.of(item) for item in items]
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        asked = []
-        for k in targets:
-            try:
-                self.cluster.merge_patch(APPLICATIONS, k.namespace, k.name,
-                                         {"metadata": {"annotations": {ANN_REFRESH: stamp}}})
-                asked.append(k)
-            except ResourceError as e:
-                if not e.not_found:
-                    raise
-        return asked
 
     # ------------------------------------------------------------ Applications
 
@@ -204,18 +169,10 @@ class Controller:
                     self._let_go(key)
                     self.metrics.forget(str(key))
                 return
-            spec = parse_application(event.object)
             if state is None:
-                state = AppState(key, event.object, spec, dict(event.object.get("status") or {}))
-                state.memory.inventory = _inventory(state.status, key)
-                self.states[key] = state
+                state = self.states[key] = AppState.new(event.object)
                 self.schedule.request(state, 0.0)
-                return
-            asked = _annotation(event.object, ANN_REFRESH) != _annotation(state.obj, ANN_REFRESH)
-            asked = asked or deletion.being_deleted(event.object) != deletion.being_deleted(state.obj)
-            state.obj = event.object
-            if spec != state.spec or asked:
-                state.spec, state.force_full = spec, True
+            elif state.seen(event.object):
                 self.schedule.request(state, 0.0)
 
     def _noted(self, key: AppKey, ref: ObjectRef) -> bool:
@@ -237,41 +194,29 @@ class Controller:
     # ------------------------------------------------------------ scheduling
 
     def _work(self, done: threading.Event) -> None:
-        self.schedule.serve(done, self._cycle, lambda state: self._schedule_after(state, failed=True))
+        self.schedule.serve(done, lambda state: self._requeue(state, self._cycle(state)),
+                            lambda state: self._requeue(state, Requeue(failed=True)))
 
-    def _schedule_after(self, state: AppState, *, failed: bool) -> None:
-        state.failures = state.failures + 1 if failed else 0
-        interval = state.spec.refresh_interval
-        if failed:
-            interval = min(self.settings.max_backoff, interval * 2 ** min(state.failures, 10))
-        elif state.next_full:
-            interval = max(0.0, min(interval, state.next_full - time.monotonic()))
-        self.schedule.request(state, interval)
+    def _requeue(self, state: AppState, result: Requeue) -> None:
+        """The one place a cycle's next run is scheduled."""
+        with self._cv:
+            state.failures = state.failures + 1 if result.failed else 0
+            self.schedule.request(state, cycle.delay(
+                state.failures, refresh_interval=state.spec.refresh_interval,
+                max_backoff=self.settings.max_backoff, next_full=state.next_full, now=time.monotonic()))
 
     # ------------------------------------------------------------ one cycle
 
-    def _cycle(self, state: AppState) -> None:
+    def _cycle(self, state: AppState) -> Requeue:
         if deletion.being_deleted(state.obj):
-            failed = self._delete(state)
-            with self._cv:
-                self._schedule_after(state, failed=failed)
-            return
+            self._let_go(state.key)  # first: a self-heal must not re-create what the pass deletes
+            return Requeue(failed=self.cascade.run(state))
         spec, app = state.spec, str(state.key)
-        revision: Revision | None = None
-        full = state.force_full or time.monotonic() >= state.next_full or state.failures > 0
-        if spec.valid:
-            started = time.monotonic()
-            try:
-                revision = self.reconciler.resolve(spec)
-            except (Stop, ResourceError):
-                full = True
-            self.metrics.fetch.observe(time.monotonic() - started)
-            full = full or revision is None or state.synced != (revision.sha, spec.generation)
-        if not full:
+        due = cycle.full_due(state, time.monotonic())
+        revision = self._resolve(state)
+        if not cycle.needs_full(state, revision, due=due):
             self.metrics.cycles.labels(app, "noop").inc()
-            with self._cv:
-                self._schedule_after(state, failed=False)
-            return
+            return Requeue()
         state.force_full = False
         log.debug("Application %s: full sync at %s", app, revision.short if revision else "?")
         result = self.reconciler.reconcile(
@@ -279,67 +224,20 @@ class Controller:
             save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
             on_desired=lambda desired: self._track(state.key, desired),
         )
-        failed = self._absorb(state, result)
-        with self._cv:
-            self._schedule_after(state, failed=failed)
+        return Requeue(failed=self._absorb(state, result))
 
-    def _delete(self, state: AppState) -> bool:
-        """One pass of a cascading delete (the Application is being deleted and carries one of our
-        finalizers): delete its inventory through the prune path, keep what failed, and remove the
-        finalizer once the inventory is empty. True when the pass has to be retried (with backoff)."""
-        key, app = state.key, str(state.key)
-        self._let_go(key)  # first: a self-heal must not re-create what is deleted here
-        before = state.memory.inventory
-        outcomes, keep = self.applier.prune(before.entries, app, why="its Application is being deleted")
-        changes = ChangeSet([o.change for o in outcomes])
-        remaining = Inventory.of(keep)
-        with state.lock:
-            state.deletion = DeletionReport(deletion.ours(state.obj), changes)
-            if remaining != before:
-                self.reporter.save_inventory(state, remaining)
-            self.reporter.write_status(state)
-        self.metrics.record_changes(app, changes)
-        self.metrics.managed.labels(app).set(len(remaining))
-        deleted = [str(c.ref) for c in changes.changes if c.action is Action.DELETED]
-        if deleted:
-            self.cluster.create_event(state.obj, type_="Normal", reason="PrunedOnDelete",
-                                      message=f"deleted {', '.join(deleted[:20])}")
-        failed = changes.failed()
-        if failed:
-            message = "; ".join(str(c) for c in failed[:20]) + "; retrying"
-            if message != state.delete_warning:
-                self.cluster.create_event(state.obj, type_="Warning", reason="DeleteFailed", message=message)
-            state.delete_warning = message
-            log.warning("Application %s is being deleted: %s", app, message)
-            return True
-        if deletion.step(state.obj, len(remaining)) is not deletion.Step.RELEASE:
-            return False
-        return not self._release(state)
-
-    def _release(self, state: AppState, attempts: int = 3) -> bool:
-        """Remove our finalizers, guarded by the finalizers list read (re-read and retried when it
-        changed meanwhile); True when none of ours is left."""
-        obj: dict[str, Any] | None = state.obj
-        error: ResourceError | None = None
-        for _ in range(attempts):
-            if obj is None:
-                return True
-            operations = deletion.release_patch(obj)
-            if not operations:
-                return True
-            try:
-                self.cluster.json_patch(APPLICATIONS, state.key.namespace, state.key.name, operations)
-            except ResourceError as e:
-                if e.not_found:
-                    return True
-                error = e
-                obj = self.cluster.get(APPLICATIONS, state.key.namespace, state.key.name)
-                continue
-            log.info("Application %s: inventory deleted; finalizer %s removed", state.key,
-                     ", ".join(deletion.ours(obj)))
-            return True
-        log.warning("Application %s: finalizer not removed: %s", state.key, error)
-        return False
+    def _resolve(self, state: AppState) -> Revision | None:
+        """The target revision (None when the spec is invalid or it cannot be resolved: the full cycle
+        that follows says why)."""
+        if not state.spec.valid:
+            return None
+        started = time.monotonic()
+        try:
+            return self.reconciler.resolve(state.spec)
+        except (Stop, ResourceError):
+            return None
+        finally:
+            self.metrics.fetch.observe(time.monotonic() - started)
 
     def _track(self, key: AppKey, desired: list[Desired]) -> None:
         self.tracker.declare(key, desired)
@@ -347,81 +245,28 @@ class Controller:
             self._selfheal.ensure_watches()
 
     def _absorb(self, state: AppState, result: Result) -> bool:
-        """Fold a full cycle's result into the Application's record; write status, Events, metrics."""
-        report, app = result.report, str(state.key)
-        failed = report.problem is not None or bool(report.failures())
+        """Fold a full cycle's result into the Application's record; write status, Events, metrics.
+        True when the cycle failed."""
+        report = result.report
         with state.lock:
-            previous_ready = _condition(state.status, "Ready")
-            state.report = report
-            if report.problem is None:
-                assert report.revision is not None
-                state.synced = (report.revision.sha, state.spec.generation)
-                wanted = {d.ref for d in result.desired}
-                state.drift = {r: d for r, d in state.drift.items() if r in wanted}
-                state.health = {r: h for r, h in state.health.items() if r in wanted}
-                for outcome in result.outcomes:
-                    self._note(state, outcome)
-                state.next_full = time.monotonic() + self.settings.resync_interval
-                for outcome in result.outcomes:
-                    self._revisit(state, outcome)
+            before = condition(state.status, "Ready")
+            events = state.absorb(result, self.settings, now=time.monotonic(), wall=dt.datetime.now(dt.UTC))
+            self.reporter.emit(state, events)
             self.reporter.write_status(state)
-            ready = _condition(state.status, "Ready")
-        self.reporter.events(state, report, previous_ready, ready)
-        self.metrics.cycles.labels(app, "error" if failed else "synced").inc()
-        self.metrics.duration.labels(app).observe(report.duration)
-        self.metrics.record_changes(app, report.changes)
-        self.metrics.managed.labels(app).set(len(state.memory.inventory))
-        log.info("Application %s: %s%s (%.3fs)", app, report.changes.summary(),
-                 f"; {report.problem.message}" if report.problem else "", report.duration)
-        return failed
-
-    def _note(self, state: AppState, outcome: Outcome) -> None:
-        """Record one object's outcome (from a full cycle or self-heal). Hold ``state.lock``."""
-        ref, app = outcome.ref, str(state.key)
-        if outcome.health[0] is Health.HEALTHY:
-            state.health.pop(ref, None)
-        elif outcome.change.action is not Action.FAILED:
-            state.health[ref] = outcome.health
-        drift = outcome.drift
-        if drift is None:
-            if outcome.change.action is not Action.FAILED:
-                state.drift.pop(ref, None)
-        elif drift.state == "Reverted":
-            state.drift.pop(ref, None)
-            state.reverted.append(drift)
-            self.metrics.reverted.labels(app).inc()
-            self.reporter.object_event(ref, "Normal", "DriftReverted", outcome.change.message)
-        else:
-            state.drift[ref] = drift
-        if outcome.untrusted:  # an adopted object carried driftguard.io/ keys the webhook never saw
-            self.cluster.create_event(state.obj, type_="Warning", reason="UntrustedMetadataRemoved",
-                                      message=str(outcome.change))
-        if outcome.fight:
-            self.metrics.fights.labels(app).inc()
-            message = (f"{ref} was changed back {self.settings.fight_limit}+ times in "
-                       f"{self.settings.fight_window:.0f}s; self-heal backs off")
-            self.reporter.object_event(ref, "Warning", "FightDetected", message)
-            self.cluster.create_event(state.obj, type_="Warning", reason="FightDetected", message=message)
-
-    def _revisit(self, state: AppState, outcome: Outcome) -> None:
-        """Make the next full sync happen when a break-glass grant seen in ``outcome`` expires."""
-        if outcome.expires_at is None:
-            return
-        left = (outcome.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
-        state.next_full = min(state.next_full, time.monotonic() + max(0.0, left) + 0.1)
+            after = condition(state.status, "Ready")
+        self.reporter.emit(state, sync_events(report, before, after))
+        self.reporter.synced(state, report)
+        return failed(report)
 
     def _healed(self, key: AppKey, outcome: Outcome) -> None:
         state = self.states.get(key)
         if state is None:
             return
-        quiet = outcome.health[0] is Health.HEALTHY and outcome.ref not in state.health
-        if outcome.change.action is Action.UNCHANGED and outcome.ref not in state.drift and (
-                quiet or state.health.get(outcome.ref) == outcome.health):
-            return
         with state.lock:
-            self._note(state, outcome)
-            self._revisit(state, outcome)
-            state.status_dirty = True
+            events = state.heard(outcome, self.settings, now=time.monotonic(), wall=dt.datetime.now(dt.UTC))
+            if events is None:
+                return
+            self.reporter.emit(state, events)
         if outcome.expires_at is not None:
             with self._cv:
                 self.schedule.request(state, max(0.0, state.next_full - time.monotonic()))
@@ -430,20 +275,4 @@ class Controller:
     def _flush_status(self, done: threading.Event) -> None:
         while not done.wait(0.1):
             self.reporter.flush(list(self.states.values()))
-
-
-def _inventory(status: dict[str, Any], key: AppKey) -> Inventory:
-    try:
-        return Inventory.from_list(status.get("inventory"))
-    except (KeyError, ValueError, TypeError) as e:
-        log.warning("Application %s: unreadable status.inventory (%s); starting empty, nothing will be pruned", key, e)
-        return Inventory()
-
-
-def _annotation(obj: dict[str, Any], key: str) -> str:
-    return str(((obj.get("metadata") or {}).get("annotations") or {}).get(key, ""))
-
-
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((dict(c) for c in status.get("conditions") or [] if c.get("type") == type_), {})
 

@@ -9,9 +9,11 @@ from typing import Any, Final
 import yaml
 
 from driftguard.kube import KubeError
-from driftguard.kube.resources import CRDS, Cluster
-from reconciler import health
+from driftguard.kube.resources import CRDS, Cluster, ResourceType
+from reconciler import application, health
 
+APPLICATIONS: Final = ResourceType(application.GROUP, application.VERSION, application.KIND, "applications",
+                                  namespaced=True)
 CRD_FILE: Final = Path(__file__).resolve().parents[1] / "manifests" / "crd-application.yaml"
 
 

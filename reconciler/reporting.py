@@ -1,67 +1,34 @@
-"""What the controller knows of each Application, and what it writes back: status, inventory, Events.
+"""What the controller writes back about Applications: status, inventory and Events — the only writer.
 
-``AppState`` is the per-Application record. Full cycles and self-heal outcomes fill it; ``status.compose``
-derives the status from it, and the status is patched only when that changed (self-heal marks it dirty;
-``flush`` writes dirty ones in batches). The inventory is written on its own, whenever ``reconcile`` or a
-delete pass hands one over (before anything new is created), not with the rest of the status.
+The record (``reconciler.record.AppState``) is filled by full cycles, self-heal outcomes and delete
+passes, whose folds return the Events they call for; ``emit`` writes them (and counts the reverts and
+fights among them), ``write_status`` patches the status ``status.compose`` derives from the record, only
+when it changed (self-heal marks it dirty; ``flush`` writes dirty ones in batches). The inventory is
+written on its own, whenever ``reconcile`` or a delete pass hands one over (before anything new is
+created), not with the rest of the status.
 
-This module decides nothing: when to sync, what drifted and what to delete are the controller's. The
-record's own lock (``AppState.lock``) guards it while status is composed and written; the scheduling
-fields (``due``, ``running``, ``again``) belong to ``reconciler.schedule`` and its lock.
+This module decides nothing: when to sync, what drifted and what to delete are decided elsewhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from driftguard.core.changes import Action
 from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
-from driftguard.kube.resources import Cluster, ResourceError, ResourceType
-from reconciler import application as appmod
-from reconciler.application import AppKey, AppSpec
-from reconciler.apply import DriftRecord
+from driftguard.kube.resources import Cluster, ResourceError
+from reconciler.crd import APPLICATIONS
 from reconciler.fights import FightDetector
-from reconciler.health import Health
 from reconciler.metrics import Metrics
-from reconciler.reconcile import Memory
+from reconciler.record import AppState, Event, failed
 from reconciler.selfheal import Tracker
-from reconciler.status import DeletionReport, Snapshot, SyncReport, compose, patch_for, sync_state
+from reconciler.status import Snapshot, SyncReport, compose, patch_for, sync_state
 
 log = logging.getLogger(__name__)
 
-APPLICATIONS: Final = ResourceType(appmod.GROUP, appmod.VERSION, appmod.KIND, "applications", namespaced=True)
-REVERTED_KEPT: Final = 20
-
-
-@dataclass(eq=False)
-class AppState:
-    key: AppKey
-    obj: dict[str, Any]
-    spec: AppSpec
-    status: dict[str, Any]
-    memory: Memory = field(default_factory=Memory)
-    report: SyncReport | None = None
-    synced: tuple[str, int] = ("", -1)  # (sha, generation) of the last good full sync
-    drift: dict[ObjectRef, DriftRecord] = field(default_factory=dict)
-    reverted: deque[DriftRecord] = field(default_factory=lambda: deque(maxlen=REVERTED_KEPT))
-    health: dict[ObjectRef, tuple[Health, str]] = field(default_factory=dict)
-    failures: int = 0
-    force_full: bool = True
-    next_full: float = 0.0
-    due: float | None = None
-    running: bool = False
-    again: bool = False
-    status_dirty: bool = False
-    deletion: DeletionReport | None = None  # the last pass of a cascading delete
-    delete_warning: str = ""  # the last DeleteFailed message recorded as an Event (not repeated per retry)
-    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class Reporter:
@@ -111,27 +78,33 @@ class Reporter:
                 with state.lock:
                     self.write_status(state)
 
-    def events(self, state: AppState, report: SyncReport, before: dict[str, Any], after: dict[str, Any]) -> None:
-        """Events for a full cycle: what it wrote and pruned, and a change of the Ready condition."""
-        short = report.revision.short if report.revision else "?"
-        if report.applied.writes():
-            self.cluster.create_event(state.obj, type_="Normal", reason="Synced",
-                                      message=f"{short}: {report.applied.summary()}")
-        deleted = [str(c.ref) for c in report.pruned.changes if c.action is Action.DELETED]
-        if deleted:
-            self.cluster.create_event(state.obj, type_="Normal", reason="Pruned",
-                                      message=f"{short}: deleted {', '.join(deleted[:20])}")
-        moved = (before.get("status"), before.get("reason")) != (after.get("status"), after.get("reason"))
-        if moved and after.get("status") == "False":
-            self.cluster.create_event(state.obj, type_="Warning", reason=str(after.get("reason")),
-                                      message=str(after.get("message")))
-        elif moved and after.get("status") == "True" and before:
-            self.cluster.create_event(state.obj, type_="Normal", reason="Recovered", message=str(after.get("message")))
+    def synced(self, state: AppState, report: SyncReport) -> None:
+        """Count and log a full cycle (its status and Events are written by then)."""
+        app = str(state.key)
+        self.metrics.cycles.labels(app, "error" if failed(report) else "synced").inc()
+        self.metrics.duration.labels(app).observe(report.duration)
+        self.metrics.record_changes(app, report.changes)
+        self.metrics.managed.labels(app).set(len(state.memory.inventory))
+        log.info("Application %s: %s%s (%.3fs)", app, report.changes.summary(),
+                 f"; {report.problem.message}" if report.problem else "", report.duration)
 
-    def object_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+    def emit(self, state: AppState, events: Iterable[Event]) -> None:
+        """Write ``events`` (about ``state``'s Application or one of its objects). The reverted and fights
+        counters count the object Events of those reasons."""
+        app = str(state.key)
+        for event in events:
+            if event.about is None:
+                self.cluster.create_event(state.obj, type_=event.type, reason=event.reason, message=event.message)
+                continue
+            if event.reason == "DriftReverted":
+                self.metrics.reverted.labels(app).inc()
+            elif event.reason == "FightDetected":
+                self.metrics.fights.labels(app).inc()
+            self.cluster.create_event(self._involved(event.about), type_=event.type, reason=event.reason,
+                                      message=event.message)
+
+    def _involved(self, ref: ObjectRef) -> dict[str, Any]:
         found = self.tracker().lookup(ref)
         api_version = found[1].api_version if found else ""
-        involved = {"apiVersion": api_version, "kind": ref.kind,
-                    "metadata": {"name": ref.name, "namespace": ref.namespace or None}}
-        self.cluster.create_event(involved, type_="Warning" if type_ == "Warning" else "Normal",
-                                  reason=reason, message=message)
+        return {"apiVersion": api_version, "kind": ref.kind,
+                "metadata": {"name": ref.name, "namespace": ref.namespace or None}}

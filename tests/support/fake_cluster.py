@@ -1,4 +1,5 @@
-"""An in-memory stand-in for ``driftguard.kube.resources.Cluster``, enough for ``Applier``.
+"""In-memory stand-ins for ``driftguard.kube.resources.Cluster`` (enough for ``Applier``, and with
+``RecordingCluster`` for a ``Controller``'s status and Events) and for ``GitSource`` (``FakeSource``).
 
 Server-side apply is modelled crudely but honestly for these tests: applied top-level fields replace
 the stored ones, labels and annotations merge, an apply that changes nothing is not a write
@@ -114,3 +115,45 @@ class FakeCluster:
     def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
         metadata = obj["metadata"]
         return str(obj["kind"]), str(metadata.get("namespace") or ""), str(metadata["name"])
+
+
+class RecordingCluster(FakeCluster):
+    """FakeCluster plus what a controller writes about Applications: status patches and Events, recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []  # (kind of the involved object, reason, message)
+
+    def request_counts(self) -> dict[str, int]:
+        return dict(self.calls)
+
+    def patch_status(self, rt: ResourceType, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        self.statuses.append(copy.deepcopy(dict(status)))
+        return {}
+
+    def create_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str,
+                     component: str = "") -> None:
+        self.events.append((str(involved.get("kind")), reason, message))
+
+
+class FakeSource:
+    """A ``GitSource`` stand-in: one revision of ``files`` ((repository path → content)), or an error."""
+
+    def __init__(self, revision: Any, files: Mapping[str, bytes] | None = None, *,
+                 resolve_error: Exception | None = None, read_error: Exception | None = None) -> None:
+        self.revision, self.files = revision, dict(files or {})
+        self.resolve_error, self.read_error = resolve_error, read_error
+        self.calls: Counter[str] = Counter()
+
+    def resolve(self, url: str, target: str, credentials: Any = None) -> Any:
+        self.calls["resolve"] += 1
+        if self.resolve_error is not None:
+            raise self.resolve_error
+        return self.revision
+
+    def read(self, url: str, sha: str, path: str, want: Any) -> list[tuple[str, bytes]]:
+        self.calls["read"] += 1
+        if self.read_error is not None:
+            raise self.read_error
+        return [(p, c) for p, c in sorted(self.files.items()) if p.startswith(path + "/") and want(p)]

@@ -18,7 +18,7 @@ from reconciler.application import AppKey, parse_application
 from reconciler.apply import Mode
 from reconciler.controller import Controller, Settings
 from reconciler.deletion import ARGO_RESOURCES_FINALIZER
-from reconciler.reporting import AppState
+from reconciler.record import AppState
 
 OTHER = "example.com/someone-else"
 
@@ -84,8 +84,8 @@ def test_failed_deletions_are_kept_and_the_finalizer_stays(tmp_path: Path) -> No
     cluster, controller, state = setup(tmp_path, [ARGO_RESOURCES_FINALIZER])
     cluster.fail["delete"] = ResourceError("ConfigMap prod/a", 500, "InternalError", "etcd timeout")
 
-    assert controller._delete(state) is True  # retry
-    assert controller._delete(state) is True
+    assert controller.cascade.run(state) is True  # retry
+    assert controller.cascade.run(state) is True
     assert len(state.memory.inventory) == 2 and cluster.app is not None
     assert cluster.app["metadata"]["finalizers"] == [ARGO_RESOURCES_FINALIZER]
     assert [reason for reason, _ in cluster.events] == ["DeleteFailed"], "reported once, not per retry"
@@ -93,7 +93,7 @@ def test_failed_deletions_are_kept_and_the_finalizer_stays(tmp_path: Path) -> No
     assert conditions["Deleting"]["reason"] == conditions["Ready"]["reason"] == "DeleteFailed"
 
     del cluster.fail["delete"]
-    assert controller._delete(state) is False
+    assert controller.cascade.run(state) is False
     assert len(state.memory.inventory) == 0 and cluster.objects == {}
     assert cluster.app["metadata"]["finalizers"] == []
     assert [s["inventory"] for s in cluster.statuses if "inventory" in s][-1] == [], "the emptied inventory saved"
@@ -103,5 +103,5 @@ def test_finalizer_removal_does_not_clobber_a_concurrent_change(tmp_path: Path) 
     cluster, controller, state = setup(tmp_path, [ARGO_RESOURCES_FINALIZER])
     cluster.before_patch = [[ARGO_RESOURCES_FINALIZER, OTHER]]  # added between our read and our patch
 
-    assert controller._delete(state) is False
+    assert controller.cascade.run(state) is False
     assert cluster.app is not None and cluster.app["metadata"]["finalizers"] == [OTHER]

@@ -16,8 +16,9 @@ from typing import Any, cast
 
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType, WatchEvent
 from reconciler.controller import Controller, Settings
+from reconciler.cycle import Requeue
 from reconciler.leader import LeaderElector
-from reconciler.reporting import AppState
+from reconciler.record import AppState
 
 NAMESPACE = "driftguard-system"
 APPLICATION = {
@@ -138,9 +139,10 @@ def test_a_lost_term_that_will_not_stop_still_exits(tmp_path: Path) -> None:
     controller, _ = controller_for(api, tmp_path, stop_timeout=0.2)
     release, entered = threading.Event(), threading.Event()
 
-    def stuck_cycle(state: AppState) -> None:
+    def stuck_cycle(state: AppState) -> Requeue:
         entered.set()
         release.wait(30)
+        return Requeue()
 
     controller._cycle = stuck_cycle  # type: ignore[method-assign]
     stop = threading.Event()

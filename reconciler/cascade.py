@@ -1,0 +1,78 @@
+"""A cascading delete pass: what ``reconciler.deletion`` decides, done against the cluster.
+
+An Application being deleted with one of our finalizers has its cycles replaced by delete passes: each
+deletes its inventory through the prune path (``Applier.prune``: reverse apply order, each live object's
+stamp re-checked), keeps what failed for the next pass, saves the inventory that is left, and once it is
+empty removes the finalizer — with a JSON patch guarded by the finalizers list it read, re-read and
+retried when someone changed that list meanwhile, so their finalizer is never clobbered.
+
+The caller stops self-heal of the Application's objects first; a heal racing a pass cannot re-create
+what it deletes (prune and heal take the same per-object lock, and heal re-checks ownership under it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from driftguard.core.changes import ChangeSet
+from driftguard.core.inventory import Inventory
+from driftguard.kube.resources import Cluster, ResourceError
+from reconciler import deletion
+from reconciler.apply import Applier
+from reconciler.crd import APPLICATIONS
+from reconciler.record import AppState
+from reconciler.reporting import Reporter
+
+log = logging.getLogger(__name__)
+
+
+class Cascade:
+    def __init__(self, cluster: Cluster, applier: Applier, reporter: Reporter) -> None:
+        self.cluster, self.applier, self.reporter = cluster, applier, reporter
+
+    def run(self, state: AppState) -> bool:
+        """One pass over ``state``'s inventory; True when it has to be retried (with backoff)."""
+        app, before = str(state.key), state.memory.inventory
+        outcomes, keep = self.applier.prune(before.entries, app, why="its Application is being deleted")
+        changes = ChangeSet([o.change for o in outcomes])
+        remaining = Inventory.of(keep)
+        with state.lock:
+            events = state.deleted(changes, deletion.ours(state.obj))
+            if remaining != before:
+                self.reporter.save_inventory(state, remaining)
+            self.reporter.write_status(state)
+        self.reporter.metrics.record_changes(app, changes)
+        self.reporter.metrics.managed.labels(app).set(len(remaining))
+        self.reporter.emit(state, events)
+        if changes.failed():
+            log.warning("Application %s is being deleted: %s", app, state.delete_warning)
+            return True
+        if deletion.step(state.obj, len(remaining)) is not deletion.Step.RELEASE:
+            return False
+        return not self.release(state)
+
+    def release(self, state: AppState, attempts: int = 3) -> bool:
+        """Remove our finalizers, guarded by the finalizers list read (re-read and retried when it
+        changed meanwhile); True when none of ours is left."""
+        obj: dict[str, Any] | None = state.obj
+        error: ResourceError | None = None
+        for _ in range(attempts):
+            if obj is None:
+                return True
+            operations = deletion.release_patch(obj)
+            if not operations:
+                return True
+            try:
+                self.cluster.json_patch(APPLICATIONS, state.key.namespace, state.key.name, operations)
+            except ResourceError as e:
+                if e.not_found:
+                    return True
+                error = e
+                obj = self.cluster.get(APPLICATIONS, state.key.namespace, state.key.name)
+                continue
+            log.info("Application %s: inventory deleted; finalizer %s removed", state.key,
+                     ", ".join(deletion.ours(obj)))
+            return True
+        log.warning("Application %s: finalizer not removed: %s", state.key, error)
+        return False
