@@ -7,9 +7,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCAL_DIR ?= .local
+CLUSTER_DIR ?= .cluster
 PYTEST_ARGS ?=
 
-.PHONY: venv controlplane lint test-unit test-integration test local-up local-down demo demo-down manifests \
+.PHONY: venv controlplane lint test-unit test-integration test-cluster cluster-up cluster-down test local-up local-down demo demo-down manifests \
 	bench image kind-up deploy undeploy
 
 ## venv: create .venv and install driftguard with its dev tools (re-run when pyproject.toml changes)
@@ -37,7 +38,19 @@ test-unit: venv
 test-integration: venv $(if $(DRIFTGUARD_TEST_KUBECONFIG),,controlplane)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test: lint test-unit test-integration
+## test-cluster: the real-cluster tier (root on Linux; skipped otherwise, a failure with CI=true)
+test-cluster: venv controlplane
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+
+test: lint test-unit test-integration test-cluster
+
+## cluster-up: a real single-node Kubernetes cluster on this machine (root, Linux); writes $(CLUSTER_DIR)/
+cluster-up: venv controlplane
+	$(VENV)/bin/driftguard cluster up --dir $(CLUSTER_DIR)
+
+## cluster-down: stop it and restore the host as cluster-up found it
+cluster-down: venv
+	$(VENV)/bin/driftguard cluster down --dir $(CLUSTER_DIR)
 
 local-up: venv controlplane
 	$(VENV)/bin/driftguard local up --dir $(LOCAL_DIR)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from certs import cli as certs_cli
 from driftguard.install import cli as install_cli
 from driftguard.local import commands as local_cli
+from driftguard.local.cluster import commands as cluster_cli
 from reconciler import cli as reconciler_cli
 from webhook import cli as webhook_cli
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True)
     local_cli.add_cli(subparsers)
+    cluster_cli.add_cli(subparsers)
     install_cli.add_certs_install(certs_cli.add_cli(subparsers))
     webhook_cli.add_cli(subparsers)
     reconciler_cli.add_cli(subparsers)

@@ -59,6 +59,36 @@ _TARGETS = (
     _Target("kubectl", "controlplane", "./kubectl", versioned=True),
 )
 
+# The node and controllers of a real single-node cluster (`driftguard cluster up`), built on demand only:
+# local mode and the integration tests never need them.
+# ``pause`` is the pod sandbox's PID 1 (tools/pause), packed into an image so no registry is needed.
+NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "pause")
+_NODE_TARGETS = (
+    *(_Target(name, "controlplane", f"./{name}", versioned=True) for name in NODE_BINARIES if name != "pause"),
+    _Target("pause", "pause", ".", versioned=False),
+)
+
+
+def resolve_node_binaries(
+    *, env: Mapping[str, str] | None = None, progress: TextIO | None = None
+) -> dict[str, Path]:
+    """Every binary of a real cluster (control plane, controllers, node agents, kubectl) by name, from
+    the cache, building the missing ones from the repository's Go modules.
+
+    ``DRIFTGUARD_BIN_DIR`` may point at a directory holding all of them; unlike the control plane there
+    is no envtest fallback (envtest ships no kubelet).
+    """
+    environ = os.environ if env is None else env
+    names = (*REQUIRED, "kubectl", *NODE_BINARIES)
+    explicit = environ.get("DRIFTGUARD_BIN_DIR")
+    directory = Path(explicit) if explicit else cache_dir(environ)
+    missing = [name for name in names if not _is_executable(directory / name)]
+    if missing and explicit:
+        raise BinariesUnavailable(f"DRIFTGUARD_BIN_DIR={directory}: missing executable {', '.join(missing)}")
+    if missing:
+        build_binaries(directory, env=environ, progress=progress or sys.stderr, targets=(*_TARGETS, *_NODE_TARGETS))
+    return {name: directory / name for name in names}
+
 
 def resolve_binaries(
     *, build: bool = True, env: Mapping[str, str] | None = None, progress: TextIO | None = None
@@ -89,7 +119,11 @@ def tools_dir() -> Path:
 
 
 def build_binaries(
-    destination: Path, *, env: Mapping[str, str] | None = None, progress: TextIO = sys.stderr
+    destination: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    progress: TextIO = sys.stderr,
+    targets: tuple[_Target, ...] = _TARGETS,
 ) -> Binaries:
     """Build every missing binary into ``destination`` from the repository's Go modules."""
     environ = dict(os.environ if env is None else env)
@@ -102,7 +136,7 @@ def build_binaries(
     destination.mkdir(parents=True, exist_ok=True)
     builder = _Builder(go, tools, destination, _go_env(environ), progress)
     with _build_lock(destination):
-        for target in _TARGETS:
+        for target in targets:
             if not _is_executable(destination / target.name):
                 builder.build(target)
     return _from_directory(destination, "built")
@@ -119,9 +153,9 @@ class _Builder:
     def build(self, target: _Target) -> None:
         final = self.destination / target.name
         partial = self.destination / f".{target.name}.{os.getpid()}.partial"
-        version = KUBERNETES_VERSION if target.versioned else ETCD_VERSION
+        version = f"v{KUBERNETES_VERSION}" if target.versioned else f"v{ETCD_VERSION}" if target.name == "etcd" else ""
         argv = [self.go, "build", "-trimpath", "-ldflags", _ldflags(target), "-o", str(partial), target.package]
-        _say(self.progress, f"building {target.name} v{version} from Go modules (first time, takes several minutes)…")
+        _say(self.progress, f"building {target.name} {version} from Go modules (first time, takes several minutes)…")
         started = time.monotonic()
         try:
             self._run(argv, self.tools / target.module_dir, target.name)

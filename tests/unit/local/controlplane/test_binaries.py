@@ -9,9 +9,11 @@ import pytest
 
 from driftguard.local.controlplane.binaries import (
     KUBERNETES_VERSION,
+    NODE_BINARIES,
     BinariesUnavailable,
     cache_dir,
     resolve_binaries,
+    resolve_node_binaries,
 )
 
 
@@ -87,3 +89,21 @@ def test_no_go_and_no_binaries_says_what_to_do(env: dict[str, str]) -> None:
     assert "DRIFTGUARD_BIN_DIR" in message and "KUBEBUILDER_ASSETS" in message
     assert str(cache_dir(env)) in message
     assert not cache_dir(env).exists() or not os.listdir(cache_dir(env))
+
+
+def test_node_binaries_come_from_the_cache_when_all_are_there(env: dict[str, str]) -> None:
+    names = ("kube-apiserver", "etcd", "kubectl", *NODE_BINARIES)
+    cache = _fake_binaries(cache_dir(env), names)
+    assert resolve_node_binaries(env=env) == {name: cache / name for name in names}
+
+
+def test_node_binaries_missing_without_go_say_how_to_get_them(env: dict[str, str]) -> None:
+    _fake_binaries(cache_dir(env))
+    with pytest.raises(BinariesUnavailable, match="no `go` on PATH"):
+        resolve_node_binaries(env=env)
+
+
+def test_node_binaries_from_an_explicit_directory_must_be_complete(env: dict[str, str], tmp_path: Path) -> None:
+    explicit = _fake_binaries(tmp_path / "explicit")
+    with pytest.raises(BinariesUnavailable, match="missing executable kube-controller-manager"):
+        resolve_node_binaries(env={**env, "DRIFTGUARD_BIN_DIR": str(explicit)})

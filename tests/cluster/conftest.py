@@ -1,0 +1,88 @@
+"""The real-cluster tier: one single-node Kubernetes cluster (``driftguard cluster up``) per session.
+
+It needs root on Linux and the host packages .ci/run installs (containerd, runc, CNI plugins,
+iptables, …). Without them the tier is skipped with the reason — except with ``CI=true``, where being
+unable to start the cluster is a failure: CI must never pass by skipping the tier.
+
+The session snapshots the host before ``up`` and after ``down`` and fails (at teardown) on any
+difference, so every run of the tier also proves that ``cluster down`` restores the host.
+
+Binaries are resolved (and built, the first time) after collection, outside any test's timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.host_snapshot import HostSnapshot
+
+from driftguard.kube import Kube
+from driftguard.local.cluster import Cluster, ClusterError
+from driftguard.local.cluster.host import HostError
+from driftguard.local.controlplane.binaries import BinariesUnavailable, resolve_node_binaries
+
+HERE = Path(__file__).parent
+_PREPARED = pytest.StashKey[Exception | None]()
+NEEDED = ("containerd", "runc", "ctr", "iptables", "ip6tables", "ip", "nft", "conntrack")
+
+
+def _unavailable() -> str | None:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs root on Linux"
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [tool for tool in NEEDED if shutil.which(tool, path=path) is None]
+    if missing:
+        return f"missing host tools {missing} (apt-get install them as .ci/run does)"
+    return None
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and the real-cluster tier cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.cluster)
+    if not any(HERE in item.path.parents for item in items) or _unavailable():
+        return
+    try:
+        resolve_node_binaries(progress=sys.__stderr__ or sys.stderr)
+    except BinariesUnavailable as error:
+        config.stash[_PREPARED] = error
+
+
+@pytest.fixture(scope="session")
+def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    reason = _unavailable()
+    if reason:
+        _skip_or_fail(reason)
+    prepared = request.config.stash.get(_PREPARED, None)
+    if prepared is not None:
+        _skip_or_fail(str(prepared))
+    before = HostSnapshot.take()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), progress=lambda line: print(line, file=sys.__stderr__))
+    try:
+        cluster.up()
+    except (ClusterError, HostError) as error:
+        _skip_or_fail(f"cluster up failed: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+        changes = before.diff(HostSnapshot.take())
+        if changes:
+            pytest.fail(f"`cluster down` did not restore the host: {changes}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cluster_admin(real_cluster: Cluster) -> Iterator[Kube]:
+    with real_cluster.admin() as kube:
+        yield kube

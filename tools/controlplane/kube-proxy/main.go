@@ -1,0 +1,17 @@
+// Command kube-proxy is the upstream Service proxy, built unchanged from k8s.io/kubernetes for
+// driftguard's real-cluster test tier (`driftguard cluster up`).
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-proxy/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewProxyCommand()))
+}

@@ -1,0 +1,3 @@
+module driftguard.io/tools/pause
+
+go 1.26
