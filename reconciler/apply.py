@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 
 from driftguard.core import ordering
 from driftguard.core.changes import Action, Change
+from driftguard.core.clock import format_time
 from driftguard.core.contract import ANN_APPLICATION, annotations_of
 from driftguard.core.inventory import Entry
 from driftguard.core.objects import ObjectRef
@@ -214,7 +215,7 @@ class Applier:
             log.info("%s: marks not removed: %s", desired.ref, e.message)
 
     def _record(self, p: Plan, live: dict[str, Any] | None, state: DriftState, message: str) -> DriftRecord:
-        at = p.drift_mark.at if p.drift_mark and p.drift_mark.at else self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = p.drift_mark.at if p.drift_mark and p.drift_mark.at else format_time(self._clock())
         return DriftRecord(
             ref=ObjectRef.of(p.obj), fields=tuple(p.drift_fields), by=p.drift_mark.user if p.drift_mark else "",
             manager=last_writer(live), at=at, state=state, message=message,

@@ -35,6 +35,7 @@ from typing import Final, Literal
 import git
 from git.exc import BadName, GitCommandError
 
+from driftguard.core.clock import format_time
 from reconciler.revision import Revision, redact_url
 
 Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound"]
@@ -167,7 +168,7 @@ def _find_commit(repo: git.Repo, target: str) -> git.Commit | None:
 
 
 def _revision(commit: git.Commit) -> Revision:
-    when = dt.datetime.fromtimestamp(commit.committed_date, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = format_time(dt.datetime.fromtimestamp(commit.committed_date, dt.UTC))
     author = commit.author.email or commit.author.name or ""
     subject = str(commit.message).splitlines()[0] if commit.message else ""
     return Revision(sha=commit.hexsha, author=str(author), committed_at=when, subject=subject)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from driftguard.core.clock import format_micro
 from driftguard.kube.resources import LEASES, Cluster, ResourceError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def decide(lease: Mapping[str, Any] | None, me: str, seen: Observation | None, n
 
 
 def micro_time(when: dt.datetime | None = None) -> str:
-    return (when or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro(when or dt.datetime.now(dt.UTC))
 
 
 class LeaderElector:

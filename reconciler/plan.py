@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from driftguard.core import fields
+from driftguard.core.clock import holds_until
 from driftguard.core.contract import (
     ANN_APPLICATION,
     ANN_AUTHOR,
@@ -121,9 +122,7 @@ def trust(live: Mapping[str, Any], obj: Mapping[str, Any], *, now: dt.datetime) 
     have = annotations_of(live)
     mark = DriftMark.decode(have[ANN_DRIFT]) if ANN_DRIFT in have else None
     grant = BreakGlass.decode(have.get(ANN_BREAK_GLASS_GRANTED, ""))
-    expires = parse_time(grant.expires_at) if grant else None
-    holds = grant is not None and expires is not None and grant.commit == want[ANN_COMMIT] and expires > now
-    return Trust(owner, mark, grant, expires if holds else None)
+    return Trust(owner, mark, grant, holds_until(grant, want[ANN_COMMIT], now))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +247,3 @@ def last_writer(live: Mapping[str, Any] | None) -> str:
     latest = max(entries, key=lambda e: str(e.get("time") or ""))
     sub = latest.get("subresource")
     return str(latest.get("manager") or "") + (f" ({sub})" if sub else "")
-
-
-def parse_time(text: str) -> dt.datetime | None:
-    """An RFC 3339 time (``Z`` or offset), as an aware datetime; None when unreadable."""
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

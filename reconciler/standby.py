@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
+from driftguard.core.clock import format_micro
 from driftguard.core.contract import PREFIX
 from driftguard.kube.resources import Cluster, ResourceError
 from reconciler.application import AppKey
@@ -25,7 +26,7 @@ def ask_leader(cluster: Cluster, namespace: str, key: AppKey | None) -> list[App
     else:
         items, _ = cluster.list(APPLICATIONS, namespace)
         targets = [AppKey.of(item) for item in items]
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = format_micro(dt.datetime.now(dt.UTC))
     asked = []
     for k in targets:
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from driftguard.core.changes import Action, Change, ChangeSet
+from driftguard.core.clock import format_time
 from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
 from reconciler.application import AppSpec, format_duration
@@ -100,7 +101,7 @@ def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -
         "inventory": snapshot.inventory.to_list(),
     }
     if report is not None:
-        status["lastSyncTime"] = _time(report.started)
+        status["lastSyncTime"] = format_time(report.started)
         status["lastSyncDuration"] = format_duration(report.duration)
         status["lastSyncResult"] = {**{a.value: n for a, n in report.changes.counts().items()},
                                     "summary": report.changes.summary()}
@@ -181,7 +182,7 @@ def _conditions(
         old = before.get(type_) or {}
         since = old.get("lastTransitionTime") if old.get("status") == status else None
         out.append({"type": type_, "status": status, "reason": reason, "message": message,
-                    "lastTransitionTime": str(since or _time(now))})
+                    "lastTransitionTime": str(since or format_time(now))})
     return out
 
 
@@ -280,10 +281,6 @@ def _refs(refs: Sequence[ObjectRef]) -> str:
 
 def _more(count: int) -> str:
     return f" (and {count - LISTED} more)" if count > LISTED else ""
-
-
-def _time(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def patch_for(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from driftguard.core.clock import as_micro
 from webhook.logs import CTX
 from webhook.metrics import Metrics
 from webhook.records import AuditRecord
@@ -119,7 +120,7 @@ def event_body(record: AuditRecord, name: str, instance: str, count: int, last_t
         "kind": "Event",
         "metadata": {"name": name, "namespace": record.namespace or "default",
                      "labels": {"app.kubernetes.io/name": "driftguard"}},
-        "eventTime": _micro_time(record.time),
+        "eventTime": as_micro(record.time),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance,
         "action": record.operation.capitalize() + (f"/{record.subresource}" if record.subresource else ""),
@@ -135,11 +136,7 @@ def event_body(record: AuditRecord, name: str, instance: str, count: int, last_t
 
 
 def _series(count: int, last_time: str) -> dict[str, Any]:
-    return {"count": count, "lastObservedTime": _micro_time(last_time)}
-
-
-def _micro_time(rfc3339: str) -> str:
-    return rfc3339.replace("Z", ".000000Z") if rfc3339.endswith("Z") and "." not in rfc3339 else rfc3339
+    return {"count": count, "lastObservedTime": as_micro(last_time)}
 
 
 def _cut_bytes(text: str, limit: int) -> str:

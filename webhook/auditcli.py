@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from webhook.records import DECISIONS, AuditRecord, parse_time
+from driftguard.core.clock import parse_time
+from webhook.records import DECISIONS, AuditRecord
 
 _DURATION: Final = re.compile(r"^(\d+)([smhd])$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}

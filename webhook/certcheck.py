@@ -15,6 +15,8 @@ from typing import Final, Literal, Protocol
 
 from cryptography import x509
 
+from driftguard.core.clock import format_time
+
 State = Literal["valid", "expiring-soon", "expired", "not-yet-valid"]
 DEFAULT_WARNING: Final = dt.timedelta(days=7)
 FIX: Final = ("issue a new one with `driftguard certs install --dir <your CA dir>` (or let cert-manager renew the "
@@ -57,24 +59,20 @@ def classify(cert_file: str, window: Validity, now: dt.datetime,
     """Where ``now`` falls in the window (both ends inclusive, as in RFC 5280), with an operator's message."""
     if now < window.not_before:
         return CertificateStatus("not-yet-valid", cert_file, window, (
-            f"serving certificate {cert_file} is not valid before {_iso(window.not_before)} (notBefore; now "
-            f"{_iso(now)}): the API server rejects every TLS handshake to the webhook; check the clocks of this "
+            f"serving certificate {cert_file} is not valid before {format_time(window.not_before)} (notBefore; now "
+            f"{format_time(now)}): the API server rejects every TLS handshake to the webhook; check the clocks of this "
             f"node and of whatever issued it, or {FIX}"))
     if now > window.not_after:
         return CertificateStatus("expired", cert_file, window, (
-            f"serving certificate {cert_file} expired at {_iso(window.not_after)} (notAfter): the API server "
+            f"serving certificate {cert_file} expired at {format_time(window.not_after)} (notAfter): the API server "
             f"rejects every TLS handshake to the webhook; {FIX}"))
     remaining = window.not_after - now
     if remaining < warn_within:
         return CertificateStatus("expiring-soon", cert_file, window, (
-            f"serving certificate {cert_file} expires at {_iso(window.not_after)} (notAfter), in "
+            f"serving certificate {cert_file} expires at {format_time(window.not_after)} (notAfter), in "
             f"{_span(remaining)}; {FIX}"))
     return CertificateStatus("valid", cert_file, window,
-                             f"serving certificate {cert_file} is valid until {_iso(window.not_after)}")
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                             f"serving certificate {cert_file} is valid until {format_time(window.not_after)}")
 
 
 def _span(remaining: dt.timedelta) -> str:

@@ -29,9 +29,9 @@ from functools import cached_property
 from typing import Any, Final
 
 from driftguard.core import contract, fields
+from driftguard.core.clock import format_time, holds_until, time_or_none
 from driftguard.core.contract import BreakGlass, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
-from webhook.records import format_time, parse_time
 from webhook.reviews import Request
 from webhook.settings import Settings
 
@@ -109,7 +109,7 @@ def _valid_grant(value: str | None, edit: Edit) -> bool:
         return False
     if grant.commit != edit.stamp.source.commit:
         return False
-    return _recent(grant.at, edit.now) and _time_or_none(grant.expires_at) is not None
+    return _recent(grant.at, edit.now) and time_or_none(grant.expires_at) is not None
 
 
 def _valid_mark(value: str | None, edit: Edit) -> bool:
@@ -123,10 +123,9 @@ def standing_grant(edit: Edit) -> BreakGlass | None:
         return None
     text = contract.annotations_of(edit.old).get(contract.ANN_BREAK_GLASS_GRANTED)
     grant = BreakGlass.decode(text) if text is not None else None
-    if grant is None or grant.user != edit.user or grant.commit != edit.stamp.source.commit:
+    if grant is None or grant.user != edit.user:
         return None
-    expires = _time_or_none(grant.expires_at)
-    return grant if expires is not None and expires > edit.now else None
+    return grant if holds_until(grant, edit.stamp.source.commit, edit.now) else None
 
 
 def new_grant(edit: Edit, settings: Settings) -> BreakGlass:
@@ -176,12 +175,5 @@ def _descendable(branch: object) -> bool:
 
 
 def _recent(text: str, now: dt.datetime) -> bool:
-    moment = _time_or_none(text)
+    moment = time_or_none(text)
     return moment is not None and abs(moment - now) <= CLOCK_SKEW
-
-
-def _time_or_none(text: str) -> dt.datetime | None:
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from driftguard.core import contract, fields
+from driftguard.core.clock import format_time
 from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
 from webhook import messages
 from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
-from webhook.records import AuditRecord, Decision, format_time
+from webhook.records import AuditRecord, Decision
 from webhook.reviews import KubeObject, PatchOp, Request, object_problem
 from webhook.settings import Settings
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal, cast, get_args
 
+from driftguard.core.clock import parse_time
+
 Decision = Literal["deny", "warn", "break-glass"]
 DECISIONS: Final[tuple[str, ...]] = get_args(Decision)
 _TEXT_FIELDS: Final = (
@@ -73,16 +75,3 @@ class AuditRecord:
 
 
 _ALL_FIELDS: Final = tuple(f.name for f in fields(AuditRecord))
-
-
-def format_time(moment: dt.datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, to the second (what Kubernetes writes)."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> dt.datetime:
-    """An aware datetime from RFC 3339 (``Z`` or an offset); ValueError otherwise."""
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no timezone")
-    return moment

@@ -15,6 +15,7 @@ It decides nothing: no retries of writes, no caching of objects. Counters of the
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from driftguard.core.clock import format_time
 from driftguard.core.contract import FIELD_MANAGER
 from driftguard.core.objects import split_api_version
 from driftguard.kube.session import Kube, KubeError
@@ -413,4 +415,4 @@ def _namespace_name(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return format_time(dt.datetime.now(dt.UTC))

@@ -18,7 +18,7 @@ from driftguard.core.contract import (
     BreakGlass,
     DriftMark,
 )
-from reconciler.plan import Verdict, clear_operations, last_writer, parse_time, plan, reuse_commit, same_object
+from reconciler.plan import Verdict, clear_operations, last_writer, plan, reuse_commit, same_object
 
 LATER = NOW + dt.timedelta(hours=1)
 
@@ -194,14 +194,3 @@ def test_last_writer_is_the_latest_manager_other_than_driftguard() -> None:
     ]}}
     assert last_writer(live) == "kubectl (scale)"
     assert last_writer({"metadata": {}}) == "" and last_writer(None) == ""
-
-
-@pytest.mark.parametrize(("text", "parsed"), [
-    ("2026-03-01T12:00:00Z", NOW),
-    ("2026-03-01T12:00:00.000000Z", NOW),
-    ("2026-03-01T13:00:00+01:00", NOW),
-    ("2026-03-01T12:00:00", NOW),
-    ("tomorrow", None),
-])
-def test_parse_time(text: str, parsed: dt.datetime | None) -> None:
-    assert parse_time(text) == parsed

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from support.reconciler_builders import APP, NOW, REV1, REV2, cm, desired, live_of
 
+from driftguard.core.clock import format_time
 from driftguard.core.contract import (
     ANN_APPLICATION,
     ANN_AUTHOR,
@@ -33,7 +34,7 @@ MARK = DriftMark("victim@org", "2026-03-01T11:30:00Z", ("data.color",))
 
 
 def grant_at(commit: str, expires: dt.datetime) -> BreakGlass:
-    return BreakGlass("mallory", "2026-03-01T11:59:00Z", "forged?", commit, expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return BreakGlass("mallory", "2026-03-01T11:59:00Z", "forged?", commit, format_time(expires))
 
 
 def live(owner: str, grant: str, drift: bool) -> dict[str, Any]:
@@ -93,6 +94,15 @@ def test_trust_table(owner: str, grant: str, drift: bool) -> None:
 def test_a_grant_at_another_commit_is_trusted_but_not_honoured() -> None:
     obj = live("mine", "absent", False)
     obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = grant_at(REV2.sha, LATER).encode()
+    t = trust(obj, desired(revision=REV1).obj, now=NOW)
+    assert t.grant is not None and not t.honoured
+
+
+def test_a_grant_whose_expiry_has_no_timezone_is_not_honoured() -> None:
+    """Fail closed, as the webhook does: a naive time is refused, never assumed to be UTC."""
+    obj = live("mine", "absent", False)
+    naive = BreakGlass("alice", "2026-03-01T11:59:00Z", "hotfix", REV1.sha, "2099-01-01T00:00:00")
+    obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = naive.encode()
     t = trust(obj, desired(revision=REV1).obj, now=NOW)
     assert t.grant is not None and not t.honoured
 
