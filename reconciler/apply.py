@@ -28,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from driftguard import logs
 from driftguard.core import ordering
 from driftguard.core.changes import Action, Change
 from driftguard.core.clock import format_time
@@ -212,7 +213,7 @@ class Applier:
             self.cluster.json_patch(self._rt(desired), desired.ref.namespace, desired.ref.name,
                                     clear_operations(live, p.clear))
         except ResourceError as e:  # the marks changed meanwhile: the next event decides again
-            log.info("%s: marks not removed: %s", desired.ref, e.message)
+            log.info("%s: marks not removed: %s", desired.ref, e.message, extra=logs.ctx(object=str(desired.ref)))
 
     def _record(self, p: Plan, live: dict[str, Any] | None, state: DriftState, message: str) -> DriftRecord:
         at = p.drift_mark.at if p.drift_mark and p.drift_mark.at else format_time(self._clock())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from driftguard import logs
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster, ResourceError
 from reconciler.application import parse_duration
@@ -61,7 +61,7 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    _logging(args.log_format, getattr(args, "verbose", False))
+    logs.configure(args.log_format, "debug" if getattr(args, "verbose", False) else "info", quiet=logs.QUIET)
     namespace = "" if args.all_namespaces else args.namespace
     options = Options(
         kubeconfig=args.kubeconfig, context=args.context, namespace=namespace, listen=args.listen,
@@ -126,24 +126,3 @@ def print_table(items: list[dict[str, Any]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _logging(fmt: str, verbose: bool) -> None:
-    root = logging.getLogger()
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(_JsonFormatter() if fmt == "json" else
-                             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)

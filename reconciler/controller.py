@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 
+from driftguard import logs
 from driftguard.core.changes import ChangeSet
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
@@ -194,8 +195,11 @@ class Controller:
     # ------------------------------------------------------------ scheduling
 
     def _work(self, done: threading.Event) -> None:
-        self.schedule.serve(done, lambda state: self._requeue(state, self._cycle(state)),
-                            lambda state: self._requeue(state, Requeue(failed=True)))
+        self.schedule.serve(done, self._run, lambda state: self._requeue(state, Requeue(failed=True)))
+
+    def _run(self, state: AppState) -> None:
+        with logs.bound(application=str(state.key)):
+            self._requeue(state, self._cycle(state))
 
     def _requeue(self, state: AppState, result: Requeue) -> None:
         """The one place a cycle's next run is scheduled."""
@@ -218,13 +222,14 @@ class Controller:
             self.metrics.cycles.labels(app, "noop").inc()
             return Requeue()
         state.force_full = False
-        log.debug("Application %s: full sync at %s", app, revision.short if revision else "?")
-        result = self.reconciler.reconcile(
-            spec, state.memory, revision=revision,
-            save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
-            on_desired=lambda desired: self._track(state.key, desired),
-        )
-        return Requeue(failed=self._absorb(state, result))
+        with logs.bound(revision=revision.sha if revision else None):
+            log.debug("Application %s: full sync at %s", app, revision.short if revision else "?")
+            result = self.reconciler.reconcile(
+                spec, state.memory, revision=revision,
+                save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
+                on_desired=lambda desired: self._track(state.key, desired),
+            )
+            return Requeue(failed=self._absorb(state, result))
 
     def _resolve(self, state: AppState) -> Revision | None:
         """The target revision (None when the spec is invalid or it cannot be resolved: the full cycle

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from driftguard import logs
 from driftguard.core.changes import Action, ChangeSet
 from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
@@ -78,7 +79,7 @@ class AppState:
             state.memory.inventory = Inventory.from_list(state.status.get("inventory"))
         except (KeyError, ValueError, TypeError) as e:
             log.warning("Application %s: unreadable status.inventory (%s); starting empty, nothing will be pruned",
-                        state.key, e)
+                        state.key, e, extra=logs.ctx(application=str(state.key)))
         return state
 
     def seen(self, obj: dict[str, Any]) -> bool:

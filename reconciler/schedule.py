@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+from driftguard import logs
 from reconciler.application import AppKey
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class Schedule(Generic[S]):
             try:
                 cycle(slot)
             except Exception:  # one Application's bug must not stop the others
-                log.exception("Application %s: cycle failed", slot.key)
+                log.exception("Application %s: cycle failed", slot.key, extra=logs.ctx(application=str(slot.key)))
                 with self.cv:
                     failed(slot)
             finally:

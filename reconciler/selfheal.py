@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from driftguard import logs
 from driftguard.core.contract import LABEL_MANAGED
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
@@ -180,10 +181,11 @@ class SelfHeal:
                 if self._stop.is_set():
                     return
                 ref, (event, gone) = self._queue.popitem(last=False)
-            try:
-                self._heal(ref, event.object, gone)
-            except Exception:  # a worker must outlive any one object
-                log.exception("self-heal of %s failed", ref)
+            with logs.bound(object=str(ref)):
+                try:
+                    self._heal(ref, event.object, gone)
+                except Exception:  # a worker must outlive any one object
+                    log.exception("self-heal of %s failed", ref)
 
     def _heal(self, ref: ObjectRef, live: dict[str, Any], gone: bool) -> None:
         found = self.tracker.lookup(ref)
@@ -193,10 +195,11 @@ class SelfHeal:
         mode = self._mode_of(app)
         if mode is None:
             return
-        outcome = self.applier.sync_if(lambda: self._still(ref, app), desired, None if gone else live, mode,
-                                       refetch=gone)
-        if outcome is not None:
-            self._on_outcome(app, outcome)
+        with logs.bound(application=str(app)):
+            outcome = self.applier.sync_if(lambda: self._still(ref, app), desired, None if gone else live, mode,
+                                           refetch=gone)
+            if outcome is not None:
+                self._on_outcome(app, outcome)
 
     def _still(self, ref: ObjectRef, app: AppKey) -> bool:
         """Whether ``app`` still declares ``ref`` and wants it synced (asked under the object's lock)."""

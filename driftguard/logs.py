@@ -1,0 +1,102 @@
+"""Structured logging for both components: one JSON object per line (or text with ``key=value`` tails).
+
+Context fields come from two places, and only those: ``extra=ctx(...)`` on one call (the webhook puts
+the request's uid, user, operation, kind, namespace and name there; the reconciler an object), and
+``bound(...)``, which adds fields to every line logged in its block *in this thread* (the reconciler
+binds the Application and the revision around a cycle, the Application and object around a
+self-heal). This module never looks inside objects, so nothing but what a caller chose — never a key,
+token or Secret value — reaches a log line.
+
+A layer of its own at the bottom (standard library only), beside the pure ``driftguard.core``: it
+touches handlers and ``sys.stderr``, which the core must not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import json
+import logging
+import sys
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+CTX: Final = "ctx"
+BOUND: Final = "driftguard_bound"
+QUIET: Final = ("urllib3", "kubernetes")  # client libraries: their INFO lines are noise at our INFO
+
+_bound: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "driftguard_log_context", default=types.MappingProxyType({}))
+
+
+def ctx(**fields: Any) -> dict[str, Any]:
+    """``extra=`` for one log call: ``log.info("...", extra=ctx(object=str(ref)))``."""
+    return {CTX: fields}
+
+
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every line logged in this block, in this thread (None values are left out)."""
+    token = _bound.set({**_bound.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def context_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The context fields of ``record``: what was bound when it was created, then what the call passed."""
+    return {**getattr(record, BOUND, {}), **(getattr(record, CTX, None) or {})}
+
+
+def _stamp_bound(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def create(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        setattr(record, BOUND, _bound.get())
+        return record
+
+    return create
+
+
+# Bound fields are taken when a record is *created* (in the logging thread), so a handler that formats
+# later or elsewhere (pytest's caplog, a queue) still sees them.
+logging.setLogRecordFactory(_stamp_bound(logging.getLogRecordFactory()))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update(context_of(record))
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text + "".join(f" {k}={json.dumps(v, default=str)}" for k, v in context_of(record).items())
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    return JsonFormatter() if fmt == "json" else TextFormatter()
+
+
+def configure(fmt: str, level: str, *, quiet: tuple[str, ...] = ()) -> None:
+    """Route every logger (ours and the libraries') to stderr in one format (``json`` or ``text``);
+    the ``quiet`` loggers only from WARNING."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
