@@ -1,9 +1,11 @@
 """Running the webhook as deployed: gunicorn, TLS from rotating files, JSON logs, shared metrics.
 
 gunicorn is imported here and nowhere else. ``WebhookServer`` is a ``BaseApplication`` (no gunicorn
-command line of its own): every option comes from ``Settings``. Workers are ``gthread`` by default —
-the API server keeps connections alive, and a ``sync`` worker would pay a TLS handshake per review
-(see ``bench/bench_webhook.py`` for the measurement behind the defaults).
+command line of its own): every option comes from ``Settings``. Workers are ``event`` by default
+(``webhook.worker``: an event loop does the TLS handshakes and reads whole requests under deadlines,
+threads only run the app) — gunicorn's ``gthread`` parks a thread on every connection that is slow to
+handshake or to send its request, so 16 trickling connections stopped it (issue 14); ``gthread`` and
+``sync`` stay selectable for comparison (``bench/bench_webhook.py --matrix``).
 
 Prometheus multiprocess mode: ``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
 before the workers create their metrics, so ``/metrics`` on any worker reports all of them.
@@ -15,6 +17,7 @@ import datetime as dt
 import gc
 import logging
 import os
+import resource
 import shutil
 import ssl
 import sys
@@ -29,9 +32,11 @@ from gunicorn.glogging import Logger
 from webhook import logs
 from webhook.settings import Settings
 from webhook.tls import CertificateReloader
+from webhook.worker import Limits, WebhookWorker
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+KEEPALIVE = 75  # seconds; the API server's client keeps idle connections 90 s
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
@@ -40,7 +45,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
             raise ValueError("the webhook serves TLS only: give --cert-file and --key-file")
         self.settings = settings
         self.reloader = CertificateReloader(settings.cert_file, settings.key_file,
-                                            warn_within=dt.timedelta(days=settings.cert_warning_days))
+                                            warn_within=dt.timedelta(days=settings.cert_warning_days),
+                                            client_ca_file=settings.client_ca_file)
         super().__init__()
 
     def load_config(self) -> None:
@@ -77,12 +83,13 @@ def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLConte
     return {
         "bind": [f"{host}:{settings.port}"],
         "workers": settings.workers,
-        "worker_class": settings.worker_class,
+        "worker_class": worker_class(settings),
         "threads": settings.threads,
+        "worker_connections": settings.max_connections,
         "certfile": str(settings.cert_file),
         "keyfile": str(settings.key_file),
         "ssl_context": ssl_context,
-        "keepalive": 75,  # the API server's client keeps idle connections 90 s
+        "keepalive": KEEPALIVE,
         "timeout": 30,
         "graceful_timeout": 10,
         "accesslog": None,
@@ -95,6 +102,24 @@ def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLConte
     }
 
 
+def worker_class(settings: Settings) -> type[Any] | str:
+    """The gunicorn worker: ``WebhookWorker`` with these settings' limits, or gunicorn's own by name."""
+    if settings.worker_class != "event":
+        return settings.worker_class
+    limits = Limits(handshake_timeout=settings.handshake_timeout, request_timeout=settings.request_timeout,
+                    keepalive=KEEPALIVE, max_connections=settings.max_connections,
+                    max_body_bytes=settings.max_body_bytes, authenticate=settings.client_ca_file is not None)
+    return type("WebhookWorker", (WebhookWorker,), {"limits": limits})
+
+
+def raise_file_limit(wanted: int) -> None:
+    """Lift the soft descriptor limit towards ``wanted`` (capped by the hard limit): connections are cheap now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def serve(settings: Settings) -> None:
     """Run gunicorn in the foreground until SIGTERM/SIGINT.
 
@@ -102,6 +127,7 @@ def serve(settings: Settings) -> None:
     anything listens.
     """
     metrics_dir = prepare_metrics_dir(settings.metrics_dir)
+    raise_file_limit(settings.workers * settings.max_connections + 256)
     try:
         WebhookServer(settings).run()
     finally:

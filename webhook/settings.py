@@ -19,7 +19,7 @@ GARBAGE_COLLECTOR: Final = "system:serviceaccount:kube-system:generic-garbage-co
 NAMESPACE_CONTROLLER: Final = "system:serviceaccount:kube-system:namespace-controller"
 MiB: Final = 1024 * 1024
 
-WorkerClass = Literal["gthread", "sync"]
+WorkerClass = Literal["event", "gthread", "sync"]
 LogFormat = Literal["json", "text"]
 
 
@@ -73,11 +73,26 @@ class Settings:
     cert_warning_days: int = field(default=7, metadata=_meta(
         "DRIFTGUARD_CERT_WARNING_DAYS",
         "log a warning when the serving certificate expires within this many days (0: never)"))
+    client_ca_file: Path | None = field(default=None, metadata=_meta(
+        "DRIFTGUARD_CLIENT_CA_FILE",
+        "PEM CA of the API server's webhook client certificate: when set, /validate and /mutate answer only "
+        "callers presenting a certificate it signed (use a CA dedicated to that certificate; needs the event "
+        "worker); re-read when it changes"))
     workers: int = field(default=2, metadata=_meta("DRIFTGUARD_WEBHOOK_WORKERS", "gunicorn worker processes"))
     threads: int = field(default=8, metadata=_meta(
-        "DRIFTGUARD_WEBHOOK_THREADS", "threads per gthread worker"))
-    worker_class: WorkerClass = field(default="gthread", metadata=_meta(
-        "DRIFTGUARD_WEBHOOK_WORKER_CLASS", "gunicorn worker class: gthread or sync"))
+        "DRIFTGUARD_WEBHOOK_THREADS", "request threads per worker (event and gthread)"))
+    worker_class: WorkerClass = field(default="event", metadata=_meta(
+        "DRIFTGUARD_WEBHOOK_WORKER_CLASS",
+        "event (an event loop does TLS and reads whole requests under deadlines, threads run the app), "
+        "gthread or sync (gunicorn's own, for comparison)"))
+    handshake_timeout: float = field(default=5.0, metadata=_meta(
+        "DRIFTGUARD_HANDSHAKE_TIMEOUT", "seconds a new connection may take to finish its TLS handshake (event)"))
+    request_timeout: float = field(default=10.0, metadata=_meta(
+        "DRIFTGUARD_REQUEST_TIMEOUT",
+        "seconds from a request's first byte (or the handshake) until it must be complete (event)"))
+    max_connections: int = field(default=4096, metadata=_meta(
+        "DRIFTGUARD_MAX_CONNECTIONS",
+        "open connections per worker; when full, the one waiting longest without a complete request is closed"))
     metrics_dir: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_METRICS_DIR", "prometheus multiprocess directory (unset: a fresh temp dir)"))
 
@@ -171,14 +186,17 @@ def _parse_bool(raw: str) -> bool:
 
 
 def _check(settings: Settings) -> None:
-    if settings.worker_class not in ("gthread", "sync"):
-        raise ValueError(f"--worker-class: {settings.worker_class!r} is not gthread or sync")
+    if settings.worker_class not in ("event", "gthread", "sync"):
+        raise ValueError(f"--worker-class: {settings.worker_class!r} is not event, gthread or sync")
     if settings.log_format not in ("json", "text"):
         raise ValueError(f"--log-format: {settings.log_format!r} is not json or text")
-    for name in ("break_glass_ttl", "max_body_bytes", "port", "workers", "threads", "audit_queue_size"):
+    for name in ("break_glass_ttl", "max_body_bytes", "port", "workers", "threads", "audit_queue_size",
+                 "handshake_timeout", "request_timeout", "max_connections"):
         if getattr(settings, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     if settings.cert_warning_days < 0:
         raise ValueError(f"{_flag('cert_warning_days')} must not be negative")
+    if settings.client_ca_file is not None and settings.worker_class != "event":
+        raise ValueError("--client-ca-file needs --worker-class event (it checks the caller's certificate)")
     if (settings.cert_file is None) != (settings.key_file is None):
         raise ValueError("--cert-file and --key-file go together")

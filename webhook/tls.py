@@ -10,6 +10,12 @@ context. Two hooks use it, so a rotation is picked up however the server holds i
   without SNI) and switches the connection to the current context, so a server that built its
   context once still presents the new certificate on the next handshake.
 
+With ``client_ca_file`` (``--client-ca-file``) every context verifies client certificates against
+that CA (the API server's webhook client identity, configured through its AdmissionConfiguration):
+a certificate it did not sign fails the handshake; a connection with none completes it (kubelet
+probes present none) and the worker admits only ``/healthz``, ``/readyz`` and ``/metrics`` on it
+(``webhook.worker``). The CA file is hashed and reloaded with the others.
+
 A half-written rotation (new certificate, old key) fails to load; the old context stays in service
 and the next check tries again. No key material is ever logged.
 
@@ -48,8 +54,9 @@ class CertificateReloader:
     def __init__(self, cert_file: Path, key_file: Path, *, min_interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  warn_within: dt.timedelta = certcheck.DEFAULT_WARNING,
-                 wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
-        self.cert_file, self.key_file = cert_file, key_file
+                 wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 client_ca_file: Path | None = None) -> None:
+        self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
         self._min_interval, self._clock = min_interval, clock
         self._warn_within, self._wall_clock = warn_within, wall_clock
         self._lock = threading.Lock()
@@ -107,10 +114,12 @@ class CertificateReloader:
         self._report()
 
     def _read(self) -> tuple[bytes, bytes]:
-        """The certificate file's bytes and a digest of both files."""
+        """The certificate file's bytes and a digest of every file (the client CA too, when set)."""
         cert_pem = self.cert_file.read_bytes()
         digest = hashlib.sha256(cert_pem)
         digest.update(self.key_file.read_bytes())
+        if self.client_ca_file is not None:
+            digest.update(self.client_ca_file.read_bytes())
         return cert_pem, digest.digest()
 
     def _describe(self, error: OSError | ssl.SSLError | ValueError) -> str:
@@ -120,12 +129,21 @@ class CertificateReloader:
             return f"cannot load {self.cert_file} with {self.key_file}: {error.reason or error}"
         if isinstance(error, OSError):
             return f"cannot read {error.filename or self.cert_file}: {error.strerror or error}"
+        if str(error).startswith("client CA "):
+            return str(error)
         return f"{self.cert_file} holds no PEM certificate ({error})"
 
     def _load(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file is not None:  # the API server's webhook client certificate, nothing else
+            try:
+                context.load_verify_locations(cafile=str(self.client_ca_file))
+            except ssl.SSLError as error:
+                raise ValueError(f"client CA {self.client_ca_file} holds no usable PEM certificate "
+                                 f"({error.reason or error})") from None
+            context.verify_mode = ssl.CERT_OPTIONAL  # probes come without one; see webhook.worker
         context.set_alpn_protocols(["http/1.1"])
         context.sni_callback = self._on_client_hello
         return context

@@ -6,7 +6,8 @@ registrations are skipped: here the components run as host processes), then star
 and recorded in ``state.json`` so ``local down`` stops it:
 
 1. the webhook — ``driftguard webhook`` (gunicorn, TLS on 127.0.0.1, its own CA), acting with its
-   ServiceAccount's token, registered with the API server by URL + caBundle; ``start`` returns
+   ServiceAccount's token, answering reviews only from the API server's webhook client certificate
+   (``--client-ca-file``), registered with the API server by URL + caBundle; ``start`` returns
    only after the API server is seen calling it (a dry-run forged CREATE is denied);
 2. the reconciler — ``driftguard reconcile`` with its ServiceAccount's token, held to the
    ``driftguard-reconciler`` ClusterRole from ``manifests/`` exactly as in a cluster.
@@ -36,6 +37,7 @@ BREAK_GLASS_GROUP: Final = "driftguard:break-glass"
 TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints fresh tokens
 HOST_RUN_KINDS: Final = frozenset({
     "Deployment", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+    "NetworkPolicy",  # nothing enforces it on loopback; the webhook checks the API server's certificate instead
 })
 
 Progress = Callable[[str], None]
@@ -80,6 +82,7 @@ def _start_webhook(
         "--audit-file", str(directory / "audit.jsonl"),
         "--kubeconfig", str(plane.kubeconfig_for_serviceaccount(install.NAMESPACE, WEBHOOK_SA, TOKEN_SECONDS)),
         "--reconciler-users", RECONCILER_USER, "--break-glass-groups", BREAK_GLASS_GROUP,
+        "--client-ca-file", str(plane.webhook_client_ca_file),
         "--log-format", "json",
     ]
     _launch("webhook", argv, Readiness(f"{url}/readyz", str(tls / "ca.crt")), directory, timeout=timeout,

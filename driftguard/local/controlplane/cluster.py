@@ -4,9 +4,13 @@
 127.0.0.1/localhost/kubernetes.default.svc, ServiceAccount signing keys, client certificates), starts
 etcd and kube-apiserver on free loopback ports with RBAC on, waits for ``/readyz``, and writes
 ``admin.kubeconfig`` (system:masters) and ``laptop.kubeconfig`` (user ``laptop`` in ``engineers``,
-bound to cluster-admin — so only admission can stop it). The processes lead their own sessions and
-are recorded in ``<directory>/state.json``, so a control plane started by one command can be stopped
-by another (``ControlPlane.attach``), and ``driftguard local down`` can clean up after a crashed test run.
+bound to cluster-admin — so only admission can stop it). The API server presents a client certificate
+of its own CA (``webhook_client_ca_file``) to admission webhooks that ask for one, through
+``--admission-control-config-file``: the webhook's ``--client-ca-file`` then admits it and nobody else.
+
+The processes lead their own sessions and are recorded in ``<directory>/state.json``, so a control
+plane started by one command can be stopped by another (``ControlPlane.attach``), and ``driftguard
+local down`` can clean up after a crashed test run.
 
 Restarting in the same directory reuses the CA, the signing keys, the etcd data and, when still free,
 the ports, so exported kubeconfigs keep working. It refuses to start twice in one directory, and it
@@ -15,6 +19,7 @@ deliberately lacks a controller-manager, scheduler and kubelet (see notes/contro
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -55,6 +60,7 @@ APISERVER = "kube-apiserver"
 SERVICE_CIDR = "10.96.0.0/16"
 APISERVER_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
 APISERVER_IPS = ("127.0.0.1", "10.96.0.1")
+WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"
 
 Progress = Callable[[str], None]
 
@@ -82,6 +88,15 @@ class ControlPlane:
     @property
     def ca_file(self) -> Path:
         return self.pki / "ca.crt"
+
+    @property
+    def webhook_client_ca_file(self) -> Path:
+        """The CA of the certificate the API server presents to admission webhooks (for ``--client-ca-file``).
+
+        A CA of its own, signing nothing else: a user's client certificate (signed by ``ca.crt``) must not
+        open the webhook's ``/validate``.
+        """
+        return self.pki / "webhook-client" / "ca.crt"
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -209,6 +224,25 @@ class ControlPlane:
         serving.write(self.pki / "apiserver.crt", self.pki / "apiserver.key")
         ca.issue_client("admin", ["system:masters"]).write(self.pki / "admin.crt", self.pki / "admin.key")
         ca.issue_client(LAPTOP_USER, [LAPTOP_GROUP]).write(self.pki / "laptop.crt", self.pki / "laptop.key")
+        self._write_webhook_client()
+
+    def _write_webhook_client(self) -> None:
+        """The API server's identity towards admission webhooks: a client certificate from a CA of its own,
+        named in a WebhookAdmissionConfiguration kubeconfig for every webhook (``*``: local mode's webhook
+        port is chosen after the API server starts; webhooks that ask for no certificate get none)."""
+        directory = self.pki / "webhook-client"
+        ca, _ = CertificateAuthority.load_or_generate(directory, "driftguard-local-webhook-client-ca")
+        cert, key = directory / "client.crt", directory / "client.key"
+        ca.issue_client(WEBHOOK_CLIENT_USER).write(cert, key)
+        kubeconfig = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+                      "users": [{"name": "*", "user": {"client-certificate": str(cert), "client-key": str(key)}}]}
+        (directory / "kubeconfig").write_text(json.dumps(kubeconfig, indent=2))
+        webhook_admission = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+                             "kubeConfigFile": str(directory / "kubeconfig")}
+        admission = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration", "plugins": [
+            {"name": plugin, "configuration": webhook_admission}
+            for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}
+        (self.pki / "admission.json").write_text(json.dumps(admission, indent=2))
 
     def _write_kubeconfigs(self) -> None:
         for path, user in ((self.admin_kubeconfig, "admin"), (self.laptop_kubeconfig, LAPTOP_USER)):
@@ -248,6 +282,7 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--disable-admission-plugins=ServiceAccount",
+            f"--admission-control-config-file={pki / 'admission.json'}",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
         ]

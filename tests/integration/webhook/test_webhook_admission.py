@@ -178,7 +178,7 @@ def guarded(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         webhook = start_webhook(
             tmp_path_factory.mktemp("webhook"), kubeconfig=webhook_kubeconfig, event_flush_seconds=0.5,
             reconciler_users=(f"system:serviceaccount:{namespace}:driftguard-reconciler",),
-            break_glass_groups=("sre",),
+            break_glass_groups=("sre",), client_ca_file=plane.webhook_client_ca_file,  # as local mode runs it
         )
         started.append(webhook)
         client = registration.url_client(webhook.url, webhook.ca.cert_pem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import http.client
 import json
 import os
 import re
@@ -15,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from cryptography import x509
+from support.admission import scale_review
+from support.flood import Flood
 from support.webhook_harness import WebhookProcess, driftguard_command, eventually, free_port, issue_serving
 
 from certs import CertificateAuthority, Credential, not_after
@@ -263,3 +266,155 @@ def test_a_hanging_parent_read_gives_up_at_the_deadline_not_after_client_retries
     assert parent.obj is None
     assert parent.error == "GET /apis/apps/v1/namespaces/prod/deployments/web: no answer within 1 s"
     assert 0.9 < elapsed < 1.5, "well inside the webhook's own 3 s timeout"
+
+
+def _answers_reviews_and_probes(webhook: WebhookProcess, kept: http.client.HTTPSConnection) -> bool:
+    """A review on a fresh connection and one on a kept-alive connection are decided; both probes answer."""
+    status, answer = webhook.call("POST", "/validate", _denied_review())
+    assert status == 200 and json.loads(answer)["response"]["allowed"] is False
+    kept.request("POST", "/validate", body=_denied_review(), headers={"Content-Type": "application/json"})
+    response = kept.getresponse()
+    assert response.status == 200 and json.loads(response.read())["response"]["allowed"] is False
+    assert webhook.call("GET", "/healthz") == (200, b"ok\n")
+    assert webhook.call("GET", "/readyz") == (200, b"ok\n")
+    return True
+
+
+@pytest.mark.parametrize("mode", ["trickle", "idle"])
+def test_a_flood_of_connections_that_never_finish_a_handshake_does_not_stop_reviews(
+    webhook_factory: Callable[..., WebhookProcess], mode: Literal["trickle", "idle"],
+) -> None:
+    """400 connections (25x the 2 workers x 8 threads) held open by a client that sends a TLS record header and
+    then one byte every half second, or nothing: every review is still answered, and the server closes each of
+    them at its handshake deadline (the flood opens them again)."""
+    webhook = webhook_factory(workers=2, handshake_timeout=1.0)
+    kept = webhook.connect()
+    with Flood(webhook.settings.port, connections=400, mode=mode, interval=0.5, seconds=300) as flood:
+        assert flood.opened == 400
+        _answers_reviews_and_probes(webhook, kept)
+        eventually(lambda: _answers_reviews_and_probes(webhook, kept) and flood.reopened >= 400, timeout=120,
+                   interval=0.2, what="every flood connection closed at its deadline while reviews were answered")
+    kept.close()
+
+
+def _probe(webhook: WebhookProcess, path: str) -> tuple[int, bytes]:
+    """A kubelet-like probe: 2 s to answer, else (0, b"")."""
+    connection = http.client.HTTPSConnection("127.0.0.1", webhook.settings.port, context=webhook.client_context(),
+                                             timeout=2)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+    finally:
+        connection.close()
+
+
+def test_a_wedged_server_is_unready_while_healthz_still_answers(
+    webhook_factory: Callable[..., WebhookProcess], silent_apiserver: Path,
+) -> None:
+    """One thread, held by a scale review whose parent read hangs for 12 s: /healthz is answered by the event
+    loop throughout, /readyz says the server is wedged, and it is ready again once the request ends."""
+    webhook = webhook_factory(workers=1, threads=1, kubeconfig=silent_apiserver, parent_timeout=12.0,
+                              audit_events=False)
+    review = scale_review(9)
+    review["request"]["userInfo"] = {"username": "laptop", "groups": ["engineers"]}
+    answers: list[int] = []
+
+    def hold() -> None:
+        connection = http.client.HTTPSConnection("127.0.0.1", webhook.settings.port,
+                                                 context=webhook.client_context(), timeout=60)
+        connection.request("POST", "/validate", body=json.dumps(review).encode(),
+                           headers={"Content-Type": "application/json"})
+        answers.append(connection.getresponse().status)
+        connection.close()
+
+    held = threading.Thread(target=hold, daemon=True)
+    held.start()
+    eventually(lambda: _probe(webhook, "/readyz")[0] == 503, timeout=30, interval=0.5, what="/readyz 503 while wedged")
+    status, text = _probe(webhook, "/readyz")
+    wedged = rb"wedged: \d+ requests outstanding and none finished for \d+s \(1 threads\)\n"
+    assert status == 503 and re.fullmatch(wedged, text), "the review and the probes queued behind it"
+    assert _probe(webhook, "/healthz") == (200, b"ok\n")
+    held.join(60)
+    assert answers == [200], "the held review was answered (denied: its parent could not be read)"
+    eventually(lambda: _probe(webhook, "/readyz") == (200, b"ok\n"), timeout=30, what="ready again")
+
+
+# ---------------------------------------------------------------- caller authentication (--client-ca-file)
+
+def _client_context(webhook: WebhookProcess, credential: Credential | None, directory: Path) -> ssl.SSLContext:
+    context = webhook.client_context()
+    if credential is not None:
+        credential.write(directory / "client.crt", directory / "client.key")
+        context.load_cert_chain(directory / "client.crt", directory / "client.key")
+    return context
+
+
+def _post(webhook: WebhookProcess, context: ssl.SSLContext, path: str = "/validate") -> tuple[int, bytes]:
+    connection = http.client.HTTPSConnection("127.0.0.1", webhook.settings.port, context=context, timeout=10)
+    try:
+        connection.request("POST", path, body=_denied_review(), headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_with_a_client_ca_only_its_certificates_reach_the_reviews_and_probes_stay_open(
+    webhook_factory: Callable[..., WebhookProcess], tmp_path: Path,
+) -> None:
+    client_ca = CertificateAuthority.generate("webhook-client-ca")
+    client_ca.credential.write(tmp_path / "client-ca.crt", tmp_path / "client-ca.key")
+    webhook = webhook_factory(client_ca_file=tmp_path / "client-ca.crt")
+
+    for path in ("/validate", "/mutate"):  # no certificate: refused before the app, so nothing is recorded
+        status, text = _post(webhook, _client_context(webhook, None, tmp_path), path)
+        assert status == 403 and b"answers only the API server" in text
+    stranger = CertificateAuthority.generate("someone-else").issue_client("kube-apiserver")
+    (tmp_path / "stranger").mkdir()
+    with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):  # the handshake fails
+        _post(webhook, _client_context(webhook, stranger, tmp_path / "stranger"))
+    assert webhook.call("GET", "/healthz") == (200, b"ok\n")  # kubelet probes present no certificate
+    assert webhook.call("GET", "/readyz") == (200, b"ok\n")
+    assert webhook.call("GET", "/metrics")[0] == 200
+    time.sleep(1.5)  # the audit writer would have written by now
+    assert webhook.audit_records() == []
+
+    apiserver = client_ca.issue_client("kube-apiserver-webhook-client")
+    status, answer = _post(webhook, _client_context(webhook, apiserver, tmp_path))
+    assert status == 200 and json.loads(answer)["response"]["allowed"] is False
+    eventually(lambda: len(webhook.audit_records()) == 1, what="the authenticated denial recorded")
+
+
+def test_the_local_api_server_presents_its_webhook_client_certificate(
+    webhook_factory: Callable[..., WebhookProcess], control_plane: Any, admin: Any, namespace: str,
+) -> None:
+    """Registered like local mode does it, with --client-ca-file: the API server's calls are decided (a forged
+    CREATE is denied by the webhook), while the same review POSTed without the certificate is refused."""
+    from webhook import registration
+
+    webhook = webhook_factory(client_ca_file=control_plane.webhook_client_ca_file)
+    name = f"dg-auth-{namespace}"[:60]
+    client = registration.url_client(webhook.url, webhook.ca.cert_pem)
+    validating, _ = registration.configurations(
+        client, name=name, namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}})
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    admin.request("POST", f"{admission}/validatingwebhookconfigurations", body=validating)
+    try:
+        forged = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"generateName": "forged-", "labels": {contract.LABEL_MANAGED: "true"}}}
+
+        def denied_by_webhook() -> bool:
+            try:
+                admin.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body=forged,
+                              query={"dryRun": "All"})
+            except Exception as error:  # KubeError: denied (or the registration not yet picked up)
+                return "forged ownership" in str(error)
+            return False
+
+        eventually(denied_by_webhook, timeout=60, what="the API server's call decided by the webhook")
+        assert _post(webhook, webhook.client_context())[0] == 403
+    finally:
+        admin.request("DELETE", f"{admission}/validatingwebhookconfigurations/{name}")

@@ -23,7 +23,7 @@ def test_defaults_trust_the_reconciler_and_the_cluster_controllers() -> None:
     assert chosen.allowed_users == ("system:serviceaccount:kube-system:generic-garbage-collector",
                                     "system:serviceaccount:kube-system:namespace-controller")
     assert chosen.break_glass_groups == ()
-    assert (chosen.max_body_bytes, chosen.parent_timeout, chosen.worker_class) == (3 * 1024 * 1024, 1.0, "gthread")
+    assert (chosen.max_body_bytes, chosen.parent_timeout, chosen.worker_class) == (3 * 1024 * 1024, 1.0, "event")
 
 
 def test_flags_win_over_the_environment_which_wins_over_defaults() -> None:
@@ -46,7 +46,7 @@ def test_the_certificate_warning_window_has_a_flag_and_a_variable() -> None:
 @pytest.mark.parametrize(("environ", "problem"), [
     ({"DRIFTGUARD_WEBHOOK_PORT": "https"}, "is not a valid int"),
     ({"DRIFTGUARD_AUDIT_EVENTS": "perhaps"}, "is not a valid bool"),
-    ({"DRIFTGUARD_WEBHOOK_WORKER_CLASS": "gevent"}, "is not gthread or sync"),
+    ({"DRIFTGUARD_WEBHOOK_WORKER_CLASS": "gevent"}, "is not event, gthread or sync"),
     ({"DRIFTGUARD_BREAK_GLASS_TTL": "0"}, "must be positive"),
     ({"DRIFTGUARD_CERT_FILE": "/tls.crt"}, "go together"),
     ({"DRIFTGUARD_CERT_WARNING_DAYS": "-1"}, "--cert-warning-days must not be negative"),
