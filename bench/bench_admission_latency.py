@@ -1,16 +1,18 @@
-"""What the webhook adds to an API-server write, against no admission and against a CEL policy.
+"""What the webhook adds to an API-server write, against no admission, a Go floor and a CEL policy.
 
     .venv/bin/python bench/bench_admission_latency.py            # 500 writes per case
     .venv/bin/python bench/bench_admission_latency.py -n 2000
 
-One run, one kube-apiserver (driftguard's own control plane, started in a temp dir), three
-namespaces that differ only in admission:
+One run, one kube-apiserver (driftguard's own control plane, started in a temp dir, which presents
+its webhook client certificate as in local mode), four namespaces that differ only in admission:
 
 * (a) ``none``    — no webhook or policy selects it;
-* (b) ``webhook`` — the driftguard webhook (``driftguard webhook`` as deployed, gunicorn over TLS,
-  registered by URL with ``registration.configurations``, confined to this namespace);
+* (b) ``floor``   — the Go floor webhook (``tools/floorwebhook``: standard-library TLS server that
+  decodes the AdmissionReview and allows), registered exactly like driftguard's (both configurations);
 * (c) ``cel``     — a ValidatingAdmissionPolicy doing a comparable identity check in-process
-  (managed objects only; the reconciler passes, anyone else must leave ``spec.replicas`` as it was).
+  (managed objects only; the reconciler passes, anyone else must leave ``spec.replicas`` as it was);
+* (d) ``webhook`` — the driftguard webhook (``driftguard webhook`` as deployed, gunicorn over TLS with
+  ``--client-ca-file`` as local mode runs it, registered by URL with ``registration.configurations``).
 
 In each, the laptop user makes the same write: a merge patch of an undeclared label on a managed,
 stamped Deployment (allowed everywhere, so every write reaches etcd). Writes go round-robin over
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_webhook import Server, manifest
+from floor import FloorServer
 
 from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
@@ -45,7 +48,8 @@ from webhook import registration
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 SOURCE = contract.Source("https://github.com/org/k8s-manifests", "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
                          "alice@org", "2024-05-01T10:00:00Z", "services/my-service/production/deployment.yaml")
-CASES = ("none", "webhook", "cel")
+CASES = ("none", "floor", "cel", "webhook")
+FLOOR = "driftguard-floor"
 
 
 def cel_policy(name: str, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -88,15 +92,19 @@ def write(laptop: Kube, namespace: str, value: int) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def wait_for_policies(laptop: Kube, namespaces: dict[str, str]) -> None:
-    """Both admission paths actually called: each denies a replicas change in its namespace (dry-run)."""
-    for case in ("webhook", "cel"):
+def wait_for_policies(plane: ControlPlane, laptop: Kube, namespaces: dict[str, str]) -> None:
+    """Every admission path actually called: driftguard and CEL deny a replicas change in their namespace
+    (dry-run); the floor, which allows everything, shows up in the API server's webhook histogram."""
+    for case in ("webhook", "cel", "floor"):
         deadline = time.monotonic() + 60
         while True:
             try:
                 laptop.request("PATCH", f"/apis/apps/v1/namespaces/{namespaces[case]}/deployments/my-service",
                                body={"spec": {"replicas": 7}}, content_type="application/merge-patch+json",
                                query={"dryRun": "All"})
+                if case == "floor" and any(name.startswith(f"validate.{FLOOR}") and count
+                                           for (name, _), (count, _) in webhook_calls(plane).items()):
+                    break
             except KubeError as error:
                 if error.status in (403, 422):  # webhooks deny with 403, CEL policies with 422
                     break
@@ -147,38 +155,46 @@ def main() -> int:
         plane = ControlPlane(directory / "controlplane").start()
         webhook_dir = directory / "webhook"
         webhook_dir.mkdir()
-        server = Server(webhook_dir)
+        server = Server(webhook_dir, client_ca_file=plane.webhook_client_ca_file)
+        floor = FloorServer(directory / "floor")
         admin, laptop = Kube(plane.admin_kubeconfig), Kube(plane.laptop_kubeconfig)
         try:
             namespaces = {case: f"bench-{case}" for case in CASES}
             for namespace in namespaces.values():
                 admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
                 admin.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=stamped(namespace))
-            client = registration.url_client(f"https://127.0.0.1:{server.settings.port}",
-                                             server.ca_file.read_bytes())
-            selector = {"matchLabels": {"kubernetes.io/metadata.name": namespaces["webhook"]}}
-            for config, kind in zip(registration.configurations(client, namespace_selector=selector),
-                                    ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), strict=True):
-                admin.request("POST", f"{ADMISSION}/{kind}", body=config)
+            for case, name, url, ca in (
+                    ("webhook", registration.NAME, f"https://127.0.0.1:{server.settings.port}", server.ca_file),
+                    ("floor", FLOOR, floor.base_url, floor.ca_file)):
+                selector = {"matchLabels": {"kubernetes.io/metadata.name": namespaces[case]}}
+                client = registration.url_client(url, ca.read_bytes())
+                for config, kind in zip(registration.configurations(client, name=name, namespace_selector=selector),
+                                        ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
+                                        strict=True):
+                    admin.request("POST", f"{ADMISSION}/{kind}", body=config)
             policy, binding = cel_policy("driftguard-bench", namespaces["cel"])
             admin.request("POST", f"{ADMISSION}/validatingadmissionpolicies", body=policy)
             admin.request("POST", f"{ADMISSION}/validatingadmissionpolicybindings", body=binding)
-            wait_for_policies(laptop, namespaces)
+            wait_for_policies(plane, laptop, namespaces)
 
             samples: dict[str, list[float]] = {case: [] for case in CASES}
             for i in range(50):  # warm-up: connections, caches
                 for case in CASES:
                     write(laptop, namespaces[case], 100_000 + i)
             before = webhook_calls(plane)
+            cpu_before = {"webhook": server.cpu_seconds(), "floor": floor.cpu_seconds()}
             for i in range(args.writes):
                 for case in CASES:
                     samples[case].append(write(laptop, namespaces[case], i))
+            cpu = {"webhook": server.cpu_seconds() - cpu_before["webhook"],
+                   "floor": floor.cpu_seconds() - cpu_before["floor"]}
             calls = {key: (value[0] - before.get(key, (0.0, 0.0))[0], value[1] - before.get(key, (0.0, 0.0))[1])
                      for key, value in webhook_calls(plane).items()}
         finally:
             admin.close()
             laptop.close()
             server.stop()
+            floor.stop()
             plane.stop()
 
     print(f"{args.writes} writes per case, round-robin; client: driftguard.kube (Python) as the laptop user")
@@ -190,9 +206,18 @@ def main() -> int:
         if count:
             print(f"apiserver's own timing of webhook {name} ({kind}): {count:.0f} calls, "
                   f"mean {seconds / count * 1000:.2f} ms")
-    for case, label in (("webhook", "(b - a) webhook adds"), ("cel", "(c - a) CEL policy adds")):
-        added = [stats[case][k] - stats["none"][k] for k in range(3)]
-        print(f"{label:<24} p50 {added[0]:+.2f} ms, p90 {added[1]:+.2f} ms, p99 {added[2]:+.2f} ms")
+    added = {case: [stats[case][k] - stats["none"][k] for k in range(3)] for case in CASES[1:]}
+    for case, label in (("floor", "(b - a) Go floor adds"), ("cel", "(c - a) CEL policy adds"),
+                        ("webhook", "(d - a) driftguard adds")):
+        print(f"{label:<26} p50 {added[case][0]:+.2f} ms, p90 {added[case][1]:+.2f} ms, p99 {added[case][2]:+.2f} ms")
+    floor_p50, own_p50 = added["floor"][0], added["webhook"][0]
+    print("driftguard / Go floor added p50: " + (f"{own_p50 / floor_p50:.2f}x" if floor_p50 > 0 else "n/a"))
+    own_p99 = added["webhook"][2]
+    print("driftguard added p99 / its added p50: " + (f"{own_p99 / own_p50:.1f}x" if own_p50 > 0 else "n/a"))
+    for case, domain in (("webhook", "driftguard.io"), ("floor", f"{FLOOR}.io")):
+        reviews = sum(count for (name, _), (count, _) in calls.items() if name.split(".", 1)[-1] == domain)
+        if reviews:
+            print(f"server CPU per review, {case}: {cpu[case] / reviews * 1e6:.0f} us ({reviews:.0f} reviews)")
     return 0
 
 

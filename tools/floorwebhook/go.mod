@@ -1,0 +1,3 @@
+module driftguard.local/floorwebhook
+
+go 1.26.0
