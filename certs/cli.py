@@ -28,7 +28,8 @@ def add_cli(subparsers: Actions) -> Actions:
     generate = actions.add_parser("generate", help="write ca.crt, ca.key, tls.crt, tls.key into --dir")
     generate.add_argument("--dir", type=Path, required=True, help="output directory")
     generate.add_argument("--service", default="driftguard-webhook", help="Service name (DNS SANs)")
-    generate.add_argument("--namespace", default="driftguard-system", help="Service namespace")
+    generate.add_argument("--namespace", default="driftguard-system",  # core.names.NAMESPACE; certs is a leaf
+                          help="Service namespace")
     generate.add_argument("--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)")
     generate.add_argument("--days", type=int, default=365, help="serving certificate validity")
     generate.set_defaults(func=run_generate)

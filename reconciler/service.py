@@ -1,59 +1,31 @@
 """Starting the reconciler as a service, from Python (tests, local mode) or from the CLI.
 
-``start(Options(...))`` connects, optionally installs the Application CRD, starts the HTTP server and
-the controller (campaigning for the Lease unless ``leader_elect`` is off) in background threads, and
-returns a ``Service`` to stop it. ``run`` is the foreground form the CLI uses (SIGTERM/SIGINT stop it
-cleanly and release the Lease).
+``start(Options(...))`` (declared in ``reconciler.settings``) connects, optionally installs the
+Application CRD, starts the HTTP server and the controller (campaigning for the Lease unless
+``leader_elect`` is off) in background threads, and returns a ``Service`` to stop it. ``run`` is the
+foreground form the CLI uses (SIGTERM/SIGINT stop it cleanly and release the Lease).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
+from driftguard.core.names import NAMESPACE
 from driftguard.kube import Kube
 from driftguard.kube.resources import Cluster
 from reconciler import crd
-from reconciler.controller import Controller, Settings
+from reconciler.controller import Controller
 from reconciler.leader import LeaderElector
 from reconciler.server import ReconcilerServer
+from reconciler.settings import Options, Settings
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "driftguard-reconciler"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "driftguard" / "git"
-
-
-def default_identity() -> str:
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class Options:
-    kubeconfig: str | None = None  # None: in-cluster ServiceAccount
-    context: str | None = None
-    namespace: str = "driftguard-system"  # Applications' namespace; "" for all
-    listen: str = "127.0.0.1:8081"
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    leader_elect: bool = True
-    lease_namespace: str = ""  # default: namespace (or driftguard-system)
-    lease_name: str = LEASE_NAME
-    lease_duration: float = 15.0
-    identity: str = field(default_factory=default_identity)
-    install_crd: bool = False
-    refresh_token: str = ""
-    settings: Settings = field(default_factory=Settings)
+__all__ = ["Options", "Service", "Settings", "run", "start"]
 
 
 @dataclass
@@ -87,7 +59,7 @@ def start(options: Options) -> Service:
         settings = Settings(**{**settings.__dict__, "namespace": options.namespace, "cache_dir": options.cache_dir})
     elector = None
     if options.leader_elect:
-        lease_namespace = options.lease_namespace or options.namespace or "driftguard-system"
+        lease_namespace = options.lease_namespace or options.namespace or NAMESPACE
         elector = LeaderElector(cluster, lease_namespace, options.lease_name, options.identity,
                                 lease_duration=options.lease_duration,
                                 renew_deadline=options.lease_duration * 2 / 3,

@@ -1,21 +1,208 @@
-"""The controller's settings (how often, how many, how long), one frozen value built once at start."""
+"""Reconciler settings, declared once: each field's flag, environment variable, default and help.
+
+Two frozen values. ``Options`` is the process: where to connect and listen, leadership, the refresh
+token, logging. ``Settings`` is the controller's tuning (how often, how many, how long); an ``Options``
+carries one. Each configurable field declares its environment variable and help in ``metadata``, and
+everything else is generated from that one declaration: the ``driftguard reconcile`` flags
+(``add_arguments``), reading flags, then the environment, then defaults (``from_sources``), and the
+README's configuration table (``reference``, checked against the README by a test). Fields without
+metadata are not settings of their own (``Settings.namespace`` and ``cache_dir`` come from ``Options``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
+
+from driftguard.core.names import NAMESPACE, RECONCILER_SERVICE_ACCOUNT
+from reconciler.application import parse_duration
+
+LEASE_NAME: Final = RECONCILER_SERVICE_ACCOUNT
+LOG_FORMATS: Final = ("text", "json")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "driftguard" / "git"
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def _meta(env: str, help: str, *, kind: str = "", shown: str | None = None) -> dict[str, Any]:
+    """``kind``: "duration" (``30s``, ``1m``, or seconds), "switch" (``--x``/``--no-x``); ``shown``: the
+    default as documented, when it is computed at start."""
+    return {"env": env, "help": help, "kind": kind, "shown": shown}
 
 
 @dataclass(frozen=True)
 class Settings:
-    namespace: str = "driftguard-system"  # where Applications live; "" for every namespace
-    cache_dir: Path = Path.home() / ".cache" / "driftguard" / "git"
-    resync_interval: float = 60.0
-    max_backoff: float = 60.0
-    workers: int = 2
-    apply_concurrency: int = 4
-    heal_workers: int = 2
-    watch_timeout: float = 30.0
-    fight_limit: int = 5
-    fight_window: float = 60.0
-    stop_timeout: float = 30.0  # how long a lost term's threads may take to stop before the process exits
+    namespace: str = NAMESPACE  # where Applications live; "" for every namespace (from Options)
+    cache_dir: Path = field(default_factory=default_cache_dir)  # from Options
+    resync_interval: float = field(default=60.0, metadata=_meta(
+        "DRIFTGUARD_RESYNC_INTERVAL", "full comparison of every object at least this often", kind="duration"))
+    max_backoff: float = field(default=60.0, metadata=_meta(
+        "DRIFTGUARD_MAX_BACKOFF", "longest wait before retrying a failing Application", kind="duration"))
+    workers: int = field(default=2, metadata=_meta(
+        "DRIFTGUARD_RECONCILER_WORKERS", "Applications synced concurrently"))
+    apply_concurrency: int = field(default=4, metadata=_meta(
+        "DRIFTGUARD_APPLY_CONCURRENCY", "objects of one Application applied concurrently"))
+    heal_workers: int = field(default=2, metadata=_meta(
+        "DRIFTGUARD_HEAL_WORKERS", "objects self-healed concurrently"))
+    watch_timeout: float = field(default=30.0, metadata=_meta(
+        "DRIFTGUARD_WATCH_TIMEOUT", "how long one watch request stays open before it is renewed", kind="duration"))
+    fight_limit: int = field(default=5, metadata=_meta(
+        "DRIFTGUARD_FIGHT_LIMIT", "reverts of one object within --fight-window after which self-heal backs off"))
+    fight_window: float = field(default=60.0, metadata=_meta(
+        "DRIFTGUARD_FIGHT_WINDOW", "the window --fight-limit counts reverts in", kind="duration"))
+    stop_timeout: float = field(default=30.0, metadata=_meta(
+        "DRIFTGUARD_STOP_TIMEOUT", "how long a lost leadership term's threads may take to stop before the "
+        "process exits", kind="duration"))
+
+
+@dataclass(frozen=True)
+class Options:
+    kubeconfig: str | None = field(default=None, metadata=_meta(
+        "KUBECONFIG", "kubeconfig file (unset: the in-cluster ServiceAccount)"))
+    context: str | None = field(default=None, metadata=_meta("DRIFTGUARD_CONTEXT", "kubeconfig context"))
+    namespace: str = field(default=NAMESPACE, metadata=_meta(
+        "DRIFTGUARD_NAMESPACE", "namespace whose Applications to reconcile (--all-namespaces: every one)"))
+    listen: str = field(default="127.0.0.1:8081", metadata=_meta(
+        "DRIFTGUARD_RECONCILER_LISTEN", "HTTP address for /healthz, /readyz, /metrics and POST /refresh"))
+    cache_dir: Path = field(default_factory=default_cache_dir, metadata=_meta(
+        "DRIFTGUARD_CACHE_DIR", "git mirrors", shown="$XDG_CACHE_HOME/driftguard/git"))
+    leader_elect: bool = field(default=True, metadata=_meta(
+        "DRIFTGUARD_LEADER_ELECT", "campaign for a Lease so only one replica acts", kind="switch"))
+    lease_namespace: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_LEASE_NAMESPACE", f"the Lease's namespace (unset: --namespace, else {NAMESPACE})"))
+    lease_name: str = field(default=LEASE_NAME, metadata=_meta("DRIFTGUARD_LEASE_NAME", "the Lease's name"))
+    lease_duration: float = field(default=15.0, metadata=_meta(
+        "DRIFTGUARD_LEASE_DURATION", "how long a Lease not renewed stays held", kind="duration"))
+    identity: str = field(default_factory=default_identity, metadata=_meta(
+        "POD_NAME", "this replica's name in the Lease", shown="$POD_NAME, else host_random"))
+    install_crd: bool = field(default=False, metadata=_meta(
+        "DRIFTGUARD_INSTALL_CRD", "apply the Application CRD at start", kind="switch"))
+    refresh_token: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_REFRESH_TOKEN", "bearer token required by POST /refresh (unset: no token needed)"))
+    log_format: str = field(default="text", metadata=_meta("DRIFTGUARD_LOG_FORMAT", "log lines as text or json"))
+    settings: Settings = field(default_factory=Settings)
+
+
+def _declared(cls: type[Any]) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.metadata]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (default None, so ``from_sources`` can tell "not given"), and
+    ``--all-namespaces``."""
+    for f in _declared(Options) + _declared(Settings):
+        help_text = f"{f.metadata['help']} [env {f.metadata['env']}]"
+        if f.metadata["kind"] == "switch":
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+        else:
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+    parser.add_argument("--all-namespaces", action="store_true", default=None,
+                        help="reconcile Applications in every namespace (as --namespace '')")
+
+
+def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Options:
+    """Options from flags, then the environment, then defaults; ValueError naming the setting if bad."""
+    environ = environ or {}
+
+    def values(cls: type[Any]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for f in _declared(cls):
+            raw = getattr(args, f.name, None) if args is not None else None
+            if raw is None:
+                raw = environ.get(f.metadata["env"])
+            if raw is not None:
+                found[f.name] = _parse(f, raw)
+        return found
+
+    chosen = values(Options)
+    if args is not None and getattr(args, "all_namespaces", None):
+        chosen["namespace"] = ""
+    options = Options(**chosen)
+    settings = Settings(namespace=options.namespace, cache_dir=options.cache_dir, **values(Settings))
+    options = dataclasses.replace(options, settings=settings)
+    _check(options)
+    return options
+
+
+def reference() -> list[tuple[str, str, str, str]]:
+    """(flag, env, default, help) for every setting — the README's table."""
+    rows = []
+    for cls in (Options, Settings):
+        for f in _declared(cls):
+            shown = f.metadata["shown"]
+            if shown is None:
+                shown = _show(f.default)
+            rows.append((_flag(f.name), f.metadata["env"], shown, f.metadata["help"]))
+    return rows
+
+
+def _show(default: Any) -> str:
+    if default is None or default == "":
+        return ""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return f"{default:g}s"
+    return str(default)
+
+
+def _parse(f: dataclasses.Field[Any], raw: Any) -> object:
+    if isinstance(raw, bool):  # a switch given as a flag
+        return raw
+    text, kind = str(raw), f.metadata["kind"]
+    what = f"{_flag(f.name)} / {f.metadata['env']}"
+    try:
+        if kind == "duration":
+            return parse_duration(text)
+        if kind == "switch":
+            return _parse_bool(text)
+        if f.type in ("int", int):
+            return int(text)
+    except ValueError as e:
+        raise ValueError(f"{what}: {text!r} is not a valid {kind or 'integer'}") from e
+    if f.name == "cache_dir":
+        return Path(text)
+    return text
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(text)
+
+
+def _check(options: Options) -> None:
+    if options.log_format not in LOG_FORMATS:
+        raise ValueError(f"--log-format: {options.log_format!r} is not text or json")
+    if not options.listen.rpartition(":")[2].isdigit() or ":" not in options.listen:
+        raise ValueError(f"--listen: {options.listen!r} is not host:port")
+    s = options.settings
+    for name in ("workers", "apply_concurrency", "heal_workers", "fight_limit"):
+        if getattr(s, name) <= 0:
+            raise ValueError(f"{_flag(name)} must be positive")
+    for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout"):
+        if getattr(s, name) <= 0:
+            raise ValueError(f"{_flag(name)} must be a positive duration")
+    if options.lease_duration <= 0:
+        raise ValueError("--lease-duration must be a positive duration")

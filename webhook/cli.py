@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from driftguard.core.names import NAMESPACE
 from webhook import auditcli, registration, settings
 
 
@@ -30,7 +31,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     target = config.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="base URL of the webhook, e.g. https://127.0.0.1:8443")
     target.add_argument("--service", help="Service name (in --namespace) in front of the webhook")
-    config.add_argument("--namespace", default=registration.NAMESPACE, help="driftguard's namespace")
+    config.add_argument("--namespace", default=NAMESPACE, help="driftguard's namespace")
     config.add_argument("--port", type=int, default=443, help="Service port (with --service)")
     config.add_argument("--ca-file", type=Path, required=True, help="PEM CA that signed the serving certificate")
     config.add_argument("--name", default=registration.NAME, help="name of both configurations")

@@ -32,10 +32,10 @@ from typing import Any, Final, NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 from driftguard.core import contract
+from driftguard.core.names import NAMESPACE
 from webhook.settings import Settings
 
 NAME: Final = "driftguard"
-NAMESPACE: Final = "driftguard-system"
 VALIDATE_PATH: Final = "/validate"
 MUTATE_PATH: Final = "/mutate"
 TIMEOUT_SECONDS: Final = 3

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
-RECONCILER_USER: Final = "system:serviceaccount:driftguard-system:driftguard-reconciler"
+from driftguard.core.names import RECONCILER_USER
+
 GARBAGE_COLLECTOR: Final = "system:serviceaccount:kube-system:generic-garbage-collector"
 NAMESPACE_CONTROLLER: Final = "system:serviceaccount:kube-system:namespace-controller"
 MiB: Final = 1024 * 1024

@@ -5,11 +5,11 @@ command. This layer sits above ``webhook`` and ``reconciler`` (it renders their 
 with the reconciler's CRD check) and below local mode.
 """
 
+from driftguard.core.names import NAMESPACE
 from driftguard.install.base import (
     AGGREGATE_LABEL,
     AGGREGATED_ROLE,
     INSTALL_MANAGER,
-    NAMESPACE,
     WEBHOOK_SECRET,
     WEBHOOK_SERVICE,
     InstallError,

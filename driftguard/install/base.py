@@ -22,13 +22,13 @@ import yaml
 from certs.authority import CertificateAuthority, service_dns_names
 from driftguard.core import ordering
 from driftguard.core.manifests import Manifest, parse_documents
+from driftguard.core.names import NAMESPACE
 from driftguard.kube import Kube
 from driftguard.kube.resources import Cluster
 from reconciler import crd
 from webhook import registration
 
 INSTALL_MANAGER: Final = "driftguard-install"
-NAMESPACE: Final = "driftguard-system"
 WEBHOOK_SERVICE: Final = "driftguard-webhook"
 WEBHOOK_SECRET: Final = "driftguard-webhook-tls"  # noqa: S105 - a Secret's name, not a password
 AGGREGATED_ROLE: Final = "driftguard-reconciler"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from driftguard.core.names import NAMESPACE
 from driftguard.local.controlplane.processes import State
 
 APP: Final = "my-service"
@@ -214,7 +215,7 @@ class Demo:
             pass
 
     def _synced(self, revision: str) -> bool:
-        app = self.admin.get("application", APP, "-n", "driftguard-system") or {}
+        app = self.admin.get("application", APP, "-n", NAMESPACE) or {}
         sync = (app.get("status") or {}).get("sync") or {}
         return sync.get("status") == "Synced" and sync.get("revision") == revision
 
@@ -228,7 +229,7 @@ class Demo:
         return str(self._deployment()["spec"]["template"]["spec"]["containers"][0]["image"])
 
     def _set_enforcement(self, mode: str) -> None:
-        self.admin.run("patch", "application", APP, "-n", "driftguard-system", "--type", "merge",
+        self.admin.run("patch", "application", APP, "-n", NAMESPACE, "--type", "merge",
                        "-p", json.dumps({"spec": {"enforcement": mode}}))
         self._refresh()
         self._until(lambda: self._deployment()["metadata"]["annotations"].get("driftguard.io/enforcement") == mode,
@@ -246,7 +247,7 @@ class Demo:
 def application(repo_url: str) -> dict[str, Any]:
     return {
         "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": APP, "namespace": "driftguard-system"},
+        "metadata": {"name": APP, "namespace": NAMESPACE},
         "spec": {
             "project": "default",
             "source": {"repoURL": repo_url, "targetRevision": "main", "path": PATH_IN_REPO},

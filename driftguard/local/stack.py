@@ -24,6 +24,7 @@ from typing import Final
 from certs.authority import CertificateAuthority
 from driftguard import install
 from driftguard.core import contract
+from driftguard.core.names import RECONCILER_SERVICE_ACCOUNT, RECONCILER_USER
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
 from driftguard.local.controlplane import ControlPlane
@@ -31,8 +32,7 @@ from driftguard.local.controlplane.processes import Readiness, free_port, record
 from webhook import registration
 
 WEBHOOK_SA: Final = "driftguard-webhook"
-RECONCILER_SA: Final = "driftguard-reconciler"
-RECONCILER_USER: Final = f"system:serviceaccount:{install.NAMESPACE}:{RECONCILER_SA}"
+RECONCILER_SA: Final = RECONCILER_SERVICE_ACCOUNT
 BREAK_GLASS_GROUP: Final = "driftguard:break-glass"
 TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints fresh tokens
 HOST_RUN_KINDS: Final = frozenset({

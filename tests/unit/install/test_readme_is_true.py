@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from driftguard.cli import build_parser
+from reconciler import settings as reconciler_settings
 from webhook import settings
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
@@ -15,6 +16,12 @@ README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 @pytest.mark.parametrize("row", settings.reference(), ids=lambda row: row[0])
 def test_every_webhook_setting_is_in_the_configuration_table(row: tuple[str, str, str, str]) -> None:
+    flag, env, default, help_text = row
+    assert f"| `{flag}` | `{env}` | {default} | {help_text} |" in README, "regenerate the table from reference()"
+
+
+@pytest.mark.parametrize("row", reconciler_settings.reference(), ids=lambda row: row[0])
+def test_every_reconciler_setting_is_in_the_configuration_table(row: tuple[str, str, str, str]) -> None:
     flag, env, default, help_text = row
     assert f"| `{flag}` | `{env}` | {default} | {help_text} |" in README, "regenerate the table from reference()"
 
