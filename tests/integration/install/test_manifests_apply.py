@@ -57,6 +57,7 @@ def test_dry_run_then_apply_the_whole_base(installer: Cluster, admin: Kube) -> N
 
     for resource in WEBHOOKS:
         hooks = admin.request("GET", f"/apis/admissionregistration.k8s.io/v1/{resource}/driftguard")["webhooks"]
+        assert hooks, f"{resource}/driftguard has no webhooks"
         assert all(h["failurePolicy"] == "Fail" and h["timeoutSeconds"] <= 3 for h in hooks)
     role = admin.request("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles/driftguard-webhook")
     assert {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]} in role["rules"]

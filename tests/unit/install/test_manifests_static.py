@@ -43,6 +43,7 @@ def test_pods_run_locked_down(deployment: dict[str, Any]) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert deployment["spec"]["replicas"] >= 2
     assert pod["affinity"]["podAntiAffinity"]
+    assert pod["containers"]
     for container in pod["containers"]:
         security = container["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
@@ -61,14 +62,18 @@ def test_webhook_has_a_disruption_budget_and_its_tls_secret_mounted() -> None:
 
 
 def test_no_wildcard_rights_anywhere() -> None:
-    for role in objects("ClusterRole") + objects("Role"):
+    roles = objects("ClusterRole") + objects("Role")
+    assert roles and any(role.get("rules") for role in roles), "nothing to check"
+    for role in roles:
         for rule in role.get("rules") or []:
             assert "*" not in rule.get("verbs", []), role["metadata"]["name"]
             assert "*" not in rule.get("resources", []), role["metadata"]["name"]
 
 
 def test_webhook_registration_policy() -> None:
-    for configuration in objects("ValidatingWebhookConfiguration") + objects("MutatingWebhookConfiguration"):
+    configurations = objects("ValidatingWebhookConfiguration") + objects("MutatingWebhookConfiguration")
+    assert len(configurations) == 2 and all(c["webhooks"] for c in configurations), "nothing to check"
+    for configuration in configurations:
         for hook in configuration["webhooks"]:
             assert hook["failurePolicy"] == "Fail"
             assert hook["timeoutSeconds"] <= 3

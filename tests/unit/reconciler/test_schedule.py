@@ -43,7 +43,7 @@ def test_the_earliest_request_wins(delays: tuple[float, ...], expected: float) -
     with schedule.cv:
         for delay in delays:
             schedule.request(slot, delay)
-    assert slot.due is not None and before + expected <= slot.due < before + expected + 1.0
+    assert slot.due is not None and before + expected <= slot.due < before + expected + 10.0
     assert take(schedule) is slot
 
 

@@ -37,7 +37,9 @@ def test_three_webhooks_in_two_objects() -> None:
                                                  "values": ["driftguard-system", "kube-system"]}]}),
 ])
 def test_every_webhook_shares_the_safety_settings(key: str, value: Any) -> None:
-    for webhook in _all(registration.url_client("https://127.0.0.1:8443", CA)):
+    webhooks = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    assert webhooks
+    for webhook in webhooks:
         assert webhook[key] == value, webhook["name"]
 
 
