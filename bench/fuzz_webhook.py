@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from driftguard.core import contract, fields
-from webhook import policy, reviews
+from webhook import identity, policy, reviews
 from webhook.settings import RECONCILER_USER, Settings
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -214,10 +214,9 @@ def body_of(review: dict[str, Any], rng: random.Random) -> bytes:
 
 def must_deny(request: reviews.Request, parent: policy.Parent | None) -> str:
     """Why the policy has to deny this request ("" when the oracle does not require a denial)."""
-    user = request["userInfo"].get("username", "")
     groups = request["userInfo"].get("groups", [])
     member = "sre" in groups
-    if SETTINGS.trusts(user) or request.get("subResource") not in (None, "", "scale"):
+    if identity.trusted(request, SETTINGS) or request.get("subResource") not in (None, "", "scale"):
         return ""
     operation = request["operation"]
     if request.get("subResource") == "scale":

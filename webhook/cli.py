@@ -35,8 +35,11 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     config.add_argument("--port", type=int, default=443, help="Service port (with --service)")
     config.add_argument("--ca-file", type=Path, required=True, help="PEM CA that signed the serving certificate")
     config.add_argument("--name", default=registration.NAME, help="name of both configurations")
-    config.add_argument("--trusted-users", default=",".join(registration.TRUSTED_USERS),
-                        help="users that call no webhook (the webhook's reconciler and allowed users); comma-separated")
+    config.add_argument("--reconciler-users", default=",".join(registration.RECONCILER_USERS),
+                        help="the reconciler's ServiceAccount user(s), as the webhook's --reconciler-users; "
+                             "comma-separated")
+    config.add_argument("--reconciler-pod-prefix", default=settings.RECONCILER_POD_PREFIX,
+                        help="as the webhook's --reconciler-pod-prefix")
     config.set_defaults(func=run_webhook_config)
 
     audit = subparsers.add_parser("audit", help="list and filter the webhook's audit records")
@@ -70,8 +73,10 @@ def run_webhook_config(args: argparse.Namespace) -> int:
         client = registration.url_client(args.url, ca_bundle)
     else:
         client = registration.service_client(args.service, args.namespace, ca_bundle, port=args.port)
-    trusted = [user.strip() for user in args.trusted_users.split(",") if user.strip()]
-    objects = registration.configurations(client, name=args.name, namespace=args.namespace, trusted_users=trusted)
+    reconcilers = [user.strip() for user in args.reconciler_users.split(",") if user.strip()]
+    objects = registration.configurations(client, name=args.name, namespace=args.namespace,
+                                          reconciler_users=reconcilers,
+                                          reconciler_pod_prefix=args.reconciler_pod_prefix)
     print(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=2))
     return 0
 

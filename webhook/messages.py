@@ -122,5 +122,10 @@ def _keys(keys: Sequence[str]) -> str:
     return ", ".join(key.replace(":", " ", 1) for key in keys)
 
 
+def cut(text: str) -> str:
+    """``text`` within the admission warning limit."""
+    return _cut(text)
+
+
 def _cut(text: str) -> str:
     return text if len(text) <= WARNING_LIMIT else text[: WARNING_LIMIT - 3] + "..."

@@ -2,8 +2,10 @@
 
 Rules, in the order they apply:
 
-1. The reconciler and allow-listed controllers pass everything; ``CONNECT`` and subresources other
-   than ``scale`` are not intercepted.
+1. The reconciler (a token bound to one of its Pods) passes everything, allow-listed controllers
+   their DELETEs (``identity.trusted``); ``CONNECT`` and subresources other than ``scale`` are not
+   intercepted. A request that only *names* a trusted identity is judged like anyone's, and its
+   denial or record says why the name was not enough (``identity.posing``).
 2. Trust only the *old* object's stamp. A CREATE, or an edit of an unmanaged object, that carries any
    ``driftguard.io/`` key is forged ownership. A managed object whose stamp is unreadable is frozen.
 3. Enforcement ``off`` admits everything and records nothing.
@@ -23,6 +25,7 @@ parent (``needs_parent``) and passes it in as ``Parent``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from driftguard.core import contract, fields
 from driftguard.core.clock import format_time
 from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
-from webhook import messages
+from webhook import identity, messages
 from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
 from webhook.records import AuditRecord, Decision
 from webhook.reviews import KubeObject, PatchOp, Request, object_problem
@@ -72,13 +75,26 @@ def needs_parent(request: Request, settings: Settings) -> bool:
     return (
         request.get("subResource") == "scale"
         and request["operation"] == "UPDATE"
-        and not settings.trusts(_user(request))
+        and not identity.trusted(request, settings)
     )
 
 
 def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None) -> Verdict:
-    if settings.trusts(_user(request)) or request["operation"] == "CONNECT":
+    if identity.trusted(request, settings) or request["operation"] == "CONNECT":
         return ALLOW
+    verdict = _validate(request, settings, now, parent)
+    posing = identity.posing(request, settings)
+    if not posing or verdict.record is None:
+        return verdict
+    note = f"driftguard identity: {posing}"
+    if verdict.allowed:
+        record = dataclasses.replace(verdict.record, reason=f"{verdict.record.reason} ({note})")
+        return dataclasses.replace(verdict, warnings=(*verdict.warnings, messages.cut(note)), record=record)
+    message = f"{verdict.message} ({note})"
+    return dataclasses.replace(verdict, message=message, record=dataclasses.replace(verdict.record, reason=message))
+
+
+def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
     subresource = request.get("subResource", "")
     if subresource == "scale":
         return _validate_scale(request, settings, now, parent)
@@ -104,7 +120,7 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
 
 def mutate(request: Request, settings: Settings, now: dt.datetime) -> Verdict:
     """The annotations the validating webhook will accept: the break-glass grant or the drift mark."""
-    if settings.trusts(_user(request)) or request["operation"] != "UPDATE" or request.get("subResource"):
+    if identity.trusted(request, settings) or request["operation"] != "UPDATE" or request.get("subResource"):
         return ALLOW
     old, new = request.get("oldObject") or {}, request.get("object")
     try:

@@ -17,9 +17,12 @@ must not lock out its own repair), ``failurePolicy: Fail``, ``timeoutSeconds: 3`
 ``sideEffects: NoneOnDryRun`` (dry-run records make no Event), ``matchPolicy: Equivalent``.
 
 ``matchConditions`` (CEL, evaluated inside the API server) spare round trips whose answer is known:
-requests by the trusted users (the reconciler, allow-listed controllers: ``trusted_users``, which must
-match the webhook's ``--reconciler-users``/``--allowed-users``; the webhook checks identity itself
-too) call no webhook at all, and the mutating webhook is called only when the old object's stamp
+requests by the reconciler — its ServiceAccount name (``reconciler_users``, which must match the
+webhook's ``--reconciler-users``) *with a token bound to a Pod named* ``reconciler_pod_prefix``*
+(``userInfo.extra`` ``authentication.kubernetes.io/pod-name``/``pod-uid``, which impersonation
+cannot supply without ``userextras`` rights; see ``webhook.identity``) — call no webhook at all; the
+same rule as the webhook's own (``identity.is_reconciler``). Allow-listed controllers do call it: it
+admits only the deletes they legitimately make. and the mutating webhook is called only when the old object's stamp
 says ``warn`` or the new object carries a break-glass reason — the only cases in which it patches.
 """
 
@@ -33,14 +36,15 @@ from urllib.parse import urlsplit
 
 from driftguard.core import contract
 from driftguard.core.names import NAMESPACE
-from webhook.settings import Settings
+from webhook import identity
+from webhook.settings import RECONCILER_POD_PREFIX, Settings
 
 NAME: Final = "driftguard"
 VALIDATE_PATH: Final = "/validate"
 MUTATE_PATH: Final = "/mutate"
 TIMEOUT_SECONDS: Final = 3
 MANAGED_SELECTOR: Final = {"matchLabels": {contract.LABEL_MANAGED: "true"}}
-TRUSTED_USERS: Final = (*Settings().reconciler_users, *Settings().allowed_users)
+RECONCILER_USERS: Final = Settings().reconciler_users
 WARN_OR_BREAK_GLASS: Final = (
     f"oldObject != null && has(oldObject.metadata.annotations) && ("
     f"('{contract.ANN_ENFORCEMENT}' in oldObject.metadata.annotations"
@@ -83,14 +87,15 @@ def configurations(
     excluded_namespaces: Sequence[str] = ("kube-system",),
     namespace_selector: dict[str, Any] | None = None,
     timeout_seconds: int = TIMEOUT_SECONDS,
-    trusted_users: Sequence[str] = TRUSTED_USERS,
+    reconciler_users: Sequence[str] = RECONCILER_USERS,
+    reconciler_pod_prefix: str = RECONCILER_POD_PREFIX,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(ValidatingWebhookConfiguration, MutatingWebhookConfiguration) for ``client``.
 
     ``namespace_selector`` replaces the default (everything but ``excluded_namespaces`` and
     ``namespace``); tests use it to confine the webhook to their own namespace.
     """
-    conditions = _untrusted(trusted_users)
+    conditions = _not_reconciler(reconciler_users, reconciler_pod_prefix)
     selector = namespace_selector or {"matchExpressions": [{
         "key": "kubernetes.io/metadata.name", "operator": "NotIn",
         "values": sorted({*excluded_namespaces, namespace}),
@@ -174,11 +179,20 @@ def rbac(
     return role, binding
 
 
-def _untrusted(users: Sequence[str]) -> list[dict[str, str]]:
+def _not_reconciler(users: Sequence[str], pod_prefix: str) -> list[dict[str, str]]:
+    """CEL: not the reconciler's name with a token bound to one of its Pods (``identity.is_reconciler``)."""
     if not users:
         return []
     listed = ", ".join(json.dumps(user) for user in users)
-    return [{"name": "not-trusted", "expression": f"!(request.userInfo.username in [{listed}])"}]
+    extra = "request.userInfo.extra"
+    pod_name, pod_uid = json.dumps(identity.POD_NAME), json.dumps(identity.POD_UID)
+    expression = (
+        f"!(request.userInfo.username in [{listed}] && has({extra})"
+        f" && {pod_name} in {extra} && {pod_uid} in {extra}"
+        f" && {extra}[{pod_name}].size() == 1 && {extra}[{pod_uid}].size() == 1"
+        f" && {extra}[{pod_name}][0].startsWith({json.dumps(pod_prefix)}))"
+    )
+    return [{"name": "not-reconciler", "expression": expression}]
 
 
 def _with_path(client: ClientConfig, path: str) -> ClientConfig:

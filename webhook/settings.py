@@ -18,6 +18,7 @@ from driftguard.core.names import RECONCILER_USER
 
 GARBAGE_COLLECTOR: Final = "system:serviceaccount:kube-system:generic-garbage-collector"
 NAMESPACE_CONTROLLER: Final = "system:serviceaccount:kube-system:namespace-controller"
+RECONCILER_POD_PREFIX: Final = "driftguard-reconciler-"
 MiB: Final = 1024 * 1024
 
 WorkerClass = Literal["event", "gthread", "sync"]
@@ -36,9 +37,13 @@ class Settings:
     reconciler_users: tuple[str, ...] = field(default=(RECONCILER_USER,), metadata=_meta(
         "DRIFTGUARD_RECONCILER_USERS",
         "users whose requests always pass (the reconciler's ServiceAccount); comma-separated", kind="list"))
+    reconciler_pod_prefix: str = field(default=RECONCILER_POD_PREFIX, metadata=_meta(
+        "DRIFTGUARD_RECONCILER_POD_PREFIX",
+        "the reconciler is trusted only with a token bound to a Pod whose name starts with this"))
     allowed_users: tuple[str, ...] = field(default=(GARBAGE_COLLECTOR, NAMESPACE_CONTROLLER), metadata=_meta(
-        "DRIFTGUARD_ALLOWED_USERS", "cluster controllers whose requests always pass; comma-separated",
-        kind="list"))
+        "DRIFTGUARD_ALLOWED_USERS",
+        "cluster controllers whose DELETEs pass (with their own token; the garbage collector's only for objects "
+        "with owners); comma-separated", kind="list"))
     break_glass_groups: tuple[str, ...] = field(default=(), metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_GROUPS",
         "groups allowed to break glass (annotation driftguard.io/break-glass); empty disables it", kind="list"))
@@ -96,10 +101,6 @@ class Settings:
         "open connections per worker; when full, the one waiting longest without a complete request is closed"))
     metrics_dir: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_METRICS_DIR", "prometheus multiprocess directory (unset: a fresh temp dir)"))
-
-    def trusts(self, user: str) -> bool:
-        """Whether ``user``'s requests pass without a decision (reconciler, allow-listed controllers)."""
-        return user in self.reconciler_users or user in self.allowed_users
 
     def to_args(self) -> list[str]:
         """Flags reproducing these settings (for starting ``driftguard webhook`` as a child process)."""

@@ -74,11 +74,12 @@ class Cluster:
             raise ValueError("impersonation through driftguard.kube carries one group")
         return Kube(self.admin_kubeconfig, impersonate_user=name, impersonate_group=next(iter(groups), None))
 
-    def serviceaccount(self, namespace: str, name: str) -> Kube:
+    def serviceaccount(self, namespace: str, name: str, *, bound: bool = True) -> Kube:
+        """The ServiceAccount with a TokenRequest token, bound to a Pod made for it unless ``bound=False``."""
         if self.control_plane:
-            return Kube(self.control_plane.kubeconfig_for_serviceaccount(namespace, name))
+            return Kube(self.control_plane.kubeconfig_for_serviceaccount(namespace, name, bound=bound))
         with self.admin() as admin:
-            return admin.with_token(serviceaccount_token(admin, namespace, name))
+            return admin.with_token(serviceaccount_token(admin, namespace, name, bound=bound))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

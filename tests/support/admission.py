@@ -109,7 +109,9 @@ def review(
     subresource: str = "",
     dry_run: bool = False,
     uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002",
+    extra: dict[str, list[str]] | None = None,
 ) -> Review:
+    """An AdmissionReview; ``extra`` defaults to what a real token for ``user`` carries (``extras_for``)."""
     obj = new or old or {}
     group, _, version = str(obj.get("apiVersion", "apps/v1")).rpartition("/")
     kind = str(obj.get("kind", "Deployment"))
@@ -121,7 +123,7 @@ def review(
         "name": metadata.get("name", ""),
         "namespace": metadata.get("namespace", ""),
         "operation": operation,
-        "userInfo": {"username": user, "groups": list(groups)},
+        "userInfo": {"username": user, "groups": list(groups), "extra": extras_for(user) if extra is None else extra},
         "object": new,
         "oldObject": old,
         "dryRun": dry_run,
@@ -147,6 +149,16 @@ def scale_review(replicas: int | None, *, old_replicas: int = 3, user: str = LAP
 
 
 RECONCILER = RECONCILER_USER
+CREDENTIAL = {"authentication.kubernetes.io/credential-id": ["JTI=6020b3c3-102a-491d-8ce3-522a7040550e"]}
+POD_BOUND = {**CREDENTIAL, "authentication.kubernetes.io/pod-name": ["driftguard-reconciler-7d9f8c-x2x4q"],
+             "authentication.kubernetes.io/pod-uid": ["dfc03159-7068-4733-8856-be87e3c22ac7"]}
+
+
+def extras_for(user: str) -> dict[str, list[str]]:
+    """``userInfo.extra`` of a real credential: the reconciler's pod-bound token, others' plain tokens."""
+    if user == RECONCILER:
+        return POD_BOUND
+    return CREDENTIAL if user.startswith("system:serviceaccount:") else {}
 
 
 def apply_patch(obj: dict[str, Any], patch: Any) -> dict[str, Any]:

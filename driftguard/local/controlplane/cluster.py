@@ -170,12 +170,18 @@ class ControlPlane:
         path = self.directory / "kubeconfigs" / f"user-{slug}.kubeconfig"
         return write_cert_kubeconfig(path, self._server(), self.ca_file, name, cert=cert, key=key)
 
-    def kubeconfig_for_serviceaccount(self, namespace: str, name: str, seconds: int = TOKEN_SECONDS) -> Path:
-        """A kubeconfig holding a TokenRequest token (1 hour by default) for ServiceAccount ``namespace/name``."""
+    def kubeconfig_for_serviceaccount(self, namespace: str, name: str, seconds: int = TOKEN_SECONDS, *,
+                                      bound: bool = True) -> Path:
+        """A kubeconfig holding a TokenRequest token (1 hour by default) for ServiceAccount ``namespace/name``.
+
+        The token is bound to a Pod made for the purpose (``identities.token_holder``), as a kubelet's
+        would be; ``bound=False`` gives what ``kubectl create token`` gives.
+        """
         with self.admin() as admin:
-            token = serviceaccount_token(admin, namespace, name, seconds)
+            token = serviceaccount_token(admin, namespace, name, seconds, bound=bound)
         user = f"system:serviceaccount:{namespace}:{name}"
-        path = self.directory / "kubeconfigs" / f"sa-{_slug(namespace)}-{_slug(name)}.kubeconfig"
+        unbound = "" if bound else "-unbound"
+        path = self.directory / "kubeconfigs" / f"sa-{_slug(namespace)}-{_slug(name)}{unbound}.kubeconfig"
         return write_token_kubeconfig(path, self._server(), self.ca_file, user, token)
 
     # -- internals ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ LAPTOP_USER = "laptop"
 LAPTOP_GROUP = "engineers"
 LAPTOP_BINDING = "driftguard-laptop-cluster-admin"
 TOKEN_SECONDS = 3600
+TOKEN_HOLDER_SUFFIX = "-token-holder"  # noqa: S105 - a Pod name suffix, not a secret
 
 
 def write_cert_kubeconfig(path: Path, server: str, ca_file: Path, user: str, *, cert: Path, key: Path) -> Path:
@@ -46,18 +47,50 @@ def ensure_laptop_binding(admin: Kube, user: str = LAPTOP_USER) -> None:
     _create_or_keep(admin, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
 
 
-def serviceaccount_token(admin: Kube, namespace: str, name: str, seconds: int = TOKEN_SECONDS) -> str:
-    """Create ServiceAccount ``namespace/name`` if needed and return a fresh TokenRequest token."""
+def serviceaccount_token(admin: Kube, namespace: str, name: str, seconds: int = TOKEN_SECONDS, *,
+                         bound: bool = True) -> str:
+    """Create ServiceAccount ``namespace/name`` if needed and return a fresh TokenRequest token.
+
+    ``bound`` (the default) binds the token to a Pod ``<name>-token-holder`` of that ServiceAccount,
+    created for the purpose (``token_holder``): the API server then adds the Pod's name and uid to the
+    token's ``userInfo.extra``, as it does for a kubelet-projected token, and driftguard's webhook trusts
+    its reconciler only with such a token. ``bound=False`` is what ``kubectl create token`` mints.
+    """
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
     _create_or_keep(admin, f"/api/v1/namespaces/{namespace}/serviceaccounts", account)
-    request = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": seconds},
-    }
+    spec: dict[str, Any] = {"expirationSeconds": seconds}
+    if bound:
+        pod = token_holder(admin, namespace, name)
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
+                                  "uid": pod["metadata"]["uid"]}
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
     path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
     response = admin.request("POST", path, body=request)
     return str(response["status"]["token"])
+
+
+def token_holder(admin: Kube, namespace: str, serviceaccount: str) -> dict[str, Any]:
+    """The Pod ``<serviceaccount>-token-holder`` that bound tokens are bound to (created when missing).
+
+    It never runs: a bare control plane has no scheduler or kubelet, and on a real cluster its node
+    selector matches no Node, so it stays Pending. It passes Pod Security ``restricted`` (driftguard's
+    namespace enforces it). Deleting it revokes every token bound to it.
+    """
+    name = f"{serviceaccount}{TOKEN_HOLDER_SUFFIX}"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "driftguard",
+                                              "app.kubernetes.io/component": "token-holder"}},
+        "spec": {
+            "serviceAccountName": serviceaccount, "automountServiceAccountToken": False,
+            "nodeSelector": {"driftguard.io/token-holder": "never-scheduled"},
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65535, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "hold", "image": "registry.k8s.io/pause:3.10", "securityContext": {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+        },
+    }
+    _create_or_keep(admin, f"/api/v1/namespaces/{namespace}/pods", pod)
+    return admin.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
 
 
 def _create_or_keep(kube: Kube, collection: str, body: dict[str, Any]) -> None:

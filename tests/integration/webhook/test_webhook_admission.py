@@ -12,198 +12,26 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from support.webhook_harness import WebhookProcess, eventually, start_webhook
+from support.guarded import (
+    APPLY,
+    JSON_PATCH,
+    MERGE,
+    SOURCE,
+    STRATEGIC,
+    Guarded,
+    deployment,
+    eventually,
+    story,
+)
 
 from driftguard.core import contract
-from driftguard.core.contract import BreakGlass, DriftMark, Enforcement, Source
+from driftguard.core.contract import BreakGlass, DriftMark
 from driftguard.kube import Kube, KubeError
-from webhook import registration
-from webhook.records import AuditRecord
 
 pytestmark = pytest.mark.integration
-
-SOURCE = Source(repo="https://github.com/org/k8s-manifests", commit="1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
-                author="alice@org", committed_at="2024-05-01T10:00:00Z",
-                path="services/my-service/production/deployment.yaml")
-RBAC = "/apis/rbac.authorization.k8s.io/v1"
-ADMISSION = "/apis/admissionregistration.k8s.io/v1"
-MERGE = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-STRATEGIC = "application/strategic-merge-patch+json"
-APPLY = "application/apply-patch+yaml"
-ONCALL = ("oncall", ["sre"])
-
-
-@dataclass
-class Guarded:
-    namespace: str
-    name: str  # of the webhook configurations
-    webhook: WebhookProcess
-    admin: Kube
-    laptop: Kube
-    reconciler: Kube
-    oncall: Kube
-    kubectl: Path | None
-    laptop_kubeconfig: Path | None
-
-    def path(self, name: str, subresource: str = "") -> str:
-        base = f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{name}"
-        return f"{base}/{subresource}" if subresource else base
-
-    def from_git(self, name: str, enforcement: Enforcement = "deny", **spec: Any) -> dict[str, Any]:
-        """What the reconciler does: server-side apply of the stamped manifest, as its ServiceAccount."""
-        stamped = contract.stamp(deployment(name, self.namespace, **spec), application="driftguard-system/app",
-                                 source=SOURCE, enforcement=enforcement)
-        return self.reconciler.request("PATCH", self.path(name), body=stamped, content_type=APPLY,
-                                       query={"fieldManager": contract.FIELD_MANAGER, "force": "true"})
-
-    def denied_by_us(self, error: KubeError) -> str:
-        """The text after kubectl's prefix, asserting the denial came from this module's webhook."""
-        assert error.status == 403, error
-        prefix = f'admission webhook "{"validate" if "scale" not in error.message else "scale"}.{self.name}.io"'
-        assert error.message.startswith(prefix + " denied the request: "), error.message
-        return error.message.split(" denied the request: ", 1)[1]
-
-    def records(self, name: str, **where: Any) -> list[AuditRecord]:
-        return [r for r in self.webhook.audit_records()
-                if r.name == name and all(getattr(r, k) == v for k, v in where.items())]
-
-    def wait_record(self, name: str, **where: Any) -> AuditRecord:
-        eventually(lambda: bool(self.records(name, **where)), what=f"an audit record for {name} {where}")
-        return self.records(name, **where)[-1]
-
-
-def deployment(name: str, namespace: str, replicas: int = 3, image: str = "registry.example/my-service:1.4.2",
-               ) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{
-                    "name": "web", "image": image,
-                    "env": [{"name": "MODE", "value": "production"}],
-                    "resources": {"limits": {"cpu": "1000m", "memory": "512Mi"}},
-                }]},
-            },
-        },
-    }
-
-
-def story(guarded: Guarded, name: str, field: str = "spec.replicas", declared: str = "3", sets: str = "9") -> str:
-    return (f"{field} of Deployment {guarded.namespace}/{name} is declared in git ({declared}) at "
-            f"services/my-service/production/deployment.yaml, commit 1a2b3c4 by alice@org; this request sets {sets}. "
-            "Change it in git: https://github.com/org/k8s-manifests")
-
-
-def _create(kube: Kube, path: str, body: dict[str, Any]) -> None:
-    try:
-        kube.request("POST", path, body=body)
-    except KubeError as error:
-        if error.status != 409:
-            raise
-
-
-def _delete(kube: Kube, path: str) -> None:
-    try:
-        kube.request("DELETE", path)
-    except KubeError as error:
-        if error.status != 404:
-            raise
-
-
-def _binding(namespace: str, name: str, subject: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": name, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-            "subjects": [subject]}
-
-
-def _probe(guarded: Guarded) -> None:
-    """Wait until the API server calls both webhooks (it learns configurations through an informer)."""
-    forged = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": "probe", "labels": {contract.LABEL_MANAGED: "true"}}}
-
-    def validating() -> bool:
-        try:
-            guarded.laptop.request("POST", f"/api/v1/namespaces/{guarded.namespace}/configmaps", body=forged,
-                                   query={"dryRun": "All"})
-        except KubeError as error:
-            return error.status == 403 and "forged ownership" in error.message
-        return False
-
-    guarded.from_git("probe-warn", enforcement="warn")
-
-    def mutating() -> bool:
-        patched = guarded.laptop.request("PATCH", guarded.path("probe-warn"), body={"spec": {"replicas": 7}},
-                                         content_type=MERGE, query={"dryRun": "All"})
-        return contract.ANN_DRIFT in contract.annotations_of(patched)
-
-    eventually(validating, timeout=30, what="the validating webhook being called")
-    eventually(mutating, timeout=30, what="the mutating webhook being called")
-
-
-@pytest.fixture(scope="module")
-def guarded(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
-    if cluster.control_plane is None:
-        pytest.skip("the webhook listens on this host's loopback, which an external cluster's API server cannot call")
-    suffix = secrets.token_hex(3)
-    namespace, name = f"webhook-admission-{suffix}", f"dg-test-{suffix}"
-    role, binding = registration.rbac("driftguard-webhook", namespace, name=f"{name}-webhook")
-    admin = cluster.admin()
-    admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-    started: list[WebhookProcess] = []
-    clients: list[Kube] = [admin]
-    validating: dict[str, Any] = {}
-    try:
-        _create(admin, f"{RBAC}/clusterroles", role)
-        _create(admin, f"{RBAC}/clusterrolebindings", binding)
-        rolebindings = f"{RBAC}/namespaces/{namespace}/rolebindings"
-        _create(admin, rolebindings, _binding(namespace, "reconciler-admin", {
-            "kind": "ServiceAccount", "name": "driftguard-reconciler", "namespace": namespace}))
-        _create(admin, rolebindings, _binding(namespace, "sre-admin", {
-            "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sre"}))
-        plane = cluster.control_plane
-        webhook_kubeconfig = plane.kubeconfig_for_serviceaccount(namespace, "driftguard-webhook")
-        webhook = start_webhook(
-            tmp_path_factory.mktemp("webhook"), kubeconfig=webhook_kubeconfig, event_flush_seconds=0.5,
-            reconciler_users=(f"system:serviceaccount:{namespace}:driftguard-reconciler",),
-            break_glass_groups=("sre",), client_ca_file=plane.webhook_client_ca_file,  # as local mode runs it
-        )
-        started.append(webhook)
-        client = registration.url_client(webhook.url, webhook.ca.cert_pem)
-        validating, mutating = registration.configurations(
-            client, name=name, namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            trusted_users=webhook.settings.reconciler_users)
-        admin.request("POST", f"{ADMISSION}/mutatingwebhookconfigurations", body=mutating)
-        admin.request("POST", f"{ADMISSION}/validatingwebhookconfigurations", body=validating)
-        clients += [cluster.laptop(), cluster.serviceaccount(namespace, "driftguard-reconciler"),
-                    cluster.user(*ONCALL)]
-        guarded = Guarded(namespace, name, webhook, admin, clients[1], clients[2], clients[3],
-                          plane.kubectl, plane.laptop_kubeconfig)
-        _probe(guarded)
-        yield guarded
-    finally:
-        for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
-            _delete(admin, f"{ADMISSION}/{kind}/{name}")
-        _delete(admin, f"{RBAC}/clusterrolebindings/{binding['metadata']['name']}")
-        _delete(admin, f"{RBAC}/clusterroles/{role['metadata']['name']}")
-        for process in started:
-            process.stop()
-        _delete(admin, f"/api/v1/namespaces/{namespace}")
-        for kube in clients:
-            kube.close()
-
 
 # ---------------------------------------------------------------- denied, with the full message
 

@@ -115,11 +115,17 @@ def test_the_webhook_role_reads_scalable_parents_and_writes_events_only() -> Non
     assert binding["roleRef"]["name"] == role["metadata"]["name"] == "driftguard-webhook"
 
 
-def test_trusted_users_call_no_webhook_and_the_mutating_one_only_when_it_would_patch() -> None:
+def test_only_the_pod_bound_reconciler_calls_no_webhook_and_the_mutating_one_only_when_it_would_patch() -> None:
     validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:1", CA),
-                                   trusted_users=["system:serviceaccount:ns:reconciler", 'odd"name'])
-    expected = {"name": "not-trusted",
-                "expression": '!(request.userInfo.username in ["system:serviceaccount:ns:reconciler", "odd\\"name"])'}
+                                   reconciler_users=["system:serviceaccount:ns:reconciler", 'odd"name'],
+                                   reconciler_pod_prefix="rec-")
+    extra = "request.userInfo.extra"
+    name, uid = '"authentication.kubernetes.io/pod-name"', '"authentication.kubernetes.io/pod-uid"'
+    expected = {"name": "not-reconciler", "expression": (
+        '!(request.userInfo.username in ["system:serviceaccount:ns:reconciler", "odd\\"name"]'
+        f" && has({extra}) && {name} in {extra} && {uid} in {extra}"
+        f" && {extra}[{name}].size() == 1 && {extra}[{uid}].size() == 1"
+        f' && {extra}[{name}][0].startsWith("rec-"))')}
     assert validate["matchConditions"] == scale["matchConditions"] == [expected]
     assert mutate["matchConditions"][0] == expected
     assert mutate["matchConditions"][1]["name"] == "warn-or-break-glass"
@@ -127,10 +133,11 @@ def test_trusted_users_call_no_webhook_and_the_mutating_one_only_when_it_would_p
     assert "'driftguard.io/break-glass' in object.metadata.annotations" in mutate["matchConditions"][1]["expression"]
 
 
-def test_the_default_trusted_users_are_the_webhooks_defaults() -> None:
+def test_the_default_reconciler_is_the_webhooks_default_and_controllers_always_call_it() -> None:
     (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA))
-    for user in ("system:serviceaccount:driftguard-system:driftguard-reconciler",
-                 "system:serviceaccount:kube-system:generic-garbage-collector"):
-        assert f'"{user}"' in validate["matchConditions"][0]["expression"]
-    (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA), trusted_users=())
+    expression = validate["matchConditions"][0]["expression"]
+    assert '"system:serviceaccount:driftguard-system:driftguard-reconciler"' in expression
+    assert 'startsWith("driftguard-reconciler-")' in expression
+    assert "generic-garbage-collector" not in expression  # the webhook admits only the deletes it makes
+    (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA), reconciler_users=())
     assert "matchConditions" not in validate
