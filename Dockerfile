@@ -1,27 +1,32 @@
 # syntax=docker/dockerfile:1
 # driftguard: one image, two components (`driftguard webhook`, `driftguard reconcile`).
-# Multi-stage: build a wheel with the full toolchain, install it into a slim runtime that
-# runs as a non-root user with a read-only root filesystem (see manifests/).
+# Multi-stage: install driftguard into a virtual environment with the full toolchain, copy that
+# environment into a slim runtime that runs as a non-root user with a read-only root filesystem
+# (see manifests/). The virtual environment keeps it independent of the base's system Python
+# packages, so any Debian-based Python 3.11 works as BASE_IMAGE: the official python:3.11-slim by
+# default, or (the real-cluster tests) one built locally from Debian's python3 and python3-venv.
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY driftguard ./driftguard
 COPY webhook ./webhook
 COPY reconciler ./reconciler
 COPY certs ./certs
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python3 -m venv /opt/driftguard \
+ && /opt/driftguard/bin/pip install --no-cache-dir --disable-pip-version-check .
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 # git and ssh for the reconciler's sources; nothing else.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY --from=build /opt/driftguard /opt/driftguard
 # 65532 is the conventional "nonroot" uid; the manifests pin it with runAsUser.
 RUN useradd --uid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin driftguard
 USER 65532:65532
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+ENV PATH=/opt/driftguard/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 ENTRYPOINT ["driftguard"]
 CMD ["--help"]

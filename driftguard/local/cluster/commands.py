@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from driftguard.kube import KubeError
+from driftguard.local.cluster import image
 from driftguard.local.cluster.host import HostError
+from driftguard.local.cluster.image import ImageError
 from driftguard.local.cluster.node import Cluster, ClusterError
 from driftguard.local.controlplane import BinariesUnavailable
 from driftguard.local.controlplane.processes import ProcessFailed, is_running
@@ -27,6 +29,12 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     up_parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="run directory (default .cluster)")
     up_parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each step")
     up_parser.set_defaults(func=lambda args: up(args.dir, args.timeout))
+    image_parser = actions.add_parser("image", help="build the Dockerfile (buildah) and load the image into the node")
+    image_parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="run directory (default .cluster)")
+    image_parser.add_argument("--base", default=None,
+                              help="BASE_IMAGE for the Dockerfile (default: a Python 3.11 base built here from "
+                                   "Debian packages, since no registry is reachable)")
+    image_parser.set_defaults(func=lambda args: load_image(args.dir, args.base))
     down_parser = actions.add_parser("down", help="stop it and restore the host")
     down_parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="run directory (default .cluster)")
     down_parser.set_defaults(func=lambda args: down(args.dir))
@@ -51,6 +59,18 @@ def up(directory: Path, timeout: float = 300.0) -> int:
     return 0
 
 
+def load_image(directory: Path, base: str | None = None) -> int:
+    cluster = Cluster(directory, progress=_say)
+    try:
+        archive = image.build(cluster.directory / "images" / "driftguard.tar", base=base, progress=_say)
+        cluster.import_image(archive)
+    except (ImageError, HostError, OSError) as error:
+        _say(f"error: {error}")
+        return 1
+    _say(f"{image.IMAGE} loaded into the node's containerd (the manifests' image, imagePullPolicy IfNotPresent)")
+    return 0
+
+
 def down(directory: Path) -> int:
     cluster = Cluster(directory, progress=_say)
     try:
@@ -66,6 +86,10 @@ def _usage(cluster: Cluster) -> None:
     _say(f"  admin:  export KUBECONFIG={cluster.admin_kubeconfig}")
     _say(f"  laptop: export KUBECONFIG={cluster.laptop_kubeconfig}   (cluster-admin; only admission stops it)")
     _say(f"  state:  {cluster.directory / 'state.json'}")
+    state = cluster.state()
+    kubectl = state.info.get("kubectl") if state else None
+    if kubectl:
+        _say(f"  kubectl: export PATH={Path(kubectl).parent}:$PATH")
 
 
 def _say(line: str) -> None:
