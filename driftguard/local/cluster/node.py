@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import secrets
 import shutil
 import string
 import subprocess
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
-from certs import CertificateAuthority, generate_signing_key_pair, write_public
+from certs import CertificateAuthority, generate_signing_key_pair, write_private, write_public
 from driftguard.kube import Kube, KubeError
 from driftguard.local.cluster import host, oci
 from driftguard.local.controlplane.binaries import cache_dir, resolve_node_binaries
@@ -78,6 +79,9 @@ HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "ip6tables", "iptables-sa
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 CONTAINERD = "containerd"
+GIT_SERVER = "git-server"
+GIT_PORT = 9443
+GIT_USER = "driftguard"
 ORDER = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
          "kube-proxy")
 
@@ -199,9 +203,36 @@ class Cluster:
                      None, timeout)
         self._wait_node_ready(timeout)
         self._wait_kube_proxy(timeout)
+        self._start_git_server(timeout)
         host.ensure_forward_guard(BRIDGE)  # again: kube-proxy has inserted its jumps above it
         if not host.guard_is_first(BRIDGE):
             raise ClusterError("the FORWARD guard is not the first rule of FORWARD; refusing to run pods")
+
+    def _start_git_server(self, timeout: float) -> None:
+        """Smart HTTP over TLS on the bridge address for every bare repository under ``git/``, with a
+        CA of its own and a random password (recorded in state.json, which is 0600)."""
+        pki = self.pki / "git"
+        ca, _ = CertificateAuthority.load_or_generate(pki, "driftguard-cluster-git-ca")
+        ca.issue_serving("driftguard-cluster-git", (), (NODE_IP,)).write(pki / "tls.crt", pki / "tls.key")
+        password = secrets.token_urlsafe(24)
+        write_private(pki / "credentials", f"{GIT_USER}:{password}\n".encode())
+        root = self.git_root
+        root.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "driftguard.local.cluster.gitserver", "--root", str(root),
+                "--address", NODE_IP, "--port", str(GIT_PORT), "--cert-file", str(pki / "tls.crt"),
+                "--key-file", str(pki / "tls.key"), "--credentials-file", str(pki / "credentials")]
+        self._launch(GIT_SERVER, argv, Readiness(f"{self.git_url}/healthz", str(pki / "ca.crt")), timeout)
+        state = self.state() or State()
+        state.with_info(git_url=self.git_url, git_root=str(root), git_ca_file=str(pki / "ca.crt"),
+                        git_username=GIT_USER, git_password=password).save(self.directory)
+
+    @property
+    def git_root(self) -> Path:
+        return self.directory / "git"
+
+    @property
+    def git_url(self) -> str:
+        return f"https://{NODE_IP}:{GIT_PORT}"
 
     def _reset_directory(self) -> None:
         """Runtime state of a previous run goes; logs are kept (appended)."""
@@ -468,7 +499,7 @@ class Cluster:
         was_running = any(is_running(p) for p in state.processes)
         if was_running:
             self._say("taking the cluster down…")
-        for name in ("git-server", "kube-controller-manager", "kube-scheduler"):
+        for name in (GIT_SERVER, "kube-controller-manager", "kube-scheduler"):
             if name in processes:
                 stop(processes[name])
         if all(name in processes and is_running(processes[name]) for name in ("kube-apiserver", "kubelet")):
