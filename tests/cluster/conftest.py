@@ -20,14 +20,19 @@ from pathlib import Path
 
 import pytest
 from support.host_snapshot import HostSnapshot
+from support.real_cluster import Deployed
 
 from driftguard.kube import Kube
-from driftguard.local.cluster import Cluster, ClusterError
+from driftguard.local.cluster import Cluster, ClusterError, image
 from driftguard.local.cluster.host import HostError
+from driftguard.local.cluster.image import ImageError
 from driftguard.local.controlplane.binaries import BinariesUnavailable, resolve_node_binaries
 
 HERE = Path(__file__).parent
 _PREPARED = pytest.StashKey[Exception | None]()
+_IMAGE = pytest.StashKey[Path]()
+IMAGE_ARCHIVE = image.storage_dir().parent / "images" / "driftguard.tar"
+REPO = Path(__file__).resolve().parents[2]  # the checkout whose Makefile `make deploy` runs
 NEEDED = ("containerd", "runc", "ctr", "iptables", "ip6tables", "ip", "nft", "conntrack")
 
 
@@ -55,7 +60,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     try:
         resolve_node_binaries(progress=sys.__stderr__ or sys.stderr)
-    except BinariesUnavailable as error:
+        config.stash[_IMAGE] = image.build(IMAGE_ARCHIVE, progress=_say)
+    except (BinariesUnavailable, ImageError, HostError) as error:
         config.stash[_PREPARED] = error
 
 
@@ -68,11 +74,16 @@ def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if prepared is not None:
         _skip_or_fail(str(prepared))
     before = HostSnapshot.take()
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"), progress=lambda line: print(line, file=sys.__stderr__))
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), progress=_say)
     try:
         cluster.up()
     except (ClusterError, HostError) as error:
         _skip_or_fail(f"cluster up failed: {error}")
+    try:
+        cluster.import_image(request.config.stash[_IMAGE])
+    except BaseException:
+        cluster.down()
+        raise
     try:
         yield cluster
     finally:
@@ -80,6 +91,22 @@ def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         changes = before.diff(HostSnapshot.take())
         if changes:
             pytest.fail(f"`cluster down` did not restore the host: {changes}", pytrace=False)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.__stderr__ or sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def deployed(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """`make deploy` against the cluster: kubectl apply -k manifests/, driftguard certs install, rollouts."""
+    state = real_cluster.state()
+    assert state is not None
+    deployed = Deployed(real_cluster, Path(state.info["kubectl"]), tmp_path_factory.mktemp("deploy") / "cluster-ca",
+                        REPO)
+    result = deployed.make("deploy")
+    assert result.returncode == 0, f"make deploy failed:\n{result.stdout}\n{result.stderr}"
+    return deployed
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,8 @@ HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "ip6tables", "iptables-sa
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 CONTAINERD = "containerd"
+REGISTRIES = ("docker.io", "registry.k8s.io", "ghcr.io", "quay.io", "gcr.io", "driftguard.local", "localhost")
+NO_REGISTRY = "http://127.0.0.1:9"  # the discard port; nothing listens, so a pull is refused at once
 GIT_SERVER = "git-server"
 GIT_PORT = 9443
 GIT_USER = "driftguard"
@@ -319,6 +321,11 @@ class Cluster:
             target.parent.mkdir(parents=True, exist_ok=True)
             text = string.Template((templates / template).read_text()).substitute(values)
             target.write_text(text)
+        for registry in REGISTRIES:
+            hosts = self.directory / "containerd" / "certs.d" / registry / "hosts.toml"
+            hosts.parent.mkdir(parents=True, exist_ok=True)
+            capabilities = '  capabilities = ["pull", "resolve"]\n'
+            hosts.write_text(f'server = "{NO_REGISTRY}"\n[host."{NO_REGISTRY}"]\n{capabilities}')
         # Pods get a resolver that answers nothing (their own loopback): no name is ever resolved
         # through the host's resolver, and there is no cluster DNS.
         write_public(self.directory / "resolv.conf", b"nameserver 127.0.0.1\noptions ndots:0 attempts:1 timeout:1\n")
