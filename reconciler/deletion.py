@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
-PRUNE_ON_DELETE: Final = "driftguard.io/prune-on-delete"
-ARGO_RESOURCES_FINALIZER: Final = "resources-finalizer.argocd.argoproj.io"
-# Argo CD's /background and /foreground variants only choose the propagation policy of its deletes;
-# driftguard's prune always deletes with background propagation, so all three mean "cascade".
-FINALIZERS: Final = (PRUNE_ON_DELETE, ARGO_RESOURCES_FINALIZER, f"{ARGO_RESOURCES_FINALIZER}/background",
-                     f"{ARGO_RESOURCES_FINALIZER}/foreground")
+from driftguard.core.contract import CASCADE_FINALIZERS as FINALIZERS  # the names are the contract's
 
 
 class Step(enum.StrEnum):

@@ -41,7 +41,8 @@ MAX_SERIES: Final = 1024  # distinct (object, decision, user) series held at onc
 MAX_WRITES_PER_FLUSH: Final = 100
 SERIES_IDLE_SECONDS: Final = 600.0  # a series quiet this long is forgotten; the next record starts a new Event
 BATCH_SECONDS: Final = 0.05  # how long the writer lets records gather after a write
-_REASONS: Final = {"deny": "DriftguardDenied", "warn": "DriftguardWarned", "break-glass": "DriftguardBreakGlass"}
+_REASONS: Final = {"deny": "DriftguardDenied", "warn": "DriftguardWarned", "break-glass": "DriftguardBreakGlass",
+                   "audit": "DriftguardAudited"}
 
 
 class EventApi(Protocol):

@@ -95,6 +95,25 @@ def break_glass_granted(ref: ObjectRef, user: str, reason: str, expires_at: str)
     )
 
 
+def application_denial(ref: ObjectRef, user: str, groups: Sequence[str], risky: Sequence[str]) -> str:
+    admins = f"group {' or '.join(groups)}" if groups else "an admin group (none configured: --admin-groups)"
+    does = "; ".join(risky) if risky else "changes it"
+    ask = f"Ask a member of {' or '.join(groups)}" if groups else "Configure --admin-groups"
+    return (
+        f"{ref} is driftguard's own: it changes through git (an app-of-apps Application), the reconciler, or a "
+        f"member of {admins}; {user} is not a member. This request {does}. {ask}, or change it in the git "
+        f"repository of its app-of-apps"
+    )
+
+
+def application_admin_change(ref: ObjectRef, user: str, risky: Sequence[str]) -> str:
+    return f"{ref}: {user} (admin) {'; '.join(risky)}; admitted and recorded"
+
+
+def application_status(ref: ObjectRef, user: str) -> str:
+    return f"status of {ref} is written by driftguard's reconciler only; {user} may not write it"
+
+
 def unreadable_stamp(ref: ObjectRef, error: Exception) -> str:
     return (
         f"{ref} is labelled driftguard.io/managed=true but its driftguard stamp is unreadable ({error}); "

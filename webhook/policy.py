@@ -16,6 +16,10 @@ Rules, in the order they apply:
    with warnings (``warn``); a break-glass member's is admitted and recorded as break-glass. Fields
    the request does not change are never held against it, even when the object has already drifted.
 6. DELETE of a managed object is a change of every declared field, unless deletion already began.
+7. Applications are driftguard's own objects: one from git (an app-of-apps) is a managed object like
+   any other; any other changes only by the reconciler or a member of ``--admin-groups``, whose risky
+   changes (``applications.risky_changes``) are admitted and recorded (``audit``); its status is the
+   reconciler's.
 
 ``validate`` decides; ``mutate`` only computes the annotation patch, so both see the same rules.
 A scale request is judged as an UPDATE of its parent's ``spec.replicas``; the HTTP layer reads the
@@ -35,7 +39,7 @@ from driftguard.core import contract, fields
 from driftguard.core.clock import format_time
 from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
-from webhook import identity, messages
+from webhook import applications, identity, messages
 from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
 from webhook.records import AuditRecord, Decision
 from webhook.reviews import KubeObject, PatchOp, Request, object_problem
@@ -95,6 +99,10 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
 
 
 def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
+    if applications.is_application(request):
+        verdict = _validate_application(request, settings, now)
+        if verdict is not None:
+            return verdict
     subresource = request.get("subResource", "")
     if subresource == "scale":
         return _validate_scale(request, settings, now, parent)
@@ -152,6 +160,33 @@ def _validate_unmanaged(
         return ALLOW
     ref = _ref(request, new or old or {})
     return _deny(request, ref, old or {}, None, messages.forged(ref, keys), now)
+
+
+def _validate_application(request: Request, settings: Settings, now: dt.datetime) -> Verdict | None:
+    """driftguard's own objects (``applications``); None: an Application from git, judged as any managed object."""
+    old, new = request.get("oldObject"), request.get("object")
+    operation, subresource = request["operation"], request.get("subResource", "")
+    user = _user(request)
+    admin = any(group in settings.admin_groups for group in request["userInfo"].get("groups", []))
+    ref = _ref(request, new or old or {})
+    if subresource == "status":
+        return ALLOW if admin else _deny(request, ref, old or {}, None, messages.application_status(ref, user), now)
+    if subresource or contract.is_managed(old):
+        return None
+    forged = _validate_unmanaged(request, old, new, now)
+    if not forged.allowed:
+        return forged
+    if operation == "UPDATE" and not applications.changed(old, new):
+        return ALLOW
+    risky = applications.risky_changes(old if operation != "CREATE" else None, new if operation != "DELETE" else None)
+    if not admin:
+        return _deny(request, ref, old or {}, None, messages.application_denial(ref, user, settings.admin_groups,
+                                                                                  risky), now)
+    if not risky:
+        return ALLOW
+    text = messages.application_admin_change(ref, user, risky)
+    record = _record(request, ref, old or new or {}, None, "audit", text, (), now)
+    return Verdict("allow", warnings=(messages.cut(text),), record=record)
 
 
 def _validate_delete(edit: Edit) -> Verdict:

@@ -1,4 +1,5 @@
-"""The audit record: one per deny, warn or break-glass decision.
+"""The audit record: one per deny, warn or break-glass decision, and per admitted change that is always
+recorded (``audit``: an admin's risky change to an Application).
 
 A plain value with a stable JSON shape, shared by the policy (which builds it), the sinks (which
 write it) and ``driftguard audit`` (which reads it back). It never holds Secret values: the policy
@@ -14,7 +15,7 @@ from typing import Any, Final, Literal, cast, get_args
 
 from driftguard.core.clock import parse_time
 
-Decision = Literal["deny", "warn", "break-glass"]
+Decision = Literal["deny", "warn", "break-glass", "audit"]  # audit: admitted, recorded (an admin's risky change)
 DECISIONS: Final[tuple[str, ...]] = get_args(Decision)
 _TEXT_FIELDS: Final = (
     "time", "uid", "user", "operation", "subresource", "object", "api_version", "kind", "namespace",

@@ -1,6 +1,6 @@
 """The webhook configurations, rendered by one pure function for tests, local mode and ``manifests/``.
 
-Three webhooks in two objects:
+Four webhooks in two objects:
 
 * ``validate.driftguard.io`` — CREATE/UPDATE/DELETE of every resource whose object (old or new)
   carries ``driftguard.io/managed=true`` (``objectSelector``: unmanaged objects never reach us);
@@ -10,10 +10,14 @@ Three webhooks in two objects:
   on scalable kinds;
 * ``mutate.driftguard.io`` — UPDATE of managed objects, only ever adding the drift mark or the
   break-glass grant (``reinvocationPolicy: IfNeeded`` so a later mutating webhook cannot make the
-  mark stale).
+  mark stale);
+* ``applications.driftguard.io`` — CREATE/UPDATE/DELETE of ``driftguard.io`` Applications and their
+  status, in *every* namespace, driftguard's own included (its rule covers nothing else there, so a
+  broken webhook still cannot lock out its own repair): they change through git, the reconciler or
+  ``--admin-groups`` only (``webhook.applications``).
 
-All: ``namespaceSelector`` excluding kube-system and driftguard's own namespace (a broken webhook
-must not lock out its own repair), ``failurePolicy: Fail``, ``timeoutSeconds: 3``,
+All others: ``namespaceSelector`` excluding kube-system and driftguard's own namespace (a broken webhook
+must not lock out its own repair); all: ``failurePolicy: Fail``, ``timeoutSeconds: 3``,
 ``sideEffects: NoneOnDryRun`` (dry-run records make no Event), ``matchPolicy: Equivalent``.
 
 ``matchConditions`` (CEL, evaluated inside the API server) spare round trips whose answer is known:
@@ -22,7 +26,7 @@ webhook's ``--reconciler-users``) *with a token bound to a Pod named* ``reconcil
 (``userInfo.extra`` ``authentication.kubernetes.io/pod-name``/``pod-uid``, which impersonation
 cannot supply without ``userextras`` rights; see ``webhook.identity``) — call no webhook at all; the
 same rule as the webhook's own (``identity.is_reconciler``). Allow-listed controllers do call it: it
-admits only the deletes they legitimately make. and the mutating webhook is called only when the old object's stamp
+admits only the deletes they legitimately make. The mutating webhook is called only when the old object's stamp
 says ``warn`` or the new object carries a break-glass reason — the only cases in which it patches.
 """
 
@@ -102,13 +106,14 @@ def configurations(
     }]}
 
     def webhook(suffix: str, path: str, operations: list[str], resources: list[str],
-                objects: dict[str, Any] | None) -> dict[str, Any]:
+                objects: dict[str, Any] | None, *, groups: tuple[str, ...] = ("*",),
+                namespaces: dict[str, Any] | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": f"{suffix}.{name}.io" if name != NAME else f"{suffix}.driftguard.io",
             "clientConfig": _with_path(client, path),
-            "rules": [{"operations": operations, "apiGroups": ["*"], "apiVersions": ["*"],
+            "rules": [{"operations": operations, "apiGroups": list(groups), "apiVersions": ["*"],
                        "resources": resources, "scope": "*"}],
-            "namespaceSelector": selector,
+            "namespaceSelector": selector if namespaces is None else namespaces,
             "failurePolicy": "Fail",
             "matchPolicy": "Equivalent",
             "sideEffects": "NoneOnDryRun",
@@ -129,6 +134,9 @@ def configurations(
         "webhooks": [
             webhook("validate", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"], ["*"], MANAGED_SELECTOR),
             webhook("scale", VALIDATE_PATH, ["UPDATE"], ["*/scale"], None),
+            webhook("applications", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"],
+                    ["applications", "applications/status"], None, groups=(contract.PREFIX.rstrip("/"),),
+                    namespaces=namespace_selector or {}),
         ],
     }
     mutate = webhook("mutate", MUTATE_PATH, ["UPDATE"], ["*"], MANAGED_SELECTOR)

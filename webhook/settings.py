@@ -44,6 +44,10 @@ class Settings:
         "DRIFTGUARD_ALLOWED_USERS",
         "cluster controllers whose DELETEs pass (with their own token; the garbage collector's only for objects "
         "with owners); comma-separated", kind="list"))
+    admin_groups: tuple[str, ...] = field(default=("system:masters",), metadata=_meta(
+        "DRIFTGUARD_ADMIN_GROUPS",
+        "groups whose members may create, change and delete Applications not deployed from git (their risky "
+        "changes are recorded); comma-separated", kind="list"))
     break_glass_groups: tuple[str, ...] = field(default=(), metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_GROUPS",
         "groups allowed to break glass (annotation driftguard.io/break-glass); empty disables it", kind="list"))

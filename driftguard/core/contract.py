@@ -43,6 +43,20 @@ ANN_DRIFT: Final = PREFIX + "drift"
 ANN_BREAK_GLASS: Final = PREFIX + "break-glass"
 ANN_BREAK_GLASS_GRANTED: Final = PREFIX + "break-glass-granted"
 
+# Marks the reconciler sets on a Namespace or CustomResourceDefinition that holds managed objects
+# (including namespaces it created): the webhook denies their DELETE, and anyone but the reconciler
+# adding, changing or removing them. The annotation names the Applications, comma-separated, for messages.
+LABEL_HOLDS_MANAGED: Final = PREFIX + "holds-managed"
+ANN_HOLDS_MANAGED: Final = PREFIX + "holds-managed-by"
+
+# Finalizers on an Application that make deleting it delete what it manages (reconciler.deletion acts
+# on them; the webhook admits adding one only from git or an admin). Argo CD's /background and
+# /foreground variants only choose the propagation policy, so all three mean "cascade".
+PRUNE_ON_DELETE: Final = PREFIX + "prune-on-delete"
+ARGO_RESOURCES_FINALIZER: Final = "resources-finalizer.argocd.argoproj.io"
+CASCADE_FINALIZERS: Final = (PRUNE_ON_DELETE, ARGO_RESOURCES_FINALIZER, f"{ARGO_RESOURCES_FINALIZER}/background",
+                             f"{ARGO_RESOURCES_FINALIZER}/foreground")
+
 FIELD_MANAGER: Final = "driftguard"
 COMPRESS_ABOVE: Final = 4096
 _COMPRESSED: Final = "z:"
@@ -241,6 +255,17 @@ def read_stamp(obj: Mapping[str, Any] | None) -> Stamp | None:
         declared=decode_declared(annotations[ANN_DECLARED]),
         sensitive=is_sensitive(obj or {}),
     )
+
+
+def holds_managed(obj: Mapping[str, Any] | None) -> bool:
+    """Whether a Namespace or CRD carries the reconciler's "holds managed objects" mark."""
+    return labels_of(obj).get(LABEL_HOLDS_MANAGED) == "true"
+
+
+def holders_of(obj: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The Applications a marked Namespace or CRD names (may be empty)."""
+    text = annotations_of(obj).get(ANN_HOLDS_MANAGED, "")
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def own_metadata(obj: Mapping[str, Any] | None) -> dict[str, str]:

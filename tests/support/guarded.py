@@ -78,10 +78,12 @@ class Guarded:
         return self.reconciler.request("PATCH", self.path(name), body=stamped, content_type=APPLY,
                                        query={"fieldManager": contract.FIELD_MANAGER, "force": "true"})
 
-    def denied_by_us(self, error: KubeError) -> str:
-        """The text after kubectl's prefix, asserting the denial came from this module's webhook."""
+    def denied_by_us(self, error: KubeError, webhook: str = "") -> str:
+        """The text after kubectl's prefix, asserting the denial came from this module's ``webhook`` entry
+        (default: ``validate``, or ``scale`` for scale requests)."""
         assert error.status == 403, error
-        prefix = f'admission webhook "{"validate" if "scale" not in error.message else "scale"}.{self.name}.io"'
+        webhook = webhook or ("validate" if "scale" not in error.message else "scale")
+        prefix = f'admission webhook "{webhook}.{self.name}.io"'
         assert error.message.startswith(prefix + " denied the request: "), error.message
         return error.message.split(" denied the request: ", 1)[1]
 

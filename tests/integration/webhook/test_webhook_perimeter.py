@@ -8,13 +8,18 @@ recorded.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.guarded import MERGE, Guarded, story
 
+from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
+from driftguard.kube.resources import Cluster
+from reconciler import crd
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +42,7 @@ def _reconciler(guarded: Guarded) -> str:
 
 
 @pytest.fixture(scope="module")
-def editor(guarded: Guarded) -> tuple[Kube, Path]:
+def editor(guarded: Guarded) -> Iterator[tuple[Kube, Path]]:
     kube, kubeconfig = guarded.edit_user("dev-edit-only")
     yield kube, kubeconfig
     kube.close()
@@ -107,3 +112,74 @@ def test_the_garbage_collectors_name_deletes_nothing(guarded: Guarded) -> None:
     assert "deleting it here is denied. Remove it from git" in result.stderr
     assert f"(driftguard identity: {GC} is trusted only with its own token; this request carries none" in result.stderr
     guarded.wait_record("collected", decision="deny", user=GC)
+
+
+# ---------------------------------------------------------------- path 2: driftguard's own objects
+
+@pytest.fixture(scope="module")
+def applications(guarded: Guarded) -> str:
+    """The Application CRD installed; the collection path in the guarded namespace."""
+    crd.install(Cluster(guarded.admin))
+    return f"/apis/driftguard.io/v1alpha1/namespaces/{guarded.namespace}/applications"
+
+
+def _application(guarded: Guarded, collection: str, name: str) -> str:
+    body = {"apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": name, "namespace": guarded.namespace},
+            "spec": {"source": {"repoURL": "https://github.com/org/k8s-manifests", "path": "apps"},
+                     "destination": {"namespace": guarded.namespace},
+                     "syncPolicy": {"automated": {"prune": True, "selfHeal": True}}, "enforcement": "deny"}}
+    guarded.admin.request("POST", collection, body=body)  # admin is in system:masters, the default admin group
+    return f"{collection}/{name}"
+
+
+OWN = ("Application {ns}/{name} is driftguard's own: it changes through git (an app-of-apps Application), the "
+       "reconciler, or a member of group system:masters; laptop is not a member. This request {does}. Ask a member "
+       "of system:masters, or change it in the git repository of its app-of-apps")
+
+
+@pytest.mark.parametrize(("patch", "does"), [
+    pytest.param({"spec": {"enforcement": "off"}}, "downgrades spec.enforcement from deny to off", id="enforcement"),
+    pytest.param({"spec": {"syncPolicy": {"automated": None}}},
+                 "removes spec.syncPolicy.automated (no more automatic sync, prune or self-heal)", id="automated"),
+    pytest.param({"metadata": {"finalizers": [contract.PRUNE_ON_DELETE]}},
+                 f"adds finalizer {contract.PRUNE_ON_DELETE} (a cascading delete: deleting the Application then "
+                 "deletes what it manages)", id="cascading finalizer"),
+    pytest.param({"spec": {"source": {"repoURL": "https://evil.example/repo"}}}, "changes spec.source", id="source"),
+])
+def test_a_laptop_cannot_weaken_an_application(guarded: Guarded, applications: str, patch: dict[str, Any],
+                                              does: str) -> None:
+    name = f"app-{secrets.token_hex(2)}"
+    path = _application(guarded, applications, name)
+    with pytest.raises(KubeError) as denied:
+        guarded.laptop.request("PATCH", path, body=patch, content_type=MERGE)
+    assert guarded.denied_by_us(denied.value, "applications") == OWN.format(ns=guarded.namespace, name=name,
+                                                                             does=does)
+    guarded.wait_record(name, decision="deny", user="laptop", kind="Application")
+
+
+def test_a_laptop_cannot_delete_an_application_or_write_its_status(guarded: Guarded, applications: str) -> None:
+    path = _application(guarded, applications, "kept")
+    with pytest.raises(KubeError) as denied:
+        guarded.laptop.request("DELETE", path)
+    assert guarded.denied_by_us(denied.value, "applications") == OWN.format(
+        ns=guarded.namespace, name="kept", does="deletes the Application")
+    with pytest.raises(KubeError) as status:
+        guarded.laptop.request("PATCH", f"{path}/status", body={"status": {"sync": {"status": "Synced"}}},
+                               content_type=MERGE)
+    assert guarded.denied_by_us(status.value, "applications") == (
+        f"status of Application {guarded.namespace}/kept is written by driftguard's reconciler only; laptop may not "
+        "write it")
+    assert guarded.admin.request("GET", path)["metadata"]["name"] == "kept"
+
+
+def test_an_admins_risky_change_is_admitted_and_recorded(guarded: Guarded, applications: str) -> None:
+    path = _application(guarded, applications, "by-admin")
+    answer = guarded.admin.request_with_warnings("PATCH", path, body={"spec": {"enforcement": "warn"}},
+                                                 content_type=MERGE)
+    text = f"Application {guarded.namespace}/by-admin: admin (admin) downgrades spec.enforcement from deny to warn"
+    assert any(w.startswith(text) for w in answer.warnings), answer.warnings
+    record = guarded.wait_record("by-admin", decision="audit")
+    assert (record.user, record.operation, record.kind) == ("admin", "UPDATE", "Application")
+    guarded.reconciler.request("PATCH", f"{path}/status", body={"status": {"sync": {"status": "Synced"}}},
+                               content_type=MERGE)  # the reconciler's pod-bound token writes status

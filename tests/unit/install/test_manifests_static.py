@@ -79,6 +79,9 @@ def test_webhook_registration_policy() -> None:
             assert hook["timeoutSeconds"] <= 3
             assert hook["sideEffects"] == "NoneOnDryRun"
             assert hook["matchPolicy"] == "Equivalent"
+            if hook["rules"][0]["apiGroups"] == ["driftguard.io"]:
+                assert hook["namespaceSelector"] == {}, "Applications are guarded in every namespace"
+                continue
             excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"]
             assert {"kube-system", "driftguard-system"} <= set(excluded)
             is_scale = hook["rules"][0]["resources"] == ["*/scale"]

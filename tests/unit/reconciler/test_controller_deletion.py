@@ -12,12 +12,12 @@ from typing import Any, cast
 from support.fake_cluster import FakeCluster
 from support.reconciler_builders import cm, desired
 
+from driftguard.core.contract import ARGO_RESOURCES_FINALIZER
 from driftguard.core.inventory import Inventory
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType
 from reconciler.application import AppKey, parse_application
 from reconciler.apply import Mode
 from reconciler.controller import Controller, Settings
-from reconciler.deletion import ARGO_RESOURCES_FINALIZER
 from reconciler.record import AppState
 
 OTHER = "example.com/someone-else"

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
+from driftguard.core.contract import ARGO_RESOURCES_FINALIZER, PRUNE_ON_DELETE
 from reconciler.deletion import (
-    ARGO_RESOURCES_FINALIZER,
-    PRUNE_ON_DELETE,
     Step,
     being_deleted,
     ours,

@@ -15,15 +15,18 @@ CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 def _all(client: registration.ClientConfig, **options: Any) -> list[dict[str, Any]]:
+    """validate, scale, mutate, applications."""
     validating, mutating = registration.configurations(client, **options)
-    return [*validating["webhooks"], *mutating["webhooks"]]
+    validate, scale, applications = validating["webhooks"]
+    return [validate, scale, *mutating["webhooks"], applications]
 
 
-def test_three_webhooks_in_two_objects() -> None:
+def test_four_webhooks_in_two_objects() -> None:
     validating, mutating = registration.configurations(registration.url_client("https://127.0.0.1:8443", CA))
     assert (validating["kind"], mutating["kind"]) == ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
     assert validating["metadata"]["name"] == mutating["metadata"]["name"] == "driftguard"
-    assert [w["name"] for w in validating["webhooks"]] == ["validate.driftguard.io", "scale.driftguard.io"]
+    assert [w["name"] for w in validating["webhooks"]] == ["validate.driftguard.io", "scale.driftguard.io",
+                                                           "applications.driftguard.io"]
     assert [w["name"] for w in mutating["webhooks"]] == ["mutate.driftguard.io"]
 
 
@@ -38,13 +41,15 @@ def test_three_webhooks_in_two_objects() -> None:
 ])
 def test_every_webhook_shares_the_safety_settings(key: str, value: Any) -> None:
     webhooks = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    if key == "namespaceSelector":
+        webhooks = webhooks[:3]  # the Applications' own rule covers driftguard's namespace too
     assert webhooks
     for webhook in webhooks:
         assert webhook[key] == value, webhook["name"]
 
 
 def test_rules_and_object_selectors() -> None:
-    validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    validate, scale, mutate, _ = _all(registration.url_client("https://127.0.0.1:8443", CA))
     assert validate["rules"] == [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["*"],
                                   "apiVersions": ["*"], "resources": ["*"], "scope": "*"}]
     assert validate["objectSelector"] == {"matchLabels": {"driftguard.io/managed": "true"}}
@@ -54,15 +59,26 @@ def test_rules_and_object_selectors() -> None:
     assert mutate["objectSelector"] == validate["objectSelector"]
 
 
+def test_applications_have_their_own_rule_in_every_namespace() -> None:
+    *_, applications = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    assert applications["rules"] == [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["driftguard.io"],
+                                      "apiVersions": ["*"], "resources": ["applications", "applications/status"],
+                                      "scope": "*"}]
+    assert applications["namespaceSelector"] == {}
+    assert "objectSelector" not in applications
+    assert applications["failurePolicy"] == "Fail"
+    assert applications["matchConditions"][0]["name"] == "not-reconciler"
+
+
 def test_url_clients_get_a_path_per_webhook_and_the_ca_bundle() -> None:
-    validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:8443/", CA))
+    validate, scale, mutate, _ = _all(registration.url_client("https://127.0.0.1:8443/", CA))
     assert [w["clientConfig"]["url"] for w in (validate, scale, mutate)] == [
         "https://127.0.0.1:8443/validate", "https://127.0.0.1:8443/validate", "https://127.0.0.1:8443/mutate"]
     assert base64.b64decode(validate["clientConfig"]["caBundle"]) == CA
 
 
 def test_service_clients() -> None:
-    validate, _, mutate = _all(registration.service_client("driftguard-webhook", "driftguard-system", CA))
+    validate, _, mutate, _ = _all(registration.service_client("driftguard-webhook", "driftguard-system", CA))
     assert validate["clientConfig"]["service"] == {"namespace": "driftguard-system", "name": "driftguard-webhook",
                                                    "port": 443, "path": "/validate"}
     assert mutate["clientConfig"]["service"]["path"] == "/mutate"
@@ -84,7 +100,8 @@ def test_tests_can_confine_the_webhooks_and_name_them() -> None:
     validating, _ = registration.configurations(registration.url_client("https://127.0.0.1:1", CA),
                                                 name="dg-test-1", namespace_selector=selector)
     assert validating["metadata"]["name"] == "dg-test-1"
-    assert [w["name"] for w in validating["webhooks"]] == ["validate.dg-test-1.io", "scale.dg-test-1.io"]
+    assert [w["name"] for w in validating["webhooks"]] == ["validate.dg-test-1.io", "scale.dg-test-1.io",
+                                                           "applications.dg-test-1.io"]
     assert all(w["namespaceSelector"] == selector for w in validating["webhooks"])
 
 
@@ -116,7 +133,7 @@ def test_the_webhook_role_reads_scalable_parents_and_writes_events_only() -> Non
 
 
 def test_only_the_pod_bound_reconciler_calls_no_webhook_and_the_mutating_one_only_when_it_would_patch() -> None:
-    validate, scale, mutate = _all(registration.url_client("https://127.0.0.1:1", CA),
+    validate, scale, mutate, _ = _all(registration.url_client("https://127.0.0.1:1", CA),
                                    reconciler_users=["system:serviceaccount:ns:reconciler", 'odd"name'],
                                    reconciler_pod_prefix="rec-")
     extra = "request.userInfo.extra"
