@@ -32,6 +32,8 @@ from driftguard.core import contract, fields
 from driftguard.core.clock import format_time, holds_until, time_or_none
 from driftguard.core.contract import BreakGlass, DriftMark, Stamp
 from driftguard.core.objects import ObjectRef
+from webhook import guards
+from webhook.guards import Guarded
 from webhook.reviews import Request
 from webhook.settings import Settings
 
@@ -84,9 +86,15 @@ class Edit:
         return contract.changed_own_metadata(self.old, self.new)
 
     @cached_property
+    def guarded(self) -> list[Guarded]:
+        """What this request changes that git owns without declaring it (``webhook.guards``)."""
+        return [] if self.new is None else guards.violations(self.ref.kind, self.stamp.declared, self.old, self.new)
+
+    @cached_property
     def grant_due(self) -> bool:
         """A break-glass member set a reason and this request uses it."""
-        return self.member and bool(self.reason) and (bool(self.changes) or REASON_KEY in self.own_changes)
+        uses = bool(self.changes) or bool(self.guarded) or REASON_KEY in self.own_changes
+        return self.member and bool(self.reason) and uses
 
 
 # ---------------------------------------------------------------- driftguard's own annotations

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Final
 
 from driftguard.core.contract import Source, Stamp
-from driftguard.core.fields import MISSING, FieldDrift
+from driftguard.core.fields import MISSING, FieldDrift, render_value
 from driftguard.core.objects import ObjectRef
+from webhook.guards import Guarded
 
 WARNING_LIMIT: Final = 256
 
@@ -54,10 +55,10 @@ def field_warnings(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) 
     return [_cut(t) for t in texts]
 
 
-def delete_denial(ref: ObjectRef, stamp: Stamp) -> str:
+def delete_denial(ref: ObjectRef, stamp: Stamp, how: str = "deleting it here") -> str:
     return (
         f"{ref} is managed by driftguard (Application {stamp.application}) and declared in git "
-        f"{where(stamp.source)}; deleting it here is denied. Remove it from git: {stamp.source.repo}"
+        f"{where(stamp.source)}; {how} is denied. Remove it from git: {stamp.source.repo}"
     )
 
 
@@ -114,6 +115,22 @@ def application_status(ref: ObjectRef, user: str) -> str:
     return f"status of {ref} is written by driftguard's reconciler only; {user} may not write it"
 
 
+def holder_delete(ref: ObjectRef, applications: Sequence[str]) -> str:
+    held = f" (Application {', '.join(applications)})" if applications else ""
+    return (
+        f"{ref} holds objects driftguard manages{held}; deleting it would delete them without their own DELETE "
+        f"ever being judged, so it is denied. Remove those objects from git first: the reconciler then lifts "
+        f"the driftguard.io/holds-managed mark"
+    )
+
+
+def holder_mark(ref: ObjectRef) -> str:
+    return (
+        f"{ref}: the driftguard.io/holds-managed mark is set and removed only by driftguard's reconciler; "
+        f"this request changes it. It goes when git no longer puts managed objects here"
+    )
+
+
 def unreadable_stamp(ref: ObjectRef, error: Exception) -> str:
     return (
         f"{ref} is labelled driftguard.io/managed=true but its driftguard stamp is unreadable ({error}); "
@@ -121,11 +138,33 @@ def unreadable_stamp(ref: ObjectRef, error: Exception) -> str:
     )
 
 
-def unreadable_parent(ref: ObjectRef, error: str) -> str:
+def unreadable_parent(ref: ObjectRef, error: str, request: str = "scale") -> str:
+    checks = "whether git declares its replicas" if request == "scale" else "whether driftguard manages it"
     return (
-        f"{ref}: cannot read it to check whether git declares its replicas ({error}); "
-        f"the scale request is refused (fail closed), retry in a moment"
+        f"{ref}: cannot read it to check {checks} ({error}); "
+        f"the {request} request is refused (fail closed), retry in a moment"
     )
+
+
+def guarded_denial(ref: ObjectRef, stamp: Stamp, guarded: Sequence[Guarded]) -> str:
+    listed = "; ".join(f"{g.field} ({g.why}; {_guarded_does(g)})" for g in guarded)
+    return (
+        f"{ref} is managed by driftguard and git declares none of these, which driftguard guards anyway: "
+        f"{listed}. Change them in git: {stamp.source.repo}"
+    )
+
+
+def guarded_warnings(ref: ObjectRef, guarded: Sequence[Guarded]) -> list[str]:
+    return [_cut(f"{g.field} of {ref} is not declared in git and driftguard guards it ({g.why}); {_guarded_does(g)}")
+            for g in guarded]
+
+
+def _guarded_does(guarded: Guarded) -> str:
+    if guarded.added:
+        return "this request adds it"
+    if guarded.drift.actual is MISSING:
+        return "this request removes it"
+    return f"this request sets {render_value(guarded.drift.actual)}"
 
 
 def _field_pair(change: FieldDrift, stamp: Stamp) -> str:

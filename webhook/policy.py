@@ -3,9 +3,10 @@
 Rules, in the order they apply:
 
 1. The reconciler (a token bound to one of its Pods) passes everything, allow-listed controllers
-   their DELETEs (``identity.trusted``); ``CONNECT`` and subresources other than ``scale`` are not
-   intercepted. A request that only *names* a trusted identity is judged like anyone's, and its
-   denial or record says why the name was not enough (``identity.posing``).
+   their DELETEs (``identity.trusted``); ``CONNECT`` and subresources other than ``scale``,
+   ``pods/eviction``, ``pods/ephemeralcontainers`` and ``pods/resize`` are not intercepted. A
+   request that only *names* a trusted identity is judged like anyone's, and its denial or record
+   says why the name was not enough (``identity.posing``).
 2. Trust only the *old* object's stamp. A CREATE, or an edit of an unmanaged object, that carries any
    ``driftguard.io/`` key is forged ownership. A managed object whose stamp is unreadable is frozen.
 3. Enforcement ``off`` admits everything and records nothing.
@@ -16,7 +17,12 @@ Rules, in the order they apply:
    with warnings (``warn``); a break-glass member's is admitted and recorded as break-glass. Fields
    the request does not change are never held against it, even when the object has already drifted.
 6. DELETE of a managed object is a change of every declared field, unless deletion already began.
-7. Applications are driftguard's own objects: one from git (an app-of-apps) is a managed object like
+7. A Namespace or CRD marked ``driftguard.io/holds-managed`` by the reconciler may not be deleted
+   (that would delete managed objects around their own DELETE), and only the reconciler sets or
+   removes the mark. ``pods/eviction`` of a managed Pod is its DELETE; ``pods/ephemeralcontainers``
+   and ``pods/resize`` are UPDATEs of it. Beyond declared fields, ``guards`` judges what git owns
+   undeclared: owner references, finalizers, and the strict pod profile.
+8. Applications are driftguard's own objects: one from git (an app-of-apps) is a managed object like
    any other; any other changes only by the reconciler or a member of ``--admin-groups``, whose risky
    changes (``applications.risky_changes``) are admitted and recorded (``audit``); its status is the
    reconciler's.
@@ -62,6 +68,9 @@ class Verdict:
 
 
 ALLOW: Final = Verdict("allow")
+HOLDER_KINDS: Final = frozenset({("", "Namespace"), ("apiextensions.k8s.io", "CustomResourceDefinition")})
+# Subresources whose request carries the whole Pod (old and new): judged as an UPDATE of it.
+POD_SUBRESOURCES: Final = frozenset({"", "ephemeralcontainers", "resize"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +84,9 @@ class Parent:
 # ---------------------------------------------------------------- entry points
 
 def needs_parent(request: Request, settings: Settings) -> bool:
-    """Whether ``validate`` needs the parent object read (scale requests from untrusted users)."""
-    return (
-        request.get("subResource") == "scale"
-        and request["operation"] == "UPDATE"
-        and not identity.trusted(request, settings)
-    )
+    """Whether ``validate`` needs the parent object read (scale and eviction requests from untrusted users)."""
+    wanted = {"scale": "UPDATE", "eviction": "CREATE"}.get(request.get("subResource", ""))
+    return wanted == request["operation"] and not identity.trusted(request, settings)
 
 
 def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None) -> Verdict:
@@ -103,10 +109,16 @@ def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Pa
         verdict = _validate_application(request, settings, now)
         if verdict is not None:
             return verdict
+    if (request["kind"]["group"], request["kind"]["kind"]) in HOLDER_KINDS and not request.get("subResource"):
+        held = _validate_holder(request, now)
+        if held is not None:
+            return held
     subresource = request.get("subResource", "")
     if subresource == "scale":
         return _validate_scale(request, settings, now, parent)
-    if subresource:
+    if subresource == "eviction":
+        return _validate_eviction(request, settings, now, parent)
+    if subresource not in POD_SUBRESOURCES:
         return ALLOW
     if request["operation"] == "CREATE":
         return _validate_unmanaged(request, None, request.get("object"), now)
@@ -189,7 +201,7 @@ def _validate_application(request: Request, settings: Settings, now: dt.datetime
     return Verdict("allow", warnings=(messages.cut(text),), record=record)
 
 
-def _validate_delete(edit: Edit) -> Verdict:
+def _validate_delete(edit: Edit, how: str = "deleting it here") -> Verdict:
     if (edit.old.get("metadata") or {}).get("deletionTimestamp"):
         return ALLOW
     standing = standing_grant(edit)
@@ -197,29 +209,79 @@ def _validate_delete(edit: Edit) -> Verdict:
         return _break_glass(edit, [], standing.reason, standing.expires_at)
     if edit.stamp.enforcement == "warn":
         return _admit(edit, "warn", [], (messages.delete_warning(edit.ref, edit.stamp),))
-    return _deny(edit.request, edit.ref, edit.old, edit.stamp, messages.delete_denial(edit.ref, edit.stamp), edit.now)
+    return _deny(edit.request, edit.ref, edit.old, edit.stamp, messages.delete_denial(edit.ref, edit.stamp, how),
+                 edit.now)
 
 
 def _validate_update(edit: Edit, settings: Settings) -> Verdict:
-    changes = edit.changes
-    grant_due = edit.grant_due
+    changes, guarded = edit.changes, edit.guarded
+    drifts = [*changes, *(g.drift for g in guarded)]
     tampered = [key for key in edit.own_changes if not permitted(key, edit)]
     if tampered:
         text = messages.tampering(edit.ref, tampered, edit.stamp)
         if REASON_KEY in tampered and not edit.member:
             text += ". " + messages.break_glass_refused(edit.user, settings.break_glass_groups)
-        if changes:
-            text += ". Also: " + messages.field_denial(edit.ref, edit.stamp, changes)
-        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, changes)
-    if grant_due:
+        if drifts:
+            text += ". Also: " + _drift_denial(edit)
+        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, drifts)
+    if edit.grant_due:
         expires = format_time(edit.now + dt.timedelta(seconds=settings.break_glass_ttl))
-        return _break_glass(edit, changes, edit.reason, expires)
-    if not changes:
+        return _break_glass(edit, drifts, edit.reason, expires)
+    if not drifts:
         return ALLOW
     if edit.stamp.enforcement == "warn":
-        return _admit(edit, "warn", changes, messages.field_warnings(edit.ref, edit.stamp, changes))
-    text = messages.field_denial(edit.ref, edit.stamp, changes)
-    return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, changes)
+        warnings = [*(messages.field_warnings(edit.ref, edit.stamp, changes) if changes else []),
+                    *messages.guarded_warnings(edit.ref, guarded)]
+        return _admit(edit, "warn", drifts, warnings)
+    return _deny(edit.request, edit.ref, edit.old, edit.stamp, _drift_denial(edit), edit.now, drifts)
+
+
+def _drift_denial(edit: Edit) -> str:
+    """Declared fields this request moves away from git, then what it changes that git owns undeclared."""
+    texts = []
+    if edit.changes:
+        texts.append(messages.field_denial(edit.ref, edit.stamp, edit.changes))
+    if edit.guarded:
+        texts.append(messages.guarded_denial(edit.ref, edit.stamp, edit.guarded))
+    return ". Also: ".join(texts)
+
+
+def _validate_holder(request: Request, now: dt.datetime) -> Verdict | None:
+    """A Namespace or CRD marked as holding managed objects; None when the mark is not involved."""
+    old, new = request.get("oldObject"), request.get("object")
+    kind = request["kind"]
+    ref = ObjectRef(kind["group"], kind["kind"], "", request.get("name", "") or ObjectRef.of(old or new or {}).name)
+    if request["operation"] == "DELETE":
+        if not contract.holds_managed(old) or ((old or {}).get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return _deny(request, ref, old or {}, None, messages.holder_delete(ref, contract.holders_of(old)), now)
+    marks = (contract.LABEL_HOLDS_MANAGED, contract.ANN_HOLDS_MANAGED)
+    before = {k: v for k, v in contract.own_metadata(old).items() if k.split(":", 1)[1] in marks}
+    after = {k: v for k, v in contract.own_metadata(new).items() if k.split(":", 1)[1] in marks}
+    if before == after:
+        return None
+    return _deny(request, ref, old or {}, None, messages.holder_mark(ref), now)
+
+
+def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
+    """``pods/eviction`` deletes the Pod: judged as a DELETE of it (the Pod is read, as a scale's parent)."""
+    ref = _parent_ref(request)
+    if parent is None or parent.error:
+        error = parent.error if parent is not None else "parent object was not read"
+        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, error, "eviction"), now)
+    if parent.obj is None or object_problem(parent.obj):
+        return ALLOW if parent.obj is None else _deny(
+            request, ref, {}, None, messages.unreadable_parent(ref, f"the object {object_problem(parent.obj)}",
+                                                             "eviction"), now)
+    try:
+        stamp = contract.read_stamp(parent.obj)
+    except ContractError as e:
+        ref = _ref(request, parent.obj)
+        return _deny(request, ref, parent.obj, None, messages.unreadable_stamp(ref, e), now)
+    if stamp is None or stamp.enforcement == "off":
+        return ALLOW
+    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=None, now=now)
+    return _validate_delete(edit, how="evicting it (pods/eviction deletes it)")
 
 
 def _validate_scale(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:

@@ -1,6 +1,7 @@
 """The webhook configurations, rendered by one pure function for tests, local mode and ``manifests/``.
 
-Four webhooks in two objects:
+Six webhooks in two objects (``validate`` also sees ``pods/ephemeralcontainers`` and ``pods/resize``,
+whose requests carry the whole Pod):
 
 * ``validate.driftguard.io`` — CREATE/UPDATE/DELETE of every resource whose object (old or new)
   carries ``driftguard.io/managed=true`` (``objectSelector``: unmanaged objects never reach us);
@@ -11,6 +12,12 @@ Four webhooks in two objects:
 * ``mutate.driftguard.io`` — UPDATE of managed objects, only ever adding the drift mark or the
   break-glass grant (``reinvocationPolicy: IfNeeded`` so a later mutating webhook cannot make the
   mark stale);
+* ``evict.driftguard.io`` — CREATE of ``pods/eviction`` (an eviction deletes the Pod), without an
+  objectSelector: the request carries an Eviction, not the Pod, so the webhook reads the Pod as it reads
+  a scale's parent;
+* ``holders.driftguard.io`` — CREATE/UPDATE/DELETE of Namespaces and CRDs that carry the reconciler's
+  ``driftguard.io/holds-managed`` mark: deleting one would delete managed objects around their own
+  DELETE (the namespace controller, the CRD's cleanup), so it is denied, as is anyone else touching the mark;
 * ``applications.driftguard.io`` — CREATE/UPDATE/DELETE of ``driftguard.io`` Applications and their
   status, in *every* namespace, driftguard's own included (its rule covers nothing else there, so a
   broken webhook still cannot lock out its own repair): they change through git, the reconciler or
@@ -48,6 +55,10 @@ VALIDATE_PATH: Final = "/validate"
 MUTATE_PATH: Final = "/mutate"
 TIMEOUT_SECONDS: Final = 3
 MANAGED_SELECTOR: Final = {"matchLabels": {contract.LABEL_MANAGED: "true"}}
+HOLDS_SELECTOR: Final = {"matchLabels": {contract.LABEL_HOLDS_MANAGED: "true"}}
+# Subresources whose admission request carries the whole Pod, labels included (checked on v1.36.3), so
+# the managed objectSelector sees them; pods/eviction carries an Eviction and needs its own entry.
+POD_SUBRESOURCES: Final = ("pods/ephemeralcontainers", "pods/resize")
 RECONCILER_USERS: Final = Settings().reconciler_users
 WARN_OR_BREAK_GLASS: Final = (
     f"oldObject != null && has(oldObject.metadata.annotations) && ("
@@ -107,12 +118,16 @@ def configurations(
 
     def webhook(suffix: str, path: str, operations: list[str], resources: list[str],
                 objects: dict[str, Any] | None, *, groups: tuple[str, ...] = ("*",),
-                namespaces: dict[str, Any] | None = None) -> dict[str, Any]:
+                namespaces: dict[str, Any] | None = None,
+                more: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+        rules = [{"operations": operations, "apiGroups": list(groups), "apiVersions": ["*"],
+                  "resources": resources, "scope": "*"}]
+        rules += [{"operations": operations, "apiGroups": [group], "apiVersions": ["*"], "resources": [resource],
+                   "scope": "*"} for group, resource in more]
         entry: dict[str, Any] = {
             "name": f"{suffix}.{name}.io" if name != NAME else f"{suffix}.driftguard.io",
             "clientConfig": _with_path(client, path),
-            "rules": [{"operations": operations, "apiGroups": list(groups), "apiVersions": ["*"],
-                       "resources": resources, "scope": "*"}],
+            "rules": rules,
             "namespaceSelector": selector if namespaces is None else namespaces,
             "failurePolicy": "Fail",
             "matchPolicy": "Equivalent",
@@ -132,8 +147,12 @@ def configurations(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": labels},
         "webhooks": [
-            webhook("validate", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"], ["*"], MANAGED_SELECTOR),
+            webhook("validate", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"], ["*", *POD_SUBRESOURCES],
+                    MANAGED_SELECTOR),
             webhook("scale", VALIDATE_PATH, ["UPDATE"], ["*/scale"], None),
+            webhook("evict", VALIDATE_PATH, ["CREATE"], ["pods/eviction"], None, groups=("",)),
+            webhook("holders", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"], ["namespaces"], HOLDS_SELECTOR,
+                    groups=("",), namespaces={}, more=[("apiextensions.k8s.io", "customresourcedefinitions")]),
             webhook("applications", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"],
                     ["applications", "applications/status"], None, groups=(contract.PREFIX.rstrip("/"),),
                     namespaces=namespace_selector or {}),
@@ -151,9 +170,9 @@ def configurations(
     return validating, mutating
 
 
-# Kinds with a scale subresource whose parent the webhook may read; CRDs with scale go in ``extra``.
+# Kinds whose parent the webhook may read: scale requests' (CRDs with scale go in ``extra``) and evictions'.
 SCALABLE: Final = (("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets"),
-                   ("", "replicationcontrollers"))
+                   ("", "replicationcontrollers"), ("", "pods"))
 
 
 def rbac(

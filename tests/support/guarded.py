@@ -123,18 +123,25 @@ def story(guarded: Guarded, name: str, field: str = "spec.replicas", declared: s
             "Change it in git: https://github.com/org/k8s-manifests")
 
 
-def aggregate_cluster_role(admin: Kube, name: str) -> None:
-    """What kube-controller-manager's aggregation controller does for ClusterRole ``name`` (a bare control
-    plane has none, so the built-in ``edit``/``admin`` roles are empty there)."""
+def aggregate_cluster_role(admin: Kube, name: str) -> list[Any]:
+    """What kube-controller-manager's aggregation controller does for ClusterRole ``name`` and, first, for the
+    aggregated roles it selects (``edit`` selects ``view``): a bare control plane has none, so the built-in
+    ``view``/``edit``/``admin`` roles are empty there. Returns the role's rules."""
     role = admin.request("GET", f"{RBAC}/clusterroles/{name}")
+    selectors = (role.get("aggregationRule") or {}).get("clusterRoleSelectors") or []
+    if role.get("rules") or not selectors:
+        return list(role.get("rules") or [])
     rules: list[Any] = []
-    for selector in (role.get("aggregationRule") or {}).get("clusterRoleSelectors") or []:
+    for selector in selectors:
         labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
         for part in admin.request("GET", f"{RBAC}/clusterroles", query={"labelSelector": labels})["items"]:
-            rules.extend(r for r in part.get("rules") or [] if r not in rules)
-    if rules and not role.get("rules"):
+            found = aggregate_cluster_role(admin, part["metadata"]["name"]) if part.get("aggregationRule") else (
+                part.get("rules") or [])
+            rules.extend(r for r in found if r not in rules)
+    if rules:
         admin.request("PATCH", f"{RBAC}/clusterroles/{name}", body={"rules": rules},
                       content_type="application/merge-patch+json")
+    return rules
 
 
 def create_or_keep(kube: Kube, path: str, body: dict[str, Any]) -> None:

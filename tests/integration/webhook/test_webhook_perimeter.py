@@ -8,13 +8,23 @@ recorded.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.guarded import MERGE, Guarded, story
+from support.guarded import (
+    APPLY,
+    MERGE,
+    SOURCE,
+    STRATEGIC,
+    Guarded,
+    create_or_keep,
+    delete_if_present,
+    story,
+)
 
 from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
@@ -183,3 +193,184 @@ def test_an_admins_risky_change_is_admitted_and_recorded(guarded: Guarded, appli
     assert (record.user, record.operation, record.kind) == ("admin", "UPDATE", "Application")
     guarded.reconciler.request("PATCH", f"{path}/status", body={"status": {"sync": {"status": "Synced"}}},
                                content_type=MERGE)  # the reconciler's pod-bound token writes status
+
+
+# ---------------------------------------------------------------- path 3: deletes that never reach the object's DELETE
+
+@pytest.fixture(scope="module")
+def marker(guarded: Guarded) -> Iterator[Kube]:
+    """The reconciler's identity, allowed (here) to set the holds-managed mark on Namespaces and CRDs."""
+    name = f"{guarded.name}-marker"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch", "delete"]},
+                      {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                       "verbs": ["get", "patch", "delete"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": "driftguard-reconciler",
+                             "namespace": guarded.namespace}]}
+    create_or_keep(guarded.admin, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+    create_or_keep(guarded.admin, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    yield guarded.reconciler
+    delete_if_present(guarded.admin, f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+    delete_if_present(guarded.admin, f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+
+
+def _mark(kube: Kube, path: str, holders: str | None) -> None:
+    marks = {"labels": {contract.LABEL_HOLDS_MANAGED: "true" if holders else None},
+             "annotations": {contract.ANN_HOLDS_MANAGED: holders}}
+    kube.request("PATCH", path, body={"metadata": marks}, content_type=MERGE)
+
+
+def test_a_namespace_holding_managed_objects_cannot_be_deleted_nor_unmarked(guarded: Guarded, marker: Kube) -> None:
+    name = f"held-{secrets.token_hex(3)}"
+    path = f"/api/v1/namespaces/{name}"
+    guarded.admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+    _mark(marker, path, "driftguard-system/shop")  # what the reconciler does for a namespace it fills
+    try:
+        assert guarded.laptop_kubeconfig is not None
+        deleted = guarded.kubectl_as(guarded.laptop_kubeconfig, "delete", "namespace", name)
+        assert deleted.returncode != 0
+        assert (f'admission webhook "holders.{guarded.name}.io" denied the request: Namespace {name} holds objects '
+                "driftguard manages (Application driftguard-system/shop); deleting it would delete them without "
+                "their own DELETE ever being judged, so it is denied. Remove those objects from git first: the "
+                "reconciler then lifts the driftguard.io/holds-managed mark") in deleted.stderr
+        unmarked = guarded.kubectl_as(guarded.laptop_kubeconfig, "label", "namespace", name,
+                                      f"{contract.LABEL_HOLDS_MANAGED}-")
+        assert unmarked.returncode != 0
+        assert "the driftguard.io/holds-managed mark is set and removed only by driftguard's reconciler" in (
+            unmarked.stderr)
+        guarded.wait_record(name, decision="deny", operation="DELETE", kind="Namespace", user="laptop")
+        assert "deletionTimestamp" not in guarded.admin.request("GET", path)["metadata"]
+    finally:
+        _mark(marker, path, None)  # the reconciler lifts the mark; then the namespace may go
+        guarded.admin.request("DELETE", path)
+
+
+def test_a_crd_holding_managed_objects_cannot_be_deleted(guarded: Guarded, marker: Kube) -> None:
+    group = f"t{secrets.token_hex(3)}.driftguard-tests.example.com"
+    definition = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object"}}}]},
+    }
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{group}"
+    guarded.admin.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=definition)
+    _mark(marker, path, "driftguard-system/widgets")
+    try:
+        with pytest.raises(KubeError) as denied:
+            guarded.laptop.request("DELETE", path)
+        assert guarded.denied_by_us(denied.value, "holders").startswith(
+            f"CustomResourceDefinition widgets.{group} holds objects driftguard manages "
+            "(Application driftguard-system/widgets); deleting it would delete them")
+    finally:
+        _mark(marker, path, None)
+        guarded.admin.request("DELETE", path)
+
+
+@pytest.mark.parametrize("who", ["laptop", "edit"])
+def test_an_owner_reference_added_by_hand_is_denied(guarded: Guarded, editor: tuple[Kube, Path], who: str) -> None:
+    name = f"orphaned-{who}"
+    guarded.from_git(name)
+    owner = guarded.admin.request("POST", f"/api/v1/namespaces/{guarded.namespace}/configmaps",
+                                  body={"metadata": {"generateName": "doomed-"}})
+    reference = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"],
+                 "uid": owner["metadata"]["uid"]}
+    assert guarded.laptop_kubeconfig is not None
+    kubeconfig = guarded.laptop_kubeconfig if who == "laptop" else editor[1]
+    result = guarded.kubectl_as(kubeconfig, "patch", "deployment", name, "--type=merge",
+                                "-p", json.dumps({"metadata": {"ownerReferences": [reference]}}))
+    assert result.returncode != 0
+    assert (f"Deployment {guarded.namespace}/{name} is managed by driftguard and git declares none of these, which "
+            f"driftguard guards anyway: metadata.ownerReferences[uid={reference['uid']}] (the garbage collector "
+            f"deletes an object together with its owners; this request sets ConfigMap/{reference['name']}). "
+            "Change them in git: https://github.com/org/k8s-manifests") in result.stderr
+    guarded.wait_record(name, decision="deny")
+    # the garbage collector itself may delete only what has owners; this object still has none
+    assert "ownerReferences" not in guarded.admin.request("GET", guarded.path(name))["metadata"]
+
+
+# ---------------------------------------------------------------- path 4: subresources
+
+def _pod_from_git(guarded: Guarded, name: str) -> str:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": guarded.namespace},
+                "spec": {"containers": [{"name": "web", "image": "registry.example/my-service:1.4.2",
+                                         "resources": {"requests": {"cpu": "100m"}}}]}}
+    stamped = contract.stamp(manifest, application="driftguard-system/app", source=SOURCE, enforcement="deny")
+    path = f"/api/v1/namespaces/{guarded.namespace}/pods/{name}"
+    guarded.reconciler.request("PATCH", path, body=stamped, content_type=APPLY,
+                               query={"fieldManager": contract.FIELD_MANAGER, "force": "true"})
+    return path
+
+
+@pytest.mark.parametrize("who", ["laptop", "edit"])
+def test_evicting_a_managed_pod_is_its_delete(guarded: Guarded, editor: tuple[Kube, Path], who: str) -> None:
+    name = f"evicted-{who}"
+    path = _pod_from_git(guarded, name)
+    client = guarded.laptop if who == "laptop" else editor[0]
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": name, "namespace": guarded.namespace}}
+    with pytest.raises(KubeError) as denied:
+        client.request("POST", f"{path}/eviction", body=eviction)
+    assert guarded.denied_by_us(denied.value, "evict") == (
+        f"Pod {guarded.namespace}/{name} is managed by driftguard (Application driftguard-system/app) and declared in "
+        "git at services/my-service/production/deployment.yaml, commit 1a2b3c4 by alice@org; evicting it "
+        "(pods/eviction deletes it) is denied. Remove it from git: https://github.com/org/k8s-manifests")
+    guarded.wait_record(name, decision="deny", subresource="eviction")
+    assert guarded.admin.request("GET", path)["metadata"]["name"] == name
+
+
+def test_an_ephemeral_container_is_denied(guarded: Guarded, editor: tuple[Kube, Path]) -> None:
+    _pod_from_git(guarded, "debugged")
+    debug = ("debug", "debugged", "--image=attacker/tools", "--container=dbg", "--profile=general")
+    refused = guarded.kubectl_as(editor[1], *debug)
+    assert refused.returncode != 0  # the built-in edit role does not grant pods/ephemeralcontainers at all
+    assert 'cannot patch resource "pods/ephemeralcontainers"' in refused.stderr
+    assert guarded.laptop_kubeconfig is not None
+    result = guarded.kubectl_as(guarded.laptop_kubeconfig, *debug)
+    assert result.returncode != 0
+    assert (f'admission webhook "validate.{guarded.name}.io" denied the request: Pod {guarded.namespace}/debugged is '
+            "managed by driftguard and git declares none of these, which driftguard guards anyway: "
+            "spec.ephemeralContainers[name=dbg] (a ephemeral container git does not list") in result.stderr
+    guarded.wait_record("debugged", decision="deny", subresource="ephemeralcontainers")
+
+
+def test_resize_of_declared_requests_is_denied(guarded: Guarded) -> None:
+    path = _pod_from_git(guarded, "resized")
+    with pytest.raises(KubeError) as denied:
+        guarded.laptop.request("PATCH", f"{path}/resize", content_type=STRATEGIC, body={"spec": {"containers": [
+            {"name": "web", "resources": {"requests": {"cpu": "2"}}}]}})
+    assert guarded.denied_by_us(denied.value).startswith(
+        f"spec.containers[name=web].resources.requests.cpu of Pod {guarded.namespace}/resized is declared in git "
+        "(100m)")
+    guarded.wait_record("resized", decision="deny", subresource="resize")
+
+
+# ---------------------------------------------------------------- path 5: undeclared is guarded, privilege above all
+
+@pytest.mark.parametrize("who", ["laptop", "edit"])
+def test_a_privileged_sidecar_host_path_and_host_pid_are_denied(guarded: Guarded, editor: tuple[Kube, Path],
+                                                               who: str) -> None:
+    name = f"privileged-{who}"
+    guarded.from_git(name)
+    patch = {"spec": {"template": {"spec": {
+        "hostPID": True,
+        "containers": [{"name": "pwn", "image": "attacker/tools", "securityContext": {"privileged": True}}],
+        "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}}}
+    client = guarded.laptop if who == "laptop" else editor[0]
+    with pytest.raises(KubeError) as denied:
+        client.request("PATCH", guarded.path(name), body=patch, content_type=STRATEGIC)
+    text = guarded.denied_by_us(denied.value)
+    assert text.startswith(f"Deployment {guarded.namespace}/{name} is managed by driftguard and git declares none "
+                           "of these, which driftguard guards anyway: spec.template.spec.hostPID (shares the node's "
+                           "process namespace; this request sets true); spec.template.spec.containers[name=pwn] (a "
+                           "container git does not list (git lists web) runs or mounts whatever it names; this "
+                           "request adds it); spec.template.spec.volumes[name=root]")
+    assert text.endswith("Change them in git: https://github.com/org/k8s-manifests")
+    record = guarded.wait_record(name, decision="deny")
+    assert [f["field"] for f in record.fields] == ["spec.template.spec.hostPID",
+                                                   "spec.template.spec.containers[name=pwn]",
+                                                   "spec.template.spec.volumes[name=root]"]

@@ -79,10 +79,10 @@ def test_webhook_registration_policy() -> None:
             assert hook["timeoutSeconds"] <= 3
             assert hook["sideEffects"] == "NoneOnDryRun"
             assert hook["matchPolicy"] == "Equivalent"
-            if hook["rules"][0]["apiGroups"] == ["driftguard.io"]:
-                assert hook["namespaceSelector"] == {}, "Applications are guarded in every namespace"
+            if hook["rules"][0]["apiGroups"] == ["driftguard.io"] or "holders" in hook["name"]:
+                assert hook["namespaceSelector"] == {}, "Applications and marked holders: in every namespace"
                 continue
             excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"]
             assert {"kube-system", "driftguard-system"} <= set(excluded)
-            is_scale = hook["rules"][0]["resources"] == ["*/scale"]
-            assert ("objectSelector" in hook) is not is_scale, hook["name"]
+            reads_parent = hook["rules"][0]["resources"] in (["*/scale"], ["pods/eviction"])
+            assert ("objectSelector" in hook) is not reads_parent, hook["name"]

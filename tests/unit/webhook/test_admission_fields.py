@@ -72,7 +72,8 @@ CASES: list[tuple[str, Edit, list[str]]] = [
     # keyed lists
     ("container image", lambda o: edited(o, *C, 0, "image", "nginx:latest"), [f"{WEB}.image"]),
     ("containers reordered", _reorder_containers, []),
-    ("container added (undeclared)", _add_container, []),
+    ("container added (undeclared: the strict pod profile)", _add_container,
+     ["spec.template.spec.containers[name=debug]"]),
     ("container removed", lambda o: edited(o, *C, [o["spec"]["template"]["spec"]["containers"][0]]),
      ["spec.template.spec.containers[name=sidecar].image", "spec.template.spec.containers[name=sidecar].name"]),
     ("env var value", lambda o: edited(o, *C, 0, "env", 0, "value", "staging"), [f"{WEB}.env[name=MODE].value"]),

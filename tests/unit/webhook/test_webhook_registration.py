@@ -15,18 +15,19 @@ CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 def _all(client: registration.ClientConfig, **options: Any) -> list[dict[str, Any]]:
-    """validate, scale, mutate, applications."""
+    """validate, scale, mutate, evict, holders, applications."""
     validating, mutating = registration.configurations(client, **options)
-    validate, scale, applications = validating["webhooks"]
-    return [validate, scale, *mutating["webhooks"], applications]
+    validate, scale, evict, holders, applications = validating["webhooks"]
+    return [validate, scale, *mutating["webhooks"], evict, holders, applications]
 
 
-def test_four_webhooks_in_two_objects() -> None:
+def test_six_webhooks_in_two_objects() -> None:
     validating, mutating = registration.configurations(registration.url_client("https://127.0.0.1:8443", CA))
     assert (validating["kind"], mutating["kind"]) == ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
     assert validating["metadata"]["name"] == mutating["metadata"]["name"] == "driftguard"
-    assert [w["name"] for w in validating["webhooks"]] == ["validate.driftguard.io", "scale.driftguard.io",
-                                                           "applications.driftguard.io"]
+    assert [w["name"] for w in validating["webhooks"]] == [
+        "validate.driftguard.io", "scale.driftguard.io", "evict.driftguard.io", "holders.driftguard.io",
+        "applications.driftguard.io"]
     assert [w["name"] for w in mutating["webhooks"]] == ["mutate.driftguard.io"]
 
 
@@ -42,21 +43,32 @@ def test_four_webhooks_in_two_objects() -> None:
 def test_every_webhook_shares_the_safety_settings(key: str, value: Any) -> None:
     webhooks = _all(registration.url_client("https://127.0.0.1:8443", CA))
     if key == "namespaceSelector":
-        webhooks = webhooks[:3]  # the Applications' own rule covers driftguard's namespace too
+        webhooks = webhooks[:4]  # holders and Applications: every namespace, driftguard's own included
     assert webhooks
     for webhook in webhooks:
         assert webhook[key] == value, webhook["name"]
 
 
 def test_rules_and_object_selectors() -> None:
-    validate, scale, mutate, _ = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    validate, scale, mutate, *_ = _all(registration.url_client("https://127.0.0.1:8443", CA))
     assert validate["rules"] == [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["*"],
-                                  "apiVersions": ["*"], "resources": ["*"], "scope": "*"}]
+                                  "apiVersions": ["*"], "resources": ["*", "pods/ephemeralcontainers", "pods/resize"],
+                                  "scope": "*"}]
     assert validate["objectSelector"] == {"matchLabels": {"driftguard.io/managed": "true"}}
     assert scale["rules"][0]["resources"] == ["*/scale"] and scale["rules"][0]["operations"] == ["UPDATE"]
     assert "objectSelector" not in scale  # a Scale has no labels; the webhook reads the parent
     assert mutate["rules"][0]["operations"] == ["UPDATE"] and mutate["reinvocationPolicy"] == "IfNeeded"
     assert mutate["objectSelector"] == validate["objectSelector"]
+
+
+def test_evictions_and_marked_holders_have_rules_of_their_own() -> None:
+    *_, evict, holders, _ = _all(registration.url_client("https://127.0.0.1:8443", CA))
+    assert evict["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["*"],
+                               "resources": ["pods/eviction"], "scope": "*"}]
+    assert "objectSelector" not in evict  # an Eviction carries no labels; the webhook reads the Pod
+    assert [r["resources"] for r in holders["rules"]] == [["namespaces"], ["customresourcedefinitions"]]
+    assert holders["objectSelector"] == {"matchLabels": {"driftguard.io/holds-managed": "true"}}
+    assert holders["namespaceSelector"] == {}
 
 
 def test_applications_have_their_own_rule_in_every_namespace() -> None:
@@ -71,14 +83,14 @@ def test_applications_have_their_own_rule_in_every_namespace() -> None:
 
 
 def test_url_clients_get_a_path_per_webhook_and_the_ca_bundle() -> None:
-    validate, scale, mutate, _ = _all(registration.url_client("https://127.0.0.1:8443/", CA))
+    validate, scale, mutate, *_ = _all(registration.url_client("https://127.0.0.1:8443/", CA))
     assert [w["clientConfig"]["url"] for w in (validate, scale, mutate)] == [
         "https://127.0.0.1:8443/validate", "https://127.0.0.1:8443/validate", "https://127.0.0.1:8443/mutate"]
     assert base64.b64decode(validate["clientConfig"]["caBundle"]) == CA
 
 
 def test_service_clients() -> None:
-    validate, _, mutate, _ = _all(registration.service_client("driftguard-webhook", "driftguard-system", CA))
+    validate, _, mutate, *_ = _all(registration.service_client("driftguard-webhook", "driftguard-system", CA))
     assert validate["clientConfig"]["service"] == {"namespace": "driftguard-system", "name": "driftguard-webhook",
                                                    "port": 443, "path": "/validate"}
     assert mutate["clientConfig"]["service"]["path"] == "/mutate"
@@ -100,9 +112,11 @@ def test_tests_can_confine_the_webhooks_and_name_them() -> None:
     validating, _ = registration.configurations(registration.url_client("https://127.0.0.1:1", CA),
                                                 name="dg-test-1", namespace_selector=selector)
     assert validating["metadata"]["name"] == "dg-test-1"
-    assert [w["name"] for w in validating["webhooks"]] == ["validate.dg-test-1.io", "scale.dg-test-1.io",
-                                                           "applications.dg-test-1.io"]
-    assert all(w["namespaceSelector"] == selector for w in validating["webhooks"])
+    assert [w["name"] for w in validating["webhooks"]] == [
+        "validate.dg-test-1.io", "scale.dg-test-1.io", "evict.dg-test-1.io", "holders.dg-test-1.io",
+        "applications.dg-test-1.io"]
+    holders = validating["webhooks"][3]
+    assert all(w["namespaceSelector"] == selector for w in validating["webhooks"] if w is not holders)
 
 
 def test_the_own_namespace_is_always_excluded() -> None:
@@ -123,7 +137,7 @@ def test_the_webhook_role_reads_scalable_parents_and_writes_events_only() -> Non
     role, binding = registration.rbac("driftguard-webhook", extra_scalable=[("example.com", "widgets")])
     assert role["rules"] == [
         {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods", "replicationcontrollers"], "verbs": ["get"]},
         {"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["get"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
@@ -133,7 +147,7 @@ def test_the_webhook_role_reads_scalable_parents_and_writes_events_only() -> Non
 
 
 def test_only_the_pod_bound_reconciler_calls_no_webhook_and_the_mutating_one_only_when_it_would_patch() -> None:
-    validate, scale, mutate, _ = _all(registration.url_client("https://127.0.0.1:1", CA),
+    validate, scale, mutate, *_ = _all(registration.url_client("https://127.0.0.1:1", CA),
                                    reconciler_users=["system:serviceaccount:ns:reconciler", 'odd"name'],
                                    reconciler_pod_prefix="rec-")
     extra = "request.userInfo.extra"
