@@ -37,13 +37,13 @@ class Cascade:
         outcomes, keep = self.applier.prune(before.entries, app, why="its Application is being deleted")
         changes = ChangeSet([o.change for o in outcomes])
         remaining = Inventory.of(keep)
+        self.reporter.metrics.record_changes(app, changes)
+        self.reporter.metrics.managed.labels(app).set(len(remaining))
         with state.lock:
             events = state.deleted(changes, deletion.ours(state.obj))
             if remaining != before:
                 self.reporter.save_inventory(state, remaining)
             self.reporter.write_status(state)
-        self.reporter.metrics.record_changes(app, changes)
-        self.reporter.metrics.managed.labels(app).set(len(remaining))
         self.reporter.emit(state, events)
         if changes.failed():
             log.warning("Application %s is being deleted: %s", app, state.delete_warning)

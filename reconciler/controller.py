@@ -256,11 +256,11 @@ class Controller:
         with state.lock:
             before = condition(state.status, "Ready")
             events = state.absorb(result, self.settings, now=time.monotonic(), wall=dt.datetime.now(dt.UTC))
+            self.reporter.synced(state, report)  # metrics first: whoever sees the status sees them too
             self.reporter.emit(state, events)
             self.reporter.write_status(state)
             after = condition(state.status, "Ready")
         self.reporter.emit(state, sync_events(report, before, after))
-        self.reporter.synced(state, report)
         return failed(report)
 
     def _healed(self, key: AppKey, outcome: Outcome) -> None:

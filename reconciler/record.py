@@ -3,8 +3,9 @@
 ``AppState`` is the per-Application record. A full cycle's ``Result`` (``absorb``), a self-heal outcome
 (``heard``) and a cascading delete pass (``deleted``) fold into it here, and each fold *returns* the
 Events it calls for instead of writing them: ``reconciler.reporting.Reporter`` is the only Event writer,
-and ``status.compose`` derives the status from the record. Nothing here does I/O or reads a clock: the
-caller passes ``now`` (monotonic, for scheduling) and ``wall`` (UTC, for break-glass expiry).
+and ``status.compose`` derives the status from the record. Nothing here calls the cluster or reads a
+clock (``new`` only logs an unreadable inventory): the caller passes ``now`` (monotonic, for scheduling)
+and ``wall`` (UTC, for break-glass expiry).
 
 The record's own lock (``AppState.lock``) guards it while folding and while status is composed and
 written; the scheduling fields (``due``, ``running``, ``again``) belong to ``reconciler.schedule`` and its lock.

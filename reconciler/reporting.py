@@ -79,7 +79,8 @@ class Reporter:
                     self.write_status(state)
 
     def synced(self, state: AppState, report: SyncReport) -> None:
-        """Count and log a full cycle (its status and Events are written by then)."""
+        """Count and log a full cycle (before its status is written: a status says Synced only once the
+        metrics agree)."""
         app = str(state.key)
         self.metrics.cycles.labels(app, "error" if failed(report) else "synced").inc()
         self.metrics.duration.labels(app).observe(report.duration)

@@ -41,7 +41,7 @@ TEST_EXTRAS: dict[str, Any] = {
 }
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
     """Poll ``probe`` until it returns something truthy; fail with the last value after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -172,7 +172,7 @@ class Harness:
     def condition(self, name: str, type_: str) -> dict[str, Any]:
         return next((c for c in self.status(name).get("conditions") or [] if c["type"] == type_), {})
 
-    def wait_synced(self, name: str, sha: str, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_synced(self, name: str, sha: str, timeout: float = 30.0) -> dict[str, Any]:
         seen: list[dict[str, Any]] = [{}]
 
         def synced() -> dict[str, Any] | None:
@@ -186,7 +186,7 @@ class Harness:
             raise AssertionError(f"{e}; status: {json.dumps(seen[0], indent=1)}") from None
 
     def wait_condition(self, name: str, type_: str, status: str, reason: str = "",
-                       timeout: float = 10.0) -> dict[str, Any]:
+                       timeout: float = 30.0) -> dict[str, Any]:
         def matches() -> dict[str, Any] | None:
             c = self.condition(name, type_)
             return c if c.get("status") == status and (not reason or c.get("reason") == reason) else None
