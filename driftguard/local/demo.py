@@ -82,6 +82,7 @@ class Demo:
         self.admin = Kubectl(kubectl, info["admin_kubeconfig"])
         self.laptop = Kubectl(kubectl, info["laptop_kubeconfig"])
         self.reconciler = info["reconciler"]
+        self.refresh_token_file = info.get("refresh_token_file", "")
         self.repo = directory / "demo-repo"
         self.steps: list[Step] = []
 
@@ -210,7 +211,10 @@ class Demo:
         """Tell the reconciler about the push, as a git host's webhook would."""
         if not self.reconciler.startswith("http://127.0.0.1:"):
             raise DemoError(f"unexpected reconciler address {self.reconciler!r}")
-        request = urllib.request.Request(f"{self.reconciler}/refresh", method="POST", data=b"")  # noqa: S310
+        token = Path(self.refresh_token_file).read_text().strip() if self.refresh_token_file else ""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"{self.reconciler}/refresh", method="POST", data=b"",  # noqa: S310
+                                         headers=headers)
         with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - loopback http, checked above
             pass
 

@@ -9,18 +9,23 @@ and recorded in ``state.json`` so ``local down`` stops it:
    ServiceAccount's token, answering reviews only from the API server's webhook client certificate
    (``--client-ca-file``), registered with the API server by URL + caBundle; ``start`` returns
    only after the API server is seen calling it (a dry-run forged CREATE is denied);
-2. the reconciler — ``driftguard reconcile`` with its ServiceAccount's token, held to the
-   ``driftguard-reconciler`` ClusterRole from ``manifests/`` exactly as in a cluster.
+2. the reconciler — ``driftguard reconcile`` with its ServiceAccount's token (bound to a Pod made for
+   it, as a kubelet's would be), held to the ``driftguard-reconciler`` ClusterRole from ``manifests/``
+   exactly as in a cluster; ``POST /refresh`` needs the bearer token in ``<dir>/refresh-token``
+   (generated once, 0600, passed in the environment, never on a command line or in a log).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from certs import write_private
 from certs.authority import CertificateAuthority
 from driftguard import install
 from driftguard.core import contract
@@ -35,6 +40,7 @@ WEBHOOK_SA: Final = "driftguard-webhook"
 RECONCILER_SA: Final = RECONCILER_SERVICE_ACCOUNT
 BREAK_GLASS_GROUP: Final = "driftguard:break-glass"
 TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints fresh tokens
+REFRESH_TOKEN_FILE: Final = "refresh-token"  # noqa: S105 - a file name, not a secret
 HOST_RUN_KINDS: Final = frozenset({
     "Deployment", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
     "NetworkPolicy",  # nothing enforces it on loopback; the webhook checks the API server's certificate instead
@@ -63,6 +69,7 @@ def start(plane: ControlPlane, timeout: float, progress: Progress) -> dict[str, 
         "webhook_ca": str(directory / "webhook" / "ca.crt"),
         "reconciler": reconciler_url,
         "audit_file": str(directory / "audit.jsonl"),
+        "refresh_token_file": str(directory / REFRESH_TOKEN_FILE),
         "break_glass_group": BREAK_GLASS_GROUP,
     }
 
@@ -90,6 +97,14 @@ def _start_webhook(
     return url, ca
 
 
+def refresh_token(directory: Path) -> str:
+    """The bearer token ``POST /refresh`` needs in local mode: ``<dir>/refresh-token`` (0600), made once."""
+    path = directory / REFRESH_TOKEN_FILE
+    if not path.exists():
+        write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+    return path.read_text().strip()
+
+
 def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -> str:
     directory = plane.directory
     kubeconfig = plane.kubeconfig_for_serviceaccount(install.NAMESPACE, RECONCILER_SA, TOKEN_SECONDS)
@@ -100,14 +115,15 @@ def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -
         "--namespace", install.NAMESPACE, "--listen", f"127.0.0.1:{port}",
         "--cache-dir", str(directory / "git-cache"), "--identity", "local-reconciler", "--log-format", "json",
     ]
-    _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress)
+    env = {**os.environ, "DRIFTGUARD_REFRESH_TOKEN": refresh_token(directory)}  # not argv: ps shows argv
+    _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress, env=env)
     return url
 
 
 def _launch(name: str, argv: list[str], ready: Readiness, directory: Path, *, timeout: float,
-            progress: Progress) -> None:
+            progress: Progress, env: dict[str, str] | None = None) -> None:
     progress(f"starting {name}…")
-    process = spawn(name, argv, directory / "logs" / f"{name}.log", ready=ready)
+    process = spawn(name, argv, directory / "logs" / f"{name}.log", ready=ready, env=env)
     record(directory, process)
     progress(f"{name} ready in {wait_ready(process, timeout):.1f}s")
 

@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,20 @@ def test_local_up_down_round_trip_leaves_no_process_behind(local_dir: Path) -> N
             body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
         )
     assert review["status"]["userInfo"]["username"] == "laptop"
+
+    # POST /refresh needs the generated token (0600, never on the reconciler's command line)
+    token_file = local_dir / "refresh-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and all(token not in " ".join(p["argv"]) for p in state["processes"])
+    refresh = state["info"]["reconciler"] + "/refresh"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(refresh, method="POST", data=b""), timeout=10)
+    assert refused.value.code == 401
+    refused.value.close()
+    authorized = urllib.request.Request(refresh, method="POST", data=b"", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(authorized, timeout=10) as answer:
+        assert answer.status == 202  # accepted: a sync is queued
 
     again = driftguard("local", "up", "--dir", str(local_dir))
     assert again.returncode == 0 and "already up" in again.stderr
