@@ -69,7 +69,10 @@ class Kubectl:
 
 
 class Demo:
-    def __init__(self, directory: Path, out: TextIO) -> None:
+    def __init__(self, directory: Path, out: TextIO, *, step_timeout: float = STEP_TIMEOUT) -> None:
+        """``step_timeout``: how long each step may take to show its outcome (tests on a loaded machine
+        give more; the timings printed are the real ones either way)."""
+        self.step_timeout = step_timeout
         state = State.load(directory)
         if state is None or "reconciler" not in state.info:
             raise DemoError(f"{directory}: driftguard local is not up; run `driftguard local up --dir {directory}`")
@@ -239,8 +242,8 @@ class Demo:
         self._until(lambda: self._deployment()["metadata"]["annotations"].get("driftguard.io/enforcement") == mode,
                     f"objects to be stamped enforcement={mode}")
 
-    def _until(self, condition: Callable[[], bool], what: str, timeout: float = STEP_TIMEOUT) -> float:
-        started = time.monotonic()
+    def _until(self, condition: Callable[[], bool], what: str) -> float:
+        started, timeout = time.monotonic(), self.step_timeout
         while time.monotonic() - started < timeout:
             if condition():
                 return time.monotonic() - started

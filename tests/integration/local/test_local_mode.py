@@ -141,7 +141,7 @@ def test_the_whole_story(local_dir: Path) -> None:
     assert up.returncode == 0, up.stderr
     stack = local_dir
     out = io.StringIO()
-    steps = Demo(stack, out).run()
+    steps = Demo(stack, out, step_timeout=120.0).run()  # generous: the machine may be loaded
 
     assert [s.ok for s in steps] == [True] * 9, out.getvalue()
     by_number = {int(s.title.split(".")[0]): s for s in steps}
