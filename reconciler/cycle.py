@@ -14,12 +14,22 @@ be resolved (the full cycle reports why).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from reconciler.record import AppState
+from reconciler.application import AppSpec
 from reconciler.revision import Revision
 
 MAX_DOUBLINGS: Final = 10
+
+
+class Cycled(Protocol):
+    """What the decisions read of an Application's record (``reconciler.record.AppState``)."""
+
+    spec: AppSpec
+    synced: tuple[str, int]  # (sha, generation) of the last good full sync
+    force_full: bool
+    next_full: float
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +40,12 @@ class Requeue:
     failed: bool = False
 
 
-def full_due(state: AppState, now: float) -> bool:
+def full_due(state: Cycled, now: float) -> bool:
     """Whether a full sync is due whatever the revision: asked for, resync time, or retrying a failure."""
     return state.force_full or now >= state.next_full or state.failures > 0
 
 
-def needs_full(state: AppState, revision: Revision | None, *, due: bool) -> bool:
+def needs_full(state: Cycled, revision: Revision | None, *, due: bool) -> bool:
     """Whether this cycle is a full sync, once the revision is resolved (None: it could not be, or the
     spec is invalid); ``due`` is ``full_due`` as it was before resolving."""
     return due or revision is None or state.synced != (revision.sha, state.spec.generation)
