@@ -28,6 +28,8 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from driftguard import logs
 from driftguard.core.changes import ChangeSet
@@ -44,6 +46,7 @@ from reconciler.fights import FightDetector
 from reconciler.gitsource import GitSource
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
+from reconciler.perimeter import Perimeter
 from reconciler.reconcile import Reconciler, Result, Stop
 from reconciler.record import AppState, condition, failed, sync_events
 from reconciler.reporting import Reporter
@@ -78,6 +81,13 @@ class Controller:
         self.schedule: Schedule[AppState] = Schedule(self.states.get, self._cv)
         self.reporter = Reporter(cluster, self.applier.fights, lambda: self.tracker, self.metrics)
         self.cascade = Cascade(cluster, self.applier, self.reporter)
+        self.perimeter = Perimeter(
+            cluster, s.system_namespace, name=s.webhook_configuration, report=self.reporter.perimeter,
+            restored=lambda kind, cause: self.metrics.perimeter_restored.labels(kind, cause).inc(),
+            interval=s.perimeter_interval, watch_timeout=s.watch_timeout,
+        ) if s.webhook_configuration else None
+        if elector is not None and elector.on_foreign is None:
+            elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
         self._wound_down = True  # every thread of the last term has ended
 
@@ -120,6 +130,10 @@ class Controller:
         threads.append(threading.Thread(target=self._flush_status, args=(done,), name="status", daemon=True))
         for thread in threads:
             thread.start()
+        if self.perimeter is not None:
+            # Not joined: like the Applications watch they end at their next event, and all they ever
+            # write is the webhook registration, which any term may restore.
+            self.perimeter.run(done)
         done.wait()
         self._selfheal.stop()
         with self._cv:
@@ -130,6 +144,12 @@ class Controller:
         # The Applications watch (threads[0]) only reads, and returns at its next event.
         self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[1:])
         self.metrics.leader.set(0)
+
+    def _lease_reclaimed(self, lease: Mapping[str, Any], holder: str) -> None:
+        self.metrics.perimeter_restored.labels("Lease", "foreign-holder").inc()
+        self.reporter.perimeter(lease, "LeaseReclaimed", f"Lease held by {holder!r}, which is not one of the "
+                                "reconciler's Pods; taken back (whoever wrote it can write Leases in this namespace: "
+                                "see `driftguard doctor`)")
 
     # ------------------------------------------------------------ the public knobs
 

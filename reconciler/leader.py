@@ -7,6 +7,12 @@ carry the resourceVersion read, so two candidates racing for one Lease cannot bo
 that fails to renew within ``renew_deadline`` stops leading; on a clean stop it releases the Lease so
 a standby takes over at once.
 
+Two departures from client-go, because the Lease is writable by more than the replicas (issue 10): a
+holder that is not one of the reconciler's own Pods (``legitimate``: in the cluster, a running Pod of
+its ServiceAccount in the Lease's namespace) is *foreign* and taken back at once, reported by
+``on_foreign``; and a record's ``leaseDurationSeconds`` counts for no longer than our own, so a
+24 h lease written by hand does not stop every sync for a day even if its holder names a real Pod.
+
 ``decide`` is the pure part; ``LeaderElector`` does the I/O.
 """
 
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 class Step(enum.Enum):
     CREATE = "create"  # no Lease yet
     TAKE = "take"  # free or expired: become the holder
+    RECLAIM = "reclaim"  # held by something that is not one of our replicas: take it now, and say so
     RENEW = "renew"  # ours: extend it
     WAIT = "wait"  # somebody else holds it
 
@@ -42,8 +49,12 @@ class Observation:
     since: float
 
 
-def decide(lease: Mapping[str, Any] | None, me: str, seen: Observation | None, now: float) -> tuple[Step, Observation]:
-    """What to do with the Lease, given our previous observation of it."""
+def decide(
+    lease: Mapping[str, Any] | None, me: str, seen: Observation | None, now: float, *,
+    foreign: bool = False, max_duration: float | None = None,
+) -> tuple[Step, Observation]:
+    """What to do with the Lease, given our previous observation of it. ``foreign``: its holder is not
+    one of our replicas; ``max_duration``: the longest ``leaseDurationSeconds`` we respect."""
     if lease is None:
         return Step.CREATE, Observation(("", "", 0), now)
     spec = lease.get("spec") or {}
@@ -53,7 +64,11 @@ def decide(lease: Mapping[str, Any] | None, me: str, seen: Observation | None, n
     holder = record[0]
     if holder == me:
         return Step.RENEW, observation
+    if foreign and holder:
+        return Step.RECLAIM, observation
     duration = float(spec.get("leaseDurationSeconds") or 15)
+    if max_duration is not None:
+        duration = min(duration, max_duration)
     if not holder or now - observation.since >= duration:
         return Step.TAKE, observation
     return Step.WAIT, observation
@@ -67,9 +82,14 @@ class LeaderElector:
     def __init__(
         self, cluster: Cluster, namespace: str, name: str, identity: str, *,
         lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
+        legitimate: Callable[[str], bool] | None = None,
+        on_foreign: Callable[[Mapping[str, Any], str], None] | None = None,
     ) -> None:
+        """``legitimate(holder)``: is that holder one of our replicas (None: every holder is);
+        ``on_foreign(lease, holder)`` is called after a foreign holder's Lease was taken back."""
         self.cluster, self.namespace, self.name, self.identity = cluster, namespace, name, identity
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
+        self.legitimate, self.on_foreign = legitimate, on_foreign
         self._seen: Observation | None = None
         self.leading = threading.Event()
 
@@ -119,7 +139,11 @@ class LeaderElector:
         """One round: True when we hold the Lease afterwards."""
         try:
             lease = self.cluster.get(LEASES, self.namespace, self.name)
-            step, self._seen = decide(lease, self.identity, self._seen, time.monotonic())
+            holder = str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+            foreign = bool(holder) and holder != self.identity and self.legitimate is not None \
+                and not self.legitimate(holder)
+            step, self._seen = decide(lease, self.identity, self._seen, time.monotonic(), foreign=foreign,
+                                      max_duration=self.lease_duration)
             if step is Step.WAIT:
                 return False
             now = micro_time()
@@ -134,9 +158,14 @@ class LeaderElector:
                 return True
             assert lease is not None
             current = dict(lease.get("spec") or {})
-            if step is Step.TAKE:
+            if step in (Step.TAKE, Step.RECLAIM):
                 spec.update(acquireTime=now, leaseTransitions=int(current.get("leaseTransitions") or 0) + 1)
-            self.cluster.replace(LEASES, {**lease, "spec": {**current, **spec}})
+            written = self.cluster.replace(LEASES, {**lease, "spec": {**current, **spec}})
+            if step is Step.RECLAIM:
+                log.warning("Lease %s/%s was held by %r, which is not one of the reconciler's replicas; taken back",
+                            self.namespace, self.name, holder)
+                if self.on_foreign is not None:
+                    self.on_foreign(written, holder)
             return True
         except ResourceError as e:
             if not e.conflict:

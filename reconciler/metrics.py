@@ -46,6 +46,9 @@ class Metrics:
                                 ["application", "state"], registry=r)
         self.fetch = Histogram("driftguard_git_fetch_duration_seconds", "git fetch and revision resolution.",
                                registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.perimeter_restored = Counter(
+            "driftguard_perimeter_restored", "driftguard's own objects put back after a change admission cannot "
+            "stop, by kind and cause (missing, altered, foreign-holder).", ["kind", "cause"], registry=r)
         self.leader = Gauge("driftguard_leader", "1 while this replica is the leader.", registry=r)
         r.register(_RequestCollector(request_counts))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from driftguard.core.inventory import Inventory
@@ -103,6 +103,11 @@ class Reporter:
                 self.metrics.fights.labels(app).inc()
             self.cluster.create_event(self._involved(event.about), type_=event.type, reason=event.reason,
                                       message=event.message)
+
+    def perimeter(self, obj: Mapping[str, Any], reason: str, message: str) -> None:
+        """A Warning Event about one of driftguard's own objects put back (``reconciler.perimeter``, the
+        Lease); counted in ``driftguard_perimeter_restored_total`` by the caller's cause."""
+        self.cluster.create_event(obj, type_="Warning", reason=reason, message=message)
 
     def _involved(self, ref: ObjectRef) -> dict[str, Any]:
         found = self.tracker().lookup(ref)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from driftguard.core.names import NAMESPACE
+from driftguard.core.names import NAMESPACE, RECONCILER_SERVICE_ACCOUNT
 from driftguard.kube import Kube
-from driftguard.kube.resources import Cluster
+from driftguard.kube.resources import PODS, Cluster, ResourceError
 from reconciler import crd
 from reconciler.controller import Controller
 from reconciler.leader import LeaderElector
@@ -27,6 +28,38 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Options", "Service", "Settings", "run", "start"]
 
+
+
+def pod_of(cluster: Cluster, namespace: str, service_account: str, me: str) -> Callable[[str], bool]:
+    """Is a Lease holder one of the reconciler's replicas: a live Pod of ``service_account`` in
+    ``namespace``? (Creating such a Pod takes the rights of that namespace, which are the reconciler's.)
+
+    Only asked when ``me`` is such a Pod itself: replicas that are not Pods (local mode, a laptop) cannot
+    be told apart from a forged holder this way, so every holder counts as legitimate for them (the
+    duration cap in ``leader.decide`` still applies). When a Pod cannot be read the answer is yes too:
+    two replicas must never fight over a doubt."""
+    known: list[bool] = []  # whether ``me`` is a Pod of ours, once we could tell
+
+    def ours(name: str) -> bool | None:
+        try:
+            pod = cluster.get(PODS, namespace, name)
+        except ResourceError as e:
+            log.warning("cannot tell whether %r is a reconciler Pod: %s", name, e)
+            return None
+        if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return False
+        return bool((pod.get("spec") or {}).get("serviceAccountName") == service_account
+                    and (pod.get("status") or {}).get("phase", "Pending") in ("Pending", "Running"))
+
+    def legitimate(holder: str) -> bool:
+        if not known:
+            mine = ours(me)
+            if mine is None:
+                return True
+            known.append(mine)
+        return not known[0] or ours(holder) is not False
+
+    return legitimate
 
 @dataclass
 class Service:
@@ -63,7 +96,9 @@ def start(options: Options) -> Service:
         elector = LeaderElector(cluster, lease_namespace, options.lease_name, options.identity,
                                 lease_duration=options.lease_duration,
                                 renew_deadline=options.lease_duration * 2 / 3,
-                                retry_period=max(0.2, options.lease_duration / 7.5))
+                                retry_period=max(0.2, options.lease_duration / 7.5),
+                                legitimate=pod_of(cluster, lease_namespace, RECONCILER_SERVICE_ACCOUNT,
+                                                  options.identity))
     controller = Controller(cluster, settings, elector=elector)
     host, _, port = options.listen.rpartition(":")
     server = ReconcilerServer((host or "127.0.0.1", int(port)), controller, options.refresh_token)

@@ -66,6 +66,13 @@ class Settings:
     stop_timeout: float = field(default=30.0, metadata=_meta(
         "DRIFTGUARD_STOP_TIMEOUT", "how long a lost leadership term's threads may take to stop before the "
         "process exits", kind="duration"))
+    system_namespace: str = NAMESPACE  # driftguard's own: the registration ConfigMap (reconciler.perimeter)
+    webhook_configuration: str = field(default="driftguard", metadata=_meta(
+        "DRIFTGUARD_WEBHOOK_CONFIGURATION", "the Validating- and MutatingWebhookConfiguration the leader restores "
+        "from the installer's registration ConfigMap when deleted or altered (empty: none)"))
+    perimeter_interval: float = field(default=10.0, metadata=_meta(
+        "DRIFTGUARD_PERIMETER_INTERVAL", "re-check the webhook configurations this often, behind the watches",
+        kind="duration"))
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,8 @@ def _check(options: Options) -> None:
     for name in ("workers", "apply_concurrency", "heal_workers", "fight_limit"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
-    for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout"):
+    for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",
+                 "perimeter_interval"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:

@@ -25,7 +25,7 @@ from driftguard.core.manifests import Manifest, parse_documents
 from driftguard.core.names import NAMESPACE
 from driftguard.kube import Kube
 from driftguard.kube.resources import Cluster
-from reconciler import crd
+from reconciler import crd, perimeter
 from webhook import registration
 
 INSTALL_MANAGER: Final = "driftguard-install"
@@ -100,8 +100,12 @@ def webhook_tls_secret(ca: CertificateAuthority, *, namespace: str = NAMESPACE,
 
 
 def register_webhook(cluster: Cluster, client: registration.ClientConfig, **options: Any) -> None:
-    """Apply both webhook configurations pointing at ``client``."""
-    for configuration in registration.configurations(client, **options):
+    """Apply both webhook configurations pointing at ``client``, after recording them in the ConfigMap
+    the reconciler restores them from (``reconciler.perimeter``) — first, so it never reverts a new
+    registration to the old one."""
+    configurations = registration.configurations(client, **options)
+    cluster.apply(perimeter.registration_configmap(configurations, NAMESPACE))
+    for configuration in configurations:
         cluster.apply(configuration)
 
 
@@ -117,7 +121,8 @@ def install_in_cluster(kube: Kube, ca: CertificateAuthority, *, progress: Progre
                  f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc; key not shown)")
     register_webhook(cluster, registration.service_client(WEBHOOK_SERVICE, NAMESPACE, ca.cert_pem))
     if progress:
-        progress("applied ValidatingWebhookConfiguration and MutatingWebhookConfiguration driftguard (caBundle set)")
+        progress("applied ValidatingWebhookConfiguration and MutatingWebhookConfiguration driftguard (caBundle set), "
+                 f"recorded in ConfigMap {NAMESPACE}/{perimeter.REGISTRATION_CONFIGMAP} for the reconciler to restore")
 
 
 def render_webhook_configurations() -> str:

@@ -105,6 +105,12 @@ class ResourceType:
 NAMESPACES: Final = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
 EVENTS: Final = ResourceType("", "v1", "Event", "events", namespaced=True)
 LEASES: Final = ResourceType("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
+CONFIGMAPS: Final = ResourceType("", "v1", "ConfigMap", "configmaps", namespaced=True)
+PODS: Final = ResourceType("", "v1", "Pod", "pods", namespaced=True)
+VALIDATING_WEBHOOKS: Final = ResourceType("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration",
+                                          "validatingwebhookconfigurations", namespaced=False)
+MUTATING_WEBHOOKS: Final = ResourceType("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration",
+                                        "mutatingwebhookconfigurations", namespaced=False)
 CRDS: Final = ResourceType(
     "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
 )
@@ -224,12 +230,17 @@ class Cluster:
             raise
 
     def pages(
-        self, rt: ResourceType, namespace: str = "", *, label_selector: str = "", limit: int = 500
+        self, rt: ResourceType, namespace: str = "", *, label_selector: str = "", field_selector: str = "",
+        limit: int = 500,
     ) -> Iterator[Page]:
-        """A (paginated) list, one page at a time; the last page's resourceVersion suits a watch."""
+        """A (paginated) list, one page at a time; the last page's resourceVersion suits a watch.
+
+        ``field_selector`` ``metadata.name=X`` lets RBAC rules restricted by ``resourceNames`` list/watch."""
         query = {"limit": str(limit)}
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         subject = f"{rt.kind} list" + (f" in {namespace}" if namespace else "")
         while True:
             body = self._send("list", subject, "GET", rt.collection(namespace), query=query)
@@ -268,16 +279,18 @@ class Cluster:
             rt.item(namespace, name), body=dict(obj), query=query, content_type=APPLY_PATCH,
         )
 
-    def create(self, rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def create(self, rt: ResourceType, obj: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         namespace, name = _namespace_name(obj)
         return self._send(
-            "create", rt.subject(namespace, name or "(generated)"), "POST", rt.collection(namespace), body=dict(obj)
+            "create-dry-run" if dry_run else "create", rt.subject(namespace, name or "(generated)"), "POST",
+            rt.collection(namespace), body=dict(obj), query={"dryRun": "All"} if dry_run else None,
         )
 
-    def replace(self, rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def replace(self, rt: ResourceType, obj: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """PUT ``obj`` (carrying its resourceVersion: a 409 means somebody else wrote first)."""
         namespace, name = _namespace_name(obj)
-        return self._send("update", rt.subject(namespace, name), "PUT", rt.item(namespace, name), body=dict(obj))
+        return self._send("update-dry-run" if dry_run else "update", rt.subject(namespace, name), "PUT",
+                          rt.item(namespace, name), body=dict(obj), query={"dryRun": "All"} if dry_run else None)
 
     def delete(
         self, rt: ResourceType, namespace: str, name: str, *, uid: str = "", resource_version: str = "",
@@ -345,13 +358,15 @@ class Cluster:
     # ------------------------------------------------------------ watching
 
     def watch(
-        self, rt: ResourceType, namespace: str = "", *, label_selector: str = "", resource_version: str = "",
-        timeout: float = 60.0,
+        self, rt: ResourceType, namespace: str = "", *, label_selector: str = "", field_selector: str = "",
+        resource_version: str = "", timeout: float = 60.0,
     ) -> Iterator[WatchEvent]:
         """One watch connection (with bookmarks). Raises ResourceError(410) when the version is too old."""
         query = {"allowWatchBookmarks": "true"}
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         if resource_version:
             query["resourceVersion"] = resource_version
         subject = f"{rt.kind} watch" + (f" in {namespace}" if namespace else "")
@@ -371,7 +386,7 @@ class Cluster:
             raise ResourceError(subject, e.status, e.reason, e.message) from e
 
     def follow(
-        self, rt: ResourceType, namespace: str = "", *, label_selector: str = "",
+        self, rt: ResourceType, namespace: str = "", *, label_selector: str = "", field_selector: str = "",
         stop: threading.Event | None = None, timeout: float = 30.0, on_error: Callable[[Exception], None] | None = None,
     ) -> Iterator[WatchEvent]:
         """List then watch, for ever (until ``stop``): every listed object is yielded as ADDED.
@@ -385,14 +400,15 @@ class Cluster:
         while not stop.is_set():
             try:
                 if not version:
-                    for page in self.pages(rt, namespace, label_selector=label_selector):
+                    for page in self.pages(rt, namespace, label_selector=label_selector,
+                                           field_selector=field_selector):
                         for item in page.items:
                             item.setdefault("apiVersion", rt.api_version)
                             item.setdefault("kind", rt.kind)
                             yield WatchEvent("ADDED", item)
                         version = page.resource_version
-                for event in self.watch(rt, namespace, label_selector=label_selector, resource_version=version,
-                                        timeout=timeout):
+                for event in self.watch(rt, namespace, label_selector=label_selector, field_selector=field_selector,
+                                        resource_version=version, timeout=timeout):
                     version = str((event.object.get("metadata") or {}).get("resourceVersion") or version)
                     failures = 0
                     if event.type != "BOOKMARK":

@@ -90,8 +90,9 @@ def controller_for(api: FlakyApi, tmp_path: Path, **settings: Any) -> tuple[Cont
     cluster = cast(Cluster, api)
     elector = LeaderElector(cluster, NAMESPACE, "driftguard-reconciler", "me",
                             lease_duration=1.0, renew_deadline=0.3, retry_period=0.05)
-    controller = Controller(cluster, Settings(namespace=NAMESPACE, cache_dir=tmp_path, **settings),
-                            elector=elector)
+    # No webhook registration to guard: this in-memory API serves only the Lease and Applications.
+    controller = Controller(cluster, Settings(namespace=NAMESPACE, cache_dir=tmp_path, webhook_configuration="",
+                                              **settings), elector=elector)
     return controller, elector
 
 

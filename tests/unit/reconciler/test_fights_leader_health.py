@@ -70,6 +70,19 @@ def test_lease_decisions(current: dict[str, Any] | None, seen: Observation | Non
     assert decide(current, "me", seen, now)[0] is step
 
 
+@pytest.mark.parametrize(("current", "seen", "foreign", "step"), [
+    (lease("intruder", duration=86400), None, True, Step.RECLAIM),  # no Pod of ours: at once
+    (lease("intruder", duration=86400), None, False, Step.WAIT),  # a real replica: wait, but...
+    (lease("pod-b", duration=86400), Observation(("pod-b", "t1", 0), 80.0), False, Step.TAKE),  # ...not 24 h
+    (lease("pod-b", duration=10), Observation(("pod-b", "t1", 0), 89.0), False, Step.TAKE),  # shorter counts
+    (lease("me", duration=86400), None, True, Step.RENEW),  # our own identity is never foreign
+    (lease("", duration=86400), None, True, Step.TAKE),  # released
+])
+def test_foreign_holders_and_hand_written_durations(current: dict[str, Any], seen: Observation | None,
+                                                    foreign: bool, step: Step) -> None:
+    assert decide(current, "me", seen, 100.0, foreign=foreign, max_duration=15.0)[0] is step
+
+
 def test_observation_time_only_moves_when_the_record_changes() -> None:
     _, first = decide(lease("other"), "me", None, 10.0)
     _, same = decide(lease("other"), "me", first, 20.0)

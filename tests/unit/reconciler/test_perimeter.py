@@ -1,0 +1,68 @@
+"""The webhook registration the reconciler restores: reading the installer's ConfigMap, and what changed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from reconciler.perimeter import (
+    REGISTRATION_KEY,
+    RegistrationError,
+    differences,
+    registration_configmap,
+    registration_from,
+)
+
+
+def hook(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "failurePolicy": "Fail", "timeoutSeconds": 3, **fields}
+
+
+VALIDATING = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+              "metadata": {"name": "driftguard"}, "webhooks": [hook("validate.driftguard.io"),
+                                                                hook("scale.driftguard.io")]}
+MUTATING = {**VALIDATING, "kind": "MutatingWebhookConfiguration", "webhooks": [hook("mutate.driftguard.io")]}
+
+
+def test_the_installers_configmap_reads_back_by_kind() -> None:
+    configmap = registration_configmap([VALIDATING, MUTATING], "driftguard-system")
+    assert configmap["metadata"] == {"name": "driftguard-webhook-registration", "namespace": "driftguard-system",
+                                     "labels": {"app.kubernetes.io/part-of": "driftguard"}}
+    assert registration_from(configmap, "driftguard") == {"ValidatingWebhookConfiguration": VALIDATING,
+                                                          "MutatingWebhookConfiguration": MUTATING}
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    ({}, "must be a JSON list"),
+    ({REGISTRATION_KEY: "{not json"}, "is not JSON"),
+    ({REGISTRATION_KEY: json.dumps({"kind": "ValidatingWebhookConfiguration"})}, "must be a JSON list"),
+    ({REGISTRATION_KEY: json.dumps([{"kind": "ClusterRole", "metadata": {"name": "driftguard"}, "rules": []}])},
+     "holds ClusterRole other than the two webhook configurations"),
+    ({REGISTRATION_KEY: json.dumps([{**VALIDATING, "metadata": {"name": "someone-else"}}])},
+     "is named 'someone-else', the reconciler guards 'driftguard'"),
+])
+def test_an_unusable_registration_names_the_configmap_and_the_fix(data: dict[str, str], says: str) -> None:
+    configmap = {"metadata": {"name": "driftguard-webhook-registration", "namespace": "driftguard-system"},
+                 "data": data}
+    with pytest.raises(RegistrationError) as raised:
+        registration_from(configmap, "driftguard")
+    assert says in str(raised.value)
+    assert "ConfigMap driftguard-system/driftguard-webhook-registration" in str(raised.value)
+    assert "driftguard certs install" in str(raised.value)
+
+
+@pytest.mark.parametrize(("live", "expected"), [
+    (VALIDATING["webhooks"], []),
+    ([hook("validate.driftguard.io")], ["webhook scale.driftguard.io removed"]),
+    ([*VALIDATING["webhooks"], hook("evil.example.com")], ["webhook evil.example.com added"]),
+    ([hook("validate.driftguard.io", failurePolicy="Ignore"), hook("scale.driftguard.io")],
+     ["webhook validate.driftguard.io: failurePolicy changed"]),
+    ([hook("validate.driftguard.io", objectSelector={"matchLabels": {"x": "y"}}, timeoutSeconds=30),
+      hook("scale.driftguard.io")], ["webhook validate.driftguard.io: objectSelector, timeoutSeconds changed"]),
+    ([hook("scale.driftguard.io"), hook("validate.driftguard.io")], ["webhooks reordered"]),
+    ([], ["webhook validate.driftguard.io removed", "webhook scale.driftguard.io removed"]),
+])
+def test_differences(live: list[dict[str, Any]], expected: list[str]) -> None:
+    assert differences(live, VALIDATING["webhooks"]) == expected
