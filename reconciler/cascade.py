@@ -13,15 +13,17 @@ what it deletes (prune and heal take the same per-object lock, and heal re-check
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from driftguard.core.changes import ChangeSet
-from driftguard.core.inventory import Inventory
-from driftguard.kube.resources import Cluster, ResourceError
+from driftguard.core.inventory import Entry, Inventory
+from driftguard.core.objects import ObjectRef
+from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError
 from reconciler import deletion
 from reconciler.apply import Applier
 from reconciler.crd import APPLICATIONS
-from reconciler.record import AppState
+from reconciler.record import AppState, Event
 from reconciler.reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,17 @@ class Cascade:
     def run(self, state: AppState) -> bool:
         """One pass over ``state``'s inventory; True when it has to be retried (with backoff)."""
         app, before = str(state.key), state.memory.inventory
-        outcomes, keep = self.applier.prune(before.entries, app, why="its Application is being deleted")
+        refused = deletion.refusal(state.obj)
+        if refused:
+            log.warning("Application %s: %s", app, refused)
+            self.reporter.emit(state, [Event("Warning", "CascadeRefused", refused)])
+            return not self.release(state)
+        entries, kept = self._namespaces_kept(before.entries)
+        outcomes, keep = self.applier.prune(entries, app, why="its Application is being deleted")
+        if kept:
+            self.reporter.emit(state, [Event("Normal", "NamespaceKept", (
+                f"not deleted with the Application (it would delete everything in it): {', '.join(map(str, kept))}; "
+                f"git opts a Namespace in with the annotation {deletion.NAMESPACE_OPT_IN}: \"true\""))])
         changes = ChangeSet([o.change for o in outcomes])
         remaining = Inventory.of(keep)
         self.reporter.metrics.record_changes(app, changes)
@@ -51,6 +63,27 @@ class Cascade:
         if deletion.step(state.obj, len(remaining)) is not deletion.Step.RELEASE:
             return False
         return not self.release(state)
+
+    def _namespaces_kept(self, entries: Iterable[Entry]) -> tuple[list[Entry], list[ObjectRef]]:
+        """The entries to delete, and the Namespaces to keep (and drop from the inventory): those git
+        did not opt in; one that cannot be read is kept for the next pass."""
+        delete: list[Entry] = []
+        kept: list[ObjectRef] = []
+        for entry in entries:
+            if entry.ref.kind != "Namespace" or entry.api_version != "v1":
+                delete.append(entry)
+                continue
+            try:
+                live = self.cluster.get(NAMESPACES, "", entry.ref.name)
+            except ResourceError as e:
+                log.warning("%s: cannot read it to check its opt-in: %s", entry.ref, e)
+                delete.append(entry)  # prune re-reads it and fails or skips: kept in the inventory either way
+                continue
+            if live is None or deletion.namespace_opt_in(live):
+                delete.append(entry)
+            else:
+                kept.append(entry.ref)
+        return delete, kept
 
     def release(self, state: AppState, attempts: int = 3) -> bool:
         """Remove our finalizers, guarded by the finalizers list read (re-read and retried when it

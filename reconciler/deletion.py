@@ -8,6 +8,21 @@ inventory is empty. Without one of them, deleting the Application deletes nothin
 stops managing its objects, which stay as they are, stamped. The reconciler never *adds* a finalizer;
 users opt in, as in Argo CD.
 
+Two limits (issue 10), because deleting an Application is easier to get than deleting what it manages:
+
+* **Who set the finalizer.** The reconciler cannot see who added a finalizer. On an Application that
+  is itself managed (deployed from git by an app-of-apps), the finalizer is honoured only when the
+  reconciler's own apply owns it (its ``managedFields`` entry as field manager ``driftguard``, i.e.
+  git's manifest declares it); otherwise the cascade is *refused*: the finalizer is removed and nothing
+  is deleted, with a Warning Event. On an Application created by hand, the webhook's Applications rule
+  is what admits a finalizer only from git or the admin group.
+* **Namespaces.** Deleting a Namespace deletes everything in it, managed or not. A cascading delete
+  deletes a Namespace of its inventory only when git opts in on that Namespace with the annotation
+  ``cascade.driftguard.io/delete-namespace: "true"`` (read from the Namespace's stamp: git's declared
+  values, not the live annotation). Otherwise the Namespace is kept — its managed objects are still
+  deleted — and dropped from the inventory, with an Event. (Ordinary prune, git no longer declaring the
+  Namespace, is git's own decision and is unaffected.)
+
 The finalizer is removed with a JSON patch that first tests the finalizers list it read, so a
 finalizer another party added or removed meanwhile is never clobbered (the patch fails; re-read, retry).
 """
@@ -15,10 +30,14 @@ finalizer another party added or removed meanwhile is never clobbered (the patch
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
+from driftguard.core import contract
 from driftguard.core.contract import CASCADE_FINALIZERS as FINALIZERS  # the names are the contract's
+
+NAMESPACE_OPT_IN: Final = "cascade.driftguard.io/delete-namespace"  # not driftguard.io/: git may set it
 
 
 class Step(enum.StrEnum):
@@ -48,6 +67,45 @@ def step(app: Mapping[str, Any], inventory_size: int) -> Step:
     if not ours(app):
         return Step.FORGET
     return Step.PRUNE if inventory_size > 0 else Step.RELEASE
+
+
+def refusal(app: Mapping[str, Any]) -> str:
+    """Why ``app``'s cascading finalizers are not honoured ("" when they are): on a managed Application,
+    each must be owned by the reconciler's apply (git declares it)."""
+    if not contract.is_managed(app):
+        return ""
+    owned = _applied_finalizers(app)
+    foreign = [f for f in ours(app) if f not in owned]
+    if not foreign:
+        return ""
+    return (f"finalizer {', '.join(foreign)} on Application {_name(app)} was not set by git (the Application is "
+            f"deployed from git, whose manifest does not declare it), so deleting it deletes nothing; to delete "
+            f"what it manages, declare the finalizer in git")
+
+
+def namespace_opt_in(namespace: Mapping[str, Any]) -> bool:
+    """Whether git declares ``cascade.driftguard.io/delete-namespace: "true"`` on this live Namespace."""
+    try:
+        stamp = contract.read_stamp(namespace)
+    except contract.ContractError:
+        return False
+    annotations = ((stamp.declared.get("metadata") or {}).get("annotations") or {}) if stamp else {}
+    return isinstance(annotations, Mapping) and annotations.get(NAMESPACE_OPT_IN) == "true"
+
+
+def _applied_finalizers(app: Mapping[str, Any]) -> set[str]:
+    owned: set[str] = set()
+    for entry in (app.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != contract.FIELD_MANAGER or entry.get("operation") != "Apply":
+            continue
+        finalizers = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:finalizers") or {}
+        owned.update(json.loads(key[2:]) for key in finalizers if key.startswith("v:"))
+    return owned
+
+
+def _name(app: Mapping[str, Any]) -> str:
+    metadata = app.get("metadata") or {}
+    return f"{metadata.get('namespace')}/{metadata.get('name')}"
 
 
 def release_patch(app: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from support.reconciler_harness import APPS, Harness, Repo, configmap, wait_for
 
 from driftguard.core.contract import ANN_APPLICATION
 from driftguard.kube import Kube, KubeError
+from reconciler.deletion import NAMESPACE_OPT_IN
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +61,9 @@ def test_finalizer_deletes_the_inventory_then_the_application(harness: Harness, 
     extra = f"{harness.namespace}-x"[:63]
     repo.write("app/a.yaml", configmap("alpha", {"v": "1"}))
     repo.write("app/b.yaml", configmap("beta", {"v": "1"}))
-    repo.write("app/ns.yaml", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra}},
-                               configmap("inside", {"v": "1"}, namespace=extra)])
+    repo.write("app/ns.yaml", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": extra, "annotations": {NAMESPACE_OPT_IN: "true"}}},  # git opts the Namespace in
+        configmap("inside", {"v": "1"}, namespace=extra)])
     sha = repo.commit("three objects and a namespace")
     harness.admin.request("POST", f"/api/v1/namespaces/{harness.namespace}/configmaps",
                           body=configmap("unmanaged", {"v": "1"}))
@@ -88,6 +90,51 @@ def test_finalizer_deletes_the_inventory_then_the_application(harness: Harness, 
     harness.patch_app("svc", {"metadata": {"finalizers": None}})  # the other party lets go too
     wait_gone(harness, app_path(harness, "svc"), "the Application gone")
     assert harness.cm("unmanaged") is not None
+
+
+def test_a_namespace_git_did_not_opt_in_is_kept_and_only_its_managed_objects_go(harness: Harness,
+                                                                                repo: Repo) -> None:
+    """Deleting a Namespace deletes everything in it, managed or not (issue 10: a cascade took a whole
+    namespace): without git's ``cascade.driftguard.io/delete-namespace: "true"`` it stays."""
+    extra = f"{harness.namespace}-k"[:63]
+    repo.write("app/ns.yaml", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra}},
+                               configmap("inside", {"v": "1"}, namespace=extra)])
+    sha = repo.commit("a namespace and an object in it")
+    make_app(harness, repo, "svc", "app", [PRUNE_ON_DELETE])
+    harness.start()
+    harness.wait_synced("svc", sha)
+    harness.admin.request("POST", f"/api/v1/namespaces/{extra}/configmaps", body=configmap("theirs", {"v": "1"}))
+    try:
+        delete_app(harness, "svc")
+
+        wait_gone(harness, app_path(harness, "svc"), "the Application gone (finalizer released)")
+        assert harness.cm("inside", extra) is None, "its managed objects are still deleted"
+        kept = harness.get(f"/api/v1/namespaces/{extra}")
+        assert kept is not None and not kept["metadata"].get("deletionTimestamp"), kept
+        assert harness.cm("theirs", extra) is not None
+        [event] = events(harness.admin, harness.namespace, "svc", "NamespaceKept")
+        assert f"Namespace {extra}" in event["message"] and NAMESPACE_OPT_IN in event["message"]
+    finally:
+        harness.admin.request("DELETE", f"/api/v1/namespaces/{extra}")
+
+
+def test_a_cascading_finalizer_git_did_not_set_deletes_nothing(harness: Harness, repo: Repo, laptop: Kube) -> None:
+    """An Application deployed from git (managed) whose finalizer its git manifest does not declare: the
+    reconciler's apply does not own it, so the cascade is refused — finalizer removed, objects kept."""
+    repo.write("app/a.yaml", configmap("alpha", {"v": "1"}))
+    sha = repo.commit("one")
+    make_app(harness, repo, "svc", "app", [])
+    harness.patch_app("svc", {"metadata": {"labels": {"driftguard.io/managed": "true"}}})
+    harness.start()
+    harness.wait_synced("svc", sha)
+    laptop.request("PATCH", app_path(harness, "svc"), body={"metadata": {"finalizers": [PRUNE_ON_DELETE]}},
+                   content_type="application/merge-patch+json")
+    laptop.request("DELETE", app_path(harness, "svc"))
+
+    wait_gone(harness, app_path(harness, "svc"), "the Application gone (finalizer removed, nothing deleted)")
+    assert harness.cm("alpha") is not None
+    [event] = events(harness.admin, harness.namespace, "svc", "CascadeRefused")
+    assert event["type"] == "Warning" and "was not set by git" in event["message"]
 
 
 def test_without_a_finalizer_objects_stay_stamped_and_unmanaged(harness: Harness, repo: Repo, laptop: Kube) -> None:

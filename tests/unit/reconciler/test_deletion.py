@@ -3,15 +3,19 @@ the guarded patch that drops it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from driftguard.core.contract import ARGO_RESOURCES_FINALIZER, PRUNE_ON_DELETE
+from driftguard.core.contract import ARGO_RESOURCES_FINALIZER, PRUNE_ON_DELETE, Source, stamp
 from reconciler.deletion import (
+    NAMESPACE_OPT_IN,
     Step,
     being_deleted,
+    namespace_opt_in,
     ours,
+    refusal,
     release_patch,
     step,
 )
@@ -79,3 +83,58 @@ def test_ours_and_being_deleted() -> None:
     assert ours(app([OTHER, ARGO_RESOURCES_FINALIZER, PRUNE_ON_DELETE])) == (ARGO_RESOURCES_FINALIZER, PRUNE_ON_DELETE)
     assert ours(app()) == ()
     assert being_deleted(app(deleting=True)) and not being_deleted(app([PRUNE_ON_DELETE]))
+
+
+def applied(finalizers: list[str], *, managed: bool = True, by: str = "driftguard",
+            owned: list[str] | None = None, operation: str = "Apply") -> dict[str, Any]:
+    """An Application being deleted; ``owned``: the finalizers ``by``'s managedFields entry holds."""
+    obj = app(finalizers, deleting=True)
+    if managed:
+        obj["metadata"]["labels"] = {"driftguard.io/managed": "true"}
+    fields = {"f:metadata": {"f:finalizers": {f"v:{json.dumps(f)}": {} for f in (owned or [])}}}
+    obj["metadata"]["managedFields"] = [{"manager": by, "operation": operation, "fieldsType": "FieldsV1",
+                                         "fieldsV1": fields}]
+    return obj
+
+
+@pytest.mark.parametrize(("obj", "refused"), [
+    # created by hand: the webhook's Applications rule decides who may add a finalizer
+    (applied([PRUNE_ON_DELETE], managed=False), False),
+    # deployed from git: honoured only when the reconciler's apply owns the finalizer
+    (applied([PRUNE_ON_DELETE], owned=[PRUNE_ON_DELETE]), False),
+    (applied([PRUNE_ON_DELETE, OTHER], owned=[PRUNE_ON_DELETE]), False),  # a foreign non-cascading one is no matter
+    (applied([PRUNE_ON_DELETE]), True),  # added by someone else
+    (applied([PRUNE_ON_DELETE], by="kubectl-edit", owned=[PRUNE_ON_DELETE]), True),
+    (applied([PRUNE_ON_DELETE], owned=[PRUNE_ON_DELETE], operation="Update"), True),  # a PUT, not our apply
+    (applied([PRUNE_ON_DELETE, ARGO_RESOURCES_FINALIZER], owned=[PRUNE_ON_DELETE]), True),  # one of two
+])
+def test_a_cascade_on_an_application_from_git_needs_git_to_have_set_the_finalizer(
+        obj: dict[str, Any], refused: bool) -> None:
+    reason = refusal(obj)
+    assert bool(reason) is refused
+    if refused:
+        assert "was not set by git" in reason and "driftguard-system/svc" in reason and "declare" in reason
+
+
+SOURCE = Source(repo="https://git.example/r", commit="a" * 40, author="alice@org", committed_at="t", path="ns.yaml")
+
+
+def namespace(annotations: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "annotations": annotations}}
+
+
+@pytest.mark.parametrize(("live", "opted_in"), [
+    (stamp(namespace({NAMESPACE_OPT_IN: "true"}), application="a/b", source=SOURCE, enforcement="deny"), True),
+    (stamp(namespace({NAMESPACE_OPT_IN: "false"}), application="a/b", source=SOURCE, enforcement="deny"), False),
+    (stamp(namespace({}), application="a/b", source=SOURCE, enforcement="deny"), False),
+    # added by hand to the live object, not in git's declared values
+    ({**(s := stamp(namespace({}), application="a/b", source=SOURCE, enforcement="deny")),
+      "metadata": {**s["metadata"], "annotations": {**s["metadata"]["annotations"], NAMESPACE_OPT_IN: "true"}}},
+     False),
+    (namespace({NAMESPACE_OPT_IN: "true"}), False),  # not stamped at all
+    ({**namespace({NAMESPACE_OPT_IN: "true"}), "metadata": {"name": "team", "labels": {"driftguard.io/managed": "true"},
+                                                            "annotations": {NAMESPACE_OPT_IN: "true"}}}, False),
+], ids=["declared-true", "declared-false", "not-declared", "hand-added", "unmanaged", "unreadable-stamp"])
+def test_a_namespace_is_deleted_with_its_application_only_when_git_opts_in(live: dict[str, Any],
+                                                                           opted_in: bool) -> None:
+    assert namespace_opt_in(live) is opted_in
