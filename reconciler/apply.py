@@ -32,11 +32,11 @@ from driftguard import logs
 from driftguard.core import ordering
 from driftguard.core.changes import Action, Change
 from driftguard.core.clock import format_time
-from driftguard.core.contract import ANN_APPLICATION, annotations_of
+from driftguard.core.contract import ANN_APPLICATION, ContractError, annotations_of, read_stamp
 from driftguard.core.inventory import Entry
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import CRDS, Cluster, ResourceError, ResourceType
-from reconciler import health
+from reconciler import health, leftovers
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
 from reconciler.plan import Plan, Verdict, clear_operations, describe_keys, last_writer, plan, same_object
@@ -186,12 +186,35 @@ class Applier:
         changed = live is None or not same_object(after, live)
         if changed:
             after = self.cluster.apply(p.obj, rt=rt)
+            removed, after = self._remove_leftovers(desired, rt, live, p, after)
+            message = "; ".join(filter(None, (message, removed)))
         if p.clear and live is not None:
             self._clear(desired, live, p)
             changed = True
         if not changed:
             return Outcome(Change(desired.ref, Action.UNCHANGED), _assess(live))
         return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after))
+
+    def _remove_leftovers(self, desired: Desired, rt: ResourceType, live: dict[str, Any] | None, p: Plan,
+                          after: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Remove what git stopped declaring and another manager's co-ownership kept (``reconciler.leftovers``);
+        the message saying so ("" when nothing), and the object as it now is."""
+        try:
+            old, new = read_stamp(live), read_stamp(p.obj)
+        except ContractError:
+            return "", after
+        if old is None or new is None or old.declared == new.declared:
+            return "", after
+        operations, paths = leftovers.removals(old.declared, new.declared, after)
+        if not operations:
+            return "", after
+        try:
+            after = self.cluster.json_patch(rt, desired.ref.namespace, desired.ref.name, operations)
+        except ResourceError as e:  # changed meanwhile: reported, and the drift check sees what is left
+            log.warning("%s: fields git no longer declares not removed: %s", desired.ref, e.message,
+                        extra=logs.ctx(object=str(desired.ref)))
+            return f"fields git no longer declares could not be removed ({', '.join(paths)}): {e.message}", after
+        return f"removed fields git no longer declares, kept by another manager: {', '.join(paths)}", after
 
     def _adopt(self, desired: Desired, rt: ResourceType, live: dict[str, Any], p: Plan, message: str) -> Outcome:
         """Remove the untrusted keys from an object driftguard did not manage, then apply git's state to
