@@ -33,6 +33,7 @@ from typing import Any
 
 from driftguard import logs
 from driftguard.core.changes import ChangeSet
+from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
 from reconciler import cycle, deletion, standby
@@ -44,6 +45,7 @@ from reconciler.cycle import Requeue
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
 from reconciler.gitsource import GitSource
+from reconciler.holders import Holders
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
 from reconciler.perimeter import Perimeter
@@ -81,6 +83,7 @@ class Controller:
         self.schedule: Schedule[AppState] = Schedule(self.states.get, self._cv)
         self.reporter = Reporter(cluster, self.applier.fights, lambda: self.tracker, self.metrics)
         self.cascade = Cascade(cluster, self.applier, self.reporter)
+        self.holders = Holders(cluster)
         self.perimeter = Perimeter(
             cluster, s.system_namespace, name=s.webhook_configuration, report=self.reporter.perimeter,
             restored=lambda kind, cause: self.metrics.perimeter_restored.labels(kind, cause).inc(),
@@ -189,6 +192,9 @@ class Controller:
                     del self.states[key]
                     self._let_go(key)
                     self.metrics.forget(str(key))
+                    # Nothing of it is managed any more: off the Namespaces' and CRDs' marks (I/O, not here).
+                    threading.Thread(target=self.holders.update, args=(str(key), Inventory()), daemon=True,
+                                     name="unmark").start()
                 return
             if state is None:
                 state = self.states[key] = AppState.new(event.object)
@@ -281,6 +287,7 @@ class Controller:
             self.reporter.write_status(state)
             after = condition(state.status, "Ready")
         self.reporter.emit(state, sync_events(report, before, after))
+        self.holders.update(str(state.key), state.memory.inventory)
         return failed(report)
 
     def _healed(self, key: AppKey, outcome: Outcome) -> None:

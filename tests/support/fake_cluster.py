@@ -60,6 +60,14 @@ class FakeCluster:
         items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == rt.kind and ns == namespace]
         yield Page(items, self._next())
 
+    def list(self, rt: ResourceType, namespace: str = "", *, label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
+        """All ``rt`` objects in ``namespace`` whose labels match ``label_selector`` (``key=value`` only)."""
+        self._call("list")
+        key, _, value = label_selector.partition("=")
+        items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == rt.kind
+                 and ns == namespace and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]
+        return items, self._next()
+
     def apply(self, obj: Mapping[str, Any], *, dry_run: bool = False, rt: ResourceType | None = None) -> dict[str, Any]:
         self._call("apply-dry-run" if dry_run else "apply")
         key = self._key(obj)
