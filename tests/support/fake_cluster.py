@@ -60,7 +60,9 @@ class FakeCluster:
         items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == rt.kind and ns == namespace]
         yield Page(items, self._next())
 
-    def list(self, rt: ResourceType, namespace: str = "", *, label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
+    def list(
+        self, rt: ResourceType, namespace: str = "", *, label_selector: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
         """All ``rt`` objects in ``namespace`` whose labels match ``label_selector`` (``key=value`` only)."""
         self._call("list")
         key, _, value = label_selector.partition("=")
