@@ -53,7 +53,7 @@ IDLE: Final = "idle"
 BUSY: Final = "busy"
 READ_CHUNK: Final = 256 * 1024
 HEADER_LIMIT: Final = 64 * 1024  # more than gunicorn's own limits: its parser answers 400/431
-ACCEPT_BATCH: Final = 64
+ACCEPT_BATCH: Final = 1  # one per wake-up: a worker taking a whole burst would keep it (keep-alive)
 PROBES: Final = (b"GET /healthz", b"GET /readyz", b"GET /metrics")  # open without a client certificate
 UNAUTHENTICATED: Final = (b"driftguard webhook: this endpoint answers only the API server, which presents its "
                           b"webhook client certificate (--client-ca-file); no certificate was presented\n")
