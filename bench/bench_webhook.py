@@ -1,6 +1,6 @@
 """Benchmark ``/validate`` as deployed: gunicorn over TLS on loopback, fed realistic Deployment UPDATEs.
 
-    .venv/bin/python bench/bench_webhook.py                 # deployed settings, concurrency 1, 16, 64
+    .venv/bin/python bench/bench_webhook.py                 # deployed settings, concurrency 1, 16, 64; Go floor
     .venv/bin/python bench/bench_webhook.py --matrix        # compare worker classes / counts at 16
     .venv/bin/python bench/bench_webhook.py --client python # no wrk: a multi-process Python client
 
@@ -12,7 +12,10 @@ object with managedFields and the driftguard stamp (~9 KB). Two cases:
 * ``allow`` — an undeclared label changes (most traffic: every edit of a managed object);
 * ``deny``  — ``spec.replicas`` 3 → 9 (decision, message, audit record to the file, log line).
 
-The load generator is ``wrk`` (``apt-get install wrk``) in its own process with a Lua script that
+Beside it, at concurrency 16, the Go floor webhook (``bench/floor.py``: standard-library TLS, decode and
+allow) on the same machine, the same review and the same client.
+
+The load generator is ``wrk`` (``make bench-tools`` installs it with apt-get) in its own process with a Lua script that
 POSTs the review over keep-alive TLS connections, like the API server's client. Python cannot drive
 2,000 TLS requests/s from the same 2 cores without measuring itself, so the ``python`` client runs
 one process per connection group and is reported as a lower bound only.
@@ -44,6 +47,9 @@ sys.path.insert(0, str(ROOT))
 from certs import CertificateAuthority  # noqa: E402
 from driftguard.core import contract  # noqa: E402
 from webhook.settings import Settings  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import FloorServer  # noqa: E402
 
 SOURCE = contract.Source("https://github.com/org/k8s-manifests", "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
                          "alice@org", "2024-05-01T10:00:00Z", "services/my-service/production/deployment.yaml")
@@ -233,7 +239,8 @@ def run_python(server: Server, body: bytes, connections: int, seconds: int) -> d
 
 # ---------------------------------------------------------------- main
 
-def measure(server: Server, body_file: Path, client: str, connections: int, seconds: int) -> dict[str, float]:
+def measure(server: Server | FloorServer, body_file: Path, client: str, connections: int,
+            seconds: int) -> dict[str, float]:
     if client == "wrk":
         run_wrk(server.url, body_file, connections, 1, 2)  # warm-up: workers import, TLS sessions, caches
     cpu = server.cpu_seconds()
@@ -263,8 +270,9 @@ def main() -> int:
     configurations: list[dict[str, Any]] = [{}]
     if args.matrix:
         configurations = [{"worker_class": "sync", "workers": n} for n in (2, 4)]
-        configurations += [{"worker_class": "gthread", "workers": w, "threads": t}
-                           for w, t in ((1, 8), (2, 1), (2, 2), (2, 4), (2, 8), (3, 2), (4, 2))]
+        configurations += [{"worker_class": "gthread", "workers": w, "threads": t} for w, t in ((2, 8), (2, 2))]
+        configurations += [{"worker_class": "event", "workers": w, "threads": t}
+                           for w, t in ((1, 8), (2, 1), (2, 2), (2, 4), (2, 8), (3, 2))]
         args.concurrency = [16]
     print(f"client: {args.client}; {os.cpu_count()} CPUs; {args.seconds}s per run; review sizes: "
           + ", ".join(f"{case} {len(review(case))} B" for case in args.case))
@@ -278,7 +286,7 @@ def main() -> int:
             server = Server(directory, **overrides)
             chosen = server.settings
             name = f"{chosen.worker_class} {chosen.workers}w" + (
-                f"x{chosen.threads}t" if chosen.worker_class == "gthread" else "")
+                f"x{chosen.threads}t" if chosen.worker_class != "sync" else "")
             if not overrides:
                 name += " (deployed)" if (chosen.workers, chosen.threads, chosen.worker_class) == (
                     defaults.workers, defaults.threads, defaults.worker_class) else ""
@@ -289,6 +297,13 @@ def main() -> int:
                         print(row(f"{name} {case} c={connections}", result), flush=True)
             finally:
                 server.stop()
+        if not args.matrix and "allow" in args.case and args.client == "wrk":
+            floor = FloorServer(directory / "floor")
+            try:
+                result = measure(floor, directory / "allow.json", args.client, 16, args.seconds)
+                print(row("Go floor allow c=16", result), flush=True)
+            finally:
+                floor.stop()
     return 0
 
 
