@@ -70,7 +70,7 @@ manifests: venv
 	$(PY) -m driftguard.install > manifests/webhook-configurations.yaml
 
 ## bench: every benchmark under bench/, each printing its figures
-bench: bench-webhook bench-reconciler
+bench: bench-webhook bench-flood bench-reconciler
 
 ## bench-reconciler: the reconciler's benchmarks, one command each (each starts its own control plane)
 .PHONY: bench-reconciler
@@ -80,12 +80,27 @@ bench-reconciler: venv controlplane
 	$(PY) bench/bench_reconciler_sync.py --objects 1000
 	$(PY) bench/bench_reconciler_sync.py --objects 10000
 
-## bench-webhook: /validate over TLS (wrk), API-server write latency (none / webhook / CEL), fuzz
+## bench-tools: wrk, the webhook benchmarks' load generator (apt-get; without it they use a Python client)
+.PHONY: bench-tools
+bench-tools:
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk) \
+		|| echo "wrk not installed: bench/bench_webhook.py falls back to its Python client"
+
+## bench-webhook: /validate over TLS (wrk) beside the Go floor, API-server write latency, fuzz
 .PHONY: bench-webhook
-bench-webhook: venv controlplane
+bench-webhook: venv controlplane bench-tools bench-admission
 	$(PY) bench/bench_webhook.py
-	$(PY) bench/bench_admission_latency.py
 	$(PY) bench/fuzz_webhook.py
+
+## bench-admission: API-server write latency: none / Go floor / CEL / driftguard from one API server
+.PHONY: bench-admission
+bench-admission: venv controlplane
+	$(PY) bench/bench_admission_latency.py -n 300
+
+## bench-flood: API-server writes and /healthz while 1,000 trickling TLS connections are held on the webhook
+.PHONY: bench-flood
+bench-flood: venv controlplane
+	$(PY) bench/bench_flood.py
 
 # ---- kind / a real cluster (needs Docker and kind; not available on our CI machines) ----
 IMAGE ?= driftguard:dev

@@ -149,13 +149,16 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--writes", type=int, default=500, help="writes per case")
+    parser.add_argument("--worker-class", choices=("event", "gthread"), default="event",
+                        help="gthread: gunicorn's own worker, without caller authentication (the 'before')")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="driftguard-admission-bench-") as tmp:
         directory = Path(tmp)
         plane = ControlPlane(directory / "controlplane").start()
         webhook_dir = directory / "webhook"
         webhook_dir.mkdir()
-        server = Server(webhook_dir, client_ca_file=plane.webhook_client_ca_file)
+        extra = {"client_ca_file": plane.webhook_client_ca_file} if args.worker_class == "event" else {}
+        server = Server(webhook_dir, worker_class=args.worker_class, **extra)
         floor = FloorServer(directory / "floor")
         admin, laptop = Kube(plane.admin_kubeconfig), Kube(plane.laptop_kubeconfig)
         try:
@@ -197,7 +200,8 @@ def main() -> int:
             floor.stop()
             plane.stop()
 
-    print(f"{args.writes} writes per case, round-robin; client: driftguard.kube (Python) as the laptop user")
+    print(f"{args.writes} writes per case, round-robin; client: driftguard.kube (Python) as the laptop user; "
+          f"driftguard worker class {args.worker_class}")
     print(f"{'admission':<10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
     stats = {case: percentiles(samples[case]) for case in CASES}
     for case in CASES:
