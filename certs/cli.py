@@ -12,6 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import TypeAlias
 
+from certs import webhookclient
 from certs.authority import CertificateAuthority, service_dns_names
 
 Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -33,6 +34,16 @@ def add_cli(subparsers: Actions) -> Actions:
     generate.add_argument("--ip", action="append", default=None, help="IP SAN (repeatable; default 127.0.0.1)")
     generate.add_argument("--days", type=int, default=365, help="serving certificate validity")
     generate.set_defaults(func=run_generate)
+    client = actions.add_parser(
+        "webhook-client", help="the API server's webhook client identity: CA, certificate, kubeconfig, "
+        "AdmissionConfiguration (for --admission-control-config-file) into --dir")
+    client.add_argument("--dir", type=Path, required=True,
+                        help="output directory (not the serving CA's: this CA must sign nothing else)")
+    client.add_argument("--service", default="driftguard-webhook", help="the webhook's Service name")
+    client.add_argument("--namespace", default="driftguard-system", help="the webhook's namespace")
+    client.add_argument("--install-dir", type=Path, default=Path("/etc/kubernetes/driftguard"),
+                        help="where the files will be on the API server's hosts (paths inside the two files)")
+    client.set_defaults(func=run_webhook_client)
     return actions
 
 
@@ -48,4 +59,15 @@ def run_generate(args: argparse.Namespace) -> int:
     serving.write(directory / "tls.crt", directory / "tls.key")
     print(f"{'reused' if reused else 'wrote'} CA: {directory / 'ca.crt'} (key {directory / 'ca.key'})")
     print(f"wrote serving certificate: {directory / 'tls.crt'} (key {directory / 'tls.key'})")
+    return 0
+
+
+def run_webhook_client(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    webhookclient.write(directory, [f"{args.service}.{args.namespace}.svc"], args.install_dir)
+    print(f"wrote webhook client CA {directory / 'ca.crt'}, certificate {directory / 'client.crt'}, "
+          f"{directory / 'webhook-client.kubeconfig'} and {directory / 'admission.yaml'}")
+    print(f"copy client.crt, client.key, webhook-client.kubeconfig and admission.yaml to {args.install_dir} on every "
+          f"API server host and add --admission-control-config-file={args.install_dir / 'admission.yaml'}; give the "
+          f"webhook ca.crt as --client-ca-file")
     return 0

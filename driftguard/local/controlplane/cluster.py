@@ -19,7 +19,6 @@ deliberately lacks a controller-manager, scheduler and kubelet (see notes/contro
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -27,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from certs import CertificateAuthority, generate_signing_key_pair
+from certs import CertificateAuthority, generate_signing_key_pair, webhookclient
 from driftguard.kube import Kube
 from driftguard.local.controlplane.binaries import KUBERNETES_VERSION, Binaries, resolve_binaries
 from driftguard.local.controlplane.identities import (
@@ -60,7 +59,6 @@ APISERVER = "kube-apiserver"
 SERVICE_CIDR = "10.96.0.0/16"
 APISERVER_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
 APISERVER_IPS = ("127.0.0.1", "10.96.0.1")
-WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"
 
 Progress = Callable[[str], None]
 
@@ -233,22 +231,9 @@ class ControlPlane:
         self._write_webhook_client()
 
     def _write_webhook_client(self) -> None:
-        """The API server's identity towards admission webhooks: a client certificate from a CA of its own,
-        named in a WebhookAdmissionConfiguration kubeconfig for every webhook (``*``: local mode's webhook
-        port is chosen after the API server starts; webhooks that ask for no certificate get none)."""
-        directory = self.pki / "webhook-client"
-        ca, _ = CertificateAuthority.load_or_generate(directory, "driftguard-local-webhook-client-ca")
-        cert, key = directory / "client.crt", directory / "client.key"
-        ca.issue_client(WEBHOOK_CLIENT_USER).write(cert, key)
-        kubeconfig = {"apiVersion": "v1", "kind": "Config", "preferences": {},
-                      "users": [{"name": "*", "user": {"client-certificate": str(cert), "client-key": str(key)}}]}
-        (directory / "kubeconfig").write_text(json.dumps(kubeconfig, indent=2))
-        webhook_admission = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
-                             "kubeConfigFile": str(directory / "kubeconfig")}
-        admission = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration", "plugins": [
-            {"name": plugin, "configuration": webhook_admission}
-            for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}
-        (self.pki / "admission.json").write_text(json.dumps(admission, indent=2))
+        """The API server's identity towards admission webhooks, for every webhook (``*``: local mode's
+        webhook port is chosen after the API server starts; webhooks that ask for none get no certificate)."""
+        webhookclient.write(self.pki / "webhook-client", ["*"])
 
     def _write_kubeconfigs(self) -> None:
         for path, user in ((self.admin_kubeconfig, "admin"), (self.laptop_kubeconfig, LAPTOP_USER)):
@@ -288,7 +273,7 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--disable-admission-plugins=ServiceAccount",
-            f"--admission-control-config-file={pki / 'admission.json'}",
+            f"--admission-control-config-file={pki / 'webhook-client' / 'admission.yaml'}",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
         ]
