@@ -141,6 +141,20 @@ def apiserver_metrics(plane: ControlPlane) -> str:
         connection.close()
 
 
+def app_timing(server: Server) -> tuple[float, float]:
+    """(count, seconds) of the webhook's own request histogram: time inside the app, decode to encode."""
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    connection = http.client.HTTPSConnection("127.0.0.1", server.settings.port, context=context, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    found = {kind: float(value) for kind, value in re.findall(
+        r'^driftguard_webhook_request_seconds_(count|sum)\{webhook="validate"\} (\S+)$', text, re.M)}
+    return found.get("count", 0.0), found.get("sum", 0.0)
+
+
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
     cuts = statistics.quantiles(samples, n=100)
     return statistics.median(samples), cuts[89], cuts[98]
@@ -186,9 +200,11 @@ def main() -> int:
                     write(laptop, namespaces[case], 100_000 + i)
             before = webhook_calls(plane)
             cpu_before = {"webhook": server.cpu_seconds(), "floor": floor.cpu_seconds()}
+            app_before = app_timing(server)
             for i in range(args.writes):
                 for case in CASES:
                     samples[case].append(write(laptop, namespaces[case], i))
+            app_after = app_timing(server)
             cpu = {"webhook": server.cpu_seconds() - cpu_before["webhook"],
                    "floor": floor.cpu_seconds() - cpu_before["floor"]}
             calls = {key: (value[0] - before.get(key, (0.0, 0.0))[0], value[1] - before.get(key, (0.0, 0.0))[1])
@@ -210,6 +226,8 @@ def main() -> int:
         if count:
             print(f"apiserver's own timing of webhook {name} ({kind}): {count:.0f} calls, "
                   f"mean {seconds / count * 1000:.2f} ms")
+    in_app = (app_after[1] - app_before[1]) / max(1.0, app_after[0] - app_before[0])
+    print(f"driftguard's own timing inside the app (decode, decide, encode): mean {in_app * 1000:.2f} ms")
     added = {case: [stats[case][k] - stats["none"][k] for k in range(3)] for case in CASES[1:]}
     for case, label in (("floor", "(b - a) Go floor adds"), ("cel", "(c - a) CEL policy adds"),
                         ("webhook", "(d - a) driftguard adds")):
