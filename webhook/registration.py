@@ -170,6 +170,54 @@ def configurations(
     return validating, mutating
 
 
+PROTECTION: Final = "driftguard-protect-webhooks"
+
+
+def protection(
+    *,
+    name: str = NAME,
+    reconciler_users: Sequence[str] = RECONCILER_USERS,
+    reconciler_pod_prefix: str = RECONCILER_POD_PREFIX,
+    admin_groups: Sequence[str] = Settings().admin_groups,
+    policy_name: str = PROTECTION,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ValidatingAdmissionPolicy, binding) denying UPDATE/DELETE of the two configurations named ``name``.
+
+    The API server never calls admission *webhooks* for webhook configurations, but it does evaluate
+    ValidatingAdmissionPolicies for them (checked on v1.36.3). Only ``admin_groups`` and the reconciler
+    (pod-bound, as in the matchConditions) may change them. A VAP is not evaluated for VAP or binding
+    objects themselves, so whoever may delete the binding can then change the configurations: this
+    raises the bar, it does not close the path.
+    """
+    groups = ", ".join(json.dumps(group) for group in admin_groups)
+    reconciler = _not_reconciler(reconciler_users, reconciler_pod_prefix)
+    allowed = f"request.userInfo.groups.exists(g, g in [{groups}])"
+    if reconciler:
+        allowed += " || " + reconciler[0]["expression"].removeprefix("!")
+    message = (f"the driftguard webhook configurations {name} change only by a member of "
+               f"{' or '.join(admin_groups) or 'an admin group'} or driftguard's reconciler; to change them anyway, "
+               f"delete the ValidatingAdmissionPolicyBinding {policy_name} first")
+    labels = {"app.kubernetes.io/name": "driftguard", "app.kubernetes.io/component": "webhook"}
+    resources = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy_name, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["admissionregistration.k8s.io"], "apiVersions": ["*"],
+                "operations": ["UPDATE", "DELETE"], "resources": resources, "resourceNames": [name]}]},
+            "validations": [{"expression": allowed, "message": message}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy_name, "labels": labels},
+        "spec": {"policyName": policy_name, "validationActions": ["Deny"]},
+    }
+    return policy, binding
+
+
 # Kinds whose parent the webhook may read: scale requests' (CRDs with scale go in ``extra``) and evictions'.
 SCALABLE: Final = (("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets"),
                    ("", "replicationcontrollers"), ("", "pods"))

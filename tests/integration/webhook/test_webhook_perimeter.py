@@ -25,11 +25,13 @@ from support.guarded import (
     delete_if_present,
     story,
 )
+from support.webhook_harness import eventually
 
 from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
 from reconciler import crd
+from webhook import registration
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +376,37 @@ def test_a_privileged_sidecar_host_path_and_host_pid_are_denied(guarded: Guarded
     assert [f["field"] for f in record.fields] == ["spec.template.spec.hostPID",
                                                    "spec.template.spec.containers[name=pwn]",
                                                    "spec.template.spec.volumes[name=root]"]
+
+
+# ---------------------------------------------------------------- webhook configurations: a VAP guards them
+
+def test_a_validating_admission_policy_guards_the_webhook_configurations(guarded: Guarded) -> None:
+    """Admission webhooks are never called for webhook configurations; a ValidatingAdmissionPolicy is."""
+    policy, binding = registration.protection(name=guarded.name, policy_name=f"{guarded.name}-protect",
+                                              reconciler_users=guarded.webhook.settings.reconciler_users)
+    vaps = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+    bindings = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+    guarded.admin.request("POST", vaps, body=policy)
+    guarded.admin.request("POST", bindings, body=binding)
+    configuration = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{guarded.name}"
+    try:
+        def refused() -> bool:
+            try:
+                guarded.laptop.request("DELETE", configuration, query={"dryRun": "All"})
+            except KubeError as error:
+                return "ValidatingAdmissionPolicy" in error.message
+            return False
+
+        eventually(refused, timeout=30, what="the policy being enforced")
+        with pytest.raises(KubeError) as denied:
+            guarded.laptop.request("PATCH", configuration, body={"metadata": {"labels": {"x": "y"}}},
+                                   content_type=MERGE)
+        assert (f"the driftguard webhook configurations {guarded.name} change only by a member of system:masters "
+                f"or driftguard's reconciler; to change them anyway, delete the ValidatingAdmissionPolicyBinding "
+                f"{guarded.name}-protect first") in denied.value.message
+        guarded.admin.request("PATCH", configuration, body={"metadata": {"labels": {"x": "y"}}}, content_type=MERGE)
+        # ... and the limit: a VAP is not evaluated for its own binding, so whoever may delete it is unstopped
+        guarded.laptop.request("DELETE", f"{bindings}/{guarded.name}-protect", query={"dryRun": "All"})
+    finally:
+        delete_if_present(guarded.admin, f"{bindings}/{guarded.name}-protect")
+        delete_if_present(guarded.admin, f"{vaps}/{guarded.name}-protect")

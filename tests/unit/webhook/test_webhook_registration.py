@@ -172,3 +172,17 @@ def test_the_default_reconciler_is_the_webhooks_default_and_controllers_always_c
     assert "generic-garbage-collector" not in expression  # the webhook admits only the deletes it makes
     (validate, *_) = _all(registration.url_client("https://127.0.0.1:1", CA), reconciler_users=())
     assert "matchConditions" not in validate
+
+
+def test_a_validating_admission_policy_guards_both_configurations() -> None:
+    policy, binding = registration.protection(name="dg", admin_groups=["ops"], reconciler_users=["r"],
+                                              reconciler_pod_prefix="rec-")
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+    assert (rule["operations"], rule["resourceNames"]) == (["UPDATE", "DELETE"], ["dg"])
+    [validation] = policy["spec"]["validations"]
+    assert validation["expression"].startswith('request.userInfo.groups.exists(g, g in ["ops"]) || '
+                                               '(request.userInfo.username in ["r"] && has(request.userInfo.extra)')
+    assert 'startsWith("rec-"))' in validation["expression"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
