@@ -35,7 +35,7 @@ from driftguard import logs
 from driftguard.core.changes import ChangeSet
 from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
-from driftguard.kube.resources import Cluster, ResourceError, WatchEvent
+from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, WatchEvent
 from reconciler import cycle, deletion, standby
 from reconciler.application import AppKey
 from reconciler.apply import Applier, Mode, Outcome
@@ -73,7 +73,6 @@ class Controller:
         self.source = source or GitSource(s.cache_dir)
         self.applier = Applier(cluster, fights=FightDetector(limit=s.fight_limit, window=s.fight_window),
                                concurrency=s.apply_concurrency)
-        self.reconciler = Reconciler(cluster, self.source, self.applier)
         self.tracker = Tracker()
         self.metrics = Metrics(cluster.request_counts)
         self.elector = elector
@@ -89,6 +88,9 @@ class Controller:
             restored=lambda kind, cause: self.metrics.perimeter_restored.labels(kind, cause).inc(),
             interval=s.perimeter_interval, watch_timeout=s.watch_timeout,
         ) if s.webhook_configuration else None
+        covered = self.perimeter.uncovered if self.perimeter is not None else None
+        self.reconciler = Reconciler(cluster, self.source, self.applier, uncovered=(
+            (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""))
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
@@ -147,6 +149,13 @@ class Controller:
         # The Applications watch (threads[0]) only reads, and returns at its next event.
         self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[1:])
         self.metrics.leader.set(0)
+
+    def _namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        try:
+            namespace = self.cluster.get(NAMESPACES, "", name)
+        except ResourceError:
+            return None
+        return ((namespace or {}).get("metadata") or {}).get("labels") or {}
 
     def _lease_reclaimed(self, lease: Mapping[str, Any], holder: str) -> None:
         self.metrics.perimeter_restored.labels("Lease", "foreign-holder").inc()

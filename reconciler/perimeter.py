@@ -18,7 +18,13 @@ admin-equivalent already (whoever writes there can edit the reconciler's Deploym
 server's defaults are filled in, and its ``webhooks`` are compared with the live ones. A configuration
 verified once is not compared again until its uid or generation (or the registration) changes.
 
-``registration_from`` and ``differences`` are the pure parts.
+The same registration says where the webhook looks: the ``validate`` webhook's ``namespaceSelector``
+(kube-system and driftguard's own namespace are always excluded, so a broken webhook cannot lock out
+its own repair). Nothing protects a managed object outside it, so the reconciler refuses to manage
+objects there (``Perimeter.uncovered``, asked by each full sync; the registration ConfigMap, else the
+live configuration, read at most every ``interval``).
+
+``registration_from``, ``differences``, ``validate_selector`` and ``selects`` are the pure parts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -44,6 +51,7 @@ log = logging.getLogger(__name__)
 REGISTRATION_CONFIGMAP: Final = "driftguard-webhook-registration"
 REGISTRATION_KEY: Final = "configurations.json"
 KINDS: Final = (VALIDATING_WEBHOOKS, MUTATING_WEBHOOKS)
+NAME_LABEL: Final = "kubernetes.io/metadata.name"
 
 Report = Callable[[Mapping[str, Any], str, str], None]  # (object, reason, message): a Warning Event
 Restored = Callable[[str, str], None]  # (kind, cause): count it
@@ -106,6 +114,43 @@ def differences(live: Sequence[Mapping[str, Any]], registered: Sequence[Mapping[
     return out
 
 
+def validate_selector(configuration: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``namespaceSelector`` of the ``validate.`` webhook (the one judging managed objects), or None."""
+    for hook in configuration.get("webhooks") or []:
+        if str(hook.get("name", "")).startswith("validate."):
+            selector = hook.get("namespaceSelector")
+            return selector if isinstance(selector, Mapping) else {}
+    return None
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Label-selector semantics, as the API server applies a webhook's ``namespaceSelector``; an operator
+    it does not know selects nothing (so the namespace counts as not covered)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def needs_labels(selector: Mapping[str, Any]) -> bool:
+    """Whether deciding takes a namespace's labels, not only its name."""
+    keys = set(selector.get("matchLabels") or {}) | {e.get("key") for e in selector.get("matchExpressions") or []}
+    return bool(keys - {NAME_LABEL})
+
+
 class Perimeter:
     """Watches both webhook configurations named ``name`` and restores them from the registration."""
 
@@ -117,6 +162,7 @@ class Perimeter:
         self._verified: dict[str, tuple[str, int, str]] = {}  # kind -> (uid, generation, registration digest)
         self._locks = {rt.kind: threading.Lock() for rt in KINDS}
         self.problem = ""
+        self._selector: tuple[float, Mapping[str, Any] | None] = (-1e9, None)
 
     def run(self, done: threading.Event) -> list[threading.Thread]:
         """Start the watches and the periodic check; they end when ``done`` is set."""
@@ -184,6 +230,39 @@ class Perimeter:
         self._restore_noted(rt, written, "altered", f"{rt.kind} {self.name} was altered ({'; '.join(changes)}); "
                             f"restored from ConfigMap {self.namespace}/{REGISTRATION_CONFIGMAP}")
         return "replaced"
+
+    def uncovered(self, namespace: str, labels: Callable[[str], Mapping[str, str] | None]) -> str:
+        """Why objects in ``namespace`` are not covered by the webhook ("" when they are, or when the
+        registration cannot be read: then there is no webhook to speak of). ``labels`` reads the
+        namespace's labels when the selector needs more than its name."""
+        selector = self._coverage()
+        if selector is None:
+            return ""
+        known = {NAME_LABEL: namespace}
+        if needs_labels(selector):
+            known = {**(labels(namespace) or {}), **known}
+        if selects(selector, known):
+            return ""
+        return (f"namespace {namespace} is not covered by driftguard's webhook (the namespaceSelector of "
+                f"ValidatingWebhookConfiguration {self.name} excludes it; kube-system and {self.namespace} always "
+                f"are), so nothing would stop changes there; driftguard manages nothing in it. Move the objects "
+                f"(or spec.destination.namespace) to another namespace")
+
+    def _coverage(self) -> Mapping[str, Any] | None:
+        at, selector = self._selector
+        if time.monotonic() - at < self.interval:
+            return selector
+        selector = None
+        try:
+            configmap = self.cluster.get(CONFIGMAPS, self.namespace, REGISTRATION_CONFIGMAP)
+            registered = registration_from(configmap, self.name) if configmap else {}
+            validating = (registered.get(VALIDATING_WEBHOOKS.kind)
+                          or self.cluster.get(VALIDATING_WEBHOOKS, "", self.name))
+            selector = validate_selector(validating) if validating else None
+        except (ResourceError, RegistrationError) as e:
+            log.warning("cannot read which namespaces the webhook covers: %s", e)
+        self._selector = (time.monotonic(), selector)
+        return selector
 
     def _remember(self, rt: ResourceType, obj: Mapping[str, Any], digest: str) -> None:
         metadata = obj.get("metadata") or {}

@@ -63,8 +63,11 @@ class Reconciler:
     def __init__(
         self, cluster: Cluster, source: GitSource, applier: Applier,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        uncovered: Callable[[str], str] = lambda _: "",
     ) -> None:
+        """``uncovered(namespace)``: why the webhook does not cover it ("" when it does)."""
         self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
+        self._uncovered = uncovered
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -80,6 +83,7 @@ class Reconciler:
                 raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
             report.revision = revision or self.resolve(app)
             desired = self._desired(app, report.revision, memory)
+            self._refuse_uncovered(desired)
             report.rendered, result.desired = len(desired), desired
             on_desired(desired)
             new = desired_set.inventory_of(desired)
@@ -135,6 +139,17 @@ class Reconciler:
         if all(d.scope_known for d in desired):
             memory.render_key, memory.desired = key, desired
         return desired
+
+    def _refuse_uncovered(self, desired: list[Desired]) -> None:
+        """Stop before anything is applied or pruned when an object would live where no webhook looks."""
+        namespaces = sorted({d.ref.namespace or (d.ref.name if d.ref.kind == "Namespace" and not d.ref.group else "")
+                             for d in desired} - {""})
+        for namespace in namespaces:
+            why = self._uncovered(namespace)
+            if why:
+                refs = [str(d.ref) for d in desired if namespace in (d.ref.namespace, d.ref.name)][:3]
+                raise Stop(Problem("Applied", "NamespaceNotCovered",
+                                   f"{why} ({', '.join(refs)}); nothing applied or pruned"))
 
     def _scope(self, api_version: str, kind: str) -> bool | None:
         try:

@@ -187,3 +187,18 @@ def test_a_foreign_lease_holder_is_taken_back_at_once(harness: Harness, laptop: 
         service.stop()
         _delete(admin, f"{leases}/{name}")
         _delete(admin, f"{pods}/replica-{name}")
+
+
+def test_objects_where_the_webhook_does_not_look_are_refused(
+        harness: Harness, registered: dict[str, dict[str, Any]], repo: Any) -> None:
+    """The registration here covers no namespace (its selector matches none), so the test's own namespace
+    is as uncovered as kube-system is in a real install: the reconciler refuses, and says how to fix it."""
+    repo.write("app/cm.yaml", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "alpha"},
+                               "data": {"v": "1"}})
+    repo.commit("one object")
+    harness.make_app("svc", repo, "app")
+    harness.start()
+    refused = harness.wait_condition("svc", "Applied", "False", "NamespaceNotCovered", timeout=30)
+    assert f"namespace {harness.namespace} is not covered by driftguard's webhook" in refused["message"]
+    assert "Move the objects" in refused["message"] and f"ConfigMap {harness.namespace}/alpha" in refused["message"]
+    assert harness.cm("alpha") is None, "nothing applied"

@@ -7,13 +7,18 @@ from typing import Any
 
 import pytest
 
+from certs.authority import CertificateAuthority
 from reconciler.perimeter import (
     REGISTRATION_KEY,
     RegistrationError,
     differences,
+    needs_labels,
     registration_configmap,
     registration_from,
+    selects,
+    validate_selector,
 )
+from webhook import registration
 
 
 def hook(name: str, **fields: Any) -> dict[str, Any]:
@@ -66,3 +71,39 @@ def test_an_unusable_registration_names_the_configmap_and_the_fix(data: dict[str
 ])
 def test_differences(live: list[dict[str, Any]], expected: list[str]) -> None:
     assert differences(live, VALIDATING["webhooks"]) == expected
+
+
+CA = CertificateAuthority.generate().cert_pem
+
+
+@pytest.mark.parametrize(("namespace", "covered"), [
+    ("production", True), ("default", True), ("kube-system", False), ("driftguard-system", False),
+])
+def test_the_registrations_own_selector_says_which_namespaces_the_webhook_covers(namespace: str,
+                                                                                covered: bool) -> None:
+    """Read from what webhook/registration.py renders, not a copy of its exclusion list."""
+    validating, _ = registration.configurations(registration.url_client("https://127.0.0.1:8443", CA))
+    selector = validate_selector(validating)
+    assert selector is not None and not needs_labels(selector)
+    assert selects(selector, {"kubernetes.io/metadata.name": namespace}) is covered
+
+
+@pytest.mark.parametrize(("selector", "labels", "selected"), [
+    ({}, {}, True),
+    ({"matchLabels": {"team": "a"}}, {"team": "a"}, True),
+    ({"matchLabels": {"team": "a"}}, {"team": "b"}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "In", "values": ["a", "b"]}]}, {"team": "b"}, True),
+    ({"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]}, {}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+    ({"matchExpressions": [{"key": "team", "operator": "Exists"}]}, {"team": ""}, True),
+    ({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}, {"team": "a"}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "Sometimes"}]}, {"team": "a"}, False),  # unknown: not covered
+])
+def test_selects(selector: dict[str, Any], labels: dict[str, str], selected: bool) -> None:
+    assert selects(selector, labels) is selected
+
+
+def test_the_selector_comes_from_the_validate_webhook() -> None:
+    assert validate_selector({"webhooks": [{"name": "scale.driftguard.io", "namespaceSelector": {"a": 1}},
+                                           {"name": "validate.driftguard.io"}]}) == {}
+    assert validate_selector({"webhooks": [{"name": "mutate.driftguard.io"}]}) is None
