@@ -44,9 +44,10 @@ test-cluster: venv controlplane
 
 test: lint test-unit test-integration test-cluster
 
-## cluster-up: a real single-node Kubernetes cluster on this machine (root, Linux); writes $(CLUSTER_DIR)/
+## cluster-up: a real single-node Kubernetes cluster on this machine (root, Linux), with the image loaded
 cluster-up: venv controlplane
 	$(VENV)/bin/driftguard cluster up --dir $(CLUSTER_DIR)
+	$(VENV)/bin/driftguard cluster image --dir $(CLUSTER_DIR)
 
 ## cluster-down: stop it and restore the host as cluster-up found it
 cluster-down: venv

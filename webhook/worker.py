@@ -54,6 +54,7 @@ BUSY: Final = "busy"
 READ_CHUNK: Final = 256 * 1024
 HEADER_LIMIT: Final = 64 * 1024  # more than gunicorn's own limits: its parser answers 400/431
 ACCEPT_BATCH: Final = 1  # one per wake-up: a worker taking a whole burst would keep it (keep-alive)
+DRAIN_SECONDS: Final = 2.0  # after SIGTERM: open connections still answered, each with Connection: close
 PROBES: Final = (b"GET /healthz", b"GET /readyz", b"GET /metrics")  # open without a client certificate
 UNAUTHENTICATED: Final = (b"driftguard webhook: this endpoint answers only the API server, which presents its "
                           b"webhook client certificate (--client-ca-file); no certificate was presented\n")
@@ -168,6 +169,7 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         for listener in self.sockets:
             self.poller.unregister(listener)
             listener.close()
+        self._drain(min(DRAIN_SECONDS, self.cfg.graceful_timeout))
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while self._outstanding and time.monotonic() < deadline:
             self.poller.select(0.1)
@@ -177,6 +179,19 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
             for conn in list(waiting):
                 self._close(conn)
         self.poller.close()
+
+    def _drain(self, seconds: float) -> None:
+        """Keep serving the open connections for ``seconds`` after SIGTERM, each request answered with
+        ``Connection: close`` (``alive`` is False), so a client that sends its next request on a
+        kept-alive connection as we stop gets an answer instead of a closed socket: kube-apiserver
+        does not retry an admission POST, so a close under it would fail that write (seen in the
+        real-cluster tier when a webhook pod is deleted during a stream of writes)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and (self._outstanding or any(self._waiting.values())):
+            for key, _ in self.poller.select(min(0.1, max(0.0, deadline - time.monotonic()))):
+                callback, argument = key.data
+                callback(key.fileobj, argument)
+            self._expire(time.monotonic())
 
     # ---------------------------------------------------------------- connections
     def _accept(self, listener: socket.socket, server: Any) -> None:
@@ -310,7 +325,7 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         head = bytes(conn.buffer[:end]).lower()
         del conn.buffer[:end]
         keep = (b"\r\nconnection: close" not in head and b" http/1.0\r\n" not in head and not conn.close_after
-                and not close)
+                and not close and self.alive)
         response = (b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
                     + str(len(body)).encode() + b"\r\nConnection: " + (b"keep-alive" if keep else b"close")
                     + b"\r\n\r\n" + body)

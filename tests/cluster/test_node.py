@@ -72,7 +72,7 @@ def test_laptop_user_is_cluster_admin_by_rbac(real_cluster: Cluster) -> None:
     assert who["status"]["userInfo"]["username"] == LAPTOP_USER
 
 
-def test_forward_guard_is_first_so_pods_never_leave_the_host() -> None:
+def test_forward_guard_is_first_so_pods_never_leave_the_host(real_cluster: Cluster) -> None:
     assert host.guard_is_first(BRIDGE)
 
 

@@ -8,35 +8,20 @@ the webhook pods, called by kube-apiserver through their Service with the caBund
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.real_cluster import Deployed
+from support.real_cluster import AUTHOR, Deployed, Repo, eventually, secret_for
 
 from driftguard.local.cluster.node import PAUSE_IMAGE
 
 NS = "production"
 APP = "my-service"
 PATH_IN_REPO = "services/my-service/production"
-AUTHOR = ("Alice Example", "alice@example.org")
 SYSTEM = "driftguard-system"
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not after {timeout:.0f}s: {what}")
-        time.sleep(0.5)
 
 
 def manifests(replicas: int) -> dict[str, str]:
@@ -75,35 +60,6 @@ data:
   LOG_LEVEL: info
 """,
     }
-
-
-class Repo:
-    """A working copy on the host whose commits land in a bare repository the git server serves."""
-
-    def __init__(self, work: Path, bare: Path) -> None:
-        self.work, self.bare = work, bare
-        work.mkdir(parents=True)
-        self.git("init", "-q", "-b", "main")
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True, capture_output=True)
-        self.git("remote", "add", "origin", str(bare))
-
-    def git(self, *args: str) -> str:
-        author = ["-c", f"user.name={AUTHOR[0]}", "-c", f"user.email={AUTHOR[1]}"]
-        result = subprocess.run(["git", *author, *args], cwd=self.work, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def write(self, files: dict[str, str]) -> None:
-        base = self.work / PATH_IN_REPO
-        base.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (base / name).write_text(text)
-
-    def commit(self, message: str) -> str:
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
-        self.git("push", "-q", "origin", "main")
-        return self.git("rev-parse", "HEAD").strip()
 
 
 class Story:
@@ -156,18 +112,13 @@ def story(deployed: Deployed) -> Story:
 def test_the_whole_story_in_cluster(story: Story, deployed: Deployed, tmp_path: Path) -> None:
     cluster = deployed.cluster
     info = (cluster.state() or pytest.fail("no state")).info
-    repo = Repo(tmp_path / "work", cluster.git_root / "platform.git")
+    repo = Repo(tmp_path / "work", cluster.git_root / "platform.git", PATH_IN_REPO)
     repo.write(manifests(replicas=3))
     first = repo.commit("my-service: initial production manifests")
     url = f"{info['git_url']}/platform.git"
 
     # the Application, with the https repository's credentials and CA in a Secret
-    secret = {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "platform-repo", "namespace": SYSTEM},
-        "data": {key: base64.b64encode(value.encode()).decode() for key, value in {
-            "username": info["git_username"], "password": info["git_password"],
-            "ca.crt": Path(info["git_ca_file"]).read_text()}.items()},
-    }
+    secret = secret_for(info, "platform-repo")
     application = {
         "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
         "metadata": {"name": APP, "namespace": SYSTEM},

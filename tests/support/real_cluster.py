@@ -3,11 +3,15 @@ kubectl with a kubeconfig, the ``driftguard`` CLI."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from driftguard.local.cluster import Cluster
 
@@ -41,3 +45,55 @@ class Deployed:
     def driftguard(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "driftguard.cli", *args], env=self.env(), input=stdin,
                               capture_output=True, text=True, timeout=120, check=False)
+
+
+AUTHOR = ("Alice Example", "alice@example.org")
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not after {timeout:.0f}s: {what}")
+        time.sleep(0.5)
+
+
+
+def secret_for(info: Mapping[str, str], name: str, namespace: str = "driftguard-system") -> dict[str, Any]:
+    """The Application's repository Secret for the cluster's git server: login and its CA."""
+    values = {"username": info["git_username"], "password": info["git_password"],
+              "ca.crt": Path(info["git_ca_file"]).read_text()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}}
+
+
+class Repo:
+    """A working copy on the host whose commits land in a bare repository the git server serves."""
+
+    def __init__(self, work: Path, bare: Path, path: str) -> None:
+        self.work, self.bare, self.path = work, bare, path
+        work.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True, capture_output=True)
+        self.git("remote", "add", "origin", str(bare))
+
+    def git(self, *args: str) -> str:
+        author = ["-c", f"user.name={AUTHOR[0]}", "-c", f"user.email={AUTHOR[1]}"]
+        result = subprocess.run(["git", *author, *args], cwd=self.work, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def write(self, files: dict[str, str]) -> None:
+        base = self.work / self.path
+        base.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (base / name).write_text(text)
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        self.git("push", "-q", "origin", "main")
+        return self.git("rev-parse", "HEAD").strip()

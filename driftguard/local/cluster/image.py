@@ -13,6 +13,7 @@ after a code change take seconds.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -66,15 +67,18 @@ def build(
     context = context or repository_root()
     if not (context / "Dockerfile").is_file():
         raise ImageError(f"{context}: no Dockerfile")
-    created_cache = not os.path.lexists(CONTAINERS_CACHE)
-    try:
-        return _build(destination, context, base, say)
-    finally:
-        # no trace outside the driftguard cache: no working containers, no mounts, no blob-info cache
-        _buildah("rm", "--all", check=False)
-        host.unmount_under([str(storage_dir())])
-        if created_cache:
-            shutil.rmtree(CONTAINERS_CACHE, ignore_errors=True)
+    storage_dir().mkdir(parents=True, exist_ok=True)
+    with (storage_dir() / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time: the cleanup below is storage-wide
+        created_cache = not os.path.lexists(CONTAINERS_CACHE)
+        try:
+            return _build(destination, context, base, say)
+        finally:
+            # no trace outside the driftguard cache: no working containers, no mounts, no blob-info cache
+            _buildah("rm", "--all", check=False)
+            host.unmount_under([str(storage_dir())])
+            if created_cache:
+                shutil.rmtree(CONTAINERS_CACHE, ignore_errors=True)
 
 
 def _build(destination: Path, context: Path, base: str | None, say: Progress) -> Path:
