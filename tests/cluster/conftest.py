@@ -26,6 +26,7 @@ from driftguard.kube import Kube
 from driftguard.local.cluster import Cluster, ClusterError, image
 from driftguard.local.cluster.host import HostError
 from driftguard.local.cluster.image import ImageError
+from driftguard.local.cluster.node import exclusive
 from driftguard.local.controlplane.binaries import BinariesUnavailable, resolve_node_binaries
 
 HERE = Path(__file__).parent
@@ -73,12 +74,13 @@ def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     prepared = request.config.stash.get(_PREPARED, None)
     if prepared is not None:
         _skip_or_fail(str(prepared))
-    before = HostSnapshot.take()
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), progress=_say)
-    try:
-        cluster.up()
-    except (ClusterError, HostError) as error:
-        _skip_or_fail(f"cluster up failed: {error}")
+    with exclusive():  # no other cluster starts or stops between the snapshot and `up`
+        before = HostSnapshot.take()
+        try:
+            cluster.up()
+        except (ClusterError, HostError) as error:
+            _skip_or_fail(f"cluster up failed: {error}")
     try:
         cluster.import_image(request.config.stash[_IMAGE])
     except BaseException:
@@ -87,8 +89,10 @@ def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     try:
         yield cluster
     finally:
-        cluster.down()
-        changes = before.diff(HostSnapshot.take())
+        with exclusive():
+            cluster.down()
+            after = HostSnapshot.take()
+        changes = before.diff(after)
         if changes:
             pytest.fail(f"`cluster down` did not restore the host: {changes}", pytrace=False)
 

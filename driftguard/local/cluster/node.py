@@ -31,6 +31,7 @@ import shutil
 import string
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -143,7 +144,7 @@ class Cluster:
         if len(str(self.containerd_socket)) + len(".ttrpc") > 100:
             raise ClusterError(f"{self.directory}: path too long for containerd's unix sockets; use a shorter --dir")
         binaries = resolve_node_binaries(progress=sys.stderr)
-        with _operation_lock():
+        with exclusive():
             self._claim()
             started = time.monotonic()
             try:
@@ -489,7 +490,7 @@ class Cluster:
     # -- down -------------------------------------------------------------------------------------
     def down(self) -> bool:
         """Take everything back; True if anything was running. Safe to call twice."""
-        with _operation_lock():
+        with exclusive():
             return self._down()
 
     def _down(self) -> bool:
@@ -601,14 +602,29 @@ class Cluster:
                 LOCK_FILE.unlink()
 
 
+_held = threading.local()
+
+
 @contextlib.contextmanager
-def _operation_lock() -> Iterator[None]:
-    """Serialise `up` and `down` across processes (the claim itself is LOCK_FILE)."""
+def exclusive() -> Iterator[None]:
+    """Hold the host-wide lock that serialises `up` and `down` (the claim itself is LOCK_FILE).
+
+    Re-entrant within a thread, so a caller can bracket `up` or `down` with its own reads of the
+    host (the tests' before/after snapshots) and no other cluster starts or stops in between."""
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
     path = cache_dir().parent / "cluster.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _held.depth = 1
         try:
             yield
         finally:
+            _held.depth = 0
             fcntl.flock(lock, fcntl.LOCK_UN)
