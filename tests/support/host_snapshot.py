@@ -59,7 +59,11 @@ class HostSnapshot:
 
 
 def _ignored(section: str, line: str) -> bool:
-    # iptables-save's header and footer comments carry a timestamp
+    # iptables-save's header and footer comments carry a timestamp; /var/lib/containers is buildah's
+    # blob-info cache, made and removed by image builds (`driftguard cluster image`), not by the
+    # cluster, and another session's build may hold it while this one compares
+    if section == "ls /var/lib":
+        return line == "containers"
     return section in {"iptables", "ip6tables"} and line.startswith("#")
 
 
