@@ -78,6 +78,7 @@ bench: bench-webhook bench-flood bench-reconciler
 bench-reconciler: venv controlplane
 	$(PY) bench/bench_reconciler_latency.py
 	$(PY) bench/bench_reconciler_drift.py
+	$(PY) bench/bench_perimeter.py
 	$(PY) bench/bench_reconciler_sync.py --objects 1000
 	$(PY) bench/bench_reconciler_sync.py --objects 10000
 
