@@ -1,8 +1,9 @@
 """The admission-proof class (issue 10): writes no webhook can stop are detected and put back.
 
-Deleting or altering driftguard's webhook configurations, or overwriting the reconciler's Lease, is done
-here as the ``laptop`` user (cluster-admin by RBAC; writes to webhook configurations never reach a
-webhook, and none runs here). The reconciler runs as its ServiceAccount with the RBAC in
+Deleting or altering driftguard's webhook configurations is done here as a ``system:masters`` admin (the
+one writer manifests/' ValidatingAdmissionPolicy still admits, and writes to webhook configurations never
+reach a webhook); overwriting the reconciler's Lease as the ``laptop`` user (cluster-admin by RBAC).
+The reconciler runs as its ServiceAccount with the RBAC in
 ``manifests/rbac-reconciler.yaml``, so these tests also prove those rules suffice (list/watch by
 ``resourceNames`` through a ``metadata.name`` field selector).
 
@@ -88,7 +89,7 @@ def test_a_deleted_webhook_configuration_is_re_created_with_an_event_and_a_metri
         harness: Harness, registered: dict[str, dict[str, Any]], laptop: Kube, admin: Kube) -> None:
     service = harness.start()
     before = registered[VALIDATING]
-    laptop.request("DELETE", VALIDATING)
+    admin.request("DELETE", VALIDATING)
 
     def back() -> dict[str, Any] | None:
         live = _get(admin, VALIDATING)
@@ -115,7 +116,7 @@ def test_an_altered_webhook_configuration_is_put_back(
         path: str, patch: list[dict[str, Any]], says: str) -> None:
     harness.start()
     before = registered[path]
-    altered = laptop.request("PATCH", path, body=patch, content_type="application/json-patch+json")
+    altered = admin.request("PATCH", path, body=patch, content_type="application/json-patch+json")
     assert altered["webhooks"] != before["webhooks"]  # the API server admitted it: nothing but us restores
 
     def back() -> dict[str, Any] | None:
@@ -132,9 +133,9 @@ def test_without_a_registration_nothing_is_written(harness: Harness, registered:
                                                    laptop: Kube, admin: Kube) -> None:
     """No ConfigMap, nothing to restore from: the reconciler leaves the configurations alone (and says so
     in its log) rather than guess their clientConfig."""
-    laptop.request("DELETE", CONFIGMAP)
+    admin.request("DELETE", CONFIGMAP)
     service = harness.start()
-    laptop.request("DELETE", MUTATING)
+    admin.request("DELETE", MUTATING)
     checked = service.controller.perimeter
     assert checked is not None
     wait_for(lambda: "ConfigMap" in checked.problem, 30, what="the missing registration noted")
