@@ -4,15 +4,27 @@ A revision is all or nothing, so this module never skips a bad document: every
 problem becomes a ``ManifestError`` naming the file and line, and the caller applies
 nothing from that revision. ``kind: List`` documents are expanded. Empty documents
 (``---`` separators, comments only) are ignored.
+
+YAML is read the way kubectl reads it (go-yaml), not the way PyYAML does by default:
+
+- a tab that separates tokens (after a value, before a comment, inside a flow collection, on a blank
+  line) is whitespace; a tab used as *indentation* is still an error, as it is for kubectl;
+- a mapping that repeats a key is refused with the key's line (PyYAML keeps the last one silently;
+  kubectl refuses it);
+- a document may expand to at most ``Limits.max_nodes`` nodes, counting every alias at its expanded
+  size (a 500-byte "billion laughs" document is refused before anything is built from it), and nest at
+  most ``Limits.max_depth`` levels (deeper input is refused, never a RecursionError).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from driftguard.core.objects import ObjectRef
 
@@ -38,17 +50,85 @@ class Manifest:
         return ObjectRef.of(self.obj)
 
 
-def parse_documents(text: str, path: str) -> list[Manifest]:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one YAML document (an object): expanded node count and nesting depth."""
+
+    max_nodes: int = 1_000_000
+    max_depth: int = 200
+
+
+DEFAULT_LIMITS: Final = Limits()
+_BREAKS: Final = "\0\r\n\x85\u2028\u2029"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with go-yaml's treatment of separating tabs and duplicate keys."""
+
+    def scan_to_next_token(self) -> None:
+        if self.index == 0 and self.peek() == "\uFEFF":
+            self.forward()
+        leading = self.column == 0  # nothing scanned yet on this line: a tab here would indent
+        while True:
+            ch = self.peek()
+            if ch == " " or (ch == "\t" and (self.flow_level or not leading or self._blank_rest())):
+                self.forward()
+                continue
+            if ch == "#":
+                while self.peek() not in _BREAKS:
+                    self.forward()
+            if not self.scan_line_break():  # type: ignore[no-untyped-call]
+                return
+            leading = True
+            if not self.flow_level:
+                self.allow_simple_key = True
+
+    def _blank_rest(self) -> bool:
+        """Whether the rest of the line is only spaces, tabs or a comment."""
+        n = 0
+        while self.peek(n) in " \t":
+            n += 1
+        return self.peek(n) in _BREAKS + "#"
+
+    def scan_plain_spaces(self, indent: int, start_mark: Any) -> Any:
+        n = 0
+        while self.peek(n) in " \t":
+            n += 1
+        whitespace = self.prefix(n)
+        if "\t" not in whitespace:
+            return super().scan_plain_spaces(indent, start_mark)
+        self.forward(n)
+        if self.peek() in _BREAKS:  # trailing whitespace: the line break decides, as without the tab
+            return super().scan_plain_spaces(indent, start_mark)
+        return [whitespace]
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise ConstructorError(
+                    None, None, f"mapping key {key!r} is repeated (first at line {seen[key].start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+
+def parse_documents(text: str, path: str, limits: Limits = DEFAULT_LIMITS) -> list[Manifest]:
     """Every object in one (multi-document) YAML or JSON file."""
     out: list[Manifest] = []
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             while loader.check_node():
                 node = loader.get_node()
                 if node is None:
                     continue
-                out.extend(_objects(loader.construct_document(node), path, node.start_mark.line + 1))
+                line = node.start_mark.line + 1
+                _check_bounds(node, limits, path, line)
+                out.extend(_objects(loader.construct_document(node), path, line))
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
@@ -56,7 +136,47 @@ def parse_documents(text: str, path: str) -> list[Manifest]:
         raise ManifestError(path, (mark.line + 1) if mark else 1, f"invalid YAML: {e.problem or e}") from e
     except yaml.YAMLError as e:
         raise ManifestError(path, 1, f"invalid YAML: {e}") from e
+    except RecursionError as e:
+        raise ManifestError(path, 1, f"nested more than {limits.max_depth} levels deep") from e
     return out
+
+
+def _check_bounds(root: Node, limits: Limits, path: str, line: int) -> None:
+    """Refuse a document whose expanded size or depth exceeds ``limits`` (iteratively, aliases once)."""
+    sizes: dict[int, int] = {}  # id(node) → expanded node count of its subtree
+    depths: dict[int, int] = {}
+    open_: set[int] = set()  # on the current path: meeting one again is a recursive alias
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if not children_done:
+            if key in sizes:
+                continue
+            if key in open_:
+                raise ManifestError(path, node.start_mark.line + 1, "a YAML alias refers to a node that contains it")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        open_.discard(key)
+        sizes[key] = 1 + sum(sizes.get(id(c), 0) for c in children)
+        depths[key] = 1 + max((depths.get(id(c), 0) for c in children), default=0)
+        if sizes[key] > limits.max_nodes:
+            raise ManifestError(path, node.start_mark.line + 1,
+                                f"the document starting at line {line} expands to more than {limits.max_nodes:,} "
+                                "nodes (YAML aliases count at their expanded size)")
+        if depths[key] > limits.max_depth:
+            raise ManifestError(path, node.start_mark.line + 1, f"nested more than {limits.max_depth} levels deep")
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _objects(value: object, path: str, line: int) -> Iterator[Manifest]:
