@@ -51,6 +51,7 @@ class _Target:
     module_dir: str
     package: str
     versioned: bool
+    ldflags: str = ""  # beyond -s -w and the Kubernetes version stamps
 
 
 _TARGETS = (
@@ -67,6 +68,32 @@ _NODE_TARGETS = (
     *(_Target(name, "controlplane", f"./{name}", versioned=True) for name in NODE_BINARIES if name != "pause"),
     _Target("pause", "pause", ".", versioned=False),
 )
+
+
+# The renderers the reconciler runs for Kustomize, Helm and Jsonnet sources, pinned by tools/<name>/go.mod.
+RENDER_TOOLS = {"kustomize": "v5.8.1", "helm": "v4.3.2", "jsonnet": "v0.22.0"}
+_RENDER_TARGETS = (
+    _Target("kustomize", "kustomize", "sigs.k8s.io/kustomize/kustomize/v5", versioned=False),
+    _Target("helm", "helm", "helm.sh/helm/v4/cmd/helm", versioned=False,
+            ldflags=f"-X helm.sh/helm/v4/internal/version.version={RENDER_TOOLS['helm']}"),
+    _Target("jsonnet", "jsonnet", "github.com/google/go-jsonnet/cmd/jsonnet", versioned=False),
+)
+
+
+def resolve_render_tools(
+    *, env: Mapping[str, str] | None = None, progress: TextIO | None = None
+) -> dict[str, Path]:
+    """kustomize, helm and jsonnet by name: from ``DRIFTGUARD_TOOLS_DIR`` when set (all three must be
+    there), else from the cache ``…/driftguard/tools-v1/``, building the missing ones from tools/."""
+    environ = os.environ if env is None else env
+    explicit = environ.get("DRIFTGUARD_TOOLS_DIR")
+    directory = Path(explicit) if explicit else cache_dir(environ).parent / "tools-v1"
+    missing = [name for name in RENDER_TOOLS if not _is_executable(directory / name)]
+    if missing and explicit:
+        raise BinariesUnavailable(f"DRIFTGUARD_TOOLS_DIR={directory}: missing executable {', '.join(missing)}")
+    if missing:
+        build_missing(directory, env=environ, progress=progress or sys.stderr, targets=_RENDER_TARGETS)
+    return {name: directory / name for name in RENDER_TOOLS}
 
 
 def resolve_node_binaries(
@@ -86,7 +113,7 @@ def resolve_node_binaries(
     if missing and explicit:
         raise BinariesUnavailable(f"DRIFTGUARD_BIN_DIR={directory}: missing executable {', '.join(missing)}")
     if missing:
-        build_binaries(directory, env=environ, progress=progress or sys.stderr, targets=(*_TARGETS, *_NODE_TARGETS))
+        build_missing(directory, env=environ, progress=progress or sys.stderr, targets=(*_TARGETS, *_NODE_TARGETS))
     return {name: directory / name for name in names}
 
 
@@ -126,6 +153,15 @@ def build_binaries(
     targets: tuple[_Target, ...] = _TARGETS,
 ) -> Binaries:
     """Build every missing binary into ``destination`` from the repository's Go modules."""
+    build_missing(destination, env=env, progress=progress, targets=targets)
+    return _from_directory(destination, "built")
+
+
+def build_missing(
+    destination: Path, *, env: Mapping[str, str] | None = None, progress: TextIO = sys.stderr,
+    targets: tuple[_Target, ...] = _TARGETS,
+) -> None:
+    """Build each of ``targets`` that ``destination`` lacks, under a lock, from tools/."""
     environ = dict(os.environ if env is None else env)
     go = shutil.which("go", path=environ.get("PATH"))
     tools = tools_dir()
@@ -139,7 +175,6 @@ def build_binaries(
         for target in targets:
             if not _is_executable(destination / target.name):
                 builder.build(target)
-    return _from_directory(destination, "built")
 
 
 @dataclass(frozen=True)
@@ -153,7 +188,8 @@ class _Builder:
     def build(self, target: _Target) -> None:
         final = self.destination / target.name
         partial = self.destination / f".{target.name}.{os.getpid()}.partial"
-        version = f"v{KUBERNETES_VERSION}" if target.versioned else f"v{ETCD_VERSION}" if target.name == "etcd" else ""
+        version = (f"v{KUBERNETES_VERSION}" if target.versioned else f"v{ETCD_VERSION}" if target.name == "etcd"
+                   else RENDER_TOOLS.get(target.name, ""))
         argv = [self.go, "build", "-trimpath", "-ldflags", _ldflags(target), "-o", str(partial), target.package]
         _say(self.progress, f"building {target.name} {version} from Go modules (first time, takes several minutes)…")
         started = time.monotonic()
@@ -188,7 +224,7 @@ class _Builder:
 
 
 def _ldflags(target: _Target) -> str:
-    flags = ["-s", "-w"]
+    flags = ["-s", "-w", *([target.ldflags] if target.ldflags else [])]
     if target.versioned:
         major, minor, _ = KUBERNETES_VERSION.split(".")
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -249,9 +285,15 @@ def _say(progress: TextIO, line: str) -> None:
     print(line, file=progress, flush=True)
 
 
-def main() -> int:
-    """``python -m driftguard.local.controlplane``: resolve (build if needed) and print the paths."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m driftguard.local.controlplane [tools]``: resolve (build if needed) and print the paths
+    of the control plane, or with ``tools`` of the renderers (kustomize, helm, jsonnet)."""
+    args = sys.argv[1:] if argv is None else argv
     try:
+        if args == ["tools"]:
+            for name, path in resolve_render_tools().items():
+                print(f"{name + ':':<15} {path} ({RENDER_TOOLS[name]})")
+            return 0
         binaries = resolve_binaries()
     except BinariesUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
