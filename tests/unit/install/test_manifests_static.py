@@ -86,3 +86,18 @@ def test_webhook_registration_policy() -> None:
             assert {"kube-system", "driftguard-system"} <= set(excluded)
             reads_parent = hook["rules"][0]["resources"] in (["*/scale"], ["pods/eviction"])
             assert ("objectSelector" in hook) is not reads_parent, hook["name"]
+
+
+def nulls(value: Any, path: str) -> list[str]:
+    if isinstance(value, dict):
+        return [n for key, child in value.items() for n in nulls(child, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [n for i, child in enumerate(value) for n in nulls(child, f"{path}[{i}]")]
+    return [path] if value is None else []
+
+
+@pytest.mark.parametrize("manifest", BASE, ids=lambda m: m.ref)
+def test_no_value_is_null(manifest: Any) -> None:
+    # `{description: The user, from the mark.}` is a flow mapping with a second key "from the mark." whose
+    # value is null (kustomize renders it "", helm null): quote descriptions holding a comma
+    assert nulls(manifest.obj, manifest.ref) == []
