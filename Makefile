@@ -10,7 +10,7 @@ LOCAL_DIR ?= .local
 CLUSTER_DIR ?= .cluster
 PYTEST_ARGS ?=
 
-.PHONY: venv controlplane tools lint test-unit test-integration test-cluster cluster-up cluster-down test local-up local-down demo demo-down manifests \
+.PHONY: venv controlplane tools lint test-unit test-integration test-cluster cluster-up cluster-down test local-up local-down demo demo-down manifests chart \
 	bench image kind-up deploy undeploy
 
 ## venv: create .venv and install driftguard with its dev tools (re-run when pyproject.toml changes)
@@ -43,7 +43,7 @@ test-integration: venv tools $(if $(DRIFTGUARD_TEST_KUBECONFIG),,controlplane)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 ## test-cluster: the real-cluster tier (root on Linux; skipped otherwise, a failure with CI=true)
-test-cluster: venv controlplane
+test-cluster: venv controlplane tools
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 test: lint test-unit test-integration test-cluster
@@ -70,9 +70,14 @@ demo: local-up
 ## demo-down: stop what `make demo` started
 demo-down: local-down
 
-## manifests: regenerate manifests/webhook-configurations.yaml from webhook/registration.py
+## manifests: regenerate manifests/webhook-configurations.yaml from webhook/registration.py, then the chart
 manifests: venv
 	$(PY) -m driftguard.install > manifests/webhook-configurations.yaml
+	$(PY) -m driftguard.install.chart charts/driftguard
+
+## chart: regenerate the Helm chart charts/driftguard/ from manifests/ (a unit test checks it is current)
+chart: venv
+	$(PY) -m driftguard.install.chart charts/driftguard
 
 ## bench: every benchmark under bench/, each printing its figures
 bench: bench-webhook bench-flood bench-reconciler
