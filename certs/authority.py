@@ -23,7 +23,9 @@ from typing import TypeAlias
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import DNSName
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from certs.pem import write_private, write_public
 
@@ -174,6 +176,22 @@ def generate_signing_key_pair(bits: int = 2048) -> SigningKeyPair:
 def not_after(cert_pem: bytes) -> dt.datetime:
     """When the (first) certificate in ``cert_pem`` expires, as an aware UTC datetime."""
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
+def verify_serving(cert_pem: bytes, ca_pem: bytes, dns_name: str, now: dt.datetime | None = None) -> str:
+    """Why a TLS client trusting only ``ca_pem`` would refuse ``cert_pem`` for ``dns_name`` ("" if it would
+    not): the chain, the validity window and the name, as the API server checks its webhook's certificate."""
+    try:
+        roots = [x509.load_pem_x509_certificate(ca_pem)]
+        leaf = x509.load_pem_x509_certificate(cert_pem)
+        verifier = (PolicyBuilder().store(Store(roots)).time(now or dt.datetime.now(dt.UTC))
+                    .build_server_verifier(DNSName(dns_name)))
+        verifier.verify(leaf, [])
+    except ValueError as e:
+        return f"unreadable ({e})"
+    except VerificationError as e:
+        return f"not valid for {dns_name} under the caBundle ({e})"
+    return ""
 
 
 def expires_within(cert_pem: bytes, margin: dt.timedelta, now: dt.datetime | None = None) -> bool:

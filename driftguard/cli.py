@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_cli.add_cli(subparsers)
     cluster_cli.add_cli(subparsers)
     install_cli.add_certs_install(certs_cli.add_cli(subparsers))
+    install_cli.add_doctor(subparsers)
     webhook_cli.add_cli(subparsers)
     reconciler_cli.add_cli(subparsers)
     return parser
