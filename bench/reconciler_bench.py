@@ -162,6 +162,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+REFRESH_TOKEN = "bench-refresh-token"
+
+
 @dataclass
 class Reconciler:
     """``driftguard reconcile`` in its own process."""
@@ -172,7 +175,8 @@ class Reconciler:
 
     def refresh(self, namespace: str = "", name: str = "") -> None:
         path = f"/refresh/{namespace}/{name}" if name else "/refresh"
-        request = urllib.request.Request(self.url + path, method="POST", data=b"")
+        request = urllib.request.Request(self.url + path, method="POST", data=b"",
+                                         headers={"Authorization": f"Bearer {REFRESH_TOKEN}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
 
@@ -205,7 +209,8 @@ def reconciler(kubeconfig: Path, namespace: str, scratch: Path, *extra: str) -> 
                "--namespace", namespace, "--listen", f"127.0.0.1:{port}", "--no-leader-elect",
                "--cache-dir", str(scratch / "git-cache"), *extra]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env={**os.environ, "DRIFTGUARD_REFRESH_TOKEN": REFRESH_TOKEN})
     running = Reconciler(process, f"http://127.0.0.1:{port}", log)
     try:
         wait(lambda: _ready(running.url), 30, "the reconciler's /readyz")

@@ -34,6 +34,7 @@ from driftguard.core.changes import Action, Change
 from driftguard.core.clock import format_time
 from driftguard.core.contract import ANN_APPLICATION, ContractError, annotations_of, read_stamp
 from driftguard.core.inventory import Entry
+from driftguard.core.marks import Marks
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import CRDS, Cluster, ResourceError, ResourceType
 from reconciler import health, leftovers
@@ -95,9 +96,10 @@ class StripedLock:
 class Applier:
     def __init__(
         self, cluster: Cluster, *, fights: FightDetector | None = None, concurrency: int = 4,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), marks: Marks | None = None,
     ) -> None:
         self.cluster = cluster
+        self.marks = marks or Marks.unkeyed()  # unkeyed: no break-glass grant or drift mark is believed
         self.fights = fights or FightDetector()
         self.concurrency = max(1, concurrency)
         self.lock = StripedLock()
@@ -124,7 +126,7 @@ class Applier:
         try:
             if refetch:
                 live = self.cluster.get(self._rt(desired), desired.ref.namespace, desired.ref.name)
-            return self._sync(desired, live, mode, plan(desired, live, now=self._clock()))
+            return self._sync(desired, live, mode, plan(desired, live, now=self._clock(), marks=self.marks))
         except ResourceError as e:
             return Outcome(Change(desired.ref, Action.FAILED, e.message if e.subject == str(desired.ref)
                                   else str(e)))
@@ -283,7 +285,7 @@ class Applier:
                 continue
             try:
                 for d, live in self._with_live(rt, namespace, members):
-                    p = plan(d, live, now=self._clock())
+                    p = plan(d, live, now=self._clock(), marks=self.marks)
                     if p.verdict is Verdict.UNCHANGED and not p.clear:
                         ready.append(Outcome(Change(d.ref, Action.UNCHANGED), _assess(live)))
                     else:

@@ -34,6 +34,7 @@ from typing import Any
 from driftguard import logs
 from driftguard.core.changes import ChangeSet
 from driftguard.core.inventory import Inventory
+from driftguard.core.marks import MarkKey, Marks
 from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, WatchEvent
 from reconciler import cycle, deletion, standby
@@ -62,6 +63,20 @@ __all__ = ["Controller", "Settings"]
 log = logging.getLogger(__name__)
 
 
+def load_marks(settings: Settings) -> Marks:
+    """The mark key from ``--mark-key-file`` (ValueError naming the file when unreadable); without one,
+    no break-glass grant or drift mark is believed, and the log says so once."""
+    ttl = dt.timedelta(seconds=settings.break_glass_ttl)
+    path = settings.mark_key_file
+    if path is None:
+        log.warning("no --mark-key-file: break-glass grants and drift marks are ignored (reverted as drift)")
+        return Marks.unkeyed(ttl)
+    try:
+        return Marks(MarkKey.from_text(path.read_text()), ttl)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--mark-key-file {path}: {e}") from None
+
+
 class Controller:
     def __init__(
         self, cluster: Cluster, settings: Settings | None = None, *, source: GitSource | None = None,
@@ -72,7 +87,7 @@ class Controller:
         s = self.settings
         self.source = source or GitSource(s.cache_dir)
         self.applier = Applier(cluster, fights=FightDetector(limit=s.fight_limit, window=s.fight_window),
-                               concurrency=s.apply_concurrency)
+                               concurrency=s.apply_concurrency, marks=load_marks(s))
         self.tracker = Tracker()
         self.metrics = Metrics(cluster.request_counts)
         self.elector = elector

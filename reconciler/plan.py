@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from driftguard.core import fields
-from driftguard.core.clock import holds_until
+from driftguard.core.clock import format_time
 from driftguard.core.contract import (
     ANN_APPLICATION,
     ANN_AUTHOR,
@@ -54,6 +54,7 @@ from driftguard.core.contract import (
     labels_of,
     own_metadata,
 )
+from driftguard.core.marks import Marks
 from reconciler.desired import Desired
 
 COMMIT_KEYS: Final = (ANN_COMMIT, ANN_AUTHOR, ANN_COMMITTED_AT)
@@ -104,13 +105,15 @@ def ownership(live: Mapping[str, Any], application: str) -> Ownership:
     return Ownership.UNMANAGED
 
 
-def trust(live: Mapping[str, Any], obj: Mapping[str, Any], *, now: dt.datetime) -> Trust:
+def trust(live: Mapping[str, Any], obj: Mapping[str, Any], *, now: dt.datetime, marks: Marks) -> Trust:
     """Which ``driftguard.io/`` marks on ``live`` to believe, before applying ``obj`` (stamped) over it.
 
     Only an object managed by ``obj``'s Application can carry marks written through the webhook; on any
     other object they are forgeries until proven otherwise (the webhook never saw them): no grant or
-    drift mark, and every ``driftguard.io/`` key ``obj`` does not set is untrusted. A grant is honoured
-    while it names ``obj``'s stamped commit and has not expired.
+    drift mark, and every ``driftguard.io/`` key ``obj`` does not set is untrusted. Even on an object that
+    is MINE, a mark is believed only when its MAC verifies under ``marks.key`` for this object's uid
+    (``driftguard.core.marks``): a grant or mark written around the webhook is ignored and removed. A grant
+    is honoured while it names ``obj``'s stamped commit and neither its expiry nor grant time + TTL passed.
     """
     want = annotations_of(obj)
     owner = ownership(live, want[ANN_APPLICATION])
@@ -119,10 +122,8 @@ def trust(live: Mapping[str, Any], obj: Mapping[str, Any], *, now: dt.datetime) 
     if owner is Ownership.UNMANAGED:
         writes = own_metadata(obj).keys()
         return Trust(owner, untrusted=tuple(sorted(k for k in own_metadata(live) if k not in writes)))
-    have = annotations_of(live)
-    mark = DriftMark.decode(have[ANN_DRIFT]) if ANN_DRIFT in have else None
-    grant = BreakGlass.decode(have.get(ANN_BREAK_GLASS_GRANTED, ""))
-    return Trust(owner, mark, grant, holds_until(grant, want[ANN_COMMIT], now))
+    check = marks.grant(live, commit=want[ANN_COMMIT], now=now)
+    return Trust(owner, marks.drift_mark(live), check.grant, check.expires_at if check.holds else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ class Plan:
         return [d.path_text for d in self.drifts]
 
 
-def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime) -> Plan:
+def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, marks: Marks) -> Plan:
     """The verdict for one object (``live`` None: it does not exist)."""
     if desired.error:
         return Plan(Verdict.INVALID, desired.obj, message=desired.error)
@@ -159,10 +160,10 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime) 
     obj = desired.obj if adopting else reuse_commit(desired.obj, live)
     want = annotations_of(obj)
     drifts = tuple(drift_of(desired, live))
-    t = trust(live, obj, now=now)
+    t = trust(live, obj, now=now, marks=marks)
     mark, grant = t.drift_mark, t.grant
     if grant and t.holds_until:
-        message = (f"break-glass by {grant.user} until {grant.expires_at}: {grant.reason}"
+        message = (f"break-glass by {grant.user} until {format_time(t.holds_until)}: {grant.reason}"
                    " (left alone until then or until git changes it)")
         return Plan(Verdict.BREAK_GLASS, obj, drifts, (), (), mark, grant, t.holds_until, message)
     clear = () if adopting else tuple(k for k in MARK_KEYS if k in have)

@@ -165,7 +165,7 @@ class SelfHeal:
         if found is None:
             return
         if event.type != "DELETED" and ref.kind not in HEALTH_KINDS and not self._noted(found[0], ref):
-            p = plan(found[1], event.object, now=dt.datetime.now(dt.UTC))
+            p = plan(found[1], event.object, now=dt.datetime.now(dt.UTC), marks=self.applier.marks)
             if p.verdict is Verdict.UNCHANGED and not p.clear:
                 return  # our own writes, and relists of thousands of objects, stop here
         with self._ready:

@@ -4,7 +4,8 @@
 * ``GET /readyz`` — 200 while the controller runs (leader or standby: a standby forwards pushes);
 * ``GET /metrics`` — Prometheus text;
 * ``POST /refresh`` — full sync of every Application now; ``POST /refresh/<namespace>/<name>`` — one
-  (404 when unknown). With a refresh token configured, pushes need ``Authorization: Bearer <token>``.
+  (404 when unknown). Pushes need ``Authorization: Bearer <token>`` with the configured refresh token;
+  with none configured the endpoint is disabled (403), never open.
   Any body (a git host's webhook payload) is read and ignored.
 """
 
@@ -55,6 +56,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not parts or parts[0] != "refresh" or len(parts) not in (1, 3):
             self._send(404, {"error": f"no such endpoint: POST {self.path}"})
             return
+        if not self.server.refresh_token:
+            self._send(403, {"error": "POST /refresh is disabled: no refresh token is configured "
+                                      "(--refresh-token / DRIFTGUARD_REFRESH_TOKEN)"})
+            return
         if not self._authorised():
             self._send(401, {"error": "a valid bearer token is required"})
             return
@@ -71,8 +76,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         token = self.server.refresh_token
-        if not token:
-            return True
         given = self.headers.get("Authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 

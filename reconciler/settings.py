@@ -73,6 +73,12 @@ class Settings:
     perimeter_interval: float = field(default=10.0, metadata=_meta(
         "DRIFTGUARD_PERIMETER_INTERVAL", "re-check the webhook configurations this often, behind the watches",
         kind="duration"))
+    mark_key_file: Path | None = field(default=None, metadata=_meta(
+        "DRIFTGUARD_MARK_KEY_FILE", "the key (hex) that authenticates the webhook's break-glass grants and drift "
+        "marks, shared with the webhook (unset: no grant or mark is believed)"))
+    break_glass_ttl: float = field(default=3600.0, metadata=_meta(
+        "DRIFTGUARD_BREAK_GLASS_TTL", "longest a break-glass grant holds after it was granted, whatever its expiry "
+        "says", kind="duration"))
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class Options:
     install_crd: bool = field(default=False, metadata=_meta(
         "DRIFTGUARD_INSTALL_CRD", "apply the Application CRD at start", kind="switch"))
     refresh_token: str = field(default="", metadata=_meta(
-        "DRIFTGUARD_REFRESH_TOKEN", "bearer token required by POST /refresh (unset: no token needed)"))
+        "DRIFTGUARD_REFRESH_TOKEN", "bearer token required by POST /refresh (unset: POST /refresh is disabled)"))
     log_format: str = field(default="text", metadata=_meta("DRIFTGUARD_LOG_FORMAT", "log lines as text or json"))
     settings: Settings = field(default_factory=Settings)
 
@@ -187,6 +193,8 @@ def _parse(f: dataclasses.Field[Any], raw: Any) -> object:
         raise ValueError(f"{what}: {text!r} is not a valid {kind or 'integer'}") from e
     if f.name == "cache_dir":
         return Path(text)
+    if f.name == "mark_key_file":
+        return Path(text) if text else None
     return text
 
 
@@ -209,7 +217,7 @@ def _check(options: Options) -> None:
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",
-                 "perimeter_interval"):
+                 "perimeter_interval", "break_glass_ttl"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 from flask import Flask, Response
 from werkzeug.wsgi import get_content_length, get_input_stream
 
+from driftguard.core.marks import MarkKey, Marks
 from webhook import policy, reviews
 from webhook.audit import Recorder
 from webhook.certcheck import CertificateSource, CertificateStatus
@@ -54,6 +55,7 @@ class Webhook:
     recorder: Recorder
     cluster: ClusterAccess | None
     clock: Callable[[], dt.datetime]
+    marks: Marks = policy.UNKEYED
 
     def answer(self, kind: Kind, body: bytes, content_type: str) -> Answer:
         """(HTTP status line, content type, body) for one review."""
@@ -78,9 +80,10 @@ class Webhook:
         admission = review["request"]
         try:
             if kind == "mutate":
-                verdict = policy.mutate(admission, self.settings, self.clock())
+                verdict = policy.mutate(admission, self.settings, self.clock(), marks=self.marks)
             else:
-                verdict = policy.validate(admission, self.settings, self.clock(), self._parent(admission))
+                verdict = policy.validate(admission, self.settings, self.clock(), self._parent(admission),
+                                          marks=self.marks)
         except Exception:
             log.exception("policy failed; denying", extra={CTX: {**_context(admission), "webhook": kind}})
             message = f"driftguard {kind} webhook failed on request {admission['uid']}; denied (see webhook logs)"
@@ -119,7 +122,8 @@ def create_app(
         events = cluster if settings.audit_events else None
         recorder = Recorder(metrics, file=settings.audit_file, events=events,
                             queue_size=settings.audit_queue_size, flush_seconds=settings.event_flush_seconds)
-    webhook = Webhook(settings, metrics, recorder, cluster, clock or (lambda: dt.datetime.now(dt.UTC)))
+    webhook = Webhook(settings, metrics, recorder, cluster, clock or (lambda: dt.datetime.now(dt.UTC)),
+                      load_marks(settings))
 
     app = Flask(__name__)
     app.extensions[EXTENSION] = webhook
@@ -152,6 +156,18 @@ def create_app(
         return Response(data, content_type=content_type)
 
     return app
+
+
+def load_marks(settings: Settings) -> Marks:
+    """The key of ``--mark-key-file`` (ValueError naming the file when unreadable; never its content)."""
+    ttl = dt.timedelta(seconds=settings.break_glass_ttl)
+    if settings.mark_key_file is None:
+        log.warning("no --mark-key-file: break-glass is refused and drift marks are not written")
+        return Marks.unkeyed(ttl)
+    try:
+        return Marks(MarkKey.from_text(settings.mark_key_file.read_text()), ttl)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--mark-key-file {settings.mark_key_file}: {e}") from None
 
 
 def _reviews_first(webhook: Webhook, flask_app: WSGIApp) -> WSGIApp:

@@ -21,6 +21,7 @@ and DELETE requests until it expires or git moves on (``standing_grant``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import marshal
 from collections.abc import Mapping
@@ -29,8 +30,9 @@ from functools import cached_property
 from typing import Any, Final
 
 from driftguard.core import contract, fields
-from driftguard.core.clock import format_time, holds_until, time_or_none
+from driftguard.core.clock import format_time, time_or_none
 from driftguard.core.contract import BreakGlass, DriftMark, Stamp
+from driftguard.core.marks import Marks, uid_of, unseal
 from driftguard.core.objects import ObjectRef
 from webhook import guards
 from webhook.guards import Guarded
@@ -55,13 +57,14 @@ class Edit:
     new: Mapping[str, Any] | None
     now: dt.datetime
     member: bool  # the user is in a break-glass group
+    marks: Marks  # the key that seals and verifies grants and drift marks
 
     @classmethod
     def of(cls, request: Request, settings: Settings, *, ref: ObjectRef, stamp: Stamp, old: Mapping[str, Any],
-           new: Mapping[str, Any] | None, now: dt.datetime) -> Edit:
+           new: Mapping[str, Any] | None, now: dt.datetime, marks: Marks) -> Edit:
         groups = request["userInfo"].get("groups", [])
         member = any(group in settings.break_glass_groups for group in groups)
-        return cls(request, ref, stamp, old, new, now, member)
+        return cls(request, ref, stamp, old, new, now, member, marks)
 
     @property
     def user(self) -> str:
@@ -112,7 +115,8 @@ def permitted(key: str, edit: Edit) -> bool:
 
 
 def _valid_grant(value: str | None, edit: Edit) -> bool:
-    grant = BreakGlass.decode(value) if value is not None else None
+    """The grant the mutating webhook sealed for this very request (this user, reason, commit, now)."""
+    grant = BreakGlass.decode(value) if value is not None and _sealed(value, edit) else None
     if grant is None or grant.user != edit.user or grant.reason != edit.reason:
         return False
     if grant.commit != edit.stamp.source.commit:
@@ -121,19 +125,23 @@ def _valid_grant(value: str | None, edit: Edit) -> bool:
 
 
 def _valid_mark(value: str | None, edit: Edit) -> bool:
-    mark = DriftMark.decode(value) if value is not None else None
+    mark = DriftMark.decode(value) if value is not None and _sealed(value, edit) else None
     return mark is not None and mark.user == edit.user and mark.fields == edit.drifted and _recent(mark.at, edit.now)
 
 
+def _sealed(value: str, edit: Edit) -> bool:
+    return edit.marks.key is not None and unseal(edit.marks.key, uid_of(edit.old), value) is not None
+
+
 def standing_grant(edit: Edit) -> BreakGlass | None:
-    """A still-valid grant to this member on the old object (scale and DELETE carry no annotations)."""
+    """A still-valid, sealed grant to this member on the old object (scale and DELETE carry no annotations),
+    with its expiry capped at grant time + TTL."""
     if not edit.member:
         return None
-    text = contract.annotations_of(edit.old).get(contract.ANN_BREAK_GLASS_GRANTED)
-    grant = BreakGlass.decode(text) if text is not None else None
-    if grant is None or grant.user != edit.user:
+    check = edit.marks.grant(edit.old, commit=edit.stamp.source.commit, now=edit.now)
+    if not check.holds or check.grant is None or check.grant.user != edit.user or check.expires_at is None:
         return None
-    return grant if holds_until(grant, edit.stamp.source.commit, edit.now) else None
+    return dataclasses.replace(check.grant, expires_at=format_time(check.expires_at))
 
 
 def new_grant(edit: Edit, settings: Settings) -> BreakGlass:

@@ -89,6 +89,12 @@ def break_glass_refused(user: str, groups: Sequence[str]) -> str:
     return f"break-glass requires membership in group {' or '.join(groups)}; {user} is not a member"
 
 
+def break_glass_unkeyed(ref: ObjectRef) -> str:
+    return (f"{ref}: break-glass is unavailable: this webhook has no mark key to seal the grant with, so the "
+            "reconciler could not trust it. Fix: create the Secret driftguard-system/driftguard-mark-key "
+            "(`driftguard certs install` does) and mount it as --mark-key-file in the webhook and the reconciler")
+
+
 def break_glass_granted(ref: ObjectRef, user: str, reason: str, expires_at: str) -> str:
     return _cut(
         f"driftguard break-glass: {ref} changed by {user} ({reason}); recorded; the reconciler leaves it "

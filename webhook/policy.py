@@ -44,6 +44,7 @@ from typing import Any, Final, Literal
 from driftguard.core import contract, fields
 from driftguard.core.clock import format_time
 from driftguard.core.contract import ContractError, DriftMark, Stamp
+from driftguard.core.marks import Marks
 from driftguard.core.objects import ObjectRef
 from webhook import applications, identity, messages
 from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
@@ -68,6 +69,7 @@ class Verdict:
 
 
 ALLOW: Final = Verdict("allow")
+UNKEYED: Final = Marks.unkeyed()
 HOLDER_KINDS: Final = frozenset({("", "Namespace"), ("apiextensions.k8s.io", "CustomResourceDefinition")})
 # Subresources whose request carries the whole Pod (old and new): judged as an UPDATE of it.
 POD_SUBRESOURCES: Final = frozenset({"", "ephemeralcontainers", "resize"})
@@ -89,10 +91,13 @@ def needs_parent(request: Request, settings: Settings) -> bool:
     return wanted == request["operation"] and not identity.trusted(request, settings)
 
 
-def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None) -> Verdict:
+def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None, *,
+             marks: Marks = UNKEYED) -> Verdict:
+    """The decision on one request. ``marks`` holds the key that verifies break-glass grants and drift marks
+    (unkeyed: none is believed, and break-glass is refused with a message saying why)."""
     if identity.trusted(request, settings) or request["operation"] == "CONNECT":
         return ALLOW
-    verdict = _validate(request, settings, now, parent)
+    verdict = _validate(request, settings, now, parent, marks)
     posing = identity.posing(request, settings)
     if not posing or verdict.record is None:
         return verdict
@@ -104,7 +109,8 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
     return dataclasses.replace(verdict, message=message, record=dataclasses.replace(verdict.record, reason=message))
 
 
-def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
+def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None,
+              marks: Marks) -> Verdict:
     if applications.is_application(request):
         verdict = _validate_application(request, settings, now)
         if verdict is not None:
@@ -115,9 +121,9 @@ def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Pa
             return held
     subresource = request.get("subResource", "")
     if subresource == "scale":
-        return _validate_scale(request, settings, now, parent)
+        return _validate_scale(request, settings, now, parent, marks)
     if subresource == "eviction":
-        return _validate_eviction(request, settings, now, parent)
+        return _validate_eviction(request, settings, now, parent, marks)
     if subresource not in POD_SUBRESOURCES:
         return ALLOW
     if request["operation"] == "CREATE":
@@ -132,14 +138,16 @@ def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Pa
         return _validate_unmanaged(request, old, request.get("object"), now)
     if stamp.enforcement == "off":
         return ALLOW
-    edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=request.get("object"), now=now)
+    edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=request.get("object"), now=now,
+                   marks=marks)
     if request["operation"] == "DELETE":
         return _validate_delete(edit)
     return _validate_update(edit, settings)
 
 
-def mutate(request: Request, settings: Settings, now: dt.datetime) -> Verdict:
-    """The annotations the validating webhook will accept: the break-glass grant or the drift mark."""
+def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Marks = UNKEYED) -> Verdict:
+    """The annotations the validating webhook will accept: the break-glass grant or the drift mark, each
+    sealed with ``marks``' key for this object (without a key, none is written)."""
     if identity.trusted(request, settings) or request["operation"] != "UPDATE" or request.get("subResource"):
         return ALLOW
     old, new = request.get("oldObject") or {}, request.get("object")
@@ -149,15 +157,15 @@ def mutate(request: Request, settings: Settings, now: dt.datetime) -> Verdict:
         return ALLOW  # validate denies it
     if stamp is None or stamp.enforcement == "off" or new is None:
         return ALLOW
-    edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=new, now=now)
-    changes = edit.changes
+    edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=new, now=now, marks=marks)
     if edit.grant_due:
-        grant = new_grant(edit, settings)
-        return Verdict("allow", patch=(_annotate(new, contract.ANN_BREAK_GLASS_GRANTED, grant.encode()),))
-    if stamp.enforcement == "warn" and changes:
-        mark = DriftMark(edit.user, format_time(now), edit.drifted)
-        return Verdict("allow", patch=(_annotate(new, contract.ANN_DRIFT, mark.encode()),))
-    return ALLOW
+        key, text = contract.ANN_BREAK_GLASS_GRANTED, new_grant(edit, settings).encode()
+    elif stamp.enforcement == "warn" and edit.changes:
+        key, text = contract.ANN_DRIFT, DriftMark(edit.user, format_time(now), edit.drifted).encode()
+    else:
+        return ALLOW
+    sealed = marks.seal(old, text)
+    return ALLOW if sealed is None else Verdict("allow", patch=(_annotate(new, key, sealed),))
 
 
 # ---------------------------------------------------------------- rules
@@ -225,6 +233,9 @@ def _validate_update(edit: Edit, settings: Settings) -> Verdict:
             text += ". Also: " + _drift_denial(edit)
         return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, drifts)
     if edit.grant_due:
+        if edit.marks.key is None:
+            return _deny(edit.request, edit.ref, edit.old, edit.stamp, messages.break_glass_unkeyed(edit.ref),
+                         edit.now, drifts)
         expires = format_time(edit.now + dt.timedelta(seconds=settings.break_glass_ttl))
         return _break_glass(edit, drifts, edit.reason, expires)
     if not drifts:
@@ -263,7 +274,8 @@ def _validate_holder(request: Request, now: dt.datetime) -> Verdict | None:
     return _deny(request, ref, old or {}, None, messages.holder_mark(ref), now)
 
 
-def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
+def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None,
+                       marks: Marks) -> Verdict:
     """``pods/eviction`` deletes the Pod: judged as a DELETE of it (the Pod is read, as a scale's parent)."""
     ref = _parent_ref(request)
     if parent is None or parent.error:
@@ -280,11 +292,13 @@ def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, p
         return _deny(request, ref, parent.obj, None, messages.unreadable_stamp(ref, e), now)
     if stamp is None or stamp.enforcement == "off":
         return ALLOW
-    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=None, now=now)
+    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=None, now=now,
+                   marks=marks)
     return _validate_delete(edit, how="evicting it (pods/eviction deletes it)")
 
 
-def _validate_scale(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None) -> Verdict:
+def _validate_scale(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None,
+                    marks: Marks) -> Verdict:
     if request["operation"] != "UPDATE":
         return ALLOW
     if parent is None or parent.error:
@@ -313,7 +327,8 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
         scaled["spec"].pop("replicas", None)
     else:
         scaled["spec"]["replicas"] = replicas
-    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=scaled, now=now)
+    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=scaled, now=now,
+                   marks=marks)
     changes = edit.changes
     standing = standing_grant(edit) if changes else None
     if standing is not None:

@@ -53,6 +53,9 @@ class Settings:
         "groups allowed to break glass (annotation driftguard.io/break-glass); empty disables it", kind="list"))
     break_glass_ttl: int = field(default=3600, metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_TTL", "seconds the reconciler leaves a break-glass object alone"))
+    mark_key_file: Path | None = field(default=None, metadata=_meta(
+        "DRIFTGUARD_MARK_KEY_FILE", "the key (hex) that seals break-glass grants and drift marks, shared with the "
+        "reconciler (unset: break-glass is refused, no drift mark is written)"))
     # --- audit
     audit_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_AUDIT_FILE", "append-only JSONL audit file (unset: log and Events only)"))

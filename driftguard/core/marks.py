@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from driftguard.core.clock import format_time, time_or_none
-from driftguard.core.contract import BreakGlass
+from driftguard.core.contract import ANN_BREAK_GLASS_GRANTED, ANN_DRIFT, BreakGlass, DriftMark, annotations_of
 
 MAC_KEY: Final = "mac"
 KEY_BYTES: Final = 32
@@ -107,6 +107,44 @@ def sealed_grant(key: MarkKey, object_uid: str, text: str, *, commit: str, ttl: 
     if now >= capped:
         return GrantCheck(grant, False, capped, f"the grant expired at {format_time(capped)}")
     return GrantCheck(grant, True, capped, "")
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What a driftguard component knows to read and write marks: the key (None: none configured, so no
+    mark is ever believed and none can be sealed) and the break-glass TTL that caps every grant."""
+
+    key: MarkKey | None
+    ttl: dt.timedelta
+
+    @classmethod
+    def unkeyed(cls, ttl: dt.timedelta = dt.timedelta(hours=1)) -> Marks:
+        return cls(None, ttl)
+
+    def seal(self, obj: Mapping[str, Any], text: str) -> str | None:
+        """``text`` sealed for ``obj`` (its ``metadata.uid``); None without a key or a uid."""
+        uid = uid_of(obj)
+        return seal(self.key, uid, text) if self.key is not None and uid else None
+
+    def grant(self, obj: Mapping[str, Any], *, commit: str, now: dt.datetime) -> GrantCheck:
+        """The break-glass grant on ``obj`` as ``sealed_grant`` judges it (absent: not held, no reason)."""
+        text = annotations_of(obj).get(ANN_BREAK_GLASS_GRANTED)
+        if text is None:
+            return GrantCheck(None, False, None, "")
+        if self.key is None:
+            return GrantCheck(None, False, None, "no mark key is configured, so no grant can be verified")
+        return sealed_grant(self.key, uid_of(obj), text, commit=commit, ttl=self.ttl, now=now)
+
+    def drift_mark(self, obj: Mapping[str, Any]) -> DriftMark | None:
+        """The drift mark on ``obj`` when it is sealed for it; None when absent, unsealed or forged."""
+        text = annotations_of(obj).get(ANN_DRIFT)
+        data = unseal(self.key, uid_of(obj), text) if text is not None and self.key is not None else None
+        return DriftMark.decode(json.dumps(data)) if data is not None else None
+
+
+def uid_of(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    return str(metadata.get("uid") or "") if isinstance(metadata, Mapping) else ""
 
 
 def _mac(key: MarkKey, object_uid: str, data: Mapping[str, Any]) -> str:

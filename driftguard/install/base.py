@@ -13,6 +13,7 @@ ClusterRole aggregation (normally kube-controller-manager's job) for
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -22,15 +23,19 @@ import yaml
 from certs.authority import CertificateAuthority, service_dns_names
 from driftguard.core import ordering
 from driftguard.core.manifests import Manifest, parse_documents
+from driftguard.core.marks import MarkKey
 from driftguard.core.names import NAMESPACE
 from driftguard.kube import Kube
-from driftguard.kube.resources import Cluster
+from driftguard.kube.resources import Cluster, ResourceType
 from reconciler import crd, perimeter
 from webhook import registration
 
 INSTALL_MANAGER: Final = "driftguard-install"
 WEBHOOK_SERVICE: Final = "driftguard-webhook"
 WEBHOOK_SECRET: Final = "driftguard-webhook-tls"  # noqa: S105 - a Secret's name, not a password
+MARK_KEY_SECRET: Final = "driftguard-mark-key"  # noqa: S105 - key "key": hex; the webhook seals marks with it
+REFRESH_TOKEN_SECRET: Final = "driftguard-refresh-token"  # noqa: S105 - key "token": POST /refresh's bearer token
+SECRETS: Final = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
 AGGREGATED_ROLE: Final = "driftguard-reconciler"
 AGGREGATE_LABEL: Final = "driftguard.io/aggregate-to-reconciler"
 
@@ -99,6 +104,33 @@ def webhook_tls_secret(ca: CertificateAuthority, *, namespace: str = NAMESPACE,
     }
 
 
+def generated_secrets() -> list[dict[str, Any]]:
+    """The Secrets driftguard's pods mount besides TLS, each with a fresh random value: the mark key the
+    webhook seals break-glass grants and drift marks with (and the reconciler verifies them with), and the
+    bearer token ``POST /refresh`` requires."""
+    values = {MARK_KEY_SECRET: ("key", MarkKey.generate().to_text()),
+              REFRESH_TOKEN_SECRET: ("token", secrets.token_urlsafe(32))}
+    return [{
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "driftguard"}},
+        "data": {key: base64.b64encode(value.encode()).decode()},
+    } for name, (key, value) in values.items()]
+
+
+def ensure_generated_secrets(cluster: Cluster, progress: Progress | None = None) -> None:
+    """Create each of ``generated_secrets`` that does not exist; never replace one (a new mark key would void
+    every standing grant, a new token every git host's push hook). Delete one to rotate it."""
+    for secret in generated_secrets():
+        name = secret["metadata"]["name"]
+        if cluster.get(SECRETS, NAMESPACE, name) is not None:
+            if progress:
+                progress(f"kept Secret {NAMESPACE}/{name} (delete it to rotate)")
+            continue
+        cluster.create(SECRETS, secret)
+        if progress:
+            progress(f"created Secret {NAMESPACE}/{name} (value not shown)")
+
+
 def register_webhook(cluster: Cluster, client: registration.ClientConfig, **options: Any) -> None:
     """Apply both webhook configurations pointing at ``client``, after recording them in the ConfigMap
     the reconciler restores them from (``reconciler.perimeter``) — first, so it never reverts a new
@@ -110,11 +142,13 @@ def register_webhook(cluster: Cluster, client: registration.ClientConfig, **opti
 
 
 def install_in_cluster(kube: Kube, ca: CertificateAuthority, *, progress: Progress | None = None) -> None:
-    """``driftguard certs install``: the TLS Secret plus webhook configurations with the caBundle.
+    """``driftguard certs install``: the mark-key and refresh-token Secrets when missing, the TLS Secret,
+    and webhook configurations with the caBundle.
 
     Safe to re-run; re-running with the same CA rotates only the serving certificate.
     """
     cluster = Cluster(kube, field_manager=INSTALL_MANAGER)
+    ensure_generated_secrets(cluster, progress)
     cluster.apply(webhook_tls_secret(ca))
     if progress:
         progress(f"applied Secret {NAMESPACE}/{WEBHOOK_SECRET} (serving certificate for "

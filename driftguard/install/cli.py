@@ -1,4 +1,5 @@
-"""``driftguard certs install``: the webhook's TLS Secret and caBundle, written into a cluster.
+"""``driftguard certs install`` (the webhook's TLS Secret and caBundle, the mark-key and refresh-token
+Secrets, written into a cluster) and ``driftguard doctor`` (what in the cluster can act around driftguard).
 
 It sits with the installer, not in ``certs/``, because it reads the manifests and talks to the API
 server; ``certs/`` only mints keys and certificates.
@@ -14,6 +15,7 @@ from pathlib import Path
 from certs.authority import CertificateAuthority
 from certs.cli import Actions
 from driftguard.install.base import install_in_cluster
+from driftguard.install.doctor import examine
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import ResourceError
 
@@ -37,3 +39,23 @@ def run_install(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_doctor(subparsers: Actions) -> None:
+    doctor = subparsers.add_parser(
+        "doctor", help="report who can act around admission and whether the webhook registration is sound "
+                       "(exit 1 on findings)")
+    doctor.add_argument("--kubeconfig", default=None,
+                        help="an admin's kubeconfig (default $KUBECONFIG, else in-cluster)")
+    doctor.set_defaults(func=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    try:
+        with Kube(args.kubeconfig or os.environ.get("KUBECONFIG") or None) as kube:
+            report = examine(kube)
+    except (KubeError, ResourceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.render())
+    return 1 if report.findings else 0

@@ -29,6 +29,7 @@ from certs import write_private
 from certs.authority import CertificateAuthority
 from driftguard import install
 from driftguard.core import contract
+from driftguard.core.marks import MarkKey
 from driftguard.core.names import RECONCILER_SERVICE_ACCOUNT, RECONCILER_USER
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
@@ -41,6 +42,7 @@ RECONCILER_SA: Final = RECONCILER_SERVICE_ACCOUNT
 BREAK_GLASS_GROUP: Final = "driftguard:break-glass"
 TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints fresh tokens
 REFRESH_TOKEN_FILE: Final = "refresh-token"  # noqa: S105 - a file name, not a secret
+MARK_KEY_FILE: Final = "mark-key"  # the webhook's and the reconciler's shared key for grants and drift marks
 HOST_RUN_KINDS: Final = frozenset({
     "Deployment", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
     "NetworkPolicy",  # nothing enforces it on loopback; the webhook checks the API server's certificate instead
@@ -90,6 +92,7 @@ def _start_webhook(
         "--kubeconfig", str(plane.kubeconfig_for_serviceaccount(install.NAMESPACE, WEBHOOK_SA, TOKEN_SECONDS)),
         "--reconciler-users", RECONCILER_USER, "--break-glass-groups", BREAK_GLASS_GROUP,
         "--client-ca-file", str(plane.webhook_client_ca_file),
+        "--mark-key-file", str(mark_key_file(directory)),
         "--log-format", "json",
     ]
     _launch("webhook", argv, Readiness(f"{url}/readyz", str(tls / "ca.crt")), directory, timeout=timeout,
@@ -105,6 +108,14 @@ def refresh_token(directory: Path) -> str:
     return path.read_text().strip()
 
 
+def mark_key_file(directory: Path) -> Path:
+    """``<dir>/mark-key`` (0600, hex), made once: the key both components seal and verify marks with."""
+    path = directory / MARK_KEY_FILE
+    if not path.exists():
+        write_private(path, (MarkKey.generate().to_text() + "\n").encode())
+    return path
+
+
 def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -> str:
     directory = plane.directory
     kubeconfig = plane.kubeconfig_for_serviceaccount(install.NAMESPACE, RECONCILER_SA, TOKEN_SECONDS)
@@ -114,6 +125,7 @@ def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -
         sys.executable, "-m", "driftguard.cli", "reconcile", "--kubeconfig", str(kubeconfig),
         "--namespace", install.NAMESPACE, "--listen", f"127.0.0.1:{port}",
         "--cache-dir", str(directory / "git-cache"), "--identity", "local-reconciler", "--log-format", "json",
+        "--mark-key-file", str(mark_key_file(directory)),
     ]
     env = {**os.environ, "DRIFTGUARD_REFRESH_TOKEN": refresh_token(directory)}  # not argv: ps shows argv
     _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress, env=env)

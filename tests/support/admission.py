@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from driftguard.core import contract
 from driftguard.core.contract import Enforcement, Source
+from driftguard.core.marks import MarkKey, Marks
 from webhook.reviews import Review
 from webhook.settings import RECONCILER_USER, Settings
 
@@ -27,6 +28,9 @@ SOURCE = Source(
 LAPTOP = "laptop"
 SRE_GROUP = "sre"
 SETTINGS = Settings(break_glass_groups=(SRE_GROUP,))
+LIVE_UID = "0b1c2d3e-uid"  # live()'s uid
+MARK_KEY = MarkKey(b"admission-tests-mark-key-32bytes")
+MARKS = Marks(MARK_KEY, dt.timedelta(hours=1))  # sealed for live()'s uid
 
 
 def deployment_manifest() -> dict[str, Any]:
@@ -67,7 +71,7 @@ def live(manifest: dict[str, Any] | None = None, enforcement: Enforcement = "den
         enforcement=enforcement,
     )
     metadata = obj["metadata"]
-    metadata.update({"uid": "0b1c2d3e-uid", "resourceVersion": "1201", "generation": 4,
+    metadata.update({"uid": LIVE_UID, "resourceVersion": "1201", "generation": 4,
                      "creationTimestamp": "2024-05-01T10:01:00Z"})
     if obj.get("kind") == "Deployment":
         spec = obj["spec"]

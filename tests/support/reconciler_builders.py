@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from driftguard.core.manifests import Manifest
+from driftguard.core.marks import MarkKey, Marks, seal
 from reconciler.application import parse_application
 from reconciler.desired import Desired, build
 from reconciler.revision import Revision
@@ -19,6 +20,16 @@ APP = parse_application({
     "spec": {"source": {"repoURL": "https://git.example/org/repo", "path": "app"},
              "destination": {"namespace": "prod"}, "syncPolicy": {"automated": {"prune": True, "selfHeal": True}}},
 })
+MARK_KEY = MarkKey(bytes(range(32)))
+MARKS = Marks(MARK_KEY, dt.timedelta(days=400))  # a TTL longer than any grant below, unless a test caps it
+LIVE_UID = "u-1"  # every live_of object's uid: what a sealed mark is bound to
+
+
+def sealed(text: str, uid: str = LIVE_UID) -> str:
+    """A mark as the mutating webhook writes it on the object ``uid``."""
+    return seal(MARK_KEY, uid, text)
+
+
 SCOPES = {"ConfigMap": True, "Deployment": True, "Namespace": False, "ClusterRole": False}
 
 
@@ -36,7 +47,7 @@ def desired(obj: dict[str, Any] | None = None, *, revision: Revision = REV1, pat
 def live_of(d: Desired, **changes: Any) -> dict[str, Any]:
     """The live object the API server would hold after applying ``d`` (plus ``changes`` merged in)."""
     live = copy.deepcopy(d.obj)
-    live["metadata"].update(uid="u-1", resourceVersion="42", creationTimestamp="2026-03-01T10:00:00Z")
+    live["metadata"].update(uid=LIVE_UID, resourceVersion="42", creationTimestamp="2026-03-01T10:00:00Z")
     for key, value in changes.items():
         if key in ("annotations", "labels"):
             live["metadata"][key] = {**live["metadata"].get(key, {}), **value}

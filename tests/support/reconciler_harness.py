@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from driftguard.core.marks import MarkKey, seal
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
 from reconciler import crd
 from reconciler.controller import Settings
 from reconciler.service import Options, Service, start
 
+REFRESH_TOKEN = "harness-refresh-token"
 ROOT = Path(__file__).resolve().parents[2]
 SA_NAMESPACE, SA_NAME = "driftguard-system", "driftguard-reconciler"
 APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"
@@ -137,6 +139,12 @@ class Harness:
     cache_dir: Path
     service: Service | None = None
     services: list[Service] = field(default_factory=list)
+    mark_key: MarkKey = field(default_factory=MarkKey.generate)  # what the webhook would seal marks with
+
+    def sealed(self, obj: dict[str, Any] | None, text: str) -> str:
+        """A grant or drift mark as the mutating webhook writes it on the live ``obj``."""
+        assert obj is not None
+        return seal(self.mark_key, obj["metadata"]["uid"], text)
 
     # -- Applications ---------------------------------------------------------------------------
     def make_app(self, name: str, repo: Repo | str, path: str = "app", *, prune: bool = True,
@@ -207,9 +215,14 @@ class Harness:
     # -- the reconciler -------------------------------------------------------------------------
     def start(self, **settings: Any) -> Service:
         """An in-process reconciler for this namespace, as the reconciler's ServiceAccount."""
+        if "mark_key_file" not in settings:
+            key_file = self.cache_dir.with_name("mark-key")
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(self.mark_key.to_text() + "\n")
+            settings["mark_key_file"] = key_file
         options = Options(
             kubeconfig=str(self.kubeconfig), namespace=self.namespace, listen="127.0.0.1:0",
-            cache_dir=self.cache_dir, leader_elect=False,
+            cache_dir=self.cache_dir, leader_elect=False, refresh_token=REFRESH_TOKEN,
             settings=Settings(namespace=self.namespace, cache_dir=self.cache_dir, watch_timeout=5.0, **settings),
         )
         self.service = start(options)
@@ -219,7 +232,9 @@ class Harness:
     def refresh(self, name: str | None = None) -> dict[str, Any]:
         assert self.service is not None
         url = self.service.url + "/refresh" + (f"/{self.namespace}/{name}" if name else "")
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10) as response:
+        request = urllib.request.Request(url, method="POST", data=b"",
+                                         headers={"Authorization": f"Bearer {REFRESH_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             result: dict[str, Any] = json.loads(response.read())
             return result
 

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from certs import CertificateAuthority, Credential
+from driftguard.core.marks import MarkKey
 from webhook.records import AuditRecord
 from webhook.settings import Settings
 
@@ -111,9 +112,11 @@ def start_webhook(directory: Path, *, serving: Callable[[CertificateAuthority], 
     ca = CertificateAuthority.generate("driftguard-webhook-test-ca")
     ca.credential.write(directory / "ca.crt", directory / "ca.key")
     serving(ca).write(directory / "tls.crt", directory / "tls.key")
+    (directory / "mark-key").write_text(MarkKey.generate().to_text() + "\n")
     options: dict[str, Any] = {
         "host": "127.0.0.1", "port": free_port(), "cert_file": directory / "tls.crt",
         "key_file": directory / "tls.key", "audit_file": directory / "audit.jsonl", "workers": 2,
+        "mark_key_file": directory / "mark-key",
         **overrides,
     }
     settings = Settings(**options)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
+from driftguard.core.clock import format_time
 from driftguard.core.contract import (
     ANN_APPLICATION,
     ANN_AUTHOR,
@@ -36,7 +37,7 @@ MERGE = "application/merge-patch+json"
 
 def grant(commit: str, user: str, seconds: float) -> str:
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-    return BreakGlass(user=user, at="2026-01-01T00:00:00Z", reason="hotfix", commit=commit,
+    return BreakGlass(user=user, at=format_time(dt.datetime.now(dt.UTC)), reason="hotfix", commit=commit,
                       expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ")).encode()
 
 
@@ -106,7 +107,8 @@ def test_forged_marks_on_an_unmanaged_object_are_not_trusted_when_adopted(
     assert "label driftguard.io/team" in by_object[f"Deployment {ns}/web configured"]["message"]
 
     # once managed, a grant written on the object (by the webhook; here, with no webhook, by admin) holds
-    legit = {ANN_BREAK_GLASS: "INC-7", ANN_BREAK_GLASS_GRANTED: grant(sha, "oncall@org", 3600)}
+    sealed = harness.sealed(harness.cm("alpha"), grant(sha, "oncall@org", 3600))
+    legit = {ANN_BREAK_GLASS: "INC-7", ANN_BREAK_GLASS_GRANTED: sealed}
     admin.request("PATCH", f"/api/v1/namespaces/{ns}/configmaps/alpha", content_type=MERGE,
                   body={"metadata": {"annotations": legit}, "data": {"color": "red"}})
     entry = wait_for(lambda: next(iter(harness.status("svc")["drift"]), None), what="break-glass reported")

@@ -52,6 +52,7 @@ from driftguard.local.controlplane import ControlPlane, resolve_binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
+TOKEN = "restart-test-refresh-token"
 OUTAGE = 5.0  # seconds with no API server in the short outage
 BOUND = 15.0  # seconds allowed for each recovery step after the restart
 APP, TARGET, IDENTITY = "restart", "restart-target", "restart-replica"
@@ -88,7 +89,8 @@ class Reconciler:
                    "--namespace", SA_NAMESPACE, "--listen", f"127.0.0.1:{self.port}",
                    "--cache-dir", str(tmp_path / "git-cache"), "--leader-elect", "--identity", IDENTITY]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "POD_NAME": ""}, start_new_session=True)
+                                        env={**os.environ, "POD_NAME": "", "DRIFTGUARD_REFRESH_TOKEN": TOKEN},
+                                        start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -106,7 +108,8 @@ class Reconciler:
             return 0, str(e.reason)
 
     def refresh(self, name: str) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.url}/refresh/{SA_NAMESPACE}/{name}", method="POST", data=b"")
+        request = urllib.request.Request(f"{self.url}/refresh/{SA_NAMESPACE}/{name}", method="POST", data=b"",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             result: dict[str, Any] = json.loads(response.read())
             return result

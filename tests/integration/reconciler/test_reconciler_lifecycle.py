@@ -100,7 +100,7 @@ def leader_service(harness: Harness, identity: str, lease: str) -> Service:
     service = start(Options(
         kubeconfig=str(harness.kubeconfig), namespace=harness.namespace, listen="127.0.0.1:0",
         cache_dir=harness.cache_dir / identity, leader_elect=True, lease_namespace="driftguard-system",
-        lease_name=lease, lease_duration=2.0, identity=identity,
+        lease_name=lease, lease_duration=2.0, identity=identity, refresh_token="s3cret",
         settings=Settings(namespace=harness.namespace, cache_dir=harness.cache_dir / identity, watch_timeout=5.0),
     ))
     harness.services.append(service)
@@ -133,14 +133,14 @@ def test_two_replicas_one_leader_and_failover(harness: Harness, repo: Repo) -> N
 
     repo.write("app/a.yaml", configmap("alpha", {"v": "2"}))
     second = repo.commit("two")
-    assert post(b.url + f"/refresh/{harness.namespace}/svc")[0] == 202  # the standby forwards the push
+    assert post(b.url + f"/refresh/{harness.namespace}/svc", "s3cret")[0] == 202  # the standby forwards the push
     harness.wait_synced("svc", second, timeout=5)
 
     a.stop()  # a clean stop releases the Lease
     wait_for(lambda: b.controller.leading, timeout=5, what="replica-b takes over")
     repo.write("app/a.yaml", configmap("alpha", {"v": "3"}))
     third = repo.commit("three")
-    post(b.url + "/refresh")
+    post(b.url + "/refresh", "s3cret")
     harness.wait_synced("svc", third)
     lease_obj = harness.admin.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/driftguard-system/leases/"
                                              f"{lease}")
@@ -164,6 +164,11 @@ def test_http_surface(harness: Harness, repo: Repo) -> None:
     assert f'driftguard_managed_objects{{application="{harness.namespace}/svc"}} 1.0' in metrics
     assert 'driftguard_apiserver_requests_total{verb="apply"}' in metrics
     assert post(service.url + "/refresh")[0] == 401
+    unprotected = start(Options(kubeconfig=str(harness.kubeconfig), namespace=harness.namespace,
+                                listen="127.0.0.1:0", cache_dir=harness.cache_dir / "no-token", leader_elect=False))
+    harness.services.append(unprotected)
+    code, body = post(unprotected.url + "/refresh")
+    assert (code, "POST /refresh is disabled" in body["error"]) == (403, True), "no token configured: never open"
     assert post(service.url + "/refresh", "wrong")[0] == 401
     assert post(service.url + f"/refresh/{harness.namespace}/nope", "s3cret")[0] == 404
     assert post(service.url + f"/refresh/{harness.namespace}/svc", "s3cret") == (

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
+from driftguard.core.clock import format_time
 from driftguard.core.contract import ANN_BREAK_GLASS, ANN_BREAK_GLASS_GRANTED, ANN_DRIFT, BreakGlass, DriftMark
 from driftguard.kube import Kube
 
@@ -99,8 +100,9 @@ def test_self_heal_off_reports_drift(harness: Harness, synced: str, laptop: Kube
 
 
 def test_warn_mode_drift_mark_names_the_user(harness: Harness, synced: str, admin: Kube) -> None:
-    mark = DriftMark(user="bob@org", at="2026-01-01T00:00:00Z", fields=("data.color",))
-    edit(admin, harness, {"metadata": {"annotations": {ANN_DRIFT: mark.encode()}}, "data": {"color": "red"}})
+    mark = harness.sealed(harness.cm("alpha"), DriftMark(user="bob@org", at="2026-01-01T00:00:00Z",
+                                                         fields=("data.color",)).encode())
+    edit(admin, harness, {"metadata": {"annotations": {ANN_DRIFT: mark}}, "data": {"color": "red"}})
     wait_for(lambda: color(harness) == "blue", timeout=HEAL_BOUND, interval=0.01, what="reverted")
     wait_for(lambda: ANN_DRIFT not in harness.cm("alpha")["metadata"]["annotations"],  # type: ignore[index]
              what="drift mark removed")
@@ -108,16 +110,19 @@ def test_warn_mode_drift_mark_names_the_user(harness: Harness, synced: str, admi
     assert entry["by"] == "bob@org"
 
 
-def grant(commit: str, seconds: float) -> str:
-    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-    return BreakGlass(user="oncall@org", at="2026-01-01T00:00:00Z", reason="INC-42 hotfix", commit=commit,
-                      expires_at=expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).encode()
+def grant(harness: Harness, commit: str, seconds: float) -> str:
+    """A grant on ConfigMap alpha as the mutating webhook seals it (granted now, for ``seconds``)."""
+    now = dt.datetime.now(dt.UTC)
+    expires = now + dt.timedelta(seconds=seconds)
+    return harness.sealed(harness.cm("alpha"), BreakGlass(
+        user="oncall@org", at=format_time(now), reason="INC-42 hotfix", commit=commit,
+        expires_at=expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).encode())
 
 
 def test_break_glass_is_left_alone_until_git_changes_it(
     harness: Harness, repo: Repo, synced: str, admin: Kube
 ) -> None:
-    annotations = {ANN_BREAK_GLASS: "INC-42 hotfix", ANN_BREAK_GLASS_GRANTED: grant(synced, 3600)}
+    annotations = {ANN_BREAK_GLASS: "INC-42 hotfix", ANN_BREAK_GLASS_GRANTED: grant(harness, synced, 3600)}
     edit(admin, harness, {"metadata": {"annotations": annotations}, "data": {"color": "red"}})
     entry = wait_for(lambda: next(iter(harness.status("svc")["drift"]), None), what="break-glass reported")
     assert entry["state"] == "BreakGlass"
@@ -136,13 +141,38 @@ def test_break_glass_is_left_alone_until_git_changes_it(
 
 
 def test_break_glass_expires(harness: Harness, synced: str, admin: Kube) -> None:
-    annotations = {ANN_BREAK_GLASS: "short", ANN_BREAK_GLASS_GRANTED: grant(synced, 2)}
+    annotations = {ANN_BREAK_GLASS: "short", ANN_BREAK_GLASS_GRANTED: grant(harness, synced, 2)}
     edit(admin, harness, {"metadata": {"annotations": annotations}, "data": {"color": "red"}})
     time.sleep(0.5)
     assert color(harness) == "red"
     wait_for(lambda: color(harness) == "blue", timeout=HEAL_BOUND, what="reverted after the TTL")
     wait_for(lambda: ANN_BREAK_GLASS_GRANTED not in harness.cm("alpha")["metadata"]["annotations"],  # type: ignore[index]
              what="grant removed")
+
+
+def test_a_grant_written_around_the_webhook_is_reverted_and_removed(harness: Harness, synced: str,
+                                                                   admin: Kube) -> None:
+    """Path 7: a hand-written grant (expiring in 2099, blaming someone else) buys nothing, and no mark names the
+    victim; an honest grant stretched past grant time + TTL ends at the TTL."""
+    forged = BreakGlass(user="victim@org", at=format_time(dt.datetime.now(dt.UTC)), reason="forged",
+                        commit=synced, expires_at="2099-01-01T00:00:00Z").encode()
+    edit(admin, harness, {"metadata": {"annotations": {ANN_BREAK_GLASS: "forged", ANN_BREAK_GLASS_GRANTED: forged}},
+                          "data": {"color": "red"}})
+    wait_for(lambda: color(harness) == "blue", timeout=HEAL_BOUND, what="the forged grant's change reverted")
+    wait_for(lambda: ANN_BREAK_GLASS_GRANTED not in harness.cm("alpha")["metadata"]["annotations"],  # type: ignore[index]
+             what="forged grant removed")
+    assert "break-glass" not in harness.condition("svc", "Ready").get("message", "")
+
+
+def test_a_grant_lasts_no_longer_than_the_reconcilers_ttl(harness: Harness, repo: Repo, admin: Kube) -> None:
+    repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
+    synced = repo.commit("alpha")
+    harness.make_app("svc", repo)
+    harness.start(break_glass_ttl=2.0)
+    harness.wait_synced("svc", synced)
+    annotations = {ANN_BREAK_GLASS: "long", ANN_BREAK_GLASS_GRANTED: grant(harness, synced, 365 * 24 * 3600)}
+    edit(admin, harness, {"metadata": {"annotations": annotations}, "data": {"color": "red"}})
+    wait_for(lambda: color(harness) == "blue", timeout=HEAL_BOUND, what="reverted at grant time + TTL, not in a year")
 
 
 def test_fight_backs_off(harness: Harness, synced: str, laptop: Kube) -> None:

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 from support.fake_cluster import TYPES, FakeCluster
-from support.reconciler_builders import NOW, REV1, REV2, cm, desired
+from support.reconciler_builders import MARKS, NOW, REV1, REV2, cm, desired, sealed
 
 from driftguard.core.changes import Action
 from driftguard.core.contract import (
@@ -34,7 +34,8 @@ def cluster() -> FakeCluster:
 
 @pytest.fixture
 def applier(cluster: FakeCluster) -> Applier:
-    return Applier(cast(Cluster, cluster), fights=FightDetector(limit=2, window=60), concurrency=2, clock=lambda: NOW)
+    return Applier(cast(Cluster, cluster), fights=FightDetector(limit=2, window=60), concurrency=2, clock=lambda: NOW,
+                   marks=MARKS)
 
 
 def many(count: int, revision: Any = REV1, value: str = "v") -> list[Desired]:
@@ -74,7 +75,8 @@ def test_drift_is_reverted_and_recorded(cluster: FakeCluster, applier: Applier) 
     applier.sync(d, None, HEAL)
     live = cluster.objects[("ConfigMap", "prod", "web")]
     live["data"] = {"color": "red"}
-    live["metadata"]["annotations"][ANN_DRIFT] = DriftMark("bob@org", "t", ("data.color",)).encode()
+    live["metadata"]["annotations"][ANN_DRIFT] = sealed(DriftMark("bob@org", "t", ("data.color",)).encode(),
+                                                        uid=live["metadata"]["uid"])
     live["metadata"]["managedFields"] = [{"manager": "kubectl-edit", "operation": "Update", "time": "t"}]
 
     outcome = applier.sync(d, None, HEAL, refetch=True)

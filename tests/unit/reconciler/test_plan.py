@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 import pytest
-from support.reconciler_builders import NOW, REV1, REV2, cm, desired, live_of
+from support.reconciler_builders import MARKS, NOW, REV1, REV2, cm, desired, live_of, sealed
 
 from driftguard.core.contract import (
     ANN_APPLICATION,
@@ -18,30 +19,32 @@ from driftguard.core.contract import (
     BreakGlass,
     DriftMark,
 )
+from driftguard.core.marks import Marks
 from reconciler.plan import Verdict, clear_operations, last_writer, plan, reuse_commit, same_object
 
 LATER = NOW + dt.timedelta(hours=1)
 
 
 def grant(commit: str, expires: dt.datetime) -> str:
-    return BreakGlass("oncall@org", "2026-03-01T11:59:00Z", "INC-1", commit,
-                      expires.strftime("%Y-%m-%dT%H:%M:%SZ")).encode()
+    """A grant as the mutating webhook seals it on the live object."""
+    return sealed(BreakGlass("oncall@org", "2026-03-01T11:59:00Z", "INC-1", commit,
+                             expires.strftime("%Y-%m-%dT%H:%M:%SZ")).encode())
 
 
 def test_missing_object_is_created() -> None:
-    assert plan(desired(), None, now=NOW).verdict is Verdict.CREATE
+    assert plan(desired(), None, now=NOW, marks=MARKS).verdict is Verdict.CREATE
 
 
 def test_live_equal_to_git_is_unchanged() -> None:
     d = desired()
-    p = plan(d, live_of(d), now=NOW)
+    p = plan(d, live_of(d), now=NOW, marks=MARKS)
     assert (p.verdict, p.drifts, p.clear) == (Verdict.UNCHANGED, (), ())
 
 
 def test_server_defaults_and_foreign_fields_are_not_drift() -> None:
     d = desired(cm(data={"a": "1"}))
     live = live_of(d, binaryData={"x": "eA=="}, annotations={"kubectl.kubernetes.io/last-applied": "{}"})
-    assert plan(d, live, now=NOW).verdict is Verdict.UNCHANGED
+    assert plan(d, live, now=NOW, marks=MARKS).verdict is Verdict.UNCHANGED
 
 
 @pytest.mark.parametrize(("change", "field"), [
@@ -51,7 +54,7 @@ def test_server_defaults_and_foreign_fields_are_not_drift() -> None:
 ])
 def test_drift_of_declared_fields_and_the_managed_label(change: dict[str, Any], field: str) -> None:
     d = desired()
-    p = plan(d, live_of(d, **change), now=NOW)
+    p = plan(d, live_of(d, **change), now=NOW, marks=MARKS)
     assert p.verdict is Verdict.DRIFTED
     assert p.drift_fields == [field]
 
@@ -59,7 +62,7 @@ def test_drift_of_declared_fields_and_the_managed_label(change: dict[str, Any], 
 def test_a_new_declaration_is_an_update_with_the_new_commit() -> None:
     old = desired(cm(data={"color": "blue"}), revision=REV1)
     new = desired(cm(data={"color": "green"}), revision=REV2)
-    p = plan(new, live_of(old), now=NOW)
+    p = plan(new, live_of(old), now=NOW, marks=MARKS)
     assert p.verdict is Verdict.UPDATE
     assert p.obj["metadata"]["annotations"][ANN_COMMIT] == REV2.sha
 
@@ -67,7 +70,7 @@ def test_a_new_declaration_is_an_update_with_the_new_commit() -> None:
 def test_a_commit_that_does_not_touch_the_object_keeps_its_stamp() -> None:
     applied = desired(revision=REV1)
     again = desired(revision=REV2)  # same content, newer commit
-    p = plan(again, live_of(applied), now=NOW)
+    p = plan(again, live_of(applied), now=NOW, marks=MARKS)
     assert p.verdict is Verdict.UNCHANGED
     assert p.obj["metadata"]["annotations"][ANN_COMMIT] == REV1.sha
     assert p.obj["metadata"]["annotations"]["driftguard.io/author"] == "alice@org"
@@ -85,7 +88,7 @@ def test_declaration_changes_restamp(changed: dict[str, str]) -> None:
         again = desired(revision=REV2)
         again.obj["metadata"]["annotations"][ANN_ENFORCEMENT] = changed["enforcement"]
     assert reuse_commit(again.obj, live_of(applied)) is again.obj
-    assert plan(again, live_of(applied), now=NOW).verdict is Verdict.UPDATE
+    assert plan(again, live_of(applied), now=NOW, marks=MARKS).verdict is Verdict.UPDATE
 
 
 def test_reuse_needs_a_complete_live_stamp() -> None:
@@ -98,7 +101,7 @@ def test_reuse_needs_a_complete_live_stamp() -> None:
 def test_another_applications_object_is_never_taken_over() -> None:
     d = desired()
     live = live_of(d, annotations={ANN_APPLICATION: "team-b/other"})
-    p = plan(d, live, now=NOW)
+    p = plan(d, live, now=NOW, marks=MARKS)
     assert p.verdict is Verdict.FOREIGN
     assert p.message == "already managed by Application team-b/other; not taking it over"
 
@@ -107,9 +110,9 @@ def test_terminating_and_invalid() -> None:
     d = desired()
     live = live_of(d)
     live["metadata"]["deletionTimestamp"] = "2026-03-01T11:00:00Z"
-    assert plan(d, live, now=NOW).verdict is Verdict.TERMINATING
+    assert plan(d, live, now=NOW, marks=MARKS).verdict is Verdict.TERMINATING
     nameless = desired(cm(), app=_app_without_destination())
-    assert plan(nameless, None, now=NOW).verdict is Verdict.INVALID
+    assert plan(nameless, None, now=NOW, marks=MARKS).verdict is Verdict.INVALID
 
 
 def _app_without_destination() -> Any:
@@ -123,7 +126,7 @@ class TestBreakGlass:
         d = desired(revision=REV1)
         live = live_of(d, data={"color": "red"},
                        annotations={ANN_BREAK_GLASS: "INC-1", ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
-        p = plan(d, live, now=NOW)
+        p = plan(d, live, now=NOW, marks=MARKS)
         assert p.verdict is Verdict.BREAK_GLASS
         assert p.drift_fields == ["data.color"] and p.expires_at == LATER
         assert p.message.startswith("break-glass by oncall@org until 2026-03-01T13:00:00Z: INC-1")
@@ -132,13 +135,13 @@ class TestBreakGlass:
         d = desired(revision=REV1)
         live = live_of(d, data={"color": "red"},
                        annotations={ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
-        assert plan(desired(revision=REV2), live, now=NOW).verdict is Verdict.BREAK_GLASS
+        assert plan(desired(revision=REV2), live, now=NOW, marks=MARKS).verdict is Verdict.BREAK_GLASS
 
     def test_a_commit_touching_the_object_ends_it(self) -> None:
         d = desired(revision=REV1)
         live = live_of(d, data={"color": "red"},
                        annotations={ANN_BREAK_GLASS: "x", ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
-        p = plan(desired(cm(data={"color": "green"}), revision=REV2), live, now=NOW)
+        p = plan(desired(cm(data={"color": "green"}), revision=REV2), live, now=NOW, marks=MARKS)
         assert p.verdict is Verdict.UPDATE
         assert p.clear == (ANN_BREAK_GLASS, ANN_BREAK_GLASS_GRANTED)
 
@@ -146,26 +149,57 @@ class TestBreakGlass:
         grant(REV1.sha, NOW - dt.timedelta(seconds=1)),  # expired
         grant("0" * 40, LATER),  # granted at another commit
         "not json",
-        BreakGlass("u", "t", "r", REV1.sha, "yesterday").encode(),  # unreadable expiry
-    ])
+        sealed(BreakGlass("u", "t", "r", REV1.sha, "yesterday").encode()),  # unreadable expiry
+        BreakGlass("oncall@org", "2026-03-01T11:59:00Z", "INC-1", REV1.sha, "2099-01-01T00:00:00Z").encode(),  # no MAC
+        sealed(BreakGlass("oncall@org", "2026-03-01T11:59:00Z", "INC-1", REV1.sha, "2099-01-01T00:00:00Z").encode(),
+               uid="another-object"),  # sealed for another object, copied here
+        grant(REV1.sha, LATER).replace("INC-1", "INC-2"),  # edited after sealing
+    ], ids=["expired", "another commit", "not json", "unreadable expiry", "no MAC", "moved", "edited"])
     def test_expired_or_invalid_grants_are_reverted_and_removed(self, granted: str) -> None:
         d = desired(revision=REV1)
         live = live_of(d, data={"color": "red"}, annotations={ANN_BREAK_GLASS_GRANTED: granted})
-        p = plan(d, live, now=NOW)
+        p = plan(d, live, now=NOW, marks=MARKS)
         assert (p.verdict, p.clear) == (Verdict.DRIFTED, (ANN_BREAK_GLASS_GRANTED,))
 
     def test_a_stale_mark_on_a_matching_object_is_removed(self) -> None:
         d = desired()
         live = live_of(d, annotations={ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, NOW - dt.timedelta(hours=1))})
-        p = plan(d, live, now=NOW)
+        p = plan(d, live, now=NOW, marks=MARKS)
         assert (p.verdict, p.clear) == (Verdict.UNCHANGED, (ANN_BREAK_GLASS_GRANTED,))
+
+
+    def test_the_grant_holds_no_longer_than_grant_time_plus_ttl_whatever_it_says(self) -> None:
+        d = desired(revision=REV1)
+        stretched = sealed(BreakGlass("oncall@org", "2026-03-01T11:59:00Z", "INC-1", REV1.sha,
+                                      "2099-01-01T00:00:00Z").encode())
+        live = live_of(d, data={"color": "red"}, annotations={ANN_BREAK_GLASS_GRANTED: stretched})
+        capped = dataclasses.replace(MARKS, ttl=dt.timedelta(minutes=30))
+        held = plan(d, live, now=NOW, marks=capped)
+        assert (held.verdict, held.expires_at) == (Verdict.BREAK_GLASS, dt.datetime(2026, 3, 1, 12, 29, tzinfo=dt.UTC))
+        assert "until 2026-03-01T12:29:00Z" in held.message
+        after = plan(d, live, now=NOW + dt.timedelta(minutes=29), marks=capped)
+        assert after.verdict is Verdict.DRIFTED
+
+    def test_without_a_key_no_grant_is_believed(self) -> None:
+        d = desired(revision=REV1)
+        live = live_of(d, data={"color": "red"}, annotations={ANN_BREAK_GLASS_GRANTED: grant(REV1.sha, LATER)})
+        p = plan(d, live, now=NOW, marks=Marks.unkeyed())
+        assert (p.verdict, p.clear) == (Verdict.DRIFTED, (ANN_BREAK_GLASS_GRANTED,))
 
 
 def test_drift_mark_names_the_user_and_is_cleared() -> None:
     d = desired()
     mark = DriftMark("bob@org", "2026-03-01T11:30:00Z", ("data.color",))
-    p = plan(d, live_of(d, data={"color": "red"}, annotations={ANN_DRIFT: mark.encode()}), now=NOW)
+    p = plan(d, live_of(d, data={"color": "red"}, annotations={ANN_DRIFT: sealed(mark.encode())}), now=NOW,
+             marks=MARKS)
     assert (p.verdict, p.drift_mark, p.clear) == (Verdict.DRIFTED, mark, (ANN_DRIFT,))
+
+
+def test_an_unsealed_drift_mark_blames_nobody_and_is_cleared() -> None:
+    d = desired()
+    forged = DriftMark("victim@org", "2026-03-01T11:30:00Z", ("data.color",)).encode()
+    p = plan(d, live_of(d, data={"color": "red"}, annotations={ANN_DRIFT: forged}), now=NOW, marks=MARKS)
+    assert (p.verdict, p.drift_mark, p.clear) == (Verdict.DRIFTED, None, (ANN_DRIFT,))
 
 
 def test_clear_operations_are_guarded_json_patch() -> None:

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from support.reconciler_builders import APP, NOW, REV1, REV2, cm, desired, live_of
+from support.reconciler_builders import APP, MARKS, NOW, REV1, REV2, cm, desired, live_of, sealed
 
 from driftguard.core.clock import format_time
 from driftguard.core.contract import (
@@ -53,9 +53,10 @@ def live(owner: str, grant: str, drift: bool) -> dict[str, Any]:
         annotations[ANN_APPLICATION] = "team-b/other"
     if grant != "absent":
         annotations[ANN_BREAK_GLASS] = "hotfix"
-        annotations[ANN_BREAK_GLASS_GRANTED] = grant_at(REV1.sha, LATER if grant == "valid" else EARLIER).encode()
+        annotations[ANN_BREAK_GLASS_GRANTED] = sealed(grant_at(REV1.sha, LATER if grant == "valid" else EARLIER)
+                                                      .encode())
     if drift:
-        annotations[ANN_DRIFT] = MARK.encode()
+        annotations[ANN_DRIFT] = sealed(MARK.encode())
     return obj
 
 
@@ -73,7 +74,7 @@ OWNERS = {
 @pytest.mark.parametrize("owner", list(OWNERS))
 def test_trust_table(owner: str, grant: str, drift: bool) -> None:
     obj = live(owner, grant, drift)
-    t = trust(obj, desired(revision=REV1).obj, now=NOW)
+    t = trust(obj, desired(revision=REV1).obj, now=NOW, marks=MARKS)
 
     assert t.ownership is OWNERS[owner]
     if owner == "mine":
@@ -93,8 +94,8 @@ def test_trust_table(owner: str, grant: str, drift: bool) -> None:
 
 def test_a_grant_at_another_commit_is_trusted_but_not_honoured() -> None:
     obj = live("mine", "absent", False)
-    obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = grant_at(REV2.sha, LATER).encode()
-    t = trust(obj, desired(revision=REV1).obj, now=NOW)
+    obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = sealed(grant_at(REV2.sha, LATER).encode())
+    t = trust(obj, desired(revision=REV1).obj, now=NOW, marks=MARKS)
     assert t.grant is not None and not t.honoured
 
 
@@ -102,9 +103,21 @@ def test_a_grant_whose_expiry_has_no_timezone_is_not_honoured() -> None:
     """Fail closed, as the webhook does: a naive time is refused, never assumed to be UTC."""
     obj = live("mine", "absent", False)
     naive = BreakGlass("alice", "2026-03-01T11:59:00Z", "hotfix", REV1.sha, "2099-01-01T00:00:00")
-    obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = naive.encode()
-    t = trust(obj, desired(revision=REV1).obj, now=NOW)
+    obj["metadata"]["annotations"][ANN_BREAK_GLASS_GRANTED] = sealed(naive.encode())
+    t = trust(obj, desired(revision=REV1).obj, now=NOW, marks=MARKS)
     assert t.grant is not None and not t.honoured
+
+
+@pytest.mark.parametrize("written", ["unsealed", "sealed for another object"])
+def test_a_grant_on_my_object_written_around_the_webhook_is_not_believed(written: str) -> None:
+    """Path 7 of the perimeter issue: a hand-written grant (2099, blaming someone else) on a managed object."""
+    obj = live("mine", "absent", True)
+    forged = grant_at(REV1.sha, LATER).encode()
+    annotations = obj["metadata"]["annotations"]
+    annotations[ANN_BREAK_GLASS_GRANTED] = forged if written == "unsealed" else sealed(forged, uid="elsewhere")
+    annotations[ANN_DRIFT] = MARK.encode() if written == "unsealed" else sealed(MARK.encode(), uid="elsewhere")
+    t = trust(obj, desired(revision=REV1).obj, now=NOW, marks=MARKS)
+    assert (t.grant, t.drift_mark, t.honoured) == (None, None, False)
 
 
 def test_ownership_reads_the_label_and_the_stamp() -> None:
@@ -119,14 +132,14 @@ def test_ownership_reads_the_label_and_the_stamp() -> None:
 class TestAdoption:
     def test_a_forged_grant_on_an_unmanaged_object_is_not_honoured(self) -> None:
         d = desired(revision=REV1)
-        p = plan(d, live("unmanaged", "valid", False), now=NOW)
+        p = plan(d, live("unmanaged", "valid", False), now=NOW, marks=MARKS)
         assert p.verdict is Verdict.UPDATE, "git's state is applied, not left alone"
         assert (p.break_glass, p.expires_at, p.clear) == (None, None, ())
         assert p.untrusted == (f"annotation:{ANN_BREAK_GLASS}", f"annotation:{ANN_BREAK_GLASS_GRANTED}")
 
     def test_a_forged_stamp_and_grant_without_the_label_are_not_honoured(self) -> None:
         d = desired(revision=REV1)
-        p = plan(d, live("unmanaged, forged stamp", "valid", True), now=NOW)
+        p = plan(d, live("unmanaged, forged stamp", "valid", True), now=NOW, marks=MARKS)
         assert p.verdict is Verdict.DRIFTED
         assert (p.break_glass, p.drift_mark) == (None, None), "the forged author is never reported"
         assert len(p.untrusted) == 3
@@ -136,7 +149,7 @@ class TestAdoption:
         forged = live_of(applied)
         del forged["metadata"]["labels"][LABEL_MANAGED]
         forged["metadata"]["annotations"][ANN_AUTHOR] = "victim@org"
-        p = plan(desired(revision=REV2), forged, now=NOW)
+        p = plan(desired(revision=REV2), forged, now=NOW, marks=MARKS)
         annotations = p.obj["metadata"]["annotations"]
         assert (annotations[ANN_COMMIT], annotations[ANN_AUTHOR]) == (REV2.sha, "bob@org")
         assert p.verdict is Verdict.UPDATE
@@ -145,7 +158,7 @@ class TestAdoption:
         obj = cm(labels={"driftguard.io/extra": "x", "app": "web"},
                  annotations={"driftguard.io/anything": "y", "note": "kept"})
         obj["metadata"]["resourceVersion"] = "7"
-        p = plan(desired(), obj, now=NOW)
+        p = plan(desired(), obj, now=NOW, marks=MARKS)
         assert p.untrusted == ("annotation:driftguard.io/anything", "label:driftguard.io/extra")
         assert describe_keys(p.untrusted) == "driftguard.io/anything, label driftguard.io/extra"
         assert clear_operations(obj, p.untrusted, resource_version="7") == [
@@ -157,9 +170,9 @@ class TestAdoption:
         ]
 
     def test_a_plain_object_is_adopted_with_nothing_to_remove(self) -> None:
-        p = plan(desired(), cm(data={"color": "red"}), now=NOW)
+        p = plan(desired(), cm(data={"color": "red"}), now=NOW, marks=MARKS)
         assert (p.verdict, p.untrusted) == (Verdict.UPDATE, ())
 
     def test_after_adoption_a_grant_written_through_the_webhook_is_honoured(self) -> None:
-        p = plan(desired(revision=REV1), live("mine", "valid", False), now=NOW)
+        p = plan(desired(revision=REV1), live("mine", "valid", False), now=NOW, marks=MARKS)
         assert p.verdict is Verdict.BREAK_GLASS and p.untrusted == ()

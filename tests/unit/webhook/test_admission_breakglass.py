@@ -6,10 +6,23 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from support.admission import NOW, SETTINGS, SOURCE, SRE_GROUP, apply_patch, edited, live, review, scale_review
+from support.admission import (
+    LIVE_UID,
+    MARKS,
+    NOW,
+    SETTINGS,
+    SOURCE,
+    SRE_GROUP,
+    apply_patch,
+    edited,
+    live,
+    review,
+    scale_review,
+)
 
 from driftguard.core import contract
 from driftguard.core.contract import BreakGlass, Enforcement
+from driftguard.core.marks import seal
 from webhook import policy
 from webhook.settings import Settings
 
@@ -27,7 +40,7 @@ def _request(old: dict[str, Any], new: dict[str, Any] | None, who: tuple[str, tu
 
 
 def _granted(old: dict[str, Any], new: dict[str, Any], who: tuple[str, tuple[str, ...]] = SRE) -> dict[str, Any]:
-    return apply_patch(new, policy.mutate(_request(old, new, who), SETTINGS, NOW).patch)
+    return apply_patch(new, policy.mutate(_request(old, new, who), SETTINGS, NOW, marks=MARKS).patch)
 
 
 @pytest.mark.parametrize("enforcement", ["deny", "warn"])
@@ -38,7 +51,7 @@ def test_a_member_with_a_reason_is_admitted_and_granted(enforcement: Enforcement
     assert grant == BreakGlass(user="sre-oncall", at="2024-06-01T12:00:00Z", reason=REASON, commit=SOURCE.commit,
                                expires_at="2024-06-01T13:00:00Z")
     assert contract.ANN_DRIFT not in contract.annotations_of(mutated)
-    verdict = policy.validate(_request(old, mutated), SETTINGS, NOW)
+    verdict = policy.validate(_request(old, mutated), SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "break-glass" and verdict.allowed
     assert verdict.record is not None and verdict.record.decision == "break-glass"
     assert [f["field"] for f in verdict.record.fields] == ["spec.replicas"]
@@ -48,7 +61,7 @@ def test_a_member_with_a_reason_is_admitted_and_granted(enforcement: Enforcement
 def test_the_grant_ttl_is_configurable() -> None:
     old = live()
     settings = Settings(break_glass_groups=(SRE_GROUP,), break_glass_ttl=600)
-    patch = policy.mutate(_request(old, _break_glass(old)), settings, NOW).patch
+    patch = policy.mutate(_request(old, _break_glass(old)), settings, NOW, marks=MARKS).patch
     grant = BreakGlass.decode(str(patch[0].get("value")))
     assert grant is not None and grant.expires_at == "2024-06-01T12:10:00Z"
 
@@ -56,7 +69,7 @@ def test_the_grant_ttl_is_configurable() -> None:
 def test_without_the_grant_annotation_a_member_is_still_admitted() -> None:
     """The mutating webhook is best-effort; the validating webhook is the authority."""
     old = live()
-    assert policy.validate(_request(old, _break_glass(old)), SETTINGS, NOW).outcome == "break-glass"
+    assert policy.validate(_request(old, _break_glass(old)), SETTINGS, NOW, marks=MARKS).outcome == "break-glass"
 
 
 @pytest.mark.parametrize(("who", "settings", "refusal"), [
@@ -68,8 +81,8 @@ def test_a_non_member_setting_break_glass_is_denied(who: tuple[str, tuple[str, .
                                                     refusal: str) -> None:
     old = live()
     new = _break_glass(old)
-    assert policy.mutate(_request(old, new, who), settings, NOW).patch == ()
-    verdict = policy.validate(_request(old, new, who), settings, NOW)
+    assert policy.mutate(_request(old, new, who), settings, NOW, marks=MARKS).patch == ()
+    verdict = policy.validate(_request(old, new, who), settings, NOW, marks=MARKS)
     assert verdict.outcome == "deny"
     assert "annotation driftguard.io/break-glass" in verdict.message and refusal in verdict.message
     assert "Also: spec.replicas of Deployment production/my-service" in verdict.message
@@ -77,42 +90,46 @@ def test_a_non_member_setting_break_glass_is_denied(who: tuple[str, tuple[str, .
 
 def test_an_empty_reason_is_no_break_glass() -> None:
     old = live()
-    verdict = policy.validate(_request(old, _break_glass(old, reason="  ")), SETTINGS, NOW)
+    verdict = policy.validate(_request(old, _break_glass(old, reason="  ")), SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny"
 
 
-def _forged_grant(**changes: str) -> str:
+def _grant(uid: str | None = LIVE_UID, **changes: str) -> str:
+    """A grant sealed for the object ``uid`` (None: not sealed at all, as a hand-written one)."""
     values = {"user": "sre-oncall", "at": "2024-06-01T12:00:00Z", "reason": REASON, "commit": SOURCE.commit,
               "expires_at": "2024-06-01T13:00:00Z", **changes}
-    return BreakGlass(**values).encode()
+    text = BreakGlass(**values).encode()
+    return text if uid is None or MARKS.key is None else seal(MARKS.key, uid, text)
 
 
 @pytest.mark.parametrize(("grant", "outcome"), [
-    pytest.param(_forged_grant(), "break-glass", id="as the mutating webhook writes it"),
-    pytest.param(_forged_grant(user="someone-else"), "deny", id="granted to another user"),
-    pytest.param(_forged_grant(commit="0" * 40), "deny", id="for another commit"),
-    pytest.param(_forged_grant(reason="other"), "deny", id="for another reason"),
-    pytest.param(_forged_grant(at="2024-05-01T12:00:00Z"), "deny", id="backdated"),
-    pytest.param(_forged_grant(expires_at="never"), "deny", id="unreadable expiry"),
+    pytest.param(_grant(), "break-glass", id="as the mutating webhook writes it"),
+    pytest.param(_grant(user="someone-else"), "deny", id="granted to another user"),
+    pytest.param(_grant(commit="0" * 40), "deny", id="for another commit"),
+    pytest.param(_grant(reason="other"), "deny", id="for another reason"),
+    pytest.param(_grant(at="2024-05-01T12:00:00Z"), "deny", id="backdated"),
+    pytest.param(_grant(expires_at="never"), "deny", id="unreadable expiry"),
+    pytest.param(_grant(None), "deny", id="without a MAC"),
+    pytest.param(_grant("another-object-uid"), "deny", id="sealed for another object"),
 ])
 def test_a_grant_is_accepted_only_as_the_mutating_webhook_writes_it(grant: str, outcome: str) -> None:
     old = live()
     new = edited(_break_glass(old), "metadata", "annotations", contract.ANN_BREAK_GLASS_GRANTED, grant)
-    assert policy.validate(_request(old, new), SETTINGS, NOW).outcome == outcome
+    assert policy.validate(_request(old, new), SETTINGS, NOW, marks=MARKS).outcome == outcome
 
 
 def test_a_member_ends_break_glass_by_removing_the_annotations() -> None:
     old = _granted(live(), _break_glass(live()))
     new = edited(edited(old, "metadata", "annotations", contract.ANN_BREAK_GLASS, ...),
                  "metadata", "annotations", contract.ANN_BREAK_GLASS_GRANTED, ...)
-    assert policy.validate(_request(old, new), SETTINGS, NOW).outcome == "allow"
-    assert policy.validate(_request(old, new, ("laptop", ("engineers",))), SETTINGS, NOW).outcome == "deny"
+    assert policy.validate(_request(old, new), SETTINGS, NOW, marks=MARKS).outcome == "allow"
+    assert policy.validate(_request(old, new, ("laptop", ("engineers",))), SETTINGS, NOW, marks=MARKS).outcome == "deny"
 
 
 def test_others_gain_nothing_from_someone_elses_break_glass() -> None:
     old = _granted(live(), _break_glass(live()))
     new = edited(old, "spec", "replicas", 12)
-    verdict = policy.validate(_request(old, new, ("laptop", ("engineers",))), SETTINGS, NOW)
+    verdict = policy.validate(_request(old, new, ("laptop", ("engineers",))), SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny" and "spec.replicas" in verdict.message
 
 
@@ -126,6 +143,35 @@ def test_a_standing_grant_covers_scale_and_delete(when: dt.datetime, who: tuple[
                                                   outcome: str) -> None:
     parent = _granted(live(), _break_glass(live()))
     scale = scale_review(12, user=who[0], groups=who[1])["request"]
-    assert policy.validate(scale, SETTINGS, when, policy.Parent(parent)).outcome == outcome
+    assert policy.validate(scale, SETTINGS, when, policy.Parent(parent), marks=MARKS).outcome == outcome
     delete = _request(parent, None, who, operation="DELETE")
-    assert policy.validate(delete, SETTINGS, when).outcome == outcome
+    assert policy.validate(delete, SETTINGS, when, marks=MARKS).outcome == outcome
+
+
+@pytest.mark.parametrize("grant", [_grant(None), _grant("another-object-uid"),
+                                   _grant(expires_at="2099-01-01T00:00:00Z").replace("sre-oncall", "sre-other")],
+                         ids=["hand-written", "moved from another object", "edited after sealing"])
+def test_a_standing_grant_written_around_the_webhook_covers_nothing(grant: str) -> None:
+    parent = edited(_break_glass(live()), "metadata", "annotations", contract.ANN_BREAK_GLASS_GRANTED, grant)
+    for who in (SRE, ("sre-other", (SRE_GROUP,))):
+        scale = scale_review(12, user=who[0], groups=who[1])["request"]
+        assert policy.validate(scale, SETTINGS, NOW, policy.Parent(parent), marks=MARKS).outcome == "deny"
+        delete = _request(parent, None, who, operation="DELETE")
+        assert policy.validate(delete, SETTINGS, NOW, marks=MARKS).outcome == "deny"
+
+
+def test_a_standing_grant_lasts_no_longer_than_its_ttl_whatever_its_expiry_says() -> None:
+    parent = edited(_break_glass(live()), "metadata", "annotations", contract.ANN_BREAK_GLASS_GRANTED,
+                    _grant(expires_at="2099-01-01T00:00:00Z"))
+    delete = _request(parent, None, SRE, operation="DELETE")
+    assert policy.validate(delete, SETTINGS, NOW + dt.timedelta(minutes=59), marks=MARKS).outcome == "break-glass"
+    assert policy.validate(delete, SETTINGS, NOW + dt.timedelta(minutes=61), marks=MARKS).outcome == "deny"
+
+
+def test_without_a_mark_key_break_glass_is_refused_with_the_fix() -> None:
+    old = live()
+    new = _break_glass(old)
+    assert policy.mutate(_request(old, new), SETTINGS, NOW).patch == ()
+    verdict = policy.validate(_request(old, new), SETTINGS, NOW)
+    assert verdict.outcome == "deny"
+    assert "no mark key" in verdict.message and "driftguard certs install" in verdict.message

@@ -6,10 +6,22 @@ import json
 from typing import Any, cast
 
 import pytest
-from support.admission import NOW, SETTINGS, apply_patch, deployment_manifest, edited, live, review
+from support.admission import (
+    LIVE_UID,
+    MARK_KEY,
+    MARKS,
+    NOW,
+    SETTINGS,
+    apply_patch,
+    deployment_manifest,
+    edited,
+    live,
+    review,
+)
 
 from driftguard.core import contract
 from driftguard.core.contract import Enforcement
+from driftguard.core.marks import seal
 from webhook import policy
 
 MANAGED = ("metadata", "labels", contract.LABEL_MANAGED)
@@ -36,7 +48,7 @@ def _annotation(obj: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 ])
 def test_tampering_is_denied_in_every_enforcing_mode(edit: Any, keys: str, enforcement: Enforcement) -> None:
     old = live(enforcement=enforcement)
-    verdict = policy.validate(review("UPDATE", old=old, new=edit(old))["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=edit(old))["request"], SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny"
     assert verdict.message.startswith(
         "Deployment production/my-service: driftguard.io/ labels and annotations are written only by driftguard;"
@@ -47,7 +59,7 @@ def test_tampering_is_denied_in_every_enforcing_mode(edit: Any, keys: str, enfor
 def test_tampering_and_field_changes_are_both_reported() -> None:
     old = live()
     new = edited(edited(old, *MANAGED, ...), "spec", "replicas", 9)
-    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     assert "label driftguard.io/managed" in verdict.message
     assert "Also: spec.replicas of Deployment production/my-service is declared in git (3)" in verdict.message
     assert verdict.record is not None and [f["field"] for f in verdict.record.fields] == ["spec.replicas"]
@@ -55,14 +67,15 @@ def test_tampering_and_field_changes_are_both_reported() -> None:
 
 def test_off_mode_records_nothing_even_for_metadata() -> None:
     old = live(enforcement="off")
-    verdict = policy.validate(review("UPDATE", old=old, new=edited(old, *MANAGED, ...))["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=edited(old, *MANAGED, ...))["request"], SETTINGS, NOW,
+                              marks=MARKS)
     assert (verdict.outcome, verdict.record) == ("allow", None)
 
 
 def test_an_unmanaged_object_cannot_be_made_managed() -> None:
     old = deployment_manifest()
     new = edited(old, "metadata", "labels", contract.LABEL_MANAGED, "true")
-    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny" and "forged ownership" in verdict.message
 
 
@@ -70,7 +83,7 @@ def test_the_new_objects_claims_are_never_trusted() -> None:
     """Decisions come from the old object's stamp: rewriting it in the same request changes nothing."""
     old = live()
     new = _annotation(edited(old, "spec", "replicas", 9), contract.ANN_ENFORCEMENT, "off")
-    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny" and "spec.replicas" in verdict.message
 
 
@@ -85,10 +98,10 @@ def test_the_new_objects_claims_are_never_trusted() -> None:
 def test_an_unreadable_stamp_fails_closed(mangle: Any, problem: str) -> None:
     old = mangle(live())
     new = edited(old, "metadata", "labels", "harmless", "yes")
-    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny"
     assert "stamp is unreadable" in verdict.message and problem in verdict.message
-    assert policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW).patch == ()
+    assert policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS).patch == ()
 
 
 # ---------------------------------------------------------------- the drift mark (warn mode)
@@ -100,20 +113,20 @@ def _warn_edit() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_warn_mode_mutation_stamps_the_drift_mark_and_validation_accepts_it() -> None:
     old, new = _warn_edit()
-    mutation = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
+    mutation = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     assert mutation.patch == ({
         "op": "add", "path": "/metadata/annotations/driftguard.io~1drift",
-        "value": '{"user":"laptop","at":"2024-06-01T12:00:00Z","fields":["spec.replicas"]}',
+        "value": seal(MARK_KEY, LIVE_UID, '{"user":"laptop","at":"2024-06-01T12:00:00Z","fields":["spec.replicas"]}'),
     },)
     mutated = apply_patch(new, mutation.patch)
-    verdict = policy.validate(review("UPDATE", old=old, new=mutated)["request"], SETTINGS, NOW)
+    verdict = policy.validate(review("UPDATE", old=old, new=mutated)["request"], SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "warn"
 
 
 def test_the_drift_mark_lists_every_drifted_field_not_only_this_requests() -> None:
     old = edited(live(enforcement="warn"), "spec", "template", "spec", "containers", 1, "image", "proxy:9")
     new = edited(old, "spec", "replicas", 9)
-    mutation = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
+    mutation = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     mark = contract.DriftMark.decode(str(mutation.patch[0].get("value")))
     assert mark is not None
     assert mark.fields == ("spec.replicas", "spec.template.spec.containers[name=sidecar].image")
@@ -128,12 +141,14 @@ def test_the_drift_mark_lists_every_drifted_field_not_only_this_requests() -> No
     pytest.param({"user": "laptop", "at": "2020-01-01T00:00:00Z", "fields": ["spec.replicas"]}, "deny",
                  id="backdated"),
     pytest.param("not json", "deny", id="garbage"),
+    pytest.param('{"user":"laptop","at":"2024-06-01T12:00:01Z","fields":["spec.replicas"]}', "deny",
+                 id="right fields, no MAC"),
 ])
 def test_a_drift_mark_is_accepted_only_as_the_mutating_webhook_writes_it(mark: Any, outcome: str) -> None:
     old, new = _warn_edit()
-    text = mark if isinstance(mark, str) else json.dumps(mark)
+    text = mark if isinstance(mark, str) else seal(MARK_KEY, LIVE_UID, json.dumps(mark))
     verdict = policy.validate(review("UPDATE", old=old, new=_annotation(new, contract.ANN_DRIFT, text))["request"],
-                              SETTINGS, NOW)
+                              SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == outcome
 
 
@@ -155,7 +170,7 @@ def test_deny_mode_mutates_nothing() -> None:
 def test_mutation_creates_the_annotations_map_when_missing() -> None:
     old = live(enforcement="warn")
     new = edited(edited(old, "spec", "replicas", 9), "metadata", "annotations", ...)
-    (op,) = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW).patch
+    (op,) = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS).patch
     assert op["path"] == "/metadata/annotations"
     assert list(cast(dict[str, str], op.get("value"))) == [contract.ANN_DRIFT]
 
@@ -165,4 +180,4 @@ def test_only_updates_are_mutated(operation: str) -> None:
     old = live(enforcement="warn")
     request = review(operation, old=None if operation == "CREATE" else old,
                      new=old if operation == "CREATE" else None)["request"]
-    assert policy.mutate(request, SETTINGS, NOW).patch == ()
+    assert policy.mutate(request, SETTINGS, NOW, marks=MARKS).patch == ()

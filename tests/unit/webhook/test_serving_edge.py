@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from support.admission import NOW, SETTINGS, edited, live, review, scale_review
+from support.admission import LIVE_UID, NOW, SETTINGS, edited, live, review, scale_review
 
+from driftguard.core.marks import MarkKey, unseal
 from webhook import policy
 from webhook.app import create_app
 from webhook.logs import JsonFormatter
@@ -136,7 +139,10 @@ def test_an_allowed_review_is_minimal(client: FlaskClient) -> None:
     assert response.get_json()["response"] == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
 
 
-def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(client: FlaskClient) -> None:
+def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(tmp_path: Path) -> None:
+    key_file = tmp_path / "mark-key"
+    key_file.write_text(MarkKey.generate().to_text() + "\n")
+    client = make_app(dataclasses.replace(SETTINGS, mark_key_file=key_file)).test_client()
     old = live(enforcement="warn")
     body = review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9))
     validated = post(client, body).get_json()["response"]
@@ -145,6 +151,15 @@ def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(client: F
     assert mutated["patchType"] == "JSONPatch"
     patch = json.loads(base64.b64decode(mutated["patch"]))
     assert patch[0]["path"] == "/metadata/annotations/driftguard.io~1drift"
+    assert unseal(MarkKey.from_text(key_file.read_text()), LIVE_UID, patch[0]["value"]) is not None, "sealed"
+
+
+def test_an_unreadable_mark_key_file_names_the_file_and_shows_no_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "mark-key"
+    key_file.write_text("zz" * 40)
+    with pytest.raises(ValueError, match=f"--mark-key-file {key_file}: mark key: not hex") as raised:
+        make_app(dataclasses.replace(SETTINGS, mark_key_file=key_file))
+    assert "zz" not in str(raised.value)
 
 
 def test_a_crash_in_the_policy_fails_closed_and_is_logged_with_the_uid(
