@@ -190,6 +190,12 @@ class Applier:
             after = self.cluster.apply(p.obj, rt=rt)
             removed, after = self._remove_leftovers(desired, rt, live, p, after)
             message = "; ".join(filter(None, (message, removed)))
+        if p.extras:
+            removed, after, state = self._remove_extras(desired, rt, after, p)
+            message = "; ".join(filter(None, (message, removed)))
+            if state == "failed":
+                return Outcome(Change(desired.ref, Action.FAILED, message), _assess(after))
+            changed = changed or state == "removed"
         if p.clear and live is not None:
             self._clear(desired, live, p)
             changed = True
@@ -217,6 +223,21 @@ class Applier:
                         extra=logs.ctx(object=str(desired.ref)))
             return f"fields git no longer declares could not be removed ({', '.join(paths)}): {e.message}", after
         return f"removed fields git no longer declares, kept by another manager: {', '.join(paths)}", after
+
+    def _remove_extras(self, desired: Desired, rt: ResourceType, after: dict[str, Any],
+                       p: Plan) -> tuple[str, dict[str, Any], Literal["none", "removed", "failed"]]:
+        """Remove what git does not list under the pod template (the strict pod profile, for writes made around
+        the webhook); the message, the object as it now is, and what happened."""
+        operations, paths = leftovers.element_removals(after, (d.path for d in p.extras))
+        if not operations:
+            return "", after, "none"
+        try:
+            after = self.cluster.json_patch(rt, desired.ref.namespace, desired.ref.name, operations)
+        except ResourceError as e:  # changed meanwhile, or immutable (a Job's template): reported
+            log.warning("%s: undeclared elements not removed: %s", desired.ref, e.message,
+                        extra=logs.ctx(object=str(desired.ref)))
+            return f"what git does not list could not be removed ({', '.join(paths)}): {e.message}", after, "failed"
+        return f"removed what git does not list: {', '.join(paths)}", after, "removed"
 
     def _adopt(self, desired: Desired, rt: ResourceType, live: dict[str, Any], p: Plan, message: str) -> Outcome:
         """Remove the untrusted keys from an object driftguard did not manage, then apply git's state to

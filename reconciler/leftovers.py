@@ -17,7 +17,7 @@ Pure: trees and objects in, JSON patch operations out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from driftguard.core import fields
@@ -70,6 +70,22 @@ def removals(
         pointer = _pointer(obj, path)
         if pointer is not None:
             found.append((pointer, live, fields.render_path(path)))
+    return _operations(found)
+
+
+def element_removals(obj: Mapping[str, Any], paths: Iterable[Path]) -> tuple[list[Operation], list[str]]:
+    """JSON patch operations removing what is at ``paths`` (what git does not list under a pod template:
+    ``driftguard.core.guards.undeclared``) from ``obj``, each after a ``test`` of the value as it is, higher
+    list indices first; and those paths, rendered. Paths no longer there are skipped."""
+    found: list[tuple[list[str | int], object, str]] = []
+    for path in paths:
+        pointer = _pointer(obj, path)
+        if pointer is not None:
+            found.append((pointer, fields.lookup(obj, path), fields.render_path(path)))
+    return _operations(found)
+
+
+def _operations(found: list[tuple[list[str | int], object, str]]) -> tuple[list[Operation], list[str]]:
     # Within one list, remove higher indices first so the lower ones stay valid.
     found.sort(key=lambda item: [(0, -t) if isinstance(t, int) else (1, t) for t in item[0]])
     operations: list[Operation] = []

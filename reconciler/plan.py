@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from driftguard.core import fields
+from driftguard.core import fields, guards
 from driftguard.core.clock import format_time
 from driftguard.core.contract import (
     ANN_APPLICATION,
@@ -137,6 +137,7 @@ class Plan:
     break_glass: BreakGlass | None = None
     expires_at: dt.datetime | None = None
     message: str = ""
+    extras: tuple[fields.FieldDrift, ...] = ()  # pod-template elements git does not list: removed as drift
 
     @property
     def drift_fields(self) -> list[str]:
@@ -159,7 +160,8 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, 
     adopting = owner is Ownership.UNMANAGED  # its commit stamp and marks are not ours: neither reused nor kept
     obj = desired.obj if adopting else reuse_commit(desired.obj, live)
     want = annotations_of(obj)
-    drifts = tuple(drift_of(desired, live))
+    extras = () if adopting else tuple(g.drift for g in guards.undeclared(desired.ref.kind, desired.declared, live))
+    drifts = (*drift_of(desired, live), *extras)
     t = trust(live, obj, now=now, marks=marks)
     mark, grant = t.drift_mark, t.grant
     if grant and t.holds_until:
@@ -168,9 +170,9 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, 
         return Plan(Verdict.BREAK_GLASS, obj, drifts, (), (), mark, grant, t.holds_until, message)
     clear = () if adopting else tuple(k for k in MARK_KEYS if k in have)
     if any(have.get(k) != want[k] for k in STAMP_ANNOTATIONS):
-        return Plan(Verdict.UPDATE, obj, drifts, clear, t.untrusted, mark, grant)
+        return Plan(Verdict.UPDATE, obj, drifts, clear, t.untrusted, mark, grant, extras=extras)
     if drifts:
-        return Plan(Verdict.DRIFTED, obj, drifts, clear, t.untrusted, mark, grant)
+        return Plan(Verdict.DRIFTED, obj, drifts, clear, t.untrusted, mark, grant, extras=extras)
     return Plan(Verdict.UNCHANGED, obj, (), clear, t.untrusted, mark, grant)
 
 

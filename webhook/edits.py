@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
 
-from driftguard.core import contract, fields
+from driftguard.core import contract, fields, guards
 from driftguard.core.clock import format_time, time_or_none
 from driftguard.core.contract import BreakGlass, DriftMark, Stamp
+from driftguard.core.guards import Guarded
 from driftguard.core.marks import Marks, uid_of, unseal
 from driftguard.core.objects import ObjectRef
-from webhook import guards
-from webhook.guards import Guarded
 from webhook.reviews import Request
 from webhook.settings import Settings
 
@@ -90,7 +89,7 @@ class Edit:
 
     @cached_property
     def guarded(self) -> list[Guarded]:
-        """What this request changes that git owns without declaring it (``webhook.guards``)."""
+        """What this request changes that git owns without declaring it (``driftguard.core.guards``)."""
         return [] if self.new is None else guards.violations(self.ref.kind, self.stamp.declared, self.old, self.new)
 
     @cached_property

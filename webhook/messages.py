@@ -13,8 +13,8 @@ from typing import Final
 
 from driftguard.core.contract import Source, Stamp
 from driftguard.core.fields import MISSING, FieldDrift, render_value
+from driftguard.core.guards import Guarded
 from driftguard.core.objects import ObjectRef
-from webhook.guards import Guarded
 
 WARNING_LIMIT: Final = 256
 

@@ -82,6 +82,30 @@ def test_scale_of_a_declared_replica_count_is_reverted(harness: Harness, synced:
              what="replicas back to 2")
 
 
+def test_a_privileged_sidecar_host_path_and_host_pid_added_around_the_webhook_are_removed(
+    harness: Harness, synced: str, laptop: Kube,
+) -> None:
+    """Path 5, as a write the webhook never saw (here no webhook runs at all): what git does not list under
+    the pod template is drift, and self-heal removes it even though the laptop's field manager owns it."""
+    path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web"
+    laptop.request("PATCH", path, content_type="application/strategic-merge-patch+json",
+                   query={"fieldManager": "kubectl-patch"}, body={"spec": {"template": {
+        "spec": {"hostPID": True,
+                 "containers": [{"name": "sidecar", "image": "busybox:1", "securityContext": {"privileged": True}}],
+                 "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}}})
+
+    def clean() -> bool:
+        spec = (harness.get(path) or {})["spec"]["template"]["spec"]
+        return ([c["name"] for c in spec["containers"]] == ["web"] and not spec.get("volumes")
+                and not spec.get("hostPID"))
+    wait_for(clean, timeout=HEAL_BOUND, interval=0.02, what="sidecar, hostPath volume and hostPID removed")
+    entry = wait_for(lambda: next((d for d in harness.status("svc")["drift"] if d["object"].endswith("/web")), None),
+                     what="the revert recorded")
+    assert entry["state"] == "Reverted" and entry["manager"] == "kubectl-patch"
+    assert set(entry["fields"]) == {"spec.template.spec.containers[name=sidecar]",
+                                    "spec.template.spec.volumes[name=root]", "spec.template.spec.hostPID"}
+
+
 @pytest.mark.parametrize("synced", [False], indirect=True)
 def test_self_heal_off_reports_drift(harness: Harness, synced: str, laptop: Kube) -> None:
     edit(laptop, harness, {"data": {"color": "red"}})

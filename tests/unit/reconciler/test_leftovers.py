@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from driftguard.core.fields import ListKey, declared_tree
-from reconciler.leftovers import gone, removals
+from reconciler.leftovers import element_removals, gone, removals
 
 
 def deployment(containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -76,3 +76,23 @@ def test_gone_lists_leaves_and_keyed_elements_never_a_whole_map() -> None:
         (("data", "b"), "2"), (("metadata", "labels", "team"), "x"),
         (("spec", "containers", ListKey((("name", "web"),))), {"name": "web", "image": "w"}),
     ]
+
+
+def test_element_removals_test_each_element_and_go_from_the_highest_index() -> None:
+    obj = {"spec": {"template": {"spec": {
+        "containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        "volumes": [{"name": "v", "hostPath": {"path": "/"}}]}}}}
+    pod: tuple[Any, ...] = ("spec", "template", "spec")
+    paths = [(*pod, "containers", ListKey((("name", "a"),))), (*pod, "containers", ListKey((("name", "c"),))),
+             (*pod, "volumes", ListKey((("name", "v"),))), (*pod, "containers", ListKey((("name", "gone"),)))]
+    operations, rendered = element_removals(obj, paths)
+    assert operations == [
+        {"op": "test", "path": "/spec/template/spec/containers/2", "value": {"name": "c"}},
+        {"op": "remove", "path": "/spec/template/spec/containers/2"},
+        {"op": "test", "path": "/spec/template/spec/containers/0", "value": {"name": "a"}},
+        {"op": "remove", "path": "/spec/template/spec/containers/0"},
+        {"op": "test", "path": "/spec/template/spec/volumes/0", "value": {"name": "v", "hostPath": {"path": "/"}}},
+        {"op": "remove", "path": "/spec/template/spec/volumes/0"},
+    ]
+    assert rendered == ["spec.template.spec.containers[name=c]", "spec.template.spec.containers[name=a]",
+                        "spec.template.spec.volumes[name=v]"]

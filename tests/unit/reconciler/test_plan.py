@@ -228,3 +228,61 @@ def test_last_writer_is_the_latest_manager_other_than_driftguard() -> None:
     ]}}
     assert last_writer(live) == "kubectl (scale)"
     assert last_writer({"metadata": {}}) == "" and last_writer(None) == ""
+
+
+def deployment(containers: list[dict[str, Any]], volumes: list[dict[str, Any]] | None = None,
+               kind: str = "Deployment") -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": containers, **({"volumes": volumes} if volumes is not None else {})}
+    if kind == "Pod":
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": spec}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": spec}}}
+
+
+WEB = {"name": "web", "image": "nginx:1.27"}
+SIDECAR = {"name": "sidecar", "image": "evil:1", "securityContext": {"privileged": True}}
+ROOT = {"name": "root", "hostPath": {"path": "/"}}
+
+
+class TestUndeclaredPodTemplateElements:
+    """Path 5 around the webhook: what git does not list under a workload's pod template is drift, removed."""
+
+    def test_a_sidecar_and_a_volume_git_does_not_list_are_drift(self) -> None:
+        d = desired(deployment([WEB]))
+        live = live_of(d)
+        live["spec"]["template"]["spec"] |= {"containers": [WEB, SIDECAR], "volumes": [ROOT], "hostPID": True,
+                                             "hostNetwork": False}
+        p = plan(d, live, now=NOW, marks=MARKS)
+        assert p.verdict is Verdict.DRIFTED
+        assert p.drift_fields == ["spec.template.spec.containers[name=sidecar]",
+                                  "spec.template.spec.volumes[name=root]", "spec.template.spec.hostPID"]
+        assert [e.path_text for e in p.extras] == p.drift_fields
+
+    def test_what_git_lists_and_server_defaults_are_not(self) -> None:
+        d = desired(deployment([WEB], [{"name": "cache", "emptyDir": {}}]))
+        live = live_of(d)
+        template = live["spec"]["template"]["spec"]
+        template["containers"] = [{**WEB, "terminationMessagePath": "/dev/termination-log",
+                                   "imagePullPolicy": "IfNotPresent"}]
+        template |= {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "securityContext": {}}
+        p = plan(d, live, now=NOW, marks=MARKS)
+        assert (p.verdict, p.extras) == (Verdict.UNCHANGED, ())
+
+    @pytest.mark.parametrize("kind", ["Pod", "ConfigMap"])
+    def test_pods_and_non_workloads_have_none(self, kind: str) -> None:
+        if kind == "Pod":
+            d = desired(deployment([WEB], kind="Pod"))
+            live = live_of(d)
+            live["spec"] |= {"containers": [WEB, SIDECAR], "volumes": [{"name": "kube-api-access-x", "projected": {}}]}
+        else:
+            d = desired()
+            live = live_of(d)
+        assert plan(d, live, now=NOW, marks=MARKS).extras == ()
+
+    def test_an_object_being_adopted_is_not_judged_by_it(self) -> None:
+        d = desired(deployment([WEB]))
+        live = live_of(d)
+        live["metadata"]["labels"], live["metadata"]["annotations"] = {}, {}
+        live["spec"]["template"]["spec"]["containers"] = [WEB, SIDECAR]
+        assert plan(d, live, now=NOW, marks=MARKS).extras == ()

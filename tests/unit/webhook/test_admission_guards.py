@@ -1,4 +1,4 @@
-"""What git owns without declaring it: references and the strict pod profile (``webhook.guards``), then the
+"""What git owns without declaring it: references and the strict pod profile (``driftguard.core.guards``), then the
 policy's verdicts on them."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from support.admission import NOW, SETTINGS, deployment_manifest, live, review
 
-from driftguard.core import contract
-from webhook import guards, policy
+from driftguard.core import contract, guards
+from webhook import policy
 
 POD = "spec.template.spec"
 SIDECAR = {"name": "debug", "image": "attacker/tools:latest", "securityContext": {"privileged": True}}

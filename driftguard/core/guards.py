@@ -17,6 +17,13 @@ object, in ``deny`` and ``warn`` mode alike (``off`` checks nothing):
   is left to its declared value (no double report); only what *this request* changes counts.
 
 Each finding is a ``Guarded`` (a ``FieldDrift`` for the audit record plus why it matters).
+
+Shared by both components: the webhook judges a request with ``violations``; the reconciler asks
+``undeclared`` what a write *around* the webhook left on a live workload — a container, init container,
+ephemeral container or volume git does not list under its pod template, or ``hostPID``/``hostNetwork``/
+``hostIPC`` set true where git says nothing — and removes it as drift.
+Pods themselves are left out there: their containers cannot be removed, and the control plane adds a
+volume of its own (``kube-api-access-…``) to every Pod.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ POD_FIELDS: Final = {
     "serviceAccountName": "decides the pod's API credentials",
     "serviceAccount": "decides the pod's API credentials",
 }
+HOST_NAMESPACES: Final = ("hostPID", "hostNetwork", "hostIPC")
 SYSTEM_FINALIZER_DOMAIN: Final = "kubernetes.io"
 
 
@@ -76,6 +84,23 @@ def violations(kind: str, declared: Mapping[str, Any], old: Mapping[str, Any],
     location = POD_SPECS.get(kind)
     if location is not None:
         found += _pod(location, declared, old, new)
+    return found
+
+
+def undeclared(kind: str, declared: Mapping[str, Any], live: Mapping[str, Any]) -> list[Guarded]:
+    """Whole elements under a workload's pod template in ``live`` that git (``declared``) does not list."""
+    location = POD_SPECS.get(kind)
+    if location is None or kind == "Pod":
+        return []
+    git, have = _mapping(lookup(declared, location)) or {}, _mapping(lookup(live, location))
+    if have is None:
+        return []
+    found: list[Guarded] = []
+    for field, noun in {**CONTAINER_LISTS, "volumes": "volume"}.items():
+        found += _elements((*location, field), noun, git.get(field), git.get(field), have.get(field), {})
+    for field in HOST_NAMESPACES:  # never defaulted to true by the API server: only a write sets them
+        if field not in git and have.get(field) is True:
+            found.append(Guarded(FieldDrift((*location, field), MISSING, True), POD_FIELDS[field]))
     return found
 
 
