@@ -73,7 +73,7 @@ def _summary(item: dict[str, Any]) -> dict[str, Any]:
     return {"namespace": metadata.get("namespace"), "name": metadata.get("name")}
 
 
-COLUMNS = ("NAMESPACE", "NAME", "SYNC", "HEALTH", "REVISION", "OBJECTS", "DRIFT", "LAST SYNC", "MESSAGE")
+COLUMNS = ("NAMESPACE", "NAME", "PROJECT", "SYNC", "HEALTH", "REVISION", "OBJECTS", "DRIFT", "LAST SYNC", "MESSAGE")
 
 
 def rows(items: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -86,6 +86,7 @@ def rows(items: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         message = "" if ready.get("status") == "True" else str(ready.get("message") or "")
         out.append((
             str(item["metadata"].get("namespace", "")), str(item["metadata"]["name"]),
+            str((item.get("spec") or {}).get("project") or "default"),
             str(sync.get("status") or "Unknown"), str(health.get("status") or "Unknown"),
             str(sync.get("shortRevision") or "-"), str(status.get("inventoryCount", 0)), str(len(drift)),
             str(status.get("lastSyncTime") or "-"), message[:100],

@@ -36,12 +36,13 @@ from driftguard.core.changes import ChangeSet
 from driftguard.core.inventory import Inventory
 from driftguard.core.marks import MarkKey, Marks
 from driftguard.core.objects import ObjectRef
+from driftguard.core.projects import Project
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, WatchEvent
 from reconciler import cycle, deletion, standby
 from reconciler.application import AppKey
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.cascade import Cascade
-from reconciler.crd import APPLICATIONS
+from reconciler.crd import APPLICATIONS, PROJECTS
 from reconciler.cycle import Requeue
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
@@ -50,6 +51,7 @@ from reconciler.holders import Holders
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
 from reconciler.perimeter import Perimeter
+from reconciler.projects import ProjectSource
 from reconciler.reconcile import Reconciler, Result, Stop
 from reconciler.record import AppState, condition, failed, sync_events
 from reconciler.reporting import Reporter
@@ -104,8 +106,10 @@ class Controller:
             interval=s.perimeter_interval, watch_timeout=s.watch_timeout,
         ) if s.webhook_configuration else None
         covered = self.perimeter.uncovered if self.perimeter is not None else None
+        self.projects = ProjectSource(cluster, s.projects_in, s.system_namespace)
         self.reconciler = Reconciler(cluster, self.source, self.applier, uncovered=(
-            (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""))
+            (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""),
+            projects=self.projects)
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
@@ -144,7 +148,8 @@ class Controller:
                                   on_outcome=self._healed, noted=self._noted, workers=self.settings.heal_workers,
                                   watch_timeout=self.settings.watch_timeout)
         self._selfheal.start()
-        threads = [threading.Thread(target=self._watch_applications, args=(done,), name="applications", daemon=True)]
+        threads = [threading.Thread(target=self._watch_applications, args=(done,), name="applications", daemon=True),
+                   threading.Thread(target=self._watch_projects, args=(done,), name="projects", daemon=True)]
         threads += [threading.Thread(target=self._work, args=(done,), name=f"sync-{i}", daemon=True)
                     for i in range(self.settings.workers)]
         threads.append(threading.Thread(target=self._flush_status, args=(done,), name="status", daemon=True))
@@ -158,11 +163,11 @@ class Controller:
         self._selfheal.stop()
         with self._cv:
             self._cv.notify_all()
-        for thread in threads[1:]:
+        for thread in threads[2:]:
             thread.join(timeout=self.settings.stop_timeout)
         healers_done = self._selfheal.join(timeout=self.settings.stop_timeout)
-        # The Applications watch (threads[0]) only reads, and returns at its next event.
-        self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[1:])
+        # The Applications and Projects watches (threads[:2]) only read, and return at their next event.
+        self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[2:])
         self.metrics.leader.set(0)
 
     def _namespace_labels(self, name: str) -> Mapping[str, str] | None:
@@ -205,6 +210,26 @@ class Controller:
             if done.is_set():
                 return
             self._on_application(event)
+
+    def _watch_projects(self, done: threading.Event) -> None:
+        """A Project changed: its Applications sync now (the change takes effect at once, not at the resync)."""
+        reported: list[str] = []
+
+        def failed(error: Exception) -> None:
+            if str(error) not in reported:  # e.g. the Project CRD not installed: said once, not every retry
+                reported.append(str(error))
+                log.warning("watching Projects in %s: %s", self.projects.namespace, error)
+
+        for event in self.cluster.follow(PROJECTS, self.projects.namespace, stop=done,
+                                         timeout=self.settings.watch_timeout, on_error=failed):
+            if done.is_set():
+                return
+            name = str((event.object.get("metadata") or {}).get("name") or "")
+            with self._cv:
+                for state in self.states.values():
+                    if state.spec.project == name and not state.force_full:
+                        state.force_full = True
+                        self.schedule.request(state, 0.0)
 
     def _on_application(self, event: WatchEvent) -> None:
         key = AppKey.of(event.object)
@@ -267,7 +292,10 @@ class Controller:
             return Requeue(failed=self.cascade.run(state))
         spec, app = state.spec, str(state.key)
         due = cycle.full_due(state, time.monotonic())
-        revision = self._resolve(state)
+        # A due full sync checks the project first: git is never fetched for a spec (or a Project) not yet
+        # permitted. A poll fetches only after a good full sync of this spec (a Project change forces one).
+        project = self._project(state) if due else None
+        revision = self._resolve(state) if project is not None or not due else None
         if not cycle.needs_full(state, revision, due=due):
             self.metrics.cycles.labels(app, "noop").inc()
             return Requeue()
@@ -275,11 +303,20 @@ class Controller:
         with logs.bound(revision=revision.sha if revision else None):
             log.debug("Application %s: full sync at %s", app, revision.short if revision else "?")
             result = self.reconciler.reconcile(
-                spec, state.memory, revision=revision,
+                spec, state.memory, revision=revision, project=project,
                 save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
                 on_desired=lambda desired: self._track(state.key, desired),
             )
             return Requeue(failed=self._absorb(state, result))
+
+    def _project(self, state: AppState) -> Project | None:
+        """The Application's Project when it permits the Application (None: the full cycle says why)."""
+        if not state.spec.valid:
+            return None
+        try:
+            return self.reconciler.project(state.spec)
+        except (Stop, ResourceError):
+            return None
 
     def _resolve(self, state: AppState) -> Revision | None:
         """The target revision (None when the spec is invalid or it cannot be resolved: the full cycle

@@ -1,4 +1,5 @@
-"""Installing the Application CRD from ``manifests/crd-application.yaml`` (tests, local mode, ``--install-crd``)."""
+"""Installing driftguard's CRDs — ``manifests/crd-application.yaml`` and ``crd-project.yaml`` — (tests, local
+mode, ``--install-crd``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Any, Final
 
 import yaml
 
+from driftguard.core import projects
 from driftguard.kube import KubeError
 from driftguard.kube.resources import CRDS, Cluster, ResourceType
 from reconciler import application, health
 
 APPLICATIONS: Final = ResourceType(application.GROUP, application.VERSION, application.KIND, "applications",
                                   namespaced=True)
+PROJECTS: Final = ResourceType(projects.GROUP, projects.VERSION, projects.KIND, projects.PLURAL, namespaced=True)
 CRD_FILE: Final = Path(__file__).resolve().parents[1] / "manifests" / "crd-application.yaml"
+PROJECT_CRD_FILE: Final = CRD_FILE.with_name("crd-project.yaml")
 
 
 def load(path: Path = CRD_FILE) -> dict[str, Any]:
@@ -24,11 +28,13 @@ def load(path: Path = CRD_FILE) -> dict[str, Any]:
     return document
 
 
-def install(cluster: Cluster, path: Path = CRD_FILE, *, timeout: float = 30.0) -> None:
-    """Server-side apply the CRD and wait until it is Established and its resource answers a list."""
-    crd = load(path)
-    cluster.apply(crd, rt=CRDS)
-    wait_established(cluster, crd, timeout=timeout)
+def install(cluster: Cluster, *paths: Path, timeout: float = 30.0) -> None:
+    """Server-side apply the CRDs (default: Application and Project) and wait until each is Established
+    and its resource answers a list."""
+    for path in paths or (CRD_FILE, PROJECT_CRD_FILE):
+        crd = load(path)
+        cluster.apply(crd, rt=CRDS)
+        wait_established(cluster, crd, timeout=timeout)
 
 
 def wait_established(cluster: Cluster, crd: dict[str, Any], *, timeout: float = 30.0) -> None:

@@ -1,13 +1,17 @@
 """One sync of one Application, as a pipeline that reads on one screen.
 
-    load inventory → resolve revision → render → place & stamp → record the inventory-to-be
-    → apply in order → new inventory → prune stale in reverse → report
+    load inventory → project → resolve revision → render → place & stamp → refuse what the project
+    does not permit → record the inventory-to-be → apply in order → new inventory → prune stale in
+    reverse → report
 
-Safety rules live here, in plain sight: a spec, source or render problem stops the cycle before
-anything is applied *or pruned*; an empty render is a problem unless ``allowEmpty``; the inventory is
-saved (old plus new) *before* anything new is created, so a reconciler killed mid-sync still knows, when
-it restarts, every object it may have created; prune deletes only inventory entries (never objects
-found by label) and only those still stamped as this Application's.
+Safety rules live here, in plain sight: a spec, project, source or render problem stops the cycle
+before anything is applied *or pruned* (the project is checked before git is even fetched: a repository
+the project does not permit is never contacted); an object the project does not permit is neither
+applied nor pruned (an inventory entry for it stays), and the report names each with its rule; an
+empty render is a problem unless ``allowEmpty``; the inventory is saved (old plus new) *before*
+anything new is created, so a reconciler killed mid-sync still knows, when it restarts, every object
+it may have created; prune deletes only inventory entries (never objects found by label) and only
+those still stamped as this Application's.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from driftguard.core import projects
 from driftguard.core.changes import Action, ChangeSet
 from driftguard.core.inventory import Entry, Inventory
 from driftguard.core.manifests import ManifestError
+from driftguard.core.names import NAMESPACE
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
 from reconciler import desired as desired_set
 from reconciler.application import AppSpec
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
+from reconciler.projects import ProjectSource, ProjectUnavailable
 from reconciler.render import is_manifest_path, render
 from reconciler.revision import Revision
 from reconciler.status import Problem, SyncReport
@@ -61,19 +68,23 @@ class Result:
 
 class Reconciler:
     def __init__(
-        self, cluster: Cluster, source: GitSource, applier: Applier,
+        self, cluster: Cluster, source: GitSource, applier: Applier, *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        uncovered: Callable[[str], str] = lambda _: "",
+        uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
     ) -> None:
-        """``uncovered(namespace)``: why the webhook does not cover it ("" when it does)."""
+        """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
+        Projects are read (default: in the namespace of the Application, driftguard's own as the system's)."""
         self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
         self._uncovered = uncovered
+        self.projects = projects
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
         on_desired: Callable[[list[Desired]], None] = lambda _: None, revision: Revision | None = None,
+        project: projects.Project | None = None,
     ) -> Result:
-        """Sync ``app`` once (at ``revision`` when already resolved); ``memory`` is updated in place."""
+        """Sync ``app`` once (at ``revision`` when already resolved, under ``project`` when already checked by
+        ``project``); ``memory`` is updated in place."""
         start = time.monotonic()
         report = SyncReport(target=app.source.target_revision, started=self._clock(), duration=0.0)
         old = memory.inventory
@@ -81,12 +92,18 @@ class Reconciler:
         try:
             if app.problems:
                 raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
+            project = project or self.project(app)
+            report.project = project.described
             report.revision = revision or self.resolve(app)
-            desired = self._desired(app, report.revision, memory)
+            rendered = self._desired(app, report.revision, memory)
+            desired, refused = self._permitted(project, rendered)
+            report.refused = tuple((d.ref, str(v)) for d, v in refused)
             self._refuse_uncovered(desired)
-            report.rendered, result.desired = len(desired), desired
+            report.rendered, result.desired = len(rendered), desired
             on_desired(desired)
-            new = desired_set.inventory_of(desired)
+            # A refused object is not applied, and not pruned either: an entry it already had is kept.
+            new = desired_set.inventory_of(desired).merge(e for e in desired_set.inventory_of(d for d, _ in refused)
+                                                          .entries if e in old.entries)
             if app.automated and not new.entries <= old.entries:
                 save_inventory(old.merge(new.entries))  # before creating anything
             if app.automated:
@@ -108,6 +125,35 @@ class Reconciler:
             report.problem = Problem("Applied", "ApiError", str(e))
         report.duration = time.monotonic() - start
         return result
+
+    def project(self, app: AppSpec) -> projects.Project:
+        """The Application's Project, checked against its source, namespace and destination (``Stop``
+        with the rule broken otherwise)."""
+        source = self.projects or ProjectSource(self.cluster, app.key.namespace, NAMESPACE)
+        try:
+            project = source.get(app.project)
+        except ProjectUnavailable as e:
+            raise Stop(e.problem) from e
+        violation = projects.check_application(
+            project, repo_url=app.source.repo_url, app_namespace=app.key.namespace,
+            destination_namespace=app.destination_namespace, project_namespace=source.namespace)
+        if violation is not None:
+            raise Stop(Problem("ProjectPermitted", "ProjectViolation", f"{violation}; nothing applied or pruned"))
+        return project
+
+    def _permitted(self, project: projects.Project, desired: list[Desired]
+                   ) -> tuple[list[Desired], list[tuple[Desired, projects.Violation]]]:
+        """``desired`` split into what ``project`` permits and what it refuses (with the rule)."""
+        system = self.projects.system_namespace if self.projects else NAMESPACE
+        ok: list[Desired] = []
+        refused: list[tuple[Desired, projects.Violation]] = []
+        for d in desired:
+            violation = projects.check_manifest(project, d.obj, system_namespace=system)
+            if violation is None:
+                ok.append(d)
+            else:
+                refused.append((d, violation))
+        return ok, refused
 
     def resolve(self, app: AppSpec) -> Revision:
         """Fetch the source and resolve the target revision (``Stop`` with the problem otherwise)."""

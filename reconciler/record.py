@@ -174,7 +174,7 @@ class AppState:
 
 def failed(report: SyncReport) -> bool:
     """Whether a full cycle failed (and is retried with backoff)."""
-    return report.problem is not None or bool(report.failures())
+    return report.failed
 
 
 def sync_events(report: SyncReport, before: dict[str, Any], after: dict[str, Any]) -> list[Event]:

@@ -67,6 +67,8 @@ class Settings:
         "DRIFTGUARD_STOP_TIMEOUT", "how long a lost leadership term's threads may take to stop before the "
         "process exits", kind="duration"))
     system_namespace: str = NAMESPACE  # driftguard's own: the registration ConfigMap (reconciler.perimeter)
+    project_namespace: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_PROJECT_NAMESPACE", f"the namespace Projects are read from (unset: --namespace, else {NAMESPACE})"))
     webhook_configuration: str = field(default="driftguard", metadata=_meta(
         "DRIFTGUARD_WEBHOOK_CONFIGURATION", "the Validating- and MutatingWebhookConfiguration the leader restores "
         "from the installer's registration ConfigMap when deleted or altered (empty: none)"))
@@ -79,6 +81,12 @@ class Settings:
     break_glass_ttl: float = field(default=3600.0, metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_TTL", "longest a break-glass grant holds after it was granted, whatever its expiry "
         "says", kind="duration"))
+
+
+    @property
+    def projects_in(self) -> str:
+        """Where Projects live: ``--project-namespace``, else the Applications' namespace, else driftguard's."""
+        return self.project_namespace or self.namespace or self.system_namespace
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Options:
     identity: str = field(default_factory=default_identity, metadata=_meta(
         "POD_NAME", "this replica's name in the Lease", shown="$POD_NAME, else host_random"))
     install_crd: bool = field(default=False, metadata=_meta(
-        "DRIFTGUARD_INSTALL_CRD", "apply the Application CRD at start", kind="switch"))
+        "DRIFTGUARD_INSTALL_CRD", "apply the Application and Project CRDs at start", kind="switch"))
     refresh_token: str = field(default="", metadata=_meta(
         "DRIFTGUARD_REFRESH_TOKEN", "bearer token required by POST /refresh (unset: POST /refresh is disabled)"))
     log_format: str = field(default="text", metadata=_meta("DRIFTGUARD_LOG_FORMAT", "log lines as text or json"))

@@ -31,14 +31,14 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 LISTED: Final = 5  # objects named in one condition message
 DRIFT_LIMIT: Final = 50
 STAGES: Final = ("SourceReady", "RenderReady", "Applied", "Pruned")
-CONDITION_TYPES: Final = ("Ready", "SpecValid", *STAGES, "Fighting", "Deleting")
+CONDITION_TYPES: Final = ("Ready", "SpecValid", "ProjectPermitted", *STAGES, "Fighting", "Deleting")
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     """Why a cycle stopped before applying anything."""
 
-    condition: Literal["SpecValid", "SourceReady", "RenderReady", "Applied"]
+    condition: Literal["SpecValid", "ProjectPermitted", "SourceReady", "RenderReady", "Applied"]
     reason: str
     message: str
 
@@ -57,6 +57,8 @@ class SyncReport:
     rendered: int = 0
     pending_prune: tuple[ObjectRef, ...] = ()  # stale, kept because prune is off
     out_of_sync: tuple[str, ...] = ()  # objects git and the cluster disagree on, other than drift
+    project: str = ""  # the Project that bounded this sync ("default (built in)" for the built-in one)
+    refused: tuple[tuple[ObjectRef, str], ...] = ()  # declared objects the project does not permit, and why
 
     @property
     def changes(self) -> ChangeSet:
@@ -64,6 +66,11 @@ class SyncReport:
 
     def failures(self) -> list[Change]:
         return self.changes.failed()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the cycle is retried: it stopped, a write failed, or the project refused objects."""
+        return self.problem is not None or bool(self.failures()) or bool(self.refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +121,7 @@ def sync_state(snapshot: Snapshot) -> SyncState:
         return "Error"
     if report is None:
         return "Unknown"
-    if report.problem is not None or report.failures():
+    if report.failed:
         return "Error"
     if report.pending_prune or report.out_of_sync or any(d.state != "Reverted" for d in snapshot.drift):
         return "OutOfSync"
@@ -167,6 +174,7 @@ def _conditions(
     found = {
         "Ready": _ready(snapshot, state),
         "SpecValid": _spec_valid(snapshot.spec),
+        **_project(snapshot),
         **_stages(snapshot),
         "Fighting": _fighting(snapshot.fights),
     }
@@ -198,6 +206,8 @@ def _ready(snapshot: Snapshot, state: SyncState) -> Condition:
     assert report is not None
     if report.problem is not None:
         return "False", report.problem.reason, report.problem.message
+    if report.refused:
+        return "False", "ProjectViolation", _refused(report)
     if report.failures():
         return "False", "ApplyFailed", _list(report.failures())
     return "False", "OutOfSync", _out_of_sync_message(snapshot)
@@ -221,10 +231,32 @@ def _spec_valid(spec: AppSpec) -> Condition:
     return "True", "Valid", "spec is valid"
 
 
+def _project(snapshot: Snapshot) -> dict[str, Condition]:
+    """ProjectPermitted: whether the project lets this Application sync, and what it refused."""
+    report = snapshot.report
+    if report is None or snapshot.spec.problems:
+        return {}
+    problem = report.problem
+    if problem is not None and problem.condition == "ProjectPermitted":
+        return {"ProjectPermitted": ("False", problem.reason, problem.message)}
+    if not report.project:
+        return {}
+    if report.refused:
+        return {"ProjectPermitted": ("False", "ProjectViolation", _refused(report))}
+    return {"ProjectPermitted": ("True", "Permitted", f"Project {report.project} permits every declared object")}
+
+
+def _refused(report: SyncReport) -> str:
+    named = "; ".join(f"{ref}: {why}" for ref, why in report.refused[:LISTED]) + _more(len(report.refused))
+    return f"not applied or pruned, the project does not permit them: {named}"
+
+
 def _stages(snapshot: Snapshot) -> dict[str, Condition]:
     """SourceReady, RenderReady, Applied, Pruned — up to the stage where the cycle stopped."""
     report = snapshot.report
     if report is None or snapshot.spec.problems:
+        return {}
+    if report.problem is not None and report.problem.condition == "ProjectPermitted":
         return {}
     problem = report.problem
     out: dict[str, Condition] = {}

@@ -53,7 +53,9 @@ def test_dry_run_then_apply_the_whole_base(installer: Cluster, admin: Kube) -> N
 
     for manifest in crds + [m for m in manifests if m not in crds]:
         installer.apply(manifest.obj)
-    crd.wait_established(installer, crds[0].obj, timeout=30)
+    assert {c.obj["metadata"]["name"] for c in crds} == {"applications.driftguard.io", "projects.driftguard.io"}
+    for manifest in crds:
+        crd.wait_established(installer, manifest.obj, timeout=30)
 
     for resource in WEBHOOKS:
         hooks = admin.request("GET", f"/apis/admissionregistration.k8s.io/v1/{resource}/driftguard")["webhooks"]
@@ -68,3 +70,25 @@ def test_dry_run_then_apply_the_whole_base(installer: Cluster, admin: Kube) -> N
     printed = json.dumps(admin.request("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                                               "applications.driftguard.io")["spec"]["versions"][0])
     assert "additionalPrinterColumns" in printed
+
+
+def test_kubectl_get_shows_each_applications_project(control_plane: ControlPlane, admin: Kube, namespace: str) -> None:
+    assert control_plane.kubectl is not None
+    crd.install(Cluster(admin))
+    admin.request("POST", f"/apis/driftguard.io/v1alpha1/namespaces/{namespace}/projects", body={
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Project", "metadata": {"name": "team-a"},
+        "spec": {"sourceRepos": ["https://git.example.com/team-a/*"], "destinations": [{"namespace": "team-a"}]}})
+    admin.request("POST", f"/apis/driftguard.io/v1alpha1/namespaces/{namespace}/applications", body={
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application", "metadata": {"name": "web"},
+        "spec": {"project": "team-a", "source": {"repoURL": "https://git.example.com/team-a/web"}}})
+
+    def kubectl(*args: str) -> list[list[str]]:
+        out = subprocess.run([str(control_plane.kubectl), "--kubeconfig", str(control_plane.admin_kubeconfig),
+                              "-n", namespace, "get", *args], capture_output=True, text=True, check=True, timeout=60)
+        return [line.split() for line in out.stdout.splitlines()]
+
+    header, row = kubectl("applications")
+    assert header[:3] == ["NAME", "PROJECT", "SYNC"] and row[:2] == ["web", "team-a"]
+    header, row = kubectl("projects")
+    assert header[:3] == ["NAME", "REPOS", "DESTINATIONS"]
+    assert row[:3] == ["team-a", '["https://git.example.com/team-a/*"]', "team-a"]

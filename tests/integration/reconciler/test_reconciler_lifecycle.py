@@ -188,11 +188,11 @@ def test_status_command(harness: Harness, repo: Repo, cluster: Any) -> None:
     with contextlib.redirect_stdout(out):
         assert driftguard_main(["status", "--kubeconfig", str(cluster.admin_kubeconfig), "-n", harness.namespace]) == 0
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "SYNC", "HEALTH", "REVISION", "OBJECTS", "DRIFT", "LAST", "SYNC",
-                                "MESSAGE"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PROJECT", "SYNC", "HEALTH", "REVISION", "OBJECTS", "DRIFT",
+                                "LAST", "SYNC", "MESSAGE"]
     broken, svc = (line.split() for line in lines[1:])
-    assert svc[:7] == [harness.namespace, "svc", "Synced", "Healthy", sha[:7], "1", "0"]
-    assert broken[:3] == [harness.namespace, "broken", "Error"] and "/nonexistent/repo" in lines[1]
+    assert svc[:8] == [harness.namespace, "svc", "default", "Synced", "Healthy", sha[:7], "1", "0"]
+    assert broken[:4] == [harness.namespace, "broken", "default", "Error"] and "/nonexistent/repo" in lines[1]
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

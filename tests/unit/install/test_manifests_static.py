@@ -101,3 +101,20 @@ def test_no_value_is_null(manifest: Any) -> None:
     # `{description: The user, from the mark.}` is a flow mapping with a second key "from the mark." whose
     # value is null (kustomize renders it "", helm null): quote descriptions holding a comma
     assert nulls(manifest.obj, manifest.ref) == []
+
+
+def test_the_project_crd_ships_and_the_reconciler_may_read_projects() -> None:
+    crds = {c["metadata"]["name"]: c for c in objects("CustomResourceDefinition")}
+    project = crds["projects.driftguard.io"]["spec"]
+    assert project["scope"] == "Namespaced" and project["names"]["kind"] == "Project"
+    [version] = project["versions"]
+    fields = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert {"sourceRepos", "destinations", "clusterResourceWhitelist", "clusterResourceBlacklist",
+            "namespaceResourceWhitelist", "namespaceResourceBlacklist", "sourceNamespaces"} <= fields.keys()
+    assert [c["name"] for c in version["additionalPrinterColumns"]][:2] == ["Repos", "Destinations"]
+    columns = crds["applications.driftguard.io"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert {"name": "Project", "type": "string", "jsonPath": ".spec.project"} in columns
+    [core] = [r for r in objects("ClusterRole") if r["metadata"]["name"] == "driftguard-reconciler-core"]
+    projects = {"apiGroups": ["driftguard.io"], "resources": ["projects"], "verbs": ["get", "list", "watch"]}
+    assert projects in core["rules"]
+    assert not [p for p in objects("Project")], "no default Project shipped: the built-in default applies (README)"

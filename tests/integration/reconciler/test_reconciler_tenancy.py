@@ -1,0 +1,304 @@
+"""Tenancy: Projects bound what a tenant's Application may deploy (issue #11's "Why", path by path).
+
+A real API server, real git repositories, minted identities: the admin creates two Projects in the
+Projects' namespace (the test's own), two tenants — users whose only RBAC is in their own namespace —
+create Applications there, and one reconciler per tenant namespace (as the reconciler's ServiceAccount)
+reads the Projects from the Projects' namespace. Each refused path fails safely with a condition and an
+Event naming the rule, and nothing of it is applied or pruned; the positive test shows a tenant deploying
+exactly what its project allows, and a Project change taking effect at the next sync without a refresh.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.reconciler_harness import APPS, Harness, Repo, configmap, wait_for
+
+from driftguard.kube import Kube, KubeError
+
+pytestmark = pytest.mark.integration
+PROJECTS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/projects"
+MERGE = "application/merge-patch+json"
+
+
+@dataclass
+class Tenant:
+    name: str
+    namespace: str
+    kube: Kube  # the tenant's own identity
+    repo: Repo
+    harness: Harness  # the reconciler watching the tenant's namespace
+
+    def app(self, name: str, *, project: str, repo_url: str | None = None, path: str = "app",
+            destination: str | None = None, namespace: str | None = None, **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": name, "namespace": namespace or self.namespace},
+            "spec": {"project": project,
+                     "source": {"repoURL": repo_url or self.repo.url, "targetRevision": "main", "path": path},
+                     "destination": {"namespace": destination or self.namespace},
+                     "syncPolicy": {"automated": {"prune": True, "selfHeal": True}}, **spec},
+        }
+        return self.kube.request("POST", APPS.format(ns=namespace or self.namespace), body=body)
+
+
+def project_body(name: str, namespace: str, tenant_ns: str, repo: Repo, **extra: Any) -> dict[str, Any]:
+    """What README's Multi-tenancy section recommends for a team."""
+    return {"apiVersion": "driftguard.io/v1alpha1", "kind": "Project",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"sourceRepos": [repo.url], "destinations": [{"namespace": tenant_ns}],
+                     "sourceNamespaces": [tenant_ns],
+                     "namespaceResourceBlacklist": [{"group": "driftguard.io", "kind": "*"}], **extra}}
+
+
+def tenant_role(namespace: str, user: str) -> list[dict[str, Any]]:
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        {"apiVersion": rbac, "kind": "Role", "metadata": {"name": "tenant", "namespace": namespace},
+         "rules": [{"apiGroups": ["driftguard.io"], "resources": ["applications"], "verbs": ["*"]},
+                   {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]}]},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": {"name": "tenant", "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+    ]
+
+
+@pytest.fixture
+def tenants(admin: Kube, namespace: str, reconciler_kubeconfig: Path, tmp_path: Path,
+            as_user: Callable[..., Kube]) -> Iterator[dict[str, Tenant]]:
+    """Team a and team b: a namespace, a user with RBAC only there, a repo, a Project, a reconciler."""
+    made: dict[str, Tenant] = {}
+    suffix = secrets.token_hex(3)
+    try:
+        for team in ("a", "b"):
+            ns = f"team-{team}-{suffix}"
+            admin.request("POST", "/api/v1/namespaces", body={
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"driftguard.io/test": "true"}}})
+            user = f"tenant-{team}"
+            for obj in tenant_role(ns, user):
+                plural = "roles" if obj["kind"] == "Role" else "rolebindings"
+                admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{plural}", body=obj)
+            path = tmp_path / f"repo-{team}"
+            path.mkdir()
+            repo = Repo(path)
+            repo.git("init", "-q", "-b", "main")
+            admin.request("POST", PROJECTS.format(ns=namespace), body=project_body(f"team-{team}", namespace, ns, repo))
+            harness = Harness(admin, ns, reconciler_kubeconfig, tmp_path / f"cache-{team}")
+            made[team] = Tenant(user, ns, as_user(user), repo, harness)
+        yield made
+    finally:
+        for tenant in made.values():
+            for service in tenant.harness.services:
+                service.stop()
+            try:
+                admin.request("DELETE", f"/api/v1/namespaces/{tenant.namespace}")
+            except KubeError as error:
+                if error.status != 404:
+                    raise
+
+
+def start(tenant: Tenant, projects_namespace: str) -> None:
+    tenant.harness.start(project_namespace=projects_namespace)
+
+
+def events(admin: Kube, namespace: str, app: str) -> list[dict[str, Any]]:
+    items = admin.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+    return [e for e in items if e["involvedObject"]["kind"] == "Application" and e["involvedObject"]["name"] == app]
+
+
+def warned(admin: Kube, namespace: str, app: str, reason: str) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        return next((e for e in events(admin, namespace, app) if e["reason"] == reason), None)
+    return wait_for(find, what=f"a {reason} Event on Application {app}")
+
+
+def test_a_tenant_deploys_exactly_what_its_project_allows_and_a_project_change_applies_at_the_next_sync(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    a = tenants["a"]
+    a.repo.write("app/config.yaml", configmap("settings", {"color": "blue"}))
+    a.repo.write("app/web.yaml", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                                           "template": {"metadata": {"labels": {"app": "web"}},
+                                                        "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}})
+    sha = a.repo.commit("team a's service")
+    a.app("web", project="team-a")
+    start(a, namespace)
+
+    status = a.harness.wait_synced("web", sha)
+    assert status["inventoryCount"] == 2 and a.harness.cm("settings") is not None
+    permitted = a.harness.condition("web", "ProjectPermitted")
+    assert (permitted["status"], permitted["message"]) == ("True", "Project team-a permits every declared object")
+
+    # The admin narrows the project: ConfigMaps are no longer team a's to manage. No refresh, no commit.
+    admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE, body={
+        "spec": {"namespaceResourceBlacklist": [{"group": "driftguard.io", "kind": "*"},
+                                                {"group": "", "kind": "ConfigMap"}]}})
+    refused = a.harness.wait_condition("web", "ProjectPermitted", "False", "ProjectViolation")
+    assert f"ConfigMap {a.namespace}/settings: kind ConfigMap is in the project's namespaceResourceBlacklist " \
+           "((core)/ConfigMap) (Project team-a, namespaceResourceBlacklist)" in refused["message"]
+    assert a.harness.cm("settings") is not None, "refused, not pruned: it is still declared"
+    assert a.harness.condition("web", "Ready")["reason"] == "ProjectViolation"
+    assert "Project team-a" in warned(admin, a.namespace, "web", "ProjectViolation")["message"]
+
+    admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE, body={
+        "spec": {"namespaceResourceBlacklist": [{"group": "driftguard.io", "kind": "*"}]}})
+    a.harness.wait_condition("web", "ProjectPermitted", "True", "Permitted")
+    a.harness.wait_condition("web", "Ready", "True")
+
+
+def test_a_project_that_does_not_exist_applies_nothing(tenants: dict[str, Tenant], namespace: str) -> None:
+    a = tenants["a"]
+    a.repo.write("app/config.yaml", configmap("settings", {"color": "blue"}))
+    a.repo.commit("declare")
+    a.app("web", project="tenant-only-project")
+    start(a, namespace)
+
+    condition = a.harness.wait_condition("web", "ProjectPermitted", "False", "ProjectNotFound")
+    assert condition["message"].startswith(f"Project tenant-only-project (spec.project) does not exist in namespace "
+                                           f"{namespace}; nothing applied or pruned")
+    assert a.harness.cm("settings") is None
+    assert a.harness.condition("web", "SourceReady") == {}, "git was never fetched"
+
+
+def test_kube_system_and_driftguards_own_namespace_are_refused(tenants: dict[str, Tenant], namespace: str,
+                                                               admin: Kube) -> None:
+    a = tenants["a"]
+    a.repo.write("app/mine.yaml", configmap("mine", {"a": "b"}))
+    a.repo.write("app/grab.yaml", configmap("grab", {"a": "b"}, namespace="kube-system"))
+    a.repo.write("app/reconciler-pod.yaml", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "grab", "namespace": "driftguard-system"},
+        "spec": {"selector": {"matchLabels": {"app": "grab"}}, "template": {
+            "metadata": {"labels": {"app": "grab"}},
+            "spec": {"serviceAccountName": "driftguard-reconciler",
+                     "containers": [{"name": "c", "image": "busybox"}]}}}})
+    sha = a.repo.commit("reach out")
+    a.app("web", project="team-a")
+    start(a, namespace)
+
+    condition = a.harness.wait_condition("web", "ProjectPermitted", "False", "ProjectViolation")
+    message = condition["message"]
+    assert "ConfigMap kube-system/grab: namespace kube-system is not one of the project's destinations" in message
+    assert "Deployment driftguard-system/grab: namespace driftguard-system is not one of" in message
+    assert a.harness.cm("grab", "kube-system") is None
+    assert harness_get(a, "/apis/apps/v1/namespaces/driftguard-system/deployments/grab") is None
+    assert a.harness.cm("mine") is not None, "what the project permits is applied"
+    assert a.harness.status("web")["sync"]["revision"] == sha
+
+    # An Application whose destination itself is outside the project stops before git is read.
+    a.app("elsewhere", project="team-a", destination="kube-system")
+    stop = a.harness.wait_condition("elsewhere", "ProjectPermitted", "False", "ProjectViolation")
+    assert "destination namespace kube-system is not one of the project's destinations" in stop["message"]
+
+
+def test_pods_may_not_run_as_driftguards_service_accounts_even_where_a_project_reaches(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    """An admin-widened project that reaches driftguard's namespace still refuses pods running as its SAs."""
+    a = tenants["a"]
+    admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE, body={
+        "spec": {"destinations": [{"namespace": a.namespace}, {"namespace": "driftguard-system"}]}})
+    a.repo.write("app/job.yaml", {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "steal", "namespace": "driftguard-system"},
+        "spec": {"template": {"spec": {"serviceAccountName": "driftguard-reconciler", "restartPolicy": "Never",
+                                       "containers": [{"name": "c", "image": "busybox"}]}}}})
+    a.repo.write("app/mine.yaml", configmap("mine", {"a": "b"}))
+    a.repo.commit("a job as the reconciler")
+    a.app("web", project="team-a")
+    start(a, namespace)
+
+    condition = a.harness.wait_condition("web", "ProjectPermitted", "False", "ProjectViolation")
+    assert ("Job driftguard-system/steal: its pods would run as ServiceAccount driftguard-system/driftguard-reconciler"
+            ", one of driftguard's own") in condition["message"]
+    assert "permitDriftguardServiceAccounts" in condition["message"]
+    assert harness_get(a, "/apis/batch/v1/namespaces/driftguard-system/jobs/steal") is None
+
+
+def test_another_teams_application_is_neither_declared_nor_re_pointed(
+        tenants: dict[str, Tenant], namespace: str) -> None:
+    a, b = tenants["a"], tenants["b"]
+    b.repo.write("app/config.yaml", configmap("b-settings", {"owner": "b"}))
+    b_sha = b.repo.commit("team b")
+    b.app("b-web", project="team-b")
+    start(b, namespace)
+    b.harness.wait_synced("b-web", b_sha)
+
+    # Team a's git declares team b's Application, pointed at team a's repo.
+    a.repo.write("app/takeover.yaml", {
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "b-web", "namespace": b.namespace},
+        "spec": {"project": "team-b", "source": {"repoURL": a.repo.url, "path": "evil"},
+                 "destination": {"namespace": b.namespace}}})
+    a.repo.write("app/mine.yaml", configmap("mine", {"a": "b"}))
+    a.repo.commit("take b over")
+    a.app("web", project="team-a")
+    start(a, namespace)
+
+    condition = a.harness.wait_condition("web", "ProjectPermitted", "False", "ProjectViolation")
+    assert f"Application {b.namespace}/b-web: namespace {b.namespace} is not one of the project's destinations" \
+        in condition["message"]
+    assert b.harness.app("b-web")["spec"]["source"]["repoURL"] == b.repo.url, "team b's Application untouched"
+
+    # Team b cannot borrow team a's project either: its namespace is not among team-a's sourceNamespaces.
+    b.app("borrow", project="team-a", repo_url=a.repo.url, destination=a.namespace)
+    borrowed = b.harness.wait_condition("borrow", "ProjectPermitted", "False", "ProjectViolation")
+    assert f"Applications in namespace {b.namespace} may not use this project" in borrowed["message"]
+    assert "(Project team-a, sourceNamespaces)" in borrowed["message"]
+
+
+def test_a_repo_outside_the_project_is_never_fetched_local_paths_and_caches_included(
+        tenants: dict[str, Tenant], namespace: str) -> None:
+    a, b = tenants["a"], tenants["b"]
+    b.repo.write("app/secret-config.yaml", configmap("b-only", {"token": "b's"}))
+    b_sha = b.repo.commit("team b")
+    b.app("b-web", project="team-b")
+    start(b, namespace)
+    b.harness.wait_synced("b-web", b_sha)
+    caches = [p for p in b.harness.cache_dir.rglob("*") if p.is_dir()]
+    assert caches, "team b's repo is in its reconciler's cache"
+
+    start(a, namespace)
+    a.app("peek-repo", project="team-a", repo_url=b.repo.url)
+    a.app("peek-cache", project="team-a", repo_url=str(b.harness.cache_dir))
+    for name, url in (("peek-repo", b.repo.url), ("peek-cache", str(b.harness.cache_dir))):
+        condition = a.harness.wait_condition(name, "ProjectPermitted", "False", "ProjectViolation")
+        assert condition["message"].startswith(f"repoURL {url} is not one of the project's sourceRepos ({a.repo.url})")
+        assert a.harness.condition(name, "SourceReady") == {}, "never fetched"
+    assert a.harness.cm("b-only") is None
+    assert not a.harness.cache_dir.exists() or not any(a.harness.cache_dir.iterdir()), "nothing fetched into a's cache"
+
+
+def test_the_builtin_default_project_refuses_cluster_rbac_and_driftguards_kinds(
+        tenants: dict[str, Tenant], namespace: str) -> None:
+    a = tenants["a"]
+    a.repo.write("app/admin.yaml", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"grab-{a.namespace}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "User", "name": a.name, "apiGroup": "rbac.authorization.k8s.io"}]})
+    a.repo.write("app/project.yaml", {"apiVersion": "driftguard.io/v1alpha1", "kind": "Project",
+                                      "metadata": {"name": "default", "namespace": a.namespace},
+                                      "spec": {"sourceRepos": ["*"]}})
+    a.repo.write("app/mine.yaml", configmap("mine", {"a": "b"}))
+    a.repo.commit("widen")
+    # The default project lives in the Projects' namespace: only Applications there may use it.
+    a.harness.namespace = namespace
+    a.harness.make_app("web", a.repo, destination=a.namespace)
+    a.harness.start()
+
+    condition = a.harness.wait_condition("web", "ProjectPermitted", "False", "ProjectViolation")
+    assert (f"ClusterRoleBinding grab-{a.namespace}: cluster-scoped kind ClusterRoleBinding.rbac.authorization.k8s.io"
+            " is in the project's clusterResourceBlacklist") in condition["message"]
+    assert "(Project default (built in), clusterResourceBlacklist)" in condition["message"]
+    assert f"Project {a.namespace}/default: kind Project.driftguard.io is in the project's namespaceResourceBlacklist" \
+        in condition["message"]
+    assert harness_get(a, f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/grab-{a.namespace}") is None
+    assert a.harness.cm("mine", a.namespace) is not None
+
+
+def harness_get(tenant: Tenant, path: str) -> dict[str, Any] | None:
+    return tenant.harness.get(path)
