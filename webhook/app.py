@@ -26,7 +26,7 @@ from flask import Flask, Response
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from driftguard.core.marks import MarkKey, Marks
-from webhook import policy, reviews
+from webhook import applications, identity, policy, reviews
 from webhook.audit import Recorder
 from webhook.certcheck import CertificateSource, CertificateStatus
 from webhook.kubeio import ClusterAccess, no_cluster_parent
@@ -83,7 +83,7 @@ class Webhook:
                 verdict = policy.mutate(admission, self.settings, self.clock(), marks=self.marks)
             else:
                 verdict = policy.validate(admission, self.settings, self.clock(), self._parent(admission),
-                                          marks=self.marks)
+                                          marks=self.marks, project=self._project(admission))
         except Exception:
             log.exception("policy failed; denying", extra={CTX: {**_context(admission), "webhook": kind}})
             message = f"driftguard {kind} webhook failed on request {admission['uid']}; denied (see webhook logs)"
@@ -91,6 +91,13 @@ class Webhook:
         if verdict.record is not None:
             self.recorder.record(verdict.record)
         return _respond(review, verdict), verdict.outcome
+
+    def _project(self, admission: reviews.Request) -> applications.ProjectRead | None:
+        if self.cluster is None or not applications.needs_project(admission) or identity.trusted(
+                admission, self.settings):
+            return None
+        name = applications.project_name(admission.get("object"))
+        return self.cluster.read_project(self.settings.project_namespace, name)
 
     def _parent(self, admission: reviews.Request) -> policy.Parent | None:
         if not policy.needs_parent(admission, self.settings):

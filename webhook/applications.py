@@ -12,15 +12,24 @@ guard or widens what the reconciler may delete:
 * any change of ``spec.source`` (where the desired state comes from);
 * any change of ``metadata.finalizers`` (a cascading-delete finalizer makes deleting the Application
   delete what it manages), and deleting the Application.
+
+And whoever makes it, a CREATE, or an UPDATE that changes ``spec.project``, ``spec.source.repoURL`` or
+``spec.destination``, is judged against the Application's Project (``driftguard.core.projects``, the
+rules the reconciler enforces at every sync), so a violation is seen at ``kubectl apply`` time: the HTTP
+layer reads the Project (``needs_project``) and passes it in as a ``ProjectRead``; a Project that does
+not exist (but ``default``, which is built in), cannot be parsed or could not be read is a denial (fail
+closed), as is a repoURL, destination or namespace the project does not permit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from driftguard.core import contract
-from webhook.reviews import Request
+from driftguard.core import contract, projects
+from driftguard.core.names import NAMESPACE
+from webhook.reviews import KubeObject, Request
 
 GROUP: Final = "driftguard.io"
 KIND: Final = "Application"
@@ -31,6 +40,64 @@ _COMPARED_METADATA: Final = ("labels", "annotations", "finalizers", "ownerRefere
 def is_application(request: Request) -> bool:
     kind = request["kind"]
     return kind["group"] == GROUP and kind["kind"] == KIND
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRead:
+    """The Project an Application names, as read: ``obj`` None when it does not exist, ``error`` when unread."""
+
+    name: str
+    obj: KubeObject | None
+    error: str = ""
+
+
+def project_name(obj: Mapping[str, Any] | None) -> str:
+    return str(_spec(obj).get("project") or projects.DEFAULT)
+
+
+def needs_project(request: Request) -> bool:
+    """Whether the request is judged against the Application's Project: a CREATE, or an UPDATE changing its
+    project, repoURL or destination (an unrelated edit of an Application is never held against it)."""
+    if not is_application(request) or request.get("subResource") or request["operation"] not in ("CREATE", "UPDATE"):
+        return False
+    if contract.is_managed(request.get("oldObject")):
+        return False  # an app-of-apps' Application: judged as a managed object, and by the reconciler
+    return request["operation"] == "CREATE" or _placement(request.get("oldObject")) != _placement(request.get("object"))
+
+
+def project_denial(app: Mapping[str, Any], read: ProjectRead | None, *, project_namespace: str = NAMESPACE) -> str:
+    """Why ``app`` may not be created this way under its Project ("" when it may)."""
+    metadata = app.get("metadata") or {}
+    where = f"Application {metadata.get('namespace')}/{metadata.get('name')}"
+    name = project_name(app)
+    if read is None:
+        return f"{where}: its Project {name} could not be checked (the webhook has no cluster access configured)"
+    if read.error:
+        return f"{where}: its Project {project_namespace}/{name} could not be read ({read.error}); try again"
+    if read.obj is None and name != projects.DEFAULT:
+        return (f"{where}: Project {name} (spec.project) does not exist in namespace {project_namespace}; create it "
+                "(kind: Project) or name an existing project")
+    try:
+        project = projects.parse_project(read.obj) if read.obj is not None else projects.builtin_default()
+    except projects.ProjectError as e:
+        return f"{where}: its project cannot be used: {e}; an admin must fix the Project"
+    spec = _spec(app)
+    source, destination = spec.get("source"), spec.get("destination")
+    violation = projects.check_application(
+        project, repo_url=str((source if isinstance(source, Mapping) else {}).get("repoURL") or ""),
+        app_namespace=str(metadata.get("namespace") or ""), project_namespace=project_namespace,
+        destination_namespace=str((destination if isinstance(destination, Mapping) else {}).get("namespace") or ""))
+    if violation is None:
+        return ""
+    fix = "; choose a permitted namespace, or ask an admin to add it to the Project" \
+        if violation.rule == "destinations" else ""
+    return f"{where} violates its project: {violation}{fix}"
+
+
+def _placement(obj: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    spec = _spec(obj)
+    source = spec.get("source")
+    return (project_name(obj), (source if isinstance(source, Mapping) else {}).get("repoURL"), spec.get("destination"))
 
 
 def changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:

@@ -1,4 +1,5 @@
-"""The webhook's only API-server calls: reading a scale request's parent, writing audit Events.
+"""The webhook's only API-server calls: reading a scale request's parent or an Application's Project,
+writing audit Events.
 
 Everything goes through ``driftguard.kube`` (the one package allowed to import the client library).
 Parent reads use their own client with a short timeout (``--parent-timeout``, default 1 s): a scale
@@ -17,6 +18,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from driftguard.kube import Kube, KubeError
+from webhook.applications import ProjectRead
 from webhook.policy import Parent
 from webhook.reviews import Request
 from webhook.settings import Settings
@@ -56,6 +58,20 @@ class ClusterAccess:
             return Parent(None, error=f"GET {path}: {error}")
         except Exception as error:  # a transport failure is a failed read, never a crash
             return Parent(None, error=f"GET {path}: {type(error).__name__}: {error}")
+
+    def read_project(self, namespace: str, name: str) -> ProjectRead:
+        """The Project ``namespace/name`` (an Application CREATE/UPDATE waits on it, as a scale on its parent)."""
+        path = f"/apis/driftguard.io/v1alpha1/namespaces/{quote(namespace)}/projects/{quote(name)}"
+        try:
+            return ProjectRead(name, self._readers.submit(self._reader.request, "GET", path).result(self._deadline))
+        except FutureTimeout:
+            return ProjectRead(name, None, error=f"GET {path}: no answer within {self._deadline:g} s")
+        except KubeError as error:
+            if error.status == 404:
+                return ProjectRead(name, None)
+            return ProjectRead(name, None, error=f"GET {path}: {error}")
+        except Exception as error:  # a transport failure is a failed read, never a crash
+            return ProjectRead(name, None, error=f"GET {path}: {type(error).__name__}: {error}")
 
     def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         self._writer.request("POST", f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events", body=body)

@@ -25,7 +25,8 @@ Rules, in the order they apply:
 8. Applications are driftguard's own objects: one from git (an app-of-apps) is a managed object like
    any other; any other changes only by the reconciler or a member of ``--admin-groups``, whose risky
    changes (``applications.risky_changes``) are admitted and recorded (``audit``); its status is the
-   reconciler's.
+   reconciler's. Creating one, or changing its project, repoURL or destination, must also satisfy its
+   Project (``applications.project_denial``; the HTTP layer reads the Project and passes it in).
 
 ``validate`` decides; ``mutate`` only computes the annotation patch, so both see the same rules.
 A scale request is judged as an UPDATE of its parent's ``spec.replicas``; the HTTP layer reads the
@@ -92,12 +93,18 @@ def needs_parent(request: Request, settings: Settings) -> bool:
 
 
 def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None, *,
-             marks: Marks = UNKEYED) -> Verdict:
+             marks: Marks = UNKEYED, project: applications.ProjectRead | None = None) -> Verdict:
     """The decision on one request. ``marks`` holds the key that verifies break-glass grants and drift marks
-    (unkeyed: none is believed, and break-glass is refused with a message saying why)."""
+    (unkeyed: none is believed, and break-glass is refused with a message saying why); ``project`` is the
+    Project an Application names, read when ``applications.needs_project`` (None then: a denial)."""
     if identity.trusted(request, settings) or request["operation"] == "CONNECT":
         return ALLOW
     verdict = _validate(request, settings, now, parent, marks)
+    if verdict.allowed and applications.needs_project(request):
+        new = request.get("object") or {}
+        denial = applications.project_denial(new, project, project_namespace=settings.project_namespace)
+        if denial:
+            verdict = _deny(request, _ref(request, new), request.get("oldObject") or {}, None, denial, now)
     posing = identity.posing(request, settings)
     if not posing or verdict.record is None:
         return verdict

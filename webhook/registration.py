@@ -233,7 +233,8 @@ def rbac(
     """(ClusterRole, ClusterRoleBinding) for the webhook's ServiceAccount: nothing but what it calls.
 
     ``get`` on the parents of scale requests (a kind missing here makes its scale requests fail
-    closed with 403 in the message) and ``create``/``patch`` on ``events.k8s.io`` Events.
+    closed with 403 in the message), ``get`` on Projects (an Application's create is judged against its
+    Project) and ``create``/``patch`` on ``events.k8s.io`` Events.
     """
     groups: dict[str, list[str]] = {}
     for group, resource in (*SCALABLE, *extra_scalable):
@@ -241,6 +242,7 @@ def rbac(
     rules: list[dict[str, Any]] = [
         {"apiGroups": [group], "resources": sorted(resources), "verbs": ["get"]} for group, resources in groups.items()
     ]
+    rules.append({"apiGroups": ["driftguard.io"], "resources": ["projects"], "verbs": ["get"]})
     rules.append({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]})
     labels = {"app.kubernetes.io/name": "driftguard", "app.kubernetes.io/component": "webhook"}
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",

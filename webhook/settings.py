@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
-from driftguard.core.names import RECONCILER_USER
+from driftguard.core.names import NAMESPACE, RECONCILER_USER
 
 GARBAGE_COLLECTOR: Final = "system:serviceaccount:kube-system:generic-garbage-collector"
 NAMESPACE_CONTROLLER: Final = "system:serviceaccount:kube-system:namespace-controller"
@@ -53,6 +53,9 @@ class Settings:
         "groups allowed to break glass (annotation driftguard.io/break-glass); empty disables it", kind="list"))
     break_glass_ttl: int = field(default=3600, metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_TTL", "seconds the reconciler leaves a break-glass object alone"))
+    project_namespace: str = field(default=NAMESPACE, metadata=_meta(
+        "DRIFTGUARD_PROJECT_NAMESPACE", "the namespace Projects are read from, as the reconciler's "
+        "--project-namespace (an Application created there may use any Project)"))
     mark_key_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_MARK_KEY_FILE", "the key (hex) that seals break-glass grants and drift marks, shared with the "
         "reconciler (unset: break-glass is refused, no drift mark is written)"))

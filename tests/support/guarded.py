@@ -217,6 +217,7 @@ def guarded(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             tmp_path_factory.mktemp("webhook"), kubeconfig=webhook_kubeconfig, event_flush_seconds=0.5,
             reconciler_users=(f"system:serviceaccount:{namespace}:driftguard-reconciler",),
             break_glass_groups=("sre",), client_ca_file=plane.webhook_client_ca_file,  # as local mode runs it
+            project_namespace=namespace,  # its Applications live here, as in driftguard-system in an install
         )
         started.append(webhook)
         client = registration.url_client(webhook.url, webhook.ca.cert_pem)

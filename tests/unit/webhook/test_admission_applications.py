@@ -46,6 +46,7 @@ def with_(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 APP = application()
+DEFAULT_READ = applications.ProjectRead("default", None)  # no Project named default: the built-in one
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
@@ -85,11 +86,12 @@ def test_only_meaningful_changes_count() -> None:
 
 def _verdict(operation: str, old: dict[str, Any] | None, new: dict[str, Any] | None, *, user: str = "laptop",
              groups: tuple[str, ...] = ("engineers",), subresource: str = "",
-             settings: Settings = SETTINGS_ADMIN) -> policy.Verdict:
+             settings: Settings = SETTINGS_ADMIN,
+             project: applications.ProjectRead | None = DEFAULT_READ) -> policy.Verdict:
     request = review(operation, old=old, new=new, user=user, groups=groups, subresource=subresource)["request"]
     request["kind"] = {"group": "driftguard.io", "version": "v1alpha1", "kind": "Application"}
     request["resource"] = {"group": "driftguard.io", "version": "v1alpha1", "resource": "applications"}
-    return policy.validate(request, settings, NOW)
+    return policy.validate(request, settings, NOW, project=project)
 
 
 @pytest.mark.parametrize(("operation", "old", "new"), [
@@ -155,3 +157,70 @@ def test_an_app_of_apps_application_is_a_managed_object_like_any_other() -> None
     assert verdict.outcome == "deny"
     assert verdict.message.startswith("spec.enforcement of Application driftguard-system/my-service is declared in "
                                       "git (deny)")
+
+
+TEAM_A = {"apiVersion": "driftguard.io/v1alpha1", "kind": "Project",
+          "metadata": {"name": "team-a", "namespace": "driftguard-system"},
+          "spec": {"sourceRepos": ["https://github.com/org/team-a-*"], "destinations": [{"namespace": "team-a"}],
+                   "sourceNamespaces": ["team-a"]}}
+TEAM_APP = with_(with_(with_(APP, "spec.project", "team-a"), "spec.source.repoURL", "https://github.com/org/team-a-web"),
+                 "spec.destination.namespace", "team-a")
+IN_TEAM_A = with_(TEAM_APP, "metadata.namespace", "team-a")
+
+
+@pytest.mark.parametrize(("operation", "old", "new", "read", "message"), [
+    pytest.param("CREATE", None, TEAM_APP, applications.ProjectRead("team-a", TEAM_A), "", id="permitted"),
+    pytest.param("CREATE", None, IN_TEAM_A, applications.ProjectRead("team-a", TEAM_A), "",
+                 id="permitted-source-namespace"),
+    pytest.param("CREATE", None, with_(TEAM_APP, "spec.project", "tenant-only-project"),
+                 applications.ProjectRead("tenant-only-project", None),
+                 "Application driftguard-system/my-service: Project tenant-only-project (spec.project) does not exist "
+                 "in namespace driftguard-system; create it (kind: Project) or name an existing project", id="missing"),
+    pytest.param("CREATE", None, with_(TEAM_APP, "spec.destination.namespace", "kube-system"),
+                 applications.ProjectRead("team-a", TEAM_A),
+                 "Application driftguard-system/my-service violates its project: destination namespace kube-system "
+                 "is not one of the project's destinations (team-a) (Project team-a, destinations); choose a permitted "
+                 "namespace, or ask an admin to add it to the Project", id="destination"),
+    pytest.param("CREATE", None, with_(APP, "spec.destination.namespace", "kube-system"), DEFAULT_READ,
+                 "(Project default (built in), destinations)", id="builtin-default"),
+    pytest.param("UPDATE", TEAM_APP, with_(TEAM_APP, "spec.source.repoURL", "http://10.0.0.9:8080/listener"),
+                 applications.ProjectRead("team-a", TEAM_A),
+                 "violates its project: repoURL http://10.0.0.9:8080/listener is not one of the project's sourceRepos "
+                 "(https://github.com/org/team-a-*); use a permitted repository, or ask an admin to add it to the "
+                 "Project (Project team-a, sourceRepos)", id="repo-changed"),
+    pytest.param("CREATE", None, with_(IN_TEAM_A, "metadata.namespace", "team-b"),
+                 applications.ProjectRead("team-a", TEAM_A),
+                 "Applications in namespace team-b may not use this project", id="source-namespace"),
+    pytest.param("CREATE", None, TEAM_APP, applications.ProjectRead("team-a", None, error="GET …: no answer"),
+                 "its Project driftguard-system/team-a could not be read (GET …: no answer); try again",
+                 id="unread-fails-closed"),
+    pytest.param("CREATE", None, TEAM_APP, None,
+                 "its Project team-a could not be checked (the webhook has no cluster access configured)",
+                 id="no-cluster-access"),
+    pytest.param("CREATE", None, TEAM_APP, applications.ProjectRead("team-a", with_(TEAM_A, "spec.sourceRepos", "x")),
+                 "its project cannot be used: Project team-a: spec.sourceRepos must be a list", id="invalid-project"),
+    pytest.param("UPDATE", with_(TEAM_APP, "spec.destination.namespace", "kube-system"),
+                 with_(with_(TEAM_APP, "spec.destination.namespace", "kube-system"), "metadata.labels", {"a": "b"}),
+                 None, "", id="an-unrelated-edit-is-not-judged"),
+])
+def test_an_application_is_judged_against_its_project(operation: str, old: dict[str, Any] | None,
+                                                      new: dict[str, Any], read: applications.ProjectRead | None,
+                                                      message: str) -> None:
+    verdict = _verdict(operation, old, new, user=ADMIN[0], groups=ADMIN[1], project=read)
+    if not message:
+        assert verdict.allowed, verdict.message
+        return
+    assert verdict.outcome == "deny" and message in verdict.message
+    assert verdict.record is not None and verdict.record.decision == "deny"
+
+
+def test_a_project_is_read_only_when_the_placement_changes() -> None:
+    def request(operation: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> Any:
+        r = review(operation, old=old, new=new, user=ADMIN[0], groups=ADMIN[1])["request"]
+        r["kind"] = {"group": "driftguard.io", "version": "v1alpha1", "kind": "Application"}
+        return r
+    assert applications.needs_project(request("CREATE", None, APP))
+    assert applications.needs_project(request("UPDATE", APP, with_(APP, "spec.project", "team-a")))
+    assert applications.needs_project(request("UPDATE", APP, with_(APP, "spec.destination.namespace", "x")))
+    assert not applications.needs_project(request("UPDATE", APP, with_(APP, "spec.enforcement", "warn")))
+    assert not applications.needs_project(request("DELETE", APP, None))

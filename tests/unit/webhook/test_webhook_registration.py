@@ -133,12 +133,13 @@ def test_webhook_config_command_prints_the_same_objects(tmp_path: Any, capsys: p
     assert items == list(expected)
 
 
-def test_the_webhook_role_reads_scalable_parents_and_writes_events_only() -> None:
+def test_the_webhook_role_reads_scalable_parents_and_projects_and_writes_events_only() -> None:
     role, binding = registration.rbac("driftguard-webhook", extra_scalable=[("example.com", "widgets")])
     assert role["rules"] == [
         {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods", "replicationcontrollers"], "verbs": ["get"]},
         {"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["get"]},
+        {"apiGroups": ["driftguard.io"], "resources": ["projects"], "verbs": ["get"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "driftguard-webhook",
