@@ -32,7 +32,7 @@ from driftguard import logs
 from driftguard.core import ordering
 from driftguard.core.changes import Action, Change
 from driftguard.core.clock import format_time
-from driftguard.core.contract import ANN_APPLICATION, ContractError, annotations_of, read_stamp
+from driftguard.core.contract import ANN_ADOPT, ANN_APPLICATION, ContractError, annotations_of, read_stamp
 from driftguard.core.inventory import Entry
 from driftguard.core.marks import Marks
 from driftguard.core.objects import ObjectRef
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 LIST_THRESHOLD: Final = 8  # from this many objects of one kind in one namespace, list instead of get
 CRD_TIMEOUT: Final = 30.0
+OPT_IN: Final = f"annotation:{ANN_ADOPT}"
 
 DriftState = Literal["Reverted", "Unresolved", "BreakGlass", "BackedOff"]
 
@@ -134,7 +135,7 @@ class Applier:
     def _sync(self, desired: Desired, live: dict[str, Any] | None, mode: Mode, p: Plan) -> Outcome:
         ref = desired.ref
         match p.verdict:
-            case Verdict.INVALID | Verdict.FOREIGN:
+            case Verdict.INVALID | Verdict.FOREIGN | Verdict.UNADOPTED:
                 return Outcome(Change(ref, Action.FAILED, p.message))
             case Verdict.TERMINATING:
                 return Outcome(Change(ref, Action.SKIPPED, p.message))
@@ -251,8 +252,10 @@ class Applier:
                                   f"driftguard did not write: {e.message}"), _assess(live))
         obj = {**p.obj, "metadata": {**p.obj["metadata"], "resourceVersion": cleaned["metadata"]["resourceVersion"]}}
         after = self.cluster.apply(obj, rt=rt)
-        message = "; ".join(filter(None, (message, untrusted_message(p.untrusted))))
-        return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after), untrusted=p.untrusted)
+        untrusted = tuple(k for k in p.untrusted if k != OPT_IN)  # the owner's opt-in, consumed: not a forgery
+        adopted = f"adopted ({ANN_ADOPT} on it)" if OPT_IN in p.untrusted else ""
+        message = "; ".join(filter(None, (message, adopted, untrusted_message(untrusted) if untrusted else "")))
+        return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after), untrusted=untrusted)
 
     def _clear(self, desired: Desired, live: dict[str, Any], p: Plan) -> None:
         try:

@@ -8,7 +8,13 @@ git's value — no API call needed. Otherwise the verdict says why:
 * ``DRIFTED`` — the stamp is current but someone changed a declared field or driftguard's label;
 * ``BREAK_GLASS`` — the webhook granted an emergency change at this very commit, and it has not
   expired: leave the object alone, and say so;
-* ``FOREIGN`` — another Application's stamp: never take an object over silently.
+* ``FOREIGN`` — another Application's stamp: never take an object over silently;
+* ``UNADOPTED`` — an object driftguard did not create, whose owner has not opted in with
+  ``driftguard.io/adopt: "<app namespace>/<app name>"`` on it: never applied over, so never in the
+  inventory, so never pruned. (Someone who may declare an object in git is not thereby its owner:
+  another team's Secret created with kubectl stays theirs.) The opt-in is removed when the object is
+  adopted. A stamp naming this Application counts as the opt-in too (an object it created whose managed
+  label was removed): only someone who may write the object could have put either there.
 
 Which of the live object's ``driftguard.io/`` metadata to believe is decided once, by ``trust``. The
 webhook only sees objects that carry the managed label, so marks (break-glass grant, drift mark) are
@@ -33,6 +39,7 @@ from typing import Any, Final, cast
 from driftguard.core import fields, guards
 from driftguard.core.clock import format_time
 from driftguard.core.contract import (
+    ANN_ADOPT,
     ANN_APPLICATION,
     ANN_AUTHOR,
     ANN_BREAK_GLASS,
@@ -70,6 +77,7 @@ class Verdict(enum.StrEnum):
     DRIFTED = "drifted"
     BREAK_GLASS = "break-glass"
     FOREIGN = "foreign"
+    UNADOPTED = "unadopted"
     TERMINATING = "terminating"
     INVALID = "invalid"
 
@@ -158,6 +166,10 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, 
         return Plan(Verdict.FOREIGN, desired.obj,
                     message=f"already managed by Application {have[ANN_APPLICATION]}; not taking it over")
     adopting = owner is Ownership.UNMANAGED  # its commit stamp and marks are not ours: neither reused nor kept
+    application = annotations_of(desired.obj)[ANN_APPLICATION]
+    if adopting and application not in (have.get(ANN_ADOPT), have.get(ANN_APPLICATION)):
+        return Plan(Verdict.UNADOPTED, desired.obj,
+                    message=unadopted_message(desired, application, have.get(ANN_ADOPT)))
     obj = desired.obj if adopting else reuse_commit(desired.obj, live)
     want = annotations_of(obj)
     extras = () if adopting else tuple(g.drift for g in guards.undeclared(desired.ref.kind, desired.declared, live))
@@ -174,6 +186,15 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, 
     if drifts:
         return Plan(Verdict.DRIFTED, obj, drifts, clear, t.untrusted, mark, grant, extras=extras)
     return Plan(Verdict.UNCHANGED, obj, (), clear, t.untrusted, mark, grant)
+
+
+def unadopted_message(desired: Desired, application: str, opt_in: str | None) -> str:
+    ref = desired.ref
+    where = f" -n {ref.namespace}" if ref.namespace else ""
+    named = f" ({ANN_ADOPT} names {opt_in!r}, not this Application)" if opt_in is not None else ""
+    return (f"exists and driftguard did not create it{named}: not taken over, not pruned. If Application "
+            f"{application} should own it, its owner opts in: kubectl annotate {ref.kind.lower()} {ref.name}{where} "
+            f"{ANN_ADOPT}={application}")
 
 
 def drift_of(desired: Desired, live: Mapping[str, Any]) -> list[fields.FieldDrift]:

@@ -43,6 +43,10 @@ ANN_DRIFT: Final = PREFIX + "drift"
 ANN_BREAK_GLASS: Final = PREFIX + "break-glass"
 ANN_BREAK_GLASS_GRANTED: Final = PREFIX + "break-glass-granted"
 
+# An existing object driftguard did not create is taken over by an Application only when its owner says
+# so on the live object: ``driftguard.io/adopt: "<app namespace>/<app name>"`` (consumed when adopted).
+ANN_ADOPT: Final = PREFIX + "adopt"
+
 # Marks the reconciler sets on a Namespace or CustomResourceDefinition that holds managed objects
 # (including namespaces it created): the webhook denies their DELETE, and anyone but the reconciler
 # adding, changing or removing them. The annotation names the Applications, comma-separated, for messages.

@@ -2,9 +2,9 @@
 
 The webhook only sees objects labelled ``driftguard.io/managed=true``, so anyone can put a forged
 break-glass grant or drift mark on an object before git declares it. When the reconciler adopts such an
-object it applies git's state, removes every driftguard.io/ key it did not write, and says so (the
-Change, a Warning Event on the Application); grants written on the *managed* object afterwards are
-honoured as before.
+object (its owner opted in: ``driftguard.io/adopt``, or a stamp naming the Application) it applies git's
+state, removes every driftguard.io/ key it did not write, and says so (the Change, a Warning Event on the
+Application); grants written on the *managed* object afterwards are honoured as before.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard.core.clock import format_time
 from driftguard.core.contract import (
+    ANN_ADOPT,
     ANN_APPLICATION,
     ANN_AUTHOR,
     ANN_BREAK_GLASS,
@@ -73,7 +74,7 @@ def test_forged_marks_on_an_unmanaged_object_are_not_trusted_when_adopted(
                    body=configmap("alpha", {"color": "red"}, annotations=forged))
     laptop.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=deployment(
         5, labels={"app": "web", "driftguard.io/team": "mallory"},
-        annotations={ANN_BREAK_GLASS_GRANTED: forged_grant, ANN_DRIFT: victim}))
+        annotations={ANN_BREAK_GLASS_GRANTED: forged_grant, ANN_DRIFT: victim, ANN_ADOPT: f"{ns}/svc"}))
 
     harness.make_app("svc", repo)
     harness.start()

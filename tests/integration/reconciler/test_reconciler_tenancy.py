@@ -10,6 +10,7 @@ exactly what its project allows, and a Project change taking effect at the next 
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -302,3 +303,52 @@ def test_the_builtin_default_project_refuses_cluster_rbac_and_driftguards_kinds(
 
 def harness_get(tenant: Tenant, path: str) -> dict[str, Any] | None:
     return tenant.harness.get(path)
+
+
+def test_another_teams_secret_is_never_adopted_overwritten_or_pruned_without_its_owners_opt_in(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    """Both projects reach a shared namespace (team b's); team b creates its Secret there with kubectl."""
+    a, b = tenants["a"], tenants["b"]
+    admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE, body={
+        "spec": {"destinations": [{"namespace": a.namespace}, {"namespace": b.namespace}]}})
+    secrets_path = f"/api/v1/namespaces/{b.namespace}/secrets"
+    b.kube.request("POST", secrets_path, body={"apiVersion": "v1", "kind": "Secret",
+                                               "metadata": {"name": "b-creds"}, "stringData": {"token": "team-b"}})
+    declared = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b-creds", "namespace": b.namespace},
+                "stringData": {"token": "team-a-was-here"}}
+    a.repo.write("app/steal.yaml", declared)
+    a.repo.write("app/mine.yaml", configmap("mine", {"a": "b"}))
+    sha = a.repo.commit("declare team b's Secret")
+    a.app("web", project="team-a")
+    start(a, namespace)
+
+    applied = a.harness.wait_condition("web", "Applied", "False", "ApplyFailed")
+    assert (f"Secret {b.namespace}/b-creds failed: exists and driftguard did not create it: not taken over, not "
+            f"pruned. If Application {a.namespace}/web should own it, its owner opts in: kubectl annotate secret "
+            f"b-creds -n {b.namespace} driftguard.io/adopt={a.namespace}/web") in applied["message"]
+    assert a.harness.cm("mine") is not None and a.harness.status("web")["sync"]["revision"] == sha
+
+    def token() -> str:
+        live = b.kube.request("GET", f"{secrets_path}/b-creds")
+        return base64.b64decode(live["data"]["token"]).decode()
+    assert token() == "team-b", "not overwritten"
+    assert "driftguard.io/managed" not in (b.kube.request("GET", f"{secrets_path}/b-creds")["metadata"].get("labels")
+                                           or {}), "not stamped: the webhook and the reconciler leave it to team b"
+    assert not [e for e in a.harness.status("web")["inventory"] if "b-creds" in e["id"]], "never in the inventory"
+
+    a.repo.remove("app/steal.yaml")
+    sha = a.harness.commit_and_sync(a.repo, "web", "drop it")
+    assert token() == "team-b", "not pruned either"
+
+    # Its owner opts in: now (and only now) team a's Application takes it over, and may prune it.
+    b.kube.request("PATCH", f"{secrets_path}/b-creds", content_type=MERGE,
+                   body={"metadata": {"annotations": {"driftguard.io/adopt": f"{a.namespace}/web"}}})
+    a.repo.write("app/steal.yaml", declared)
+    a.harness.commit_and_sync(a.repo, "web", "declare it again, adopted this time")
+    assert token() == "team-a-was-here"
+    adopted = b.kube.request("GET", f"{secrets_path}/b-creds")["metadata"]
+    assert "driftguard.io/adopt" not in adopted.get("annotations", {}), "the opt-in is consumed"
+    assert adopted["annotations"]["driftguard.io/application"] == f"{a.namespace}/web"
+    a.repo.remove("app/steal.yaml")
+    a.harness.commit_and_sync(a.repo, "web", "drop it again")
+    assert a.harness.get(f"{secrets_path}/b-creds") is None, "adopted with opt-in: pruned"

@@ -11,6 +11,7 @@ from support.reconciler_builders import MARKS, NOW, REV1, REV2, cm, desired, sea
 
 from driftguard.core.changes import Action
 from driftguard.core.contract import (
+    ANN_ADOPT,
     ANN_APPLICATION,
     ANN_BREAK_GLASS,
     ANN_BREAK_GLASS_GRANTED,
@@ -135,13 +136,15 @@ def forged_grant(commit: str) -> str:
 def test_adoption_removes_untrusted_marks_before_applying_gits_state(cluster: FakeCluster, applier: Applier) -> None:
     d = desired(revision=REV1)
     cluster.put(cm(data={"color": "red"}, namespace="prod", labels={"driftguard.io/extra": "x"}, annotations={
-        ANN_BREAK_GLASS: "hotfix", ANN_BREAK_GLASS_GRANTED: forged_grant(REV1.sha), "note": "kept"}))
+        ANN_BREAK_GLASS: "hotfix", ANN_BREAK_GLASS_GRANTED: forged_grant(REV1.sha), "note": "kept",
+        ANN_ADOPT: "driftguard-system/svc"}))
 
     outcome = applier.sync(d, None, HEAL, refetch=True)
 
     assert outcome.change.action is Action.CONFIGURED, outcome.change
     assert outcome.change.message == (
-        "removed driftguard.io/break-glass, driftguard.io/break-glass-granted, label driftguard.io/extra "
+        "adopted (driftguard.io/adopt on it); removed driftguard.io/break-glass, driftguard.io/break-glass-granted, "
+        "label driftguard.io/extra "
         "found on an object driftguard did not manage (not trusted)")
     assert outcome.untrusted and outcome.expires_at is None
     stored = cluster.objects[("ConfigMap", "prod", "web")]
@@ -158,7 +161,7 @@ def test_adoption_removes_untrusted_marks_before_applying_gits_state(cluster: Fa
 
 def test_adoption_applies_nothing_when_the_object_changed_meanwhile(cluster: FakeCluster, applier: Applier) -> None:
     d = desired(revision=REV1)
-    forged = {ANN_BREAK_GLASS_GRANTED: forged_grant(REV1.sha)}
+    forged = {ANN_BREAK_GLASS_GRANTED: forged_grant(REV1.sha), ANN_ADOPT: "driftguard-system/svc"}
     cluster.put(cm(data={"color": "red"}, namespace="prod", annotations=forged))
     stale = cluster.get(TYPES["ConfigMap"], "prod", "web")
     cluster.put(cluster.objects[("ConfigMap", "prod", "web")])  # someone writes: a new resourceVersion
@@ -168,6 +171,17 @@ def test_adoption_applies_nothing_when_the_object_changed_meanwhile(cluster: Fak
     assert outcome.change.action is Action.FAILED and outcome.change.message.startswith("not adopted:")
     assert "apply" not in {verb for verb, _ in cluster.log}
     assert cluster.objects[("ConfigMap", "prod", "web")]["data"] == {"color": "red"}
+
+
+def test_an_object_driftguard_did_not_create_is_left_alone_without_its_owners_opt_in(
+        cluster: FakeCluster, applier: Applier) -> None:
+    cluster.put(cm(data={"token": "team b's"}, namespace="prod"))
+
+    outcome = applier.sync(desired(revision=REV1), None, HEAL, refetch=True)
+
+    assert outcome.change.action is Action.FAILED
+    assert outcome.change.message.startswith("exists and driftguard did not create it: not taken over, not pruned")
+    assert cluster.log == [] and cluster.objects[("ConfigMap", "prod", "web")]["data"] == {"token": "team b's"}
 
 
 def entry(name: str) -> Entry:

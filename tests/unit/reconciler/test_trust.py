@@ -15,6 +15,7 @@ from support.reconciler_builders import APP, MARKS, NOW, REV1, REV2, cm, desired
 
 from driftguard.core.clock import format_time
 from driftguard.core.contract import (
+    ANN_ADOPT,
     ANN_APPLICATION,
     ANN_AUTHOR,
     ANN_BREAK_GLASS,
@@ -44,6 +45,9 @@ def live(owner: str, grant: str, drift: bool) -> dict[str, Any]:
     labels, annotations = obj["metadata"]["labels"], obj["metadata"]["annotations"]
     if owner == "unmanaged":  # created by hand: no label, no stamp
         obj["metadata"]["labels"], obj["metadata"]["annotations"] = {}, {}
+        labels, annotations = obj["metadata"]["labels"], obj["metadata"]["annotations"]
+    elif owner == "unmanaged, opted in":  # created by hand, its owner lets the Application adopt it
+        obj["metadata"]["labels"], obj["metadata"]["annotations"] = {}, {ANN_ADOPT: MINE}
         labels, annotations = obj["metadata"]["labels"], obj["metadata"]["annotations"]
     elif owner == "unmanaged, forged stamp":  # the whole stamp copied, only the label missing
         del labels[LABEL_MANAGED]
@@ -130,12 +134,24 @@ def test_ownership_reads_the_label_and_the_stamp() -> None:
 
 
 class TestAdoption:
+    def test_an_object_driftguard_did_not_create_is_not_taken_over_without_its_owners_opt_in(self) -> None:
+        p = plan(desired(revision=REV1), live("unmanaged", "valid", False), now=NOW, marks=MARKS)
+        assert p.verdict is Verdict.UNADOPTED
+        assert p.message == (
+            "exists and driftguard did not create it: not taken over, not pruned. If Application "
+            f"{MINE} should own it, its owner opts in: kubectl annotate configmap web -n prod {ANN_ADOPT}={MINE}")
+        other = cm(annotations={ANN_ADOPT: "team-b/other"})
+        p = plan(desired(), other, now=NOW, marks=MARKS)
+        assert p.verdict is Verdict.UNADOPTED
+        assert f"({ANN_ADOPT} names 'team-b/other', not this Application)" in p.message
+
     def test_a_forged_grant_on_an_unmanaged_object_is_not_honoured(self) -> None:
         d = desired(revision=REV1)
-        p = plan(d, live("unmanaged", "valid", False), now=NOW, marks=MARKS)
+        p = plan(d, live("unmanaged, opted in", "valid", False), now=NOW, marks=MARKS)
         assert p.verdict is Verdict.UPDATE, "git's state is applied, not left alone"
         assert (p.break_glass, p.expires_at, p.clear) == (None, None, ())
-        assert p.untrusted == (f"annotation:{ANN_BREAK_GLASS}", f"annotation:{ANN_BREAK_GLASS_GRANTED}")
+        assert p.untrusted == (f"annotation:{ANN_ADOPT}", f"annotation:{ANN_BREAK_GLASS}",
+                               f"annotation:{ANN_BREAK_GLASS_GRANTED}"), "the opt-in is consumed"
 
     def test_a_forged_stamp_and_grant_without_the_label_are_not_honoured(self) -> None:
         d = desired(revision=REV1)
@@ -156,7 +172,7 @@ class TestAdoption:
 
     def test_other_driftguard_keys_and_labels_are_untrusted_too(self) -> None:
         obj = cm(labels={"driftguard.io/extra": "x", "app": "web"},
-                 annotations={"driftguard.io/anything": "y", "note": "kept"})
+                 annotations={"driftguard.io/anything": "y", "note": "kept", ANN_APPLICATION: MINE})
         obj["metadata"]["resourceVersion"] = "7"
         p = plan(desired(), obj, now=NOW, marks=MARKS)
         assert p.untrusted == ("annotation:driftguard.io/anything", "label:driftguard.io/extra")
@@ -169,9 +185,9 @@ class TestAdoption:
             {"op": "remove", "path": "/metadata/labels/driftguard.io~1extra"},
         ]
 
-    def test_a_plain_object_is_adopted_with_nothing_to_remove(self) -> None:
-        p = plan(desired(), cm(data={"color": "red"}), now=NOW, marks=MARKS)
-        assert (p.verdict, p.untrusted) == (Verdict.UPDATE, ())
+    def test_a_plain_object_opted_in_is_adopted_with_only_the_opt_in_to_remove(self) -> None:
+        p = plan(desired(), cm(data={"color": "red"}, annotations={ANN_ADOPT: MINE}), now=NOW, marks=MARKS)
+        assert (p.verdict, p.untrusted) == (Verdict.UPDATE, (f"annotation:{ANN_ADOPT}",))
 
     def test_after_adoption_a_grant_written_through_the_webhook_is_honoured(self) -> None:
         p = plan(desired(revision=REV1), live("mine", "valid", False), now=NOW, marks=MARKS)
