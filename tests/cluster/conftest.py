@@ -7,7 +7,11 @@ unable to start the cluster is a failure: CI must never pass by skipping the tie
 The session snapshots the host before ``up`` and after ``down`` and fails (at teardown) on any
 difference, so every run of the tier also proves that ``cluster down`` restores the host.
 
-Binaries are resolved (and built, the first time) after collection, outside any test's timeout.
+Binaries and render tools are resolved (and built, the first time) after collection, outside any
+test's timeout.
+
+Modules run in name order, except those in ``LAST``: ``make undeploy`` removes the kustomize deployment
+the other modules share, and the Helm chart is then installed into the emptied cluster and uninstalled.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from driftguard.local.cluster import Cluster, ClusterError, image
 from driftguard.local.cluster.host import HostError
 from driftguard.local.cluster.image import ImageError
 from driftguard.local.cluster.node import exclusive
-from driftguard.local.controlplane.binaries import BinariesUnavailable, resolve_node_binaries
+from driftguard.local.controlplane.binaries import BinariesUnavailable, resolve_node_binaries, resolve_render_tools
 
 HERE = Path(__file__).parent
 _PREPARED = pytest.StashKey[Exception | None]()
 _IMAGE = pytest.StashKey[Path]()
 IMAGE_ARCHIVE = image.storage_dir().parent / "images" / "driftguard.tar"
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose Makefile `make deploy` runs
+LAST = ("test_undeploy.py", "test_helm_chart.py")
 NEEDED = ("containerd", "runc", "ctr", "iptables", "ip6tables", "ip", "nft", "conntrack")
 
 
@@ -57,10 +62,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if HERE in item.path.parents and item.path.name in LAST
+               else 0)  # stable: everything else keeps its order
     if not any(HERE in item.path.parents for item in items) or _unavailable():
         return
     try:
         resolve_node_binaries(progress=sys.__stderr__ or sys.stderr)
+        resolve_render_tools(progress=sys.__stderr__ or sys.stderr)  # helm, for test_helm_chart.py
         config.stash[_IMAGE] = image.build(IMAGE_ARCHIVE, progress=_say)
     except (BinariesUnavailable, ImageError, HostError) as error:
         config.stash[_PREPARED] = error

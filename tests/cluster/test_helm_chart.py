@@ -1,0 +1,172 @@
+"""The Helm chart installed into the real cluster, as a Helm user does it, then uninstalled.
+
+Runs after ``make undeploy`` (``LAST`` in conftest.py), into a cluster with no driftguard: ``helm
+install`` with the cluster's admin kubeconfig and the locally built image (pull policy ``Never``, so
+the pods prove the values reached them), ``driftguard certs install`` (the TLS Secret and caBundle, as
+``make deploy`` does), both Deployments rolled out, an Application synced from the in-cluster git
+server, and the laptop's out-of-band write denied by the webhook pods through their Service; ``helm
+upgrade`` as the README says (``--force-conflicts``, then ``certs install`` again) keeps denying. Then
+the README's uninstall (the reconciler's Deployment deleted first, its pods gone, then ``helm uninstall
+--wait``), after which nothing of driftguard is left and the formerly managed object is the laptop's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.real_cluster import Deployed, Repo, eventually, secret_for
+
+from driftguard.install import manifests_dir
+from driftguard.local.cluster import Cluster, image
+from driftguard.local.controlplane.binaries import resolve_render_tools
+
+SYSTEM = "driftguard-system"
+NS = "charted"
+APP = "charted"
+CHART = manifests_dir().parent / "charts" / "driftguard"
+REPO = manifests_dir().parent
+
+
+def gone(deployed: Deployed, *args: str) -> bool:
+    result = deployed.kubectl_run("get", *args, check=False)
+    return result.returncode != 0 and "NotFound" in result.stderr
+
+
+class Helm:
+    def __init__(self, deployed: Deployed, binary: Path) -> None:
+        self.deployed, self.binary = deployed, binary
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run([str(self.binary), *args], env=self.deployed.env(), capture_output=True, text=True,
+                                timeout=360, check=False)
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture(scope="module")
+def fresh(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """A handle on the cluster with no driftguard in it (make undeploy if an earlier module left one)."""
+    state = real_cluster.state()
+    assert state is not None
+    deployed = Deployed(real_cluster, Path(state.info["kubectl"]), tmp_path_factory.mktemp("helm") / "cluster-ca",
+                        REPO)
+    if not gone(deployed, "namespace", SYSTEM):
+        result = deployed.make("undeploy")
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    eventually(lambda: gone(deployed, "namespace", SYSTEM), f"namespace {SYSTEM} gone before helm install")
+    return deployed
+
+
+@pytest.fixture(scope="module")
+def helm(fresh: Deployed) -> Iterator[Helm]:
+    yield Helm(fresh, resolve_render_tools()["helm"])
+
+
+@pytest.mark.timeout(600)
+def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: Deployed, helm: Helm,
+                                                                      tmp_path: Path) -> None:
+    deployed = fresh
+    repository, _, tag = image.IMAGE.rpartition(":")
+    helm("install", "driftguard", str(CHART), "--namespace", "default",
+         "--set", f"image.repository={repository}", "--set-string", f"image.tag={tag}",
+         "--set", "image.pullPolicy=Never", "--set", "reconciler.replicas=1")
+    assert json.loads(helm("list", "--namespace", "default", "-o", "json"))[0]["status"] == "deployed"
+
+    # the TLS Secret and caBundle, then both rollouts: what `make deploy` does after `kubectl apply -k`
+    certs = deployed.driftguard("certs", "install", "--dir", str(deployed.ca_dir))
+    assert certs.returncode == 0, certs.stderr
+    for name in ("driftguard-webhook", "driftguard-reconciler"):
+        deployed.kubectl_run("-n", SYSTEM, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
+    pods = json.loads(deployed.kubectl_run("get", "pods", "-n", SYSTEM, "-o", "json").stdout)["items"]
+    by_component = {c: [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/name") == c]
+                    for c in ("driftguard-webhook", "driftguard-reconciler")}
+    assert {c: len(p) for c, p in by_component.items()} == {"driftguard-webhook": 2, "driftguard-reconciler": 1}
+    for pod in pods:
+        [container] = pod["spec"]["containers"]
+        assert container["image"] == image.IMAGE and container["imagePullPolicy"] == "Never", container
+        assert all(s["ready"] for s in pod["status"]["containerStatuses"]), pod["status"]
+
+    # an Application on the in-cluster git server; its ConfigMap is managed
+    cluster = deployed.cluster
+    info = (cluster.state() or pytest.fail("no state")).info
+    repo = Repo(tmp_path / "work", cluster.git_root / "charted.git", "apps/charted")
+    repo.write({"namespace.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n",
+                "configmap.yaml": f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {APP}\n  namespace: {NS}\n"
+                                  "data:\n  LOG_LEVEL: info\n"})
+    commit = repo.commit("charted: a ConfigMap")
+    application = {
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": APP, "namespace": SYSTEM},
+        "spec": {"project": "default",
+                 "source": {"repoURL": f"{info['git_url']}/charted.git", "targetRevision": "main",
+                            "path": "apps/charted", "secretRef": {"name": "charted-repo"}},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
+                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+                 "enforcement": "deny", "refreshInterval": "2s"},
+    }
+    deployed.kubectl_run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        secret_for(info, "charted-repo"), application]}))
+
+    def synced() -> bool:
+        got = deployed.kubectl_run("get", "application", APP, "-n", SYSTEM, "-o", "json", check=False)
+        sync = (json.loads(got.stdout).get("status") or {}).get("sync") or {} if got.returncode == 0 else {}
+        return sync.get("status") == "Synced" and sync.get("revision") == commit
+
+    eventually(synced, "the Application Synced through the Helm-installed reconciler")
+
+    # the laptop's out-of-band write, denied by the webhook pods through their Service
+    laptop = cluster.laptop_kubeconfig
+    patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
+                                 "-p", '{"data": {"LOG_LEVEL": "debug"}}', kubeconfig=laptop, check=False)
+    assert patch.returncode != 0, patch.stdout
+    assert 'admission webhook "validate.driftguard.io" denied the request' in patch.stderr, patch.stderr
+    assert "data.LOG_LEVEL of ConfigMap" in patch.stderr and "declared in git" in patch.stderr, patch.stderr
+
+    # upgrade as the README says: --force-conflicts (certs install owns the caBundle, the aggregation
+    # controller the reconciler ClusterRole's rules), then certs install again; denials go on
+    helm("upgrade", "driftguard", str(CHART), "--namespace", "default", "--reuse-values", "--force-conflicts",
+         "--set", "webhook.replicas=3")
+    certs = deployed.driftguard("certs", "install", "--dir", str(deployed.ca_dir))
+    assert certs.returncode == 0, certs.stderr
+    deployed.kubectl_run("-n", SYSTEM, "rollout", "status", "deployment/driftguard-webhook", "--timeout=180s",
+                         timeout=200)
+    webhook = json.loads(deployed.kubectl_run("get", "deployment", "driftguard-webhook", "-n", SYSTEM, "-o",
+                                              "json").stdout)
+    assert webhook["spec"]["replicas"] == 3 and webhook["status"].get("readyReplicas") == 3, webhook["status"]
+    patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
+                                 "-p", '{"data": {"LOG_LEVEL": "trace"}}', kubeconfig=laptop, check=False)
+    assert patch.returncode != 0 and "declared in git" in patch.stderr, patch.stderr
+
+    # uninstall as the README says: the reconciler first (and its pods gone: a running leader restores
+    # the webhook configurations helm deletes first, from its registration ConfigMap), then the release
+    deployed.kubectl_run("-n", SYSTEM, "delete", "deployment", "driftguard-reconciler", "--cascade=foreground",
+                         timeout=200)
+    assert json.loads(deployed.kubectl_run("get", "pods", "-n", SYSTEM, "-l",
+                                           "app.kubernetes.io/name=driftguard-reconciler", "-o", "json").stdout)[
+        "items"] == []
+    helm("uninstall", "driftguard", "--namespace", "default", "--wait", "--timeout", "3m")
+    assert json.loads(helm("list", "--namespace", "default", "-o", "json")) == []
+    for kind in ("namespace", "crd", "validatingwebhookconfiguration", "mutatingwebhookconfiguration",
+                 "validatingadmissionpolicy", "validatingadmissionpolicybinding", "clusterrole",
+                 "clusterrolebinding"):
+        for selector in ("app.kubernetes.io/part-of=driftguard", "app.kubernetes.io/name=driftguard"):
+            listed = deployed.kubectl_run("get", kind, "-l", selector, "-o", "name").stdout.split()
+            left = [name for name in listed if not name.endswith("/driftguard-laptop-cluster-admin")]  # the cluster's
+            assert left == [], f"left after helm uninstall: {left}"
+    for args in (("namespace", SYSTEM), ("crd", "applications.driftguard.io"),
+                 ("validatingwebhookconfiguration", "driftguard"), ("mutatingwebhookconfiguration", "driftguard"),
+                 ("validatingadmissionpolicy", "driftguard-protect-webhooks"),
+                 ("clusterrole", "driftguard-reconciler"), ("clusterrole", "driftguard-webhook")):
+        assert gone(deployed, *args), args
+
+    # nothing blocked: the formerly managed ConfigMap and its namespace are the laptop's again
+    patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
+                                 "-p", '{"data": {"LOG_LEVEL": "debug"}}', kubeconfig=laptop, check=False)
+    assert patch.returncode == 0, patch.stderr
+    delete = deployed.kubectl_run("delete", "namespace", NS, "--wait=false", kubeconfig=laptop, check=False)
+    assert delete.returncode == 0, delete.stderr
+    eventually(lambda: gone(deployed, "namespace", NS), f"namespace {NS} deleted by the laptop")
