@@ -57,7 +57,7 @@ cluster-up: venv controlplane
 cluster-down: venv
 	$(VENV)/bin/driftguard cluster down --dir $(CLUSTER_DIR)
 
-local-up: venv controlplane
+local-up: venv controlplane tools
 	$(VENV)/bin/driftguard local up --dir $(LOCAL_DIR)
 
 local-down: venv

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NotRequired, TypedDict, cast
 
 from driftguard.core.contract import ENFORCEMENTS, Enforcement
+from reconciler.sources import RenderOptions, parse_options
 
 GROUP: Final = "driftguard.io"
 VERSION: Final = "v1alpha1"
@@ -40,6 +41,9 @@ class SourceWire(TypedDict):
     targetRevision: NotRequired[str]
     path: NotRequired[str]
     secretRef: NotRequired[dict[str, str]]
+    directory: NotRequired[dict[str, Any]]
+    kustomize: NotRequired[dict[str, Any]]
+    helm: NotRequired[dict[str, Any]]
 
 
 class SyncPolicyWire(TypedDict, total=False):
@@ -77,6 +81,7 @@ class SourceSpec:
     target_revision: str
     path: str  # normalised: no leading/trailing "/", "" for the repository root
     secret_name: str  # a Secret in the Application's namespace, or ""
+    render: RenderOptions = field(default_factory=RenderOptions)  # directory / kustomize / helm fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,7 @@ def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
         problems.append(f"spec.source.path {source.get('path')!r} must be relative and stay inside the repository")
         path = ""
     secret = source.get("secretRef") or {}
-    return SourceSpec(url, revision, path, str(secret.get("name") or ""))
+    return SourceSpec(url, revision, path, str(secret.get("name") or ""), parse_options(source, problems))
 
 
 def normalize_path(path: str) -> str | None:

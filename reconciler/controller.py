@@ -54,6 +54,7 @@ from reconciler.perimeter import Perimeter
 from reconciler.projects import ProjectSource
 from reconciler.reconcile import Reconciler, Result, Stop
 from reconciler.record import AppState, condition, failed, sync_events
+from reconciler.renderer import MiB, Renderer, RenderLimits, RenderTools
 from reconciler.reporting import Reporter
 from reconciler.revision import Revision
 from reconciler.schedule import Schedule
@@ -87,7 +88,7 @@ class Controller:
         self.cluster = cluster
         self.settings = settings or Settings()
         s = self.settings
-        self.source = source or GitSource(s.cache_dir)
+        self.source = source or GitSource(s.cache_dir, max_file=s.max_file_bytes, max_total=s.max_revision_bytes)
         self.applier = Applier(cluster, fights=FightDetector(limit=s.fight_limit, window=s.fight_window),
                                concurrency=s.apply_concurrency, marks=load_marks(s))
         self.tracker = Tracker()
@@ -107,9 +108,12 @@ class Controller:
         ) if s.webhook_configuration else None
         covered = self.perimeter.uncovered if self.perimeter is not None else None
         self.projects = ProjectSource(cluster, s.projects_in, s.system_namespace)
+        tools = RenderTools({"kustomize": s.kustomize, "helm": s.helm, "jsonnet": s.jsonnet})
+        limits = RenderLimits(timeout=s.render_timeout, memory=s.render_memory * MiB,
+                              max_output=s.render_max_output * MiB)
         self.reconciler = Reconciler(cluster, self.source, self.applier, uncovered=(
             (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""),
-            projects=self.projects)
+            projects=self.projects, renderer=Renderer(tools, limits))
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None

@@ -38,7 +38,9 @@ from git.exc import BadName, GitCommandError
 from driftguard.core.clock import format_time
 from reconciler.revision import Revision, redact_url
 
-Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound"]
+Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound", "TooLarge"]
+MAX_FILE_BYTES: Final = 8 * 1024 * 1024
+MAX_REVISION_BYTES: Final = 256 * 1024 * 1024
 HEAD_REF: Final = "refs/driftguard/HEAD"
 _HEX = re.compile(r"^[0-9a-f]{4,40}$")
 _SECRETS = re.compile(r"(Authorization:\s*\S+\s+)\S+", re.IGNORECASE)
@@ -86,9 +88,11 @@ class Credentials:
 class GitSource:
     """Fetch and read repositories through per-URL bare caches."""
 
-    def __init__(self, cache_dir: Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, cache_dir: Path, *, timeout: float = 60.0, max_file: int = MAX_FILE_BYTES,
+                 max_total: int = MAX_REVISION_BYTES) -> None:
         self.cache_dir = Path(cache_dir)
         self.timeout = timeout
+        self.max_file, self.max_total = max_file, max_total
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -120,10 +124,60 @@ class GitSource:
             if tree.type != "tree":
                 raise SourceError("PathNotFound", f"path {path!r} at commit {sha[:7]} is a file, not a directory")
             files: list[tuple[str, bytes]] = []
+            total = 0
             for item in tree.traverse():
                 if isinstance(item, git.Blob) and item.mode != git.Blob.link_mode and want(str(item.path)):
+                    total += item.size
+                    if item.size > self.max_file or total > self.max_total:
+                        what = (f"{item.path} is {item.size} bytes, over the {self.max_file}-byte limit of one file "
+                                "(--max-file-bytes)" if item.size > self.max_file else
+                                f"the manifests under {path or '/'} hold over {self.max_total} bytes "
+                                "(--max-revision-bytes)")
+                        raise SourceError("TooLarge", f"{what} at {sha[:7]}")
                     files.append((str(item.path), bytes(item.data_stream.read())))
             return files
+
+    def paths(self, url: str, sha: str, path: str) -> list[str]:
+        """The repository paths of every file under ``path`` at commit ``sha`` (nothing read)."""
+        with self._lock(url), self._open(url) as repo:
+            try:
+                tree = repo.commit(sha).tree
+                if path:
+                    tree = tree / path
+            except (KeyError, ValueError, BadName) as e:
+                raise SourceError("PathNotFound", f"path {path!r} does not exist at commit {sha[:7]}") from e
+            if tree.type != "tree":
+                raise SourceError("PathNotFound", f"path {path!r} at commit {sha[:7]} is a file, not a directory")
+            return [str(item.path) for item in tree.traverse()
+                    if isinstance(item, git.Blob) and item.mode != git.Blob.link_mode]
+
+    def export(self, url: str, sha: str, dest: Path) -> list[str]:
+        """Write every file of commit ``sha`` under ``dest`` (what a renderer may read: the whole repository,
+        since a kustomization may use a sibling directory); the repository paths written. Symbolic links are
+        not written (nothing may point outside ``dest``). SourceError when a file or the total is too big."""
+        written: list[str] = []
+        total, max_file, max_total = 0, self.max_file, self.max_total
+        with self._lock(url), self._open(url) as repo:
+            try:
+                tree = repo.commit(sha).tree
+            except (KeyError, ValueError, BadName) as e:
+                raise SourceError("PathNotFound", f"commit {sha[:7]} is not in the fetched repository") from e
+            for item in tree.traverse():
+                if not isinstance(item, git.Blob) or item.mode == git.Blob.link_mode:
+                    continue
+                path = str(item.path)
+                if item.size > max_file:
+                    raise SourceError("TooLarge", f"{path} is {item.size} bytes at {sha[:7]}, over the "
+                                                  f"{max_file}-byte limit of one file (--max-file-bytes)")
+                total += item.size
+                if total > max_total:
+                    raise SourceError("TooLarge", f"the repository at {sha[:7]} holds over {max_total} bytes "
+                                                  "(--max-revision-bytes)")
+                target = dest / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(bytes(item.data_stream.read()))
+                written.append(path)
+        return written
 
     def _fetch(self, repo: git.Repo, url: str, refspecs: list[str], env: Mapping[str, str]) -> None:
         try:

@@ -18,29 +18,34 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from driftguard.core import projects
 from driftguard.core.changes import Action, ChangeSet
 from driftguard.core.inventory import Entry, Inventory
-from driftguard.core.manifests import ManifestError
+from driftguard.core.manifests import Manifest, ManifestError
 from driftguard.core.names import NAMESPACE
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
 from reconciler import desired as desired_set
+from reconciler import sources
 from reconciler.application import AppSpec
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
 from reconciler.projects import ProjectSource, ProjectUnavailable
-from reconciler.render import is_manifest_path, render
+from reconciler.render import render
+from reconciler.renderer import Renderer, RenderError
 from reconciler.revision import Revision
 from reconciler.status import Problem, SyncReport
 
 log = logging.getLogger(__name__)
 
 SECRETS_V1 = ("v1", "Secret")
+TRANSIENT = frozenset({"RenderTimeout", "FetchFailed"})  # render problems retried for the same revision
 
 
 class Stop(Exception):
@@ -56,6 +61,10 @@ class Memory:
     inventory: Inventory = field(default_factory=Inventory)
     render_key: tuple[str, ...] = ()
     desired: list[Desired] = field(default_factory=list)
+    renderer: str = ""  # what rendered ``desired``
+    empty: str = ""  # why ``desired`` is empty, when it is
+    failed_key: tuple[str, ...] = ()  # a render that failed for this key is not retried
+    failed: Problem | None = None
 
 
 @dataclass(slots=True)
@@ -71,12 +80,14 @@ class Reconciler:
         self, cluster: Cluster, source: GitSource, applier: Applier, *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
         Projects are read (default: in the namespace of the Application, driftguard's own as the system's)."""
         self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
         self._uncovered = uncovered
         self.projects = projects
+        self.renderer = renderer or Renderer()
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -96,6 +107,7 @@ class Reconciler:
             report.project = project.described
             report.revision = revision or self.resolve(app)
             rendered = self._desired(app, report.revision, memory)
+            report.renderer = memory.renderer
             desired, refused = self._permitted(project, rendered)
             report.refused = tuple((d.ref, str(v)) for d, v in refused)
             self._refuse_uncovered(desired)
@@ -163,28 +175,84 @@ class Reconciler:
             raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
 
     def _desired(self, app: AppSpec, revision: Revision, memory: Memory) -> list[Desired]:
-        """The stamped desired set, rendered once per (revision, placement-relevant spec)."""
+        """The stamped desired set, rendered once per (revision, placement-relevant spec, render options); a
+        render that failed is not retried for the same key (unless it timed out)."""
         key = (revision.sha, str(app.key), app.source.repo_url, app.source.path, app.enforcement,
-               app.destination_namespace)
-        if memory.render_key == key:
-            return memory.desired
-        root = app.source.path
+               app.destination_namespace, app.source.render.key)
+        if memory.render_key != key:
+            if memory.failed_key == key and memory.failed is not None:
+                raise Stop(memory.failed)
+            try:
+                manifests, memory.renderer, memory.empty = self._render(app, revision)
+            except Stop as e:
+                if e.problem.reason not in TRANSIENT:
+                    memory.failed_key, memory.failed = key, e.problem
+                raise
+            desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
+            memory.render_key, memory.desired = (key, desired) if all(d.scope_known for d in desired) else ((), [])
+        else:
+            desired = memory.desired
+        if not desired and not app.allow_empty:  # judged every cycle: allowEmpty may change, the render not
+            raise Stop(Problem("RenderReady", "EmptyRender", memory.empty))
+        return desired
+
+    def _render(self, app: AppSpec, revision: Revision) -> tuple[list[Manifest], str, str]:
+        """The manifests of ``app``'s path at ``revision``, which renderer made them, and what to say should
+        they be none (``Stop`` otherwise)."""
+        root, url, options = app.source.path, app.source.repo_url, app.source.render
+        at = f"at {revision.short}; nothing from this revision applied or pruned"
         try:
-            files = self.source.read(app.source.repo_url, revision.sha, root, lambda p: is_manifest_path(p, root))
-            manifests = render(files, root)
+            paths = self.source.paths(url, revision.sha, root)
+            kind = sources.detect(paths, root, options)
+            if kind == "plain":
+                manifests = self._plain(app, revision, paths)
+                by = "plain"
+            else:
+                with tempfile.TemporaryDirectory(prefix="driftguard-tree-") as scratch:
+                    tree = Path(scratch)
+                    everything = self.source.export(url, revision.sha, tree)
+                    rendered = self.renderer.render(kind, tree, root, options, release=app.key.name,
+                                                    namespace=app.destination_namespace, paths=everything)
+                manifests, by = rendered.manifests, rendered.by
         except SourceError as e:
             raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
         except ManifestError as e:
-            raise Stop(Problem("RenderReady", "InvalidManifest",
-                               f"{e} (at {revision.short}); nothing from this revision applied or pruned")) from e
-        if not manifests and not app.allow_empty:
-            raise Stop(Problem("RenderReady", "EmptyRender",
-                               f"path {root or '/'} at {revision.short} declares no objects; nothing applied or "
-                               "pruned (set syncPolicy.allowEmpty: true to delete everything)"))
-        desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
-        if all(d.scope_known for d in desired):
-            memory.render_key, memory.desired = key, desired
-        return desired
+            raise Stop(Problem("RenderReady", "InvalidManifest", f"{e} ({at})")) from e
+        except RenderError as e:
+            raise Stop(Problem("RenderReady", "RenderTimeout" if e.transient else "RenderFailed",
+                               f"{e} ({at})")) from e
+        except (OSError, ValueError, RecursionError, MemoryError) as e:  # anything else: never escapes the cycle
+            raise Stop(Problem("RenderReady", "RenderFailed", f"rendering {root or '/'} failed: {e!r} ({at})")) from e
+        return manifests, by, "" if manifests else self._empty_message(app, revision, paths, kind, by)
+
+    def _plain(self, app: AppSpec, revision: Revision, paths: list[str]) -> list[Manifest]:
+        root = app.source.path
+        chosen = sources.select(paths, root, app.source.render.directory)
+        if chosen.nested_kustomizations:
+            raise Stop(Problem("RenderReady", "NestedKustomization", (
+                f"{', '.join(chosen.nested_kustomizations[:3])}: a kustomization below spec.source.path "
+                f"{root or '/'} would be applied as plain YAML (its patches as whole objects); point the path at it, "
+                f"or exclude it with spec.source.directory.exclude; nothing from {revision.short} applied or pruned")))
+        wanted = set(chosen.manifests)
+        return render(self.source.read(app.source.repo_url, revision.sha, root, wanted.__contains__), root)
+
+    def _empty_message(self, app: AppSpec, revision: Revision, paths: list[str], kind: str, by: str) -> str:
+        root = app.source.path or "/"
+        nothing = f"nothing applied or pruned (at {revision.short})"
+        if kind == "plain":
+            chosen = sources.select(paths, app.source.path, app.source.render.directory)
+            if chosen.deeper:
+                return (f"path {root} declares no objects at its top level; {', '.join(chosen.deeper[:3])} "
+                        f"{'are' if len(chosen.deeper) > 1 else 'is'} in a subdirectory: set "
+                        f"spec.source.directory.recurse: true; {nothing}")
+            if chosen.unrendered:
+                return (f"path {root} holds no manifests: {', '.join(chosen.unrendered[:5])} "
+                        f"{'are' if len(chosen.unrendered) > 1 else 'is'} neither *.yaml/*.yml/*.json nor a source "
+                        f"driftguard renders (kustomization.yaml, Chart.yaml, *.jsonnet); {nothing}")
+        else:
+            return f"{by} rendered no objects from {root}; {nothing}"
+        return (f"path {root} at {revision.short} declares no objects; nothing applied or pruned (set "
+                "syncPolicy.allowEmpty: true to delete everything)")
 
     def _refuse_uncovered(self, desired: list[Desired]) -> None:
         """Stop before anything is applied or pruned when an object would live where no webhook looks."""

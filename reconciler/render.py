@@ -1,8 +1,9 @@
-"""Render: the files of one revision under the Application's path → the objects git declares.
+"""Render a plain directory: its manifest files → the objects git declares.
 
-Every ``*.yaml``, ``*.yml`` and ``*.json`` file under the path, recursively, in path order; hidden
-files and directories (``.github/``, ``.gitignore``...) and ``kustomization.yaml`` are skipped, other
-files (READMEs, scripts) are ignored. Parsing is the core's (``parse_documents``): a revision is all or
+Which files is ``reconciler.sources.select``'s decision (Argo CD's ``directory`` semantics: the path's
+own files unless ``recurse``, ``include``/``exclude`` globs; Kustomize, Helm and Jsonnet sources go
+to ``reconciler.renderer``); this module parses them, in path order, and never reads a hidden file or a
+kustomization as a manifest. Parsing is the core's (``parse_documents``): a revision is all or
 nothing, so the first bad document — invalid YAML, no kind, no name, a duplicate — raises a
 ``ManifestError`` naming the file and line, and nothing from that revision is applied.
 """

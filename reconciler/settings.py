@@ -75,6 +75,24 @@ class Settings:
     perimeter_interval: float = field(default=10.0, metadata=_meta(
         "DRIFTGUARD_PERIMETER_INTERVAL", "re-check the webhook configurations this often, behind the watches",
         kind="duration"))
+    kustomize: str = field(default="kustomize", metadata=_meta(
+        "DRIFTGUARD_KUSTOMIZE", "the kustomize binary (a path, or a name on PATH) for paths holding a kustomization"))
+    helm: str = field(default="helm", metadata=_meta(
+        "DRIFTGUARD_HELM", "the helm binary (a path, or a name on PATH) for paths holding a Chart.yaml"))
+    jsonnet: str = field(default="jsonnet", metadata=_meta(
+        "DRIFTGUARD_JSONNET", "the jsonnet binary (a path, or a name on PATH) for *.jsonnet files"))
+    render_timeout: float = field(default=60.0, metadata=_meta(
+        "DRIFTGUARD_RENDER_TIMEOUT", "longest one kustomize, helm or jsonnet run may take", kind="duration"))
+    render_memory: int = field(default=2048, metadata=_meta(
+        "DRIFTGUARD_RENDER_MEMORY", "address space of one render tool process, MiB (Go tools reserve ~1 GiB at "
+        "start; the container's memory limit is the hard bound)"))
+    render_max_output: int = field(default=64, metadata=_meta(
+        "DRIFTGUARD_RENDER_MAX_OUTPUT", "largest output of one render tool run, MiB"))
+    max_file_bytes: int = field(default=8 * 1024 * 1024, metadata=_meta(
+        "DRIFTGUARD_MAX_FILE_BYTES", "largest file read from a revision"))
+    max_revision_bytes: int = field(default=256 * 1024 * 1024, metadata=_meta(
+        "DRIFTGUARD_MAX_REVISION_BYTES", "most bytes read from one revision (the manifests of a path; the whole "
+        "repository for kustomize, helm and jsonnet)"))
     mark_key_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_MARK_KEY_FILE", "the key (hex) that authenticates the webhook's break-glass grants and drift "
         "marks, shared with the webhook (unset: no grant or mark is believed)"))
@@ -221,11 +239,12 @@ def _check(options: Options) -> None:
     if not options.listen.rpartition(":")[2].isdigit() or ":" not in options.listen:
         raise ValueError(f"--listen: {options.listen!r} is not host:port")
     s = options.settings
-    for name in ("workers", "apply_concurrency", "heal_workers", "fight_limit"):
+    for name in ("workers", "apply_concurrency", "heal_workers", "fight_limit", "render_memory", "render_max_output",
+                 "max_file_bytes", "max_revision_bytes"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",
-                 "perimeter_interval", "break_glass_ttl"):
+                 "perimeter_interval", "break_glass_ttl", "render_timeout"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:

@@ -55,6 +55,7 @@ class SyncReport:
     applied: ChangeSet = field(default_factory=ChangeSet)
     pruned: ChangeSet = field(default_factory=ChangeSet)
     rendered: int = 0
+    renderer: str = ""  # which renderer produced the revision ("plain", "kustomize v5.8.1", ...)
     pending_prune: tuple[ObjectRef, ...] = ()  # stale, kept because prune is off
     out_of_sync: tuple[str, ...] = ()  # objects git and the cluster disagree on, other than drift
     project: str = ""  # the Project that bounded this sync ("default (built in)" for the built-in one)
@@ -134,6 +135,8 @@ def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState) -> dict[st
         revision = report.revision
         out.update(revision=revision.sha, shortRevision=revision.short, author=revision.author,
                    committedAt=revision.committed_at, message=revision.subject[:200])
+    if report is not None and report.renderer:
+        out["renderedBy"] = report.renderer
     return out
 
 

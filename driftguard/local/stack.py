@@ -34,6 +34,7 @@ from driftguard.core.names import RECONCILER_SERVICE_ACCOUNT, RECONCILER_USER
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
 from driftguard.local.controlplane import ControlPlane
+from driftguard.local.controlplane.binaries import resolve_render_tools
 from driftguard.local.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
 from webhook import registration
 
@@ -126,6 +127,7 @@ def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -
         "--namespace", install.NAMESPACE, "--listen", f"127.0.0.1:{port}",
         "--cache-dir", str(directory / "git-cache"), "--identity", "local-reconciler", "--log-format", "json",
         "--mark-key-file", str(mark_key_file(directory)),
+        *(arg for tool, path in resolve_render_tools().items() for arg in (f"--{tool}", str(path))),
     ]
     env = {**os.environ, "DRIFTGUARD_REFRESH_TOKEN": refresh_token(directory)}  # not argv: ps shows argv
     _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress, env=env)

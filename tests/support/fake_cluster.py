@@ -162,6 +162,11 @@ class FakeSource:
             raise self.resolve_error
         return self.revision
 
+    def paths(self, url: str, sha: str, path: str) -> list[str]:
+        if self.read_error is not None:
+            raise self.read_error
+        return [p for p in sorted(self.files) if p.startswith(path + "/")]
+
     def read(self, url: str, sha: str, path: str, want: Any) -> list[tuple[str, bytes]]:
         self.calls["read"] += 1
         if self.read_error is not None:

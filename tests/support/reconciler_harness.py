@@ -3,6 +3,7 @@ reconciler and Applications (the fixtures that build them are in this directory'
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 from driftguard.core.marks import MarkKey, seal
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
+from driftguard.local.controlplane.binaries import resolve_render_tools
 from reconciler import crd
 from reconciler.controller import Settings
 from reconciler.service import Options, Service, start
@@ -129,6 +131,12 @@ def configmap(name: str, data: dict[str, str], **metadata: Any) -> dict[str, Any
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **metadata}, "data": data}
 
 
+@functools.cache
+def render_tools() -> dict[str, Path]:
+    """kustomize, helm and jsonnet as ``make tools`` built them (``make test-integration`` depends on it)."""
+    return resolve_render_tools()
+
+
 @dataclass
 class Harness:
     """One test's reconciler and the clients around it."""
@@ -148,7 +156,8 @@ class Harness:
 
     # -- Applications ---------------------------------------------------------------------------
     def make_app(self, name: str, repo: Repo | str, path: str = "app", *, prune: bool = True,
-                 self_heal: bool = True, destination: str | None = None, **spec: Any) -> dict[str, Any]:
+                 self_heal: bool = True, destination: str | None = None, source: dict[str, Any] | None = None,
+                 **spec: Any) -> dict[str, Any]:
         automated: dict[str, Any] | None = {"prune": prune, "selfHeal": self_heal}
         if spec.pop("automated", True) is False:
             automated = None
@@ -158,7 +167,7 @@ class Harness:
             "spec": {
                 "project": "default",
                 "source": {"repoURL": repo.url if isinstance(repo, Repo) else repo, "targetRevision": "main",
-                           "path": path},
+                           "path": path, **(source or {})},
                 "destination": {"server": "https://kubernetes.default.svc",
                                 "namespace": destination or self.namespace},
                 "syncPolicy": {"automated": automated} if automated else {},
@@ -215,6 +224,8 @@ class Harness:
     # -- the reconciler -------------------------------------------------------------------------
     def start(self, **settings: Any) -> Service:
         """An in-process reconciler for this namespace, as the reconciler's ServiceAccount."""
+        for tool, path in render_tools().items():
+            settings.setdefault(tool, str(path))
         if "mark_key_file" not in settings:
             key_file = self.cache_dir.with_name("mark-key")
             key_file.parent.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ def test_missing_and_empty_path(harness: Harness, repo: Repo, synced: str) -> No
     harness.wait_condition("svc", "SourceReady", "False", "PathNotFound")
     assert_untouched(harness)
 
-    repo.write("empty/README.md", "no manifests here")
+    repo.write("empty/.gitkeep", "")  # nothing at all to render (a README would be listed instead)
     sha = repo.commit("an empty path")
     harness.patch_app("svc", {"spec": {"source": {"path": "empty"}}})
     condition = harness.wait_condition("svc", "RenderReady", "False", "EmptyRender")

@@ -119,3 +119,17 @@ def test_nothing_new_to_create_saves_nothing_before_applying() -> None:
 
 def cm_yaml(name: str) -> bytes:
     return f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{color: blue}}\n".encode()
+
+
+def test_a_revision_that_fails_to_render_is_not_parsed_again_until_something_changes() -> None:
+    source = FakeSource(REV2, {"app/web.yaml": WEB, "app/bad.yaml": b"kind: [unclosed\n"})
+    run = Run(source)
+    first, second = run.sync(), run.sync()
+    assert first.report.problem is not None and second.report.problem == first.report.problem
+    assert source.calls["read"] == 1, "the failure is remembered for (revision, path, render options)"
+    run.app = app_with(allowEmpty=True)  # a spec change that does not touch rendering: still remembered
+    run.sync()
+    assert source.calls["read"] == 1
+    source.revision = REV1
+    run.sync()
+    assert source.calls["read"] == 2, "a new revision is rendered"

@@ -1,0 +1,223 @@
+"""What real GitOps repositories hold — Kustomize overlays, Helm charts, Jsonnet — rendered by the real tools
+(``make tools``) and synced to the real API server, object by object; and what must never be silently wrong.
+
+Fixtures are written here: a Kustomize base with two overlays (namePrefix, images, a strategic and a
+JSON 6902 patch, a configMapGenerator with its hash suffix, a resource in a sibling directory, a
+component), a Helm chart with value files, ``valuesObject`` and ``parameters``, a Jsonnet app with TLAs.
+Hostile inputs leave the reconciler healthy with a condition naming the problem, and nothing pruned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support.reconciler_harness import Harness, Repo, configmap, wait_for
+
+pytestmark = pytest.mark.integration
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
+    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+             "template": {"metadata": {"labels": {"app": "web"}},
+                          "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}},
+}
+
+
+def kustomize_repo(repo: Repo, tag: str = "1.27") -> None:
+    repo.write("base/deployment.yaml", DEPLOYMENT)
+    repo.write("base/kustomization.yaml", {"resources": ["deployment.yaml", "../shared"]})
+    repo.write("shared/service.yaml", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                                       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    repo.write("shared/kustomization.yaml", {"resources": ["service.yaml"]})
+    repo.write("components/monitoring/kustomization.yaml", {
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
+        "resources": ["monitor.yaml"]})
+    repo.write("components/monitoring/monitor.yaml", configmap("monitoring", {"scrape": "true"}))
+    repo.write("overlays/prod/kustomization.yaml", {
+        "resources": ["../../base"], "components": ["../../components/monitoring"],
+        "namePrefix": "prod-", "images": [{"name": "nginx", "newTag": tag}],
+        "configMapGenerator": [{"name": "settings", "literals": ["color=blue"]}],
+        "patches": [
+            {"path": "replicas.yaml"},
+            {"target": {"kind": "Deployment", "name": "web"},
+             "patch": '[{"op": "add", "path": "/metadata/labels/tier", "value": "frontend"}]'},
+        ]})
+    repo.write("overlays/prod/replicas.yaml", {"apiVersion": "apps/v1", "kind": "Deployment",
+                                               "metadata": {"name": "web"}, "spec": {"replicas": 3}})
+    repo.write("overlays/staging/kustomization.yaml", {"resources": ["../../base"], "namePrefix": "staging-"})
+
+
+def names(harness: Harness, plural: str, group: str = "") -> list[str]:
+    base = f"/apis/{group}" if group else "/api/v1"
+    items = harness.admin.request("GET", f"{base}/namespaces/{harness.namespace}/{plural}")["items"]
+    return sorted(i["metadata"]["name"] for i in items if (i["metadata"].get("labels") or {}).get(
+        "driftguard.io/managed") == "true")
+
+
+def deployment(harness: Harness, name: str) -> dict[str, Any]:
+    found = harness.get(f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/{name}")
+    assert found is not None, name
+    return found
+
+
+def test_a_kustomize_overlay_is_built_and_applied_object_by_object(harness: Harness, repo: Repo) -> None:
+    kustomize_repo(repo)
+    sha = repo.commit("kustomize base and overlays")
+    harness.make_app("prod", repo, path="overlays/prod")
+    harness.start()
+    status = harness.wait_synced("prod", sha)
+    assert status["sync"]["renderedBy"] == "kustomize v5.8.1"
+
+    web = deployment(harness, "prod-web")
+    assert web["spec"]["replicas"] == 3, "the strategic merge patch"
+    assert web["metadata"]["labels"]["tier"] == "frontend", "the JSON 6902 patch"
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27", "images"
+    assert names(harness, "services") == ["prod-web"], "a resource from a sibling directory"
+    configmaps = names(harness, "configmaps")
+    assert "prod-monitoring" in configmaps, "the component"
+    [generated] = [n for n in configmaps if n.startswith("prod-settings-")]
+    assert len(generated) == len("prod-settings-") + 10, "configMapGenerator's hash suffix"
+
+    kustomize_repo(repo, tag="1.28")
+    repo.write("overlays/prod/kustomization.yaml", (repo.path / "overlays/prod/kustomization.yaml").read_text()
+               .replace("color=blue", "color=green"))
+    harness.commit_and_sync(repo, "prod", "new tag, new settings")
+    assert deployment(harness, "prod-web")["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
+    regenerated = [n for n in names(harness, "configmaps") if n.startswith("prod-settings-")]
+    assert len(regenerated) == 1 and regenerated != [generated], "the old generated ConfigMap is pruned"
+
+
+def test_source_kustomize_options_apply_over_the_overlay(harness: Harness, repo: Repo) -> None:
+    kustomize_repo(repo)
+    sha = repo.commit("kustomize")
+    harness.make_app("staging", repo, path="overlays/staging", source={"kustomize": {
+        "namePrefix": "team-", "images": ["nginx=registry.example/nginx:2.0"],
+        "commonLabels": {"team": "blue"}, "commonAnnotations": {"owner": "blue@org"}}})
+    harness.start()
+    harness.wait_synced("staging", sha)
+    web = deployment(harness, "team-staging-web")
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/nginx:2.0"
+    assert web["metadata"]["labels"]["team"] == "blue" and web["metadata"]["annotations"]["owner"] == "blue@org"
+    assert web["spec"]["selector"]["matchLabels"]["team"] == "blue", "commonLabels include selectors, as in Argo CD"
+
+
+def helm_chart(repo: Repo) -> None:
+    repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n")
+    repo.write("chart/values.yaml", "replicas: 1\nimage: nginx:1.25\ncolor: red\nteam: none\n")
+    repo.write("chart/values-prod.yaml", "replicas: 2\n")
+    repo.write("chart/templates/deployment.yaml", (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\n"
+        "  labels: {team: {{ .Values.team | quote }}}\n"
+        "spec:\n  replicas: {{ .Values.replicas }}\n  selector: {matchLabels: {app: web}}\n"
+        "  template:\n    metadata: {labels: {app: web}}\n"
+        "    spec:\n      containers: [{name: web, image: {{ .Values.image | quote }}}]\n"))
+    repo.write("chart/templates/configmap.yaml", (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-settings}\n"
+        "data: {color: {{ .Values.color | quote }}, namespace: {{ .Release.Namespace | quote }}}\n"))
+    repo.write("chart/templates/hook.yaml", (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-hook\n"
+        "  annotations: {helm.sh/hook: pre-install}\ndata: {x: y}\n"))
+
+
+def test_a_helm_chart_with_value_files_values_object_and_parameters(harness: Harness, repo: Repo) -> None:
+    helm_chart(repo)
+    sha = repo.commit("a chart")
+    harness.make_app("svc", repo, path="chart", source={"helm": {
+        "releaseName": "shop", "valueFiles": ["values-prod.yaml", "missing.yaml"], "ignoreMissingValueFiles": True,
+        "valuesObject": {"color": "green"}, "parameters": [{"name": "image", "value": "nginx:1.27"},
+                                                          {"name": "team", "value": "42", "forceString": True}]}})
+    harness.start()
+    status = harness.wait_synced("svc", sha)
+    assert status["sync"]["renderedBy"] == "helm v4.3.2"
+    web = deployment(harness, "shop-web")
+    assert web["spec"]["replicas"] == 2, "the value file"
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27", "a parameter"
+    assert web["metadata"]["labels"]["team"] == "42", "forceString"
+    settings = harness.cm("shop-settings")
+    assert settings is not None and settings["data"] == {"color": "green", "namespace": harness.namespace}
+    assert harness.cm("shop-hook") is None, "hooks are not rendered"
+
+    repo.write("chart/values-prod.yaml", "replicas: 4\n")
+    harness.commit_and_sync(repo, "svc", "scale in git")
+    assert deployment(harness, "shop-web")["spec"]["replicas"] == 4
+
+
+def test_jsonnet_with_top_level_arguments(harness: Harness, repo: Repo) -> None:
+    repo.write("app/lib/cm.libsonnet", "{ cm(name, color):: { apiVersion: 'v1', kind: 'ConfigMap', "
+                                       "metadata: { name: name }, data: { color: color } } }")
+    repo.write("app/main.jsonnet", "local lib = import 'lib/cm.libsonnet';\n"
+                                   "function(color='red', count=1) [lib.cm('cm-%d' % i, color) for i in "
+                                   "std.range(1, count)]")
+    repo.write("app/plain.yaml", configmap("plain", {"k": "v"}))
+    sha = repo.commit("jsonnet")
+    harness.make_app("svc", repo, source={"directory": {"jsonnet": {"tlas": [
+        {"name": "color", "value": "blue"}, {"name": "count", "value": "2", "code": True}]}}})
+    harness.start()
+    status = harness.wait_synced("svc", sha)
+    assert status["sync"]["renderedBy"] == "jsonnet v0.22.0"
+    assert names(harness, "configmaps") == ["cm-1", "cm-2", "plain"]
+    assert (harness.cm("cm-2") or {})["data"] == {"color": "blue"}
+
+
+# ---------------------------------------------------------------- never silently wrong; hostile input
+
+def test_plain_directories_follow_argo_cd_recurse_include_exclude(harness: Harness, repo: Repo) -> None:
+    repo.write("app/top.yaml", configmap("top", {"k": "v"}))
+    repo.write("app/sub/deep.yaml", configmap("deep", {"k": "v"}))
+    repo.write("app/sub/skip.yaml", configmap("skip", {"k": "v"}))
+    sha = repo.commit("nested")
+    harness.make_app("svc", repo)
+    harness.start()
+    harness.wait_synced("svc", sha)
+    assert names(harness, "configmaps") == ["top"], "not recursive by default, as in Argo CD"
+    harness.patch_app("svc", {"spec": {"source": {"directory": {"recurse": True, "exclude": "*skip*"}}}})
+    wait_for(lambda: names(harness, "configmaps") == ["deep", "top"], what="recursed, skip.yaml excluded")
+
+
+def test_a_nested_kustomization_in_a_plain_directory_is_refused(harness: Harness, repo: Repo) -> None:
+    repo.write("app/cm.yaml", configmap("alpha", {"k": "v"}))
+    repo.write("app/overlay/kustomization.yaml", {"resources": ["../cm.yaml"]})
+    repo.write("app/overlay/patch.yaml", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "alpha"}})
+    sha = repo.commit("overlay inside a plain directory")
+    harness.make_app("svc", repo, source={"directory": {"recurse": True}})
+    harness.start()
+    condition = harness.wait_condition("svc", "RenderReady", "False", "NestedKustomization")
+    assert "app/overlay/kustomization.yaml" in condition["message"] and sha[:7] in condition["message"]
+    assert harness.cm("alpha") is None, "the patch fragment is never applied as an object"
+
+
+@pytest.mark.parametrize(("files", "reason", "says"), [
+    pytest.param({"app/kustomization.yaml": {"resources": ["../../../etc"]}}, "RenderFailed",
+                 "app/kustomization.yaml:2: resources entry '../../../etc' leaves the repository", id="escape"),
+    pytest.param({"app/kustomization.yaml": {"resources": ["cm.yaml"], "patches": [{"path": "../../../etc/passwd"}]},
+                  "app/cm.yaml": configmap("alpha", {"color": "green"})}, "RenderFailed",
+                 "security; file", id="patch-outside-the-root"),
+    pytest.param({"app/kustomization.yaml": {"resources": ["https://github.com/org/repo//base?ref=v1"]}},
+                 "RenderFailed", "is remote; driftguard renders offline", id="remote-base"),
+    pytest.param({"app/Chart.yaml": "apiVersion: v2\nname: x\nversion: 0.1.0\n",
+                  "app/templates/bad.yaml": "{{ fail \"chart says no\" }}\n"}, "RenderFailed", "chart says no",
+                 id="helm-fails"),
+    pytest.param({"app/main.jsonnet": "error 'jsonnet says no'"}, "RenderFailed", "jsonnet says no",
+                 id="jsonnet-fails"),
+    pytest.param({"app/README.md": "docs", "app/run.sh": "#!/bin/sh"}, "EmptyRender",
+                 "app/README.md, app/run.sh are neither *.yaml/*.yml/*.json nor a source", id="no-manifests"),
+])
+def test_a_bad_render_is_a_condition_and_nothing_is_pruned(harness: Harness, repo: Repo, files: dict[str, Any],
+                                                          reason: str, says: str) -> None:
+    repo.write("app/cm.yaml", configmap("alpha", {"color": "blue"}))
+    good = repo.commit("good")
+    harness.make_app("svc", repo)
+    harness.start()
+    harness.wait_synced("svc", good)
+    repo.remove("app")
+    for path, content in files.items():
+        repo.write(path, content)
+    bad = repo.commit("bad")
+    harness.refresh("svc")
+    condition = harness.wait_condition("svc", "RenderReady", "False", reason)
+    assert says in condition["message"] and bad[:7] in condition["message"], condition["message"]
+    assert "allowEmpty" not in condition["message"], "the dangerous hint only when the render is really empty"
+    assert harness.cm("alpha") is not None, "nothing pruned"
+    wait_for(lambda: harness.service is not None and harness.service.controller.running.is_set(),
+             what="the reconciler still runs")

@@ -1,0 +1,134 @@
+"""Which renderer, with which arguments: Argo CD's source fields, decided without I/O (``reconciler.sources``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler.sources import (
+    DirectoryOptions,
+    HelmOptions,
+    KustomizeOptions,
+    check_kustomizations,
+    detect,
+    helm_args,
+    jsonnet_args,
+    jsonnet_objects,
+    kustomize_overlay,
+    parse_options,
+    select,
+)
+
+
+def options(**source: Any) -> Any:
+    problems: list[str] = []
+    parsed = parse_options(source, problems)
+    assert problems == []
+    return parsed
+
+
+@pytest.mark.parametrize(("paths", "source", "kind"), [
+    (["app/kustomization.yaml", "app/d.yaml"], {}, "kustomize"),
+    (["app/kustomization.yml"], {}, "kustomize"),
+    (["app/Kustomization"], {}, "kustomize"),
+    (["app/Chart.yaml", "app/templates/d.yaml"], {}, "helm"),
+    (["app/main.jsonnet", "app/d.yaml"], {}, "jsonnet"),
+    (["app/sub/main.jsonnet", "app/d.yaml"], {}, "plain"),  # not recursive: a deeper .jsonnet is not evaluated
+    (["app/d.yaml", "app/sub/kustomization.yaml"], {}, "plain"),  # only the path itself decides
+    (["app/kustomization.yaml"], {"directory": {}}, "plain"),  # an explicit field wins, as in Argo CD
+    (["app/d.yaml"], {"helm": {}}, "helm"),
+    (["app/main.jsonnet"], {"directory": {"exclude": "*.jsonnet"}}, "plain"),
+])
+def test_detect_chooses_as_argo_cd_does(paths: list[str], source: dict[str, Any], kind: str) -> None:
+    assert detect(paths, "app", options(**source)) == kind
+
+
+def test_select_names_what_is_not_rendered_and_why() -> None:
+    paths = ["app/a.yaml", "app/b.json", "app/README.md", "app/lib.libsonnet", "app/main.jsonnet", "app/.ci.yaml",
+             "app/sub/c.yaml", "app/sub/kustomization.yaml"]
+    chosen = select(paths, "app", DirectoryOptions())
+    assert chosen.manifests == ("app/a.yaml", "app/b.json")
+    assert chosen.jsonnet == ("app/main.jsonnet",)
+    assert chosen.unrendered == ("app/README.md",)
+    assert chosen.deeper == ("app/sub/c.yaml",)
+    assert chosen.nested_kustomizations == ("app/sub/kustomization.yaml",)
+    deep = select(paths, "app", DirectoryOptions(recurse=True, include="{*.yaml,*.json}", exclude="b.*"))
+    assert deep.manifests == ("app/a.yaml", "app/sub/c.yaml") and deep.deeper == ()
+
+
+@pytest.mark.parametrize(("source", "problem"), [
+    ({"helm": {}, "kustomize": {}}, "spec.source: kustomize and helm exclude each other"),
+    ({"chart": "redis"}, "spec.source.chart is not supported yet"),
+    ({"helm": {"releaseName": "Not_Valid"}}, "spec.source.helm.releaseName 'Not_Valid' is not a valid release name"),
+    ({"helm": {"values": "a: 1", "valuesObject": {"a": 1}}}, "values and valuesObject exclude each other"),
+    ({"helm": {"valueFiles": ["/etc/passwd"]}}, "'/etc/passwd' must be a path inside the repository"),
+    ({"helm": {"parameters": [{"value": "x"}]}}, "spec.source.helm.parameters[0] needs a name"),
+    ({"kustomize": {"images": "nginx"}}, "spec.source.kustomize.images must be a list of strings"),
+    ({"kustomize": {"patches": [{"path": "p.yaml"}]}}, "spec.source.kustomize.patches is not supported yet"),
+    ({"directory": {"jsonnet": {"tlas": "x"}}}, "spec.source.directory.jsonnet.tlas must be a list"),
+])
+def test_bad_fields_are_problems_naming_the_field(source: dict[str, Any], problem: str) -> None:
+    problems: list[str] = []
+    parse_options(source, problems)
+    assert any(problem in p for p in problems), problems
+
+
+def test_the_cache_key_changes_with_any_render_field() -> None:
+    keys = {options().key, options(helm={"valuesObject": {"a": 1}}).key, options(helm={"valuesObject": {"a": 2}}).key,
+            options(directory={"recurse": True}).key}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize(("image", "expected"), [
+    ("nginx:1.27", {"name": "nginx", "newTag": "1.27"}),
+    ("nginx=registry.example:5000/nginx:2.0", {"name": "nginx", "newName": "registry.example:5000/nginx",
+                                              "newTag": "2.0"}),
+    ("nginx@sha256:abc", {"name": "nginx", "digest": "sha256:abc"}),
+    ("registry.example:5000/app", {"name": "registry.example:5000/app"}),
+])
+def test_kustomize_images_follow_argo_cds_forms(image: str, expected: dict[str, str]) -> None:
+    overlay = kustomize_overlay(KustomizeOptions(images=(image,)), "../app")
+    assert overlay is not None and overlay["images"] == [expected]
+
+
+def test_no_kustomize_options_no_overlay() -> None:
+    assert kustomize_overlay(KustomizeOptions(), "../app") is None
+
+
+def test_helm_args_are_offline_hookless_argv() -> None:
+    helm = HelmOptions(release_name="shop", value_files=("v1.yaml", "missing.yaml"), parameters=(
+        ("image", "nginx:1.27", False), ("team", "42", True)), file_parameters=(("cert", "files/c.pem"),),
+        skip_crds=True, ignore_missing_value_files=True)
+    assert helm_args("app", ".", "prod", helm, values_file="/tmp/v.yaml", present=["v1.yaml"]) == [
+        "template", "shop", ".", "--no-hooks", "--namespace", "prod", "--skip-crds", "--values", "v1.yaml",
+        "--values", "/tmp/v.yaml", "--set", "image=nginx:1.27", "--set-string", "team=42",
+        "--set-file", "cert=files/c.pem"]
+    assert "--include-crds" in helm_args("app", ".", "", HelmOptions(), values_file=None, present=[])
+
+
+def test_jsonnet_args_and_outputs() -> None:
+    d = DirectoryOptions(tlas=(("color", "blue", False), ("n", "2", True)), ext_vars=(("env", "prod", False),))
+    assert jsonnet_args("main.jsonnet", d, ["/lib"]) == [
+        "--jpath", "/lib", "--tla-str", "color=blue", "--tla-code", "n=2", "--ext-str", "env=prod", "main.jsonnet"]
+    cm = {"apiVersion": "v1", "kind": "ConfigMap"}
+    assert jsonnet_objects([cm, [cm]], "m") == [cm, cm]
+    assert jsonnet_objects({"kind": "List", "items": [cm]}, "m") == [cm]
+    with pytest.raises(ValueError, match="m: evaluates to an object that is no Kubernetes object"):
+        jsonnet_objects({"a": cm}, "m")
+    with pytest.raises(ValueError, match="m: evaluates to str"):
+        jsonnet_objects("x", "m")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (b"resources: [d.yaml, ../base]\n", ""),
+    (b"resources:\n- ../../outside\n",
+     "app/kustomization.yaml:2: resources entry '../../outside' leaves the repository"),
+    (b"resources:\n- https://github.com/o/r//base?ref=v1\n", "is remote; driftguard renders offline"),
+    (b"resources:\n- github.com/o/r/base?ref=v1\n", "is remote"),
+    (b"components: [/etc]\n", "components entry '/etc' leaves the repository"),
+    (b"resources: [\n", "app/kustomization.yaml: not YAML"),
+])
+def test_kustomizations_are_checked_before_kustomize_runs(text: bytes, problem: str) -> None:
+    found = check_kustomizations({"app/kustomization.yaml": text, "app/d.yaml": b"kind: x\n"})
+    assert (problem in found) if problem else found == ""
