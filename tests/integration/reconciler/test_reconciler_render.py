@@ -9,9 +9,13 @@ Hostile inputs leave the reconciler healthy with a condition naming the problem,
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 pytestmark = pytest.mark.integration
@@ -221,3 +225,22 @@ def test_a_bad_render_is_a_condition_and_nothing_is_pruned(harness: Harness, rep
     assert harness.cm("alpha") is not None, "nothing pruned"
     wait_for(lambda: harness.service is not None and harness.service.controller.running.is_set(),
              what="the reconciler still runs")
+
+
+def test_driftguard_render_local_prints_what_would_be_applied(repo: Repo, tmp_path: Path) -> None:
+    kustomize_repo(repo)
+    application = tmp_path / "app.yaml"
+    application.write_text(yaml.safe_dump({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application", "metadata": {"name": "prod"},
+        "spec": {"source": {"repoURL": "x", "path": "overlays/prod", "kustomize": {"nameSuffix": "-v2"}}}}))
+    done = subprocess.run([sys.executable, "-m", "driftguard.cli", "render", "--local", str(repo.path),
+                           "--application", str(application)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    objects = list(yaml.safe_load_all(done.stdout))
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Deployment") == ["prod-web-v2"]
+    assert "rendered by kustomize v5.8.1" in done.stderr
+    assert not (repo.path / ".driftguard-overlay").exists(), "the checkout is never written to"
+    broken = subprocess.run([sys.executable, "-m", "driftguard.cli", "render", "--local", str(repo.path),
+                             "--path", "../outside"], capture_output=True, text=True, timeout=60, check=False)
+    assert broken.returncode == 1 and "--path '../outside' must be relative" in broken.stderr
