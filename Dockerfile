@@ -23,6 +23,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/driftguard /opt/driftguard
+# kustomize, helm and jsonnet, the renderers (reconciler/renderer.py), built from tools/<name>/go.mod by
+# `make tools` and staged into the build context by `make image` (and the real-cluster tier).
+COPY .render-tools/kustomize .render-tools/helm .render-tools/jsonnet /usr/local/bin/
 # 65532 is the conventional "nonroot" uid; the manifests pin it with runAsUser.
 RUN useradd --uid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin driftguard
 USER 65532:65532

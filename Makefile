@@ -84,12 +84,13 @@ bench: bench-webhook bench-flood bench-reconciler
 
 ## bench-reconciler: the reconciler's benchmarks, one command each (each starts its own control plane)
 .PHONY: bench-reconciler
-bench-reconciler: venv controlplane
+bench-reconciler: venv controlplane tools
 	$(PY) bench/bench_reconciler_latency.py
 	$(PY) bench/bench_reconciler_drift.py
 	$(PY) bench/bench_perimeter.py
 	$(PY) bench/bench_reconciler_sync.py --objects 1000
 	$(PY) bench/bench_reconciler_sync.py --objects 10000
+	$(PY) bench/bench_render.py --objects 10000
 
 ## bench-tools: wrk, the webhook benchmarks' load generator (apt-get; without it they use a Python client)
 .PHONY: bench-tools
@@ -118,7 +119,8 @@ IMAGE ?= driftguard:dev
 KIND_CLUSTER ?= driftguard
 
 ## image: build the container image
-image:
+image: tools
+	$(PY) -m driftguard.local.controlplane tools --stage .render-tools
 	docker build -t $(IMAGE) .
 
 ## kind-up: create a kind cluster and load the image into it

@@ -113,7 +113,8 @@ class Controller:
                               max_output=s.render_max_output * MiB)
         self.reconciler = Reconciler(cluster, self.source, self.applier, uncovered=(
             (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""),
-            projects=self.projects, renderer=Renderer(tools, limits))
+            projects=self.projects, renderer=Renderer(tools, limits),
+            rendered=lambda by, result, seconds: self.metrics.renders.labels(by, result).observe(seconds))
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None

@@ -50,6 +50,10 @@ class Metrics:
             "driftguard_perimeter_restored", "driftguard's own objects put back after a change admission cannot "
             "stop, by kind and cause (missing, altered, foreign-holder).", ["kind", "cause"], registry=r)
         self.leader = Gauge("driftguard_leader", "1 while this replica is the leader.", registry=r)
+        self.renders = Histogram("driftguard_render_duration_seconds", "Renders of a revision by a tool or of a "
+                                 "plain directory (cached revisions are not rendered again), by renderer and result.",
+                                 ["renderer", "result"], registry=r,
+                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         r.register(_RequestCollector(request_counts))
 
     def record_changes(self, application: str, changes: ChangeSet) -> None:

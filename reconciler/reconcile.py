@@ -80,7 +80,7 @@ class Reconciler:
         self, cluster: Cluster, source: GitSource, applier: Applier, *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
-        renderer: Renderer | None = None,
+        renderer: Renderer | None = None, rendered: Callable[[str, str, float], None] = lambda *_: None,
     ) -> None:
         """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
         Projects are read (default: in the namespace of the Application, driftguard's own as the system's)."""
@@ -88,6 +88,7 @@ class Reconciler:
         self._uncovered = uncovered
         self.projects = projects
         self.renderer = renderer or Renderer()
+        self._rendered = rendered  # (renderer, or the failure's reason; "ok" | "failed"; seconds): for metrics
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -182,12 +183,15 @@ class Reconciler:
         if memory.render_key != key:
             if memory.failed_key == key and memory.failed is not None:
                 raise Stop(memory.failed)
+            started = time.monotonic()
             try:
                 manifests, memory.renderer, memory.empty = self._render(app, revision)
             except Stop as e:
+                self._rendered(e.problem.reason, "failed", time.monotonic() - started)
                 if e.problem.reason not in TRANSIENT:
                     memory.failed_key, memory.failed = key, e.problem
                 raise
+            self._rendered(memory.renderer.split(" ", 1)[0], "ok", time.monotonic() - started)
             desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
             memory.render_key, memory.desired = (key, desired) if all(d.scope_known for d in desired) else ((), [])
         else:

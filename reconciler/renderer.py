@@ -135,6 +135,13 @@ class Renderer:
         overlay = sources.kustomize_overlay(options.kustomize, os.path.relpath(target, tree / ".driftguard-overlay"))
         if overlay is not None:
             directory = tree / ".driftguard-overlay"
+            for patch in overlay.get("patches", []):  # a patch file is inlined: the overlay's root holds no files
+                if "path" in patch:
+                    file = (directory / patch.pop("path")).resolve()
+                    if not file.is_relative_to(tree.resolve()) or not file.is_file():
+                        raise RenderError("kustomize: a patch path of spec.source.kustomize.patches is not a file in "
+                                          "the repository")
+                    patch["patch"] = file.read_text()
             directory.mkdir()
             (directory / "kustomization.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
             target = directory

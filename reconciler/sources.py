@@ -53,6 +53,9 @@ class KustomizeOptions:
     images: tuple[str, ...] = ()
     common_labels: tuple[tuple[str, str], ...] = ()
     common_annotations: tuple[tuple[str, str], ...] = ()
+    patches: tuple[str, ...] = ()  # each a patch entry (``patch``, ``path``, ``target``) as canonical JSON
+    components: tuple[str, ...] = ()  # paths relative to the source path
+    replicas: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +157,20 @@ def kustomize_args(directory: str) -> list[str]:
 
 
 def kustomize_overlay(options: KustomizeOptions, target: str) -> dict[str, Any] | None:
-    """A kustomization over ``target`` applying ``spec.source.kustomize`` (None when it sets nothing), the way
-    Argo CD's ``kustomize edit set …`` does without editing the user's files."""
+    """A kustomization over ``target`` (the source path, relative to the overlay's directory) applying
+    ``spec.source.kustomize`` (None when it sets nothing), the way Argo CD's ``kustomize edit set …`` does
+    without editing the user's files. Component and patch paths are relative to the source path."""
     overlay: dict[str, Any] = {}
+    if options.components:
+        overlay["components"] = [posixpath.normpath(posixpath.join(target, c)) for c in options.components]
+    if options.patches:
+        patches = [json.loads(p) for p in options.patches]
+        for patch in patches:
+            if "path" in patch:
+                patch["path"] = posixpath.normpath(posixpath.join(target, patch["path"]))
+        overlay["patches"] = patches
+    if options.replicas:
+        overlay["replicas"] = [{"name": name, "count": count} for name, count in options.replicas]
     if options.name_prefix:
         overlay["namePrefix"] = options.name_prefix
     if options.name_suffix:
@@ -278,11 +292,31 @@ def _directory(d: Mapping[str, Any], problems: list[str]) -> DirectoryOptions:
 
 
 def _kustomize(k: Mapping[str, Any], problems: list[str]) -> KustomizeOptions:
-    for unsupported in ("patches", "components", "replicas", "version"):
-        if k.get(unsupported):
-            problems.append(f"spec.source.kustomize.{unsupported} is not supported yet; put it in the kustomization "
-                            "in git")
+    if k.get("version"):
+        problems.append("spec.source.kustomize.version is not supported: driftguard runs the kustomize it was "
+                        "given (--kustomize)")
+    patches: list[str] = []
+    for i, patch in enumerate(k.get("patches") or []):
+        if not isinstance(patch, Mapping) or not (patch.get("patch") or patch.get("path")):
+            problems.append(f"spec.source.kustomize.patches[{i}] needs a patch or a path")
+            continue
+        if patch.get("path") and (str(patch["path"]).startswith("/") or "://" in str(patch["path"])):
+            problems.append(f"spec.source.kustomize.patches[{i}].path must be relative to spec.source.path")
+            continue
+        patches.append(json.dumps(dict(patch), sort_keys=True))
+    replicas: list[tuple[str, int]] = []
+    for i, entry in enumerate(k.get("replicas") or []):
+        count = entry.get("count") if isinstance(entry, Mapping) else None
+        if not isinstance(entry, Mapping) or not entry.get("name") or not isinstance(count, int) or count < 0:
+            problems.append(f"spec.source.kustomize.replicas[{i}] needs a name and a count (a whole number ≥ 0)")
+            continue
+        replicas.append((str(entry["name"]), count))
+    components = _strings(k.get("components"), "spec.source.kustomize.components", problems)
+    for component in components:
+        if component.startswith("/") or "://" in component:
+            problems.append(f"spec.source.kustomize.components: {component!r} must be relative to spec.source.path")
     return KustomizeOptions(
+        patches=tuple(patches), components=tuple(components), replicas=tuple(replicas),
         name_prefix=str(k.get("namePrefix") or ""), name_suffix=str(k.get("nameSuffix") or ""),
         namespace=str(k.get("namespace") or ""),
         images=tuple(_strings(k.get("images"), "spec.source.kustomize.images", problems)),

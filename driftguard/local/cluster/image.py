@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from driftguard.local.cluster import host
-from driftguard.local.controlplane.binaries import cache_dir
+from driftguard.local.controlplane.binaries import cache_dir, stage_render_tools
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def _build(destination: Path, context: Path, base: str | None, say: Progress) ->
         if not _exists(base):
             _build_local_base(say)
     started = time.monotonic()
+    stage_render_tools(context / ".render-tools")
     say(f"building {IMAGE} from {context / 'Dockerfile'} (BASE_IMAGE={base})…")
     log_file = destination.parent / "image-build.log"
     destination.parent.mkdir(parents=True, exist_ok=True)

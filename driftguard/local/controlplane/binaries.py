@@ -285,12 +285,31 @@ def _say(progress: TextIO, line: str) -> None:
     print(line, file=progress, flush=True)
 
 
+def stage_render_tools(directory: Path) -> list[Path]:
+    """Copy kustomize, helm and jsonnet into ``directory`` (an image build's context: the Dockerfile
+    copies ``.render-tools/`` into the image), building them first if needed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for name, path in resolve_render_tools().items():
+        target = directory / name
+        if not target.exists() or target.stat().st_size != path.stat().st_size or \
+                target.stat().st_mtime < path.stat().st_mtime:
+            shutil.copy2(path, target)
+        staged.append(target)
+    return staged
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m driftguard.local.controlplane [tools]``: resolve (build if needed) and print the paths
-    of the control plane, or with ``tools`` of the renderers (kustomize, helm, jsonnet)."""
+    """``python -m driftguard.local.controlplane [tools [--stage DIR]]``: resolve (build if needed) and print
+    the paths of the control plane, or with ``tools`` of the renderers (kustomize, helm, jsonnet), copied
+    into DIR with ``--stage``."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args == ["tools"]:
+        if args[:1] == ["tools"]:
+            if args[1:2] == ["--stage"] and len(args) == 3:
+                for path in stage_render_tools(Path(args[2])):
+                    print(f"staged {path}")
+                return 0
             for name, path in resolve_render_tools().items():
                 print(f"{name + ':':<15} {path} ({RENDER_TOOLS[name]})")
             return 0

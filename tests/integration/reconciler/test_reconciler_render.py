@@ -95,15 +95,25 @@ def test_a_kustomize_overlay_is_built_and_applied_object_by_object(harness: Harn
 def test_source_kustomize_options_apply_over_the_overlay(harness: Harness, repo: Repo) -> None:
     kustomize_repo(repo)
     sha = repo.commit("kustomize")
+    repo.write("overlays/staging/more-replicas.yaml", {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                       "metadata": {"name": "web", "labels": {"patched": "file"}}})
+    sha = repo.commit("a patch file")
     harness.make_app("staging", repo, path="overlays/staging", source={"kustomize": {
         "namePrefix": "team-", "images": ["nginx=registry.example/nginx:2.0"],
-        "commonLabels": {"team": "blue"}, "commonAnnotations": {"owner": "blue@org"}}})
+        "commonLabels": {"team": "blue"}, "commonAnnotations": {"owner": "blue@org"},
+        "components": ["../../components/monitoring"], "replicas": [{"name": "staging-web", "count": 5}],
+        "patches": [{"path": "more-replicas.yaml"},
+                    {"patch": '[{"op": "add", "path": "/metadata/labels/inline", "value": "yes"}]',
+                     "target": {"kind": "Deployment"}}]}})
     harness.start()
     harness.wait_synced("staging", sha)
     web = deployment(harness, "team-staging-web")
     assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/nginx:2.0"
     assert web["metadata"]["labels"]["team"] == "blue" and web["metadata"]["annotations"]["owner"] == "blue@org"
     assert web["spec"]["selector"]["matchLabels"]["team"] == "blue", "commonLabels include selectors, as in Argo CD"
+    assert web["spec"]["replicas"] == 5, "replicas"
+    assert web["metadata"]["labels"]["patched"] == "file" and web["metadata"]["labels"]["inline"] == "yes", "patches"
+    assert "team-monitoring" in names(harness, "configmaps"), "a component (under the outer prefix only)"
 
 
 def helm_chart(repo: Repo) -> None:

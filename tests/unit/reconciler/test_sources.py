@@ -65,7 +65,9 @@ def test_select_names_what_is_not_rendered_and_why() -> None:
     ({"helm": {"valueFiles": ["/etc/passwd"]}}, "'/etc/passwd' must be a path inside the repository"),
     ({"helm": {"parameters": [{"value": "x"}]}}, "spec.source.helm.parameters[0] needs a name"),
     ({"kustomize": {"images": "nginx"}}, "spec.source.kustomize.images must be a list of strings"),
-    ({"kustomize": {"patches": [{"path": "p.yaml"}]}}, "spec.source.kustomize.patches is not supported yet"),
+    ({"kustomize": {"version": "v5.0.0"}}, "spec.source.kustomize.version is not supported"),
+    ({"kustomize": {"patches": [{"target": {"kind": "Deployment"}}]}}, "patches[0] needs a patch or a path"),
+    ({"kustomize": {"replicas": [{"name": "web", "count": "3"}]}}, "replicas[0] needs a name and a count"),
     ({"directory": {"jsonnet": {"tlas": "x"}}}, "spec.source.directory.jsonnet.tlas must be a list"),
 ])
 def test_bad_fields_are_problems_naming_the_field(source: dict[str, Any], problem: str) -> None:
@@ -132,3 +134,14 @@ def test_jsonnet_args_and_outputs() -> None:
 def test_kustomizations_are_checked_before_kustomize_runs(text: bytes, problem: str) -> None:
     found = check_kustomizations({"app/kustomization.yaml": text, "app/d.yaml": b"kind: x\n"})
     assert (problem in found) if problem else found == ""
+
+
+def test_kustomize_patches_components_and_replicas_are_relative_to_the_source_path() -> None:
+    k = options(kustomize={"components": ["../../components/x"], "replicas": [{"name": "web", "count": 3}],
+                           "patches": [{"path": "p.yaml"}, {"patch": "- op: remove", "target": {"kind": "Service"}}]})
+    overlay = kustomize_overlay(k.kustomize, "../overlays/prod")
+    assert overlay is not None
+    assert overlay["components"] == ["../components/x"]
+    assert overlay["replicas"] == [{"name": "web", "count": 3}]
+    assert overlay["patches"] == [{"path": "../overlays/prod/p.yaml"},
+                                  {"patch": "- op: remove", "target": {"kind": "Service"}}]
