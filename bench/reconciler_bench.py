@@ -207,7 +207,7 @@ def reconciler(kubeconfig: Path, namespace: str, scratch: Path, *extra: str) -> 
     verbose = ["-v"] if os.environ.get("DRIFTGUARD_BENCH_VERBOSE") else []
     command = [sys.executable, "-m", "driftguard.cli", *verbose, "reconcile", "--kubeconfig", str(kubeconfig),
                "--namespace", namespace, "--listen", f"127.0.0.1:{port}", "--no-leader-elect",
-               "--cache-dir", str(scratch / "git-cache"), *extra]
+               "--cache-dir", str(scratch / "git-cache"), "--allow-local-repos", *extra]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                    env={**os.environ, "DRIFTGUARD_REFRESH_TOKEN": REFRESH_TOKEN})

@@ -172,6 +172,14 @@ def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
     return SourceSpec(url, revision, path, str(secret.get("name") or ""), parse_options(source, problems))
 
 
+_REMOTE = re.compile(r"^(https?|ssh|git)://[^/]|^[^/:]+:(?!//)")  # a URL with a host, or scp-like user@host:path
+
+
+def is_local_url(url: str) -> bool:
+    """Whether git would read ``url`` from this machine's filesystem (``file://``, a path, anything not remote)."""
+    return not _REMOTE.match(url.strip())
+
+
 def normalize_path(path: str) -> str | None:
     """``./services/a/`` → ``services/a``; ``.``/empty → ``""``; None when absolute or escaping."""
     if path.startswith("/"):

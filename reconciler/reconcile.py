@@ -32,7 +32,7 @@ from driftguard.core.names import NAMESPACE
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
 from reconciler import desired as desired_set
 from reconciler import sources
-from reconciler.application import AppSpec
+from reconciler.application import AppSpec, is_local_url
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
@@ -81,14 +81,17 @@ class Reconciler:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
         renderer: Renderer | None = None, rendered: Callable[[str, str, float], None] = lambda *_: None,
+        allow_local: bool = False,
     ) -> None:
         """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
-        Projects are read (default: in the namespace of the Application, driftguard's own as the system's)."""
+        Projects are read (default: in the namespace of the Application, driftguard's own as the system's);
+        ``allow_local``: whether ``file://`` URLs and local paths are sources (``--allow-local-repos``)."""
         self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
         self._uncovered = uncovered
         self.projects = projects
         self.renderer = renderer or Renderer()
         self._rendered = rendered  # (renderer, or the failure's reason; "ok" | "failed"; seconds): for metrics
+        self.allow_local = allow_local
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -170,6 +173,12 @@ class Reconciler:
 
     def resolve(self, app: AppSpec) -> Revision:
         """Fetch the source and resolve the target revision (``Stop`` with the problem otherwise)."""
+        if is_local_url(app.source.repo_url) and not self.allow_local:
+            raise Stop(Problem("SourceReady", "LocalSourceRefused", (
+                f"repoURL {app.source.repo_url} is a file:// URL or a local path, which this reconciler does not "
+                "read (one could read another Application's repository from its git cache); use an https or ssh "
+                "URL, or run the reconciler with --allow-local-repos (local mode and tests); nothing applied or "
+                "pruned")))
         try:
             return self.source.resolve(app.source.repo_url, app.source.target_revision, self._credentials(app))
         except SourceError as e:

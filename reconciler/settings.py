@@ -67,6 +67,10 @@ class Settings:
         "DRIFTGUARD_STOP_TIMEOUT", "how long a lost leadership term's threads may take to stop before the "
         "process exits", kind="duration"))
     system_namespace: str = NAMESPACE  # driftguard's own: the registration ConfigMap (reconciler.perimeter)
+    allow_local_repos: bool = field(default=False, metadata=_meta(
+        "DRIFTGUARD_ALLOW_LOCAL_REPOS", "accept file:// URLs and local paths as repoURL (local mode and tests only: a "
+        "local path can read another Application's fetched repository from the reconciler's git cache)",
+        kind="switch"))
     project_namespace: str = field(default="", metadata=_meta(
         "DRIFTGUARD_PROJECT_NAMESPACE", f"the namespace Projects are read from (unset: --namespace, else {NAMESPACE})"))
     webhook_configuration: str = field(default="driftguard", metadata=_meta(

@@ -128,6 +128,7 @@ def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -
         "--cache-dir", str(directory / "git-cache"), "--identity", "local-reconciler", "--log-format", "json",
         "--mark-key-file", str(mark_key_file(directory)),
         *(arg for tool, path in resolve_render_tools().items() for arg in (f"--{tool}", str(path))),
+        "--allow-local-repos",  # local mode: the demo's repositories are directories on this machine
     ]
     env = {**os.environ, "DRIFTGUARD_REFRESH_TOKEN": refresh_token(directory)}  # not argv: ps shows argv
     _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress, env=env)

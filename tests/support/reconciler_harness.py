@@ -234,7 +234,8 @@ class Harness:
         options = Options(
             kubeconfig=str(self.kubeconfig), namespace=self.namespace, listen="127.0.0.1:0",
             cache_dir=self.cache_dir, leader_elect=False, refresh_token=REFRESH_TOKEN,
-            settings=Settings(namespace=self.namespace, cache_dir=self.cache_dir, watch_timeout=5.0, **settings),
+            settings=Settings(**{"namespace": self.namespace, "cache_dir": self.cache_dir, "watch_timeout": 5.0,
+                                 "allow_local_repos": True, **settings}),  # the tests' repositories are local
         )
         self.service = start(options)
         self.services.append(self.service)

@@ -87,7 +87,8 @@ class Reconciler:
         self._log = self.log_path.open("wb")
         command = [sys.executable, "-m", "driftguard.cli", "reconcile", "--kubeconfig", str(kubeconfig),
                    "--namespace", SA_NAMESPACE, "--listen", f"127.0.0.1:{self.port}",
-                   "--cache-dir", str(tmp_path / "git-cache"), "--leader-elect", "--identity", IDENTITY]
+                   "--cache-dir", str(tmp_path / "git-cache"), "--leader-elect", "--identity", IDENTITY,
+                   "--allow-local-repos"]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, "POD_NAME": "", "DRIFTGUARD_REFRESH_TOKEN": TOKEN},
                                         start_new_session=True)

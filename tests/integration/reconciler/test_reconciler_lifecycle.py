@@ -48,7 +48,7 @@ def reconciler_process(harness: Harness, tmp_path: Path, port: int, *extra: str)
                "--namespace", harness.namespace, "--listen", f"127.0.0.1:{port}",
                "--cache-dir", str(tmp_path / "cache"), "--lease-namespace", "driftguard-system",
                "--lease-name", f"lease-{harness.namespace}"[:63], "--identity", "replica-0",
-               "--apply-concurrency", "1", *extra]
+               "--apply-concurrency", "1", "--allow-local-repos", *extra]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "POD_NAME": ""})
     try:
         yield process
@@ -101,7 +101,8 @@ def leader_service(harness: Harness, identity: str, lease: str) -> Service:
         kubeconfig=str(harness.kubeconfig), namespace=harness.namespace, listen="127.0.0.1:0",
         cache_dir=harness.cache_dir / identity, leader_elect=True, lease_namespace="driftguard-system",
         lease_name=lease, lease_duration=2.0, identity=identity, refresh_token="s3cret",
-        settings=Settings(namespace=harness.namespace, cache_dir=harness.cache_dir / identity, watch_timeout=5.0),
+        settings=Settings(namespace=harness.namespace, cache_dir=harness.cache_dir / identity, watch_timeout=5.0,
+                          allow_local_repos=True),
     ))
     harness.services.append(service)
     return service
@@ -152,7 +153,8 @@ def test_http_surface(harness: Harness, repo: Repo) -> None:
     sha = repo.commit("one")
     harness.make_app("svc", repo)
     service = start(Options(kubeconfig=str(harness.kubeconfig), namespace=harness.namespace, listen="127.0.0.1:0",
-                            cache_dir=harness.cache_dir, leader_elect=False, refresh_token="s3cret"))
+                            cache_dir=harness.cache_dir, leader_elect=False, refresh_token="s3cret",
+                            settings=Settings(allow_local_repos=True)))
     harness.services.append(service)
     harness.wait_synced("svc", sha)
     with urllib.request.urlopen(service.url + "/healthz") as response:

@@ -352,3 +352,25 @@ def test_another_teams_secret_is_never_adopted_overwritten_or_pruned_without_its
     a.repo.remove("app/steal.yaml")
     a.harness.commit_and_sync(a.repo, "web", "drop it again")
     assert a.harness.get(f"{secrets_path}/b-creds") is None, "adopted with opt-in: pruned"
+
+
+def test_outside_local_mode_a_local_path_is_never_a_source_whatever_the_project_says(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    """A reconciler without --allow-local-repos reads no file:// URL or path, even one a project permits."""
+    a, b = tenants["a"], tenants["b"]
+    b.repo.write("app/secret-config.yaml", configmap("b-only", {"token": "b's"}))
+    b_sha = b.repo.commit("team b")
+    b.app("b-web", project="team-b")
+    start(b, namespace)
+    b.harness.wait_synced("b-web", b_sha)
+    admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE,
+                  body={"spec": {"sourceRepos": ["*"]}})
+
+    a.harness.start(project_namespace=namespace, allow_local_repos=False)
+    cache = next(p for p in b.harness.cache_dir.iterdir() if p.name.endswith(".git"))
+    for name, url in (("peek-cache", str(cache)), ("peek-file", f"file://{cache}")):
+        a.app(name, project="team-a", repo_url=url)
+        condition = a.harness.wait_condition(name, "SourceReady", "False", "LocalSourceRefused")
+        assert condition["message"].startswith(f"repoURL {url} is a file:// URL or a local path, which this "
+                                               "reconciler does not read")
+    assert a.harness.cm("b-only") is None

@@ -14,7 +14,7 @@ from support.reconciler_builders import REV1, REV2, cm, desired
 from driftguard.core.changes import Action
 from driftguard.core.inventory import Inventory
 from driftguard.kube.resources import Cluster
-from reconciler.application import AppSpec, parse_application
+from reconciler.application import AppSpec, is_local_url, parse_application
 from reconciler.apply import Applier, Mode
 from reconciler.gitsource import GitSource
 from reconciler.projects import ProjectSource
@@ -153,3 +153,36 @@ def test_a_declared_project_replaces_the_builtin_default() -> None:
     status = compose(Snapshot(run.spec, result.report, run.memory.inventory), {}, REV2_TIME)
     permitted = next(c for c in status["conditions"] if c["type"] == "ProjectPermitted")
     assert (permitted["status"], permitted["message"]) == ("True", "Project default permits every declared object")
+
+
+@pytest.mark.parametrize(("url", "local"), [
+    ("https://git.example/org/repo", False),
+    ("http://git.example/org/repo", False),
+    ("ssh://git@git.example/org/repo", False),
+    ("git://git.example/org/repo", False),
+    ("git@github.com:org/repo.git", False),
+    ("file:///var/cache/driftguard/git/abc.git", True),
+    ("/var/cache/driftguard/git/abc.git", True),
+    ("./repo", True),
+    ("repo", True),
+    ("../other/repo", True),
+    ("https:///etc/passwd", True),  # no host: git would not fetch it over the network
+    ("file://localhost/srv/repo", True),
+])
+def test_local_urls(url: str, local: bool) -> None:
+    assert is_local_url(url) is local
+
+
+def test_a_local_path_is_refused_unless_local_repos_are_allowed() -> None:
+    spec = app(repo="/var/cache/driftguard/git/0123abcd.git")
+    run = Run(FakeSource(REV2, {"app/web.yaml": WEB}), spec)
+
+    result = run.sync()
+
+    problem = result.report.problem
+    assert problem is not None and (problem.condition, problem.reason) == ("SourceReady", "LocalSourceRefused")
+    assert "run the reconciler with --allow-local-repos" in problem.message
+    assert run.source.calls["resolve"] == 0 and run.cluster.writes() == 0
+
+    run.reconciler.allow_local = True
+    assert run.sync().report.problem is None

@@ -76,4 +76,5 @@ def test_every_declared_setting_is_a_flag_and_a_table_row() -> None:
     flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
     rows = settings.reference()
     assert len(rows) > 10
-    assert {row[0] for row in rows} | {"--all-namespaces", "--help", "--no-leader-elect", "--no-install-crd"} == flags
+    assert {row[0] for row in rows} | {"--all-namespaces", "--help", "--no-leader-elect", "--no-install-crd",
+                                          "--no-allow-local-repos"} == flags
