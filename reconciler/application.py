@@ -9,12 +9,14 @@ applied (status shows what would be), ``prune`` and ``selfHeal`` default to fals
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NotRequired, TypedDict, cast
 
 from driftguard.core.contract import ENFORCEMENTS, Enforcement
+from reconciler.revision import redact_url
 from reconciler.sources import RenderOptions, parse_options
 
 GROUP: Final = "driftguard.io"
@@ -178,6 +180,54 @@ _REMOTE = re.compile(r"^(https?|ssh|git)://[^/]|^[^/:]+:(?!//)")  # a URL with a
 def is_local_url(url: str) -> bool:
     """Whether git would read ``url`` from this machine's filesystem (``file://``, a path, anything not remote)."""
     return not _REMOTE.match(url.strip())
+
+
+LOGIN_KEYS: Final = ("password", "token", "sshPrivateKey", "identity")
+
+
+def credentials_refusal(data: Mapping[str, str], *, secret: str, repo_url: str, project: str) -> str:
+    """Why the repository Secret ``secret`` (its ``data``, base64) may not be used for ``repo_url`` by an
+    Application of ``project`` ("" when it may). Argo CD's repo-creds model: a Secret holding a login names
+    the URL prefixes it serves (``url``, several separated by commas or newlines) and, optionally, the
+    projects that may use it (``project``/``projects``, comma-separated; none listed: any). A login is never
+    sent over plain ``http://``. A Secret holding only a CA (``ca.crt``) is not a credential and is unscoped."""
+    def get(key: str) -> str:
+        try:
+            return base64.b64decode(data.get(key) or "").decode()
+        except (ValueError, UnicodeDecodeError):
+            return ""
+
+    if not any(data.get(key) for key in LOGIN_KEYS):
+        return ""
+    where = f"Secret {secret} (spec.source.secretRef)"
+    if repo_url.strip().lower().startswith("http://"):
+        return (f"{where} holds a login and repoURL {redact_url(repo_url)} is plain http://: credentials are never "
+                "sent unencrypted; use an https:// URL")
+    served = [u for u in re.split(r"[,\s]+", get("url")) if u]
+    if not served:
+        return (f"{where} does not name the repositories it serves: add the key url with the URL prefix its login "
+                "is for (e.g. https://git.example.com/team-a/); it is sent to no other URL")
+    if not any(_under(repo_url, prefix) for prefix in served):
+        return (f"repoURL {redact_url(repo_url)} is not under the URLs {where} serves ({', '.join(served)}): its "
+                "login is sent to those only")
+    projects = [p for p in re.split(r"[,\s]+", get("project") + "," + get("projects")) if p]
+    if projects and project not in projects:
+        return f"{where} serves projects {', '.join(projects)} only, not project {project}"
+    return ""
+
+
+def _under(url: str, prefix: str) -> bool:
+    """``url`` is ``prefix`` or below it (at a path boundary; userinfo in ``url`` ignored)."""
+    url, prefix = _without_userinfo(url.strip()).rstrip("/"), prefix.strip().rstrip("/")
+    return url == prefix or url.startswith(prefix + "/") or (prefix.endswith(":") and url.startswith(prefix))
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
 
 
 def normalize_path(path: str) -> str | None:

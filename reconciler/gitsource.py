@@ -244,6 +244,8 @@ def _environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
             user = credentials.username or "git"
             basic = base64.b64encode(f"{user}:{credentials.token}".encode()).decode()
             config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
+            # The header goes with every request git makes: never to where a redirect points.
+            config.append(("http.followRedirects", "false"))
         env.update(_config_env(config))
         if credentials.ca:
             ca = Path(scratch, "ca.crt")

@@ -32,7 +32,7 @@ from driftguard.core.names import NAMESPACE
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
 from reconciler import desired as desired_set
 from reconciler import sources
-from reconciler.application import AppSpec, is_local_url
+from reconciler.application import AppSpec, credentials_refusal, is_local_url
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
@@ -293,7 +293,12 @@ class Reconciler:
             raise Stop(Problem("SourceReady", "CredentialsNotFound",
                                f"Secret {app.key.namespace}/{app.source.secret_name} (spec.source.secretRef) "
                                "not found; nothing applied or pruned"))
-        return Credentials.from_secret_data(secret.get("data") or {})
+        data = secret.get("data") or {}
+        refusal = credentials_refusal(data, secret=f"{app.key.namespace}/{app.source.secret_name}",
+                                      repo_url=app.source.repo_url, project=app.project)
+        if refusal:
+            raise Stop(Problem("SourceReady", "CredentialsRefused", f"{refusal}; nothing fetched, applied or pruned"))
+        return Credentials.from_secret_data(data)
 
     def _ensure_namespace(self, app: AppSpec) -> None:
         name = app.destination_namespace

@@ -65,7 +65,7 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 180.0) -> A
 def secret_for(info: Mapping[str, str], name: str, namespace: str = "driftguard-system") -> dict[str, Any]:
     """The Application's repository Secret for the cluster's git server: login and its CA."""
     values = {"username": info["git_username"], "password": info["git_password"],
-              "ca.crt": Path(info["git_ca_file"]).read_text()}
+              "ca.crt": Path(info["git_ca_file"]).read_text(), "url": info["git_url"]}  # the URLs its login serves
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
             "data": {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}}
 

@@ -79,7 +79,8 @@ def test_token_syncs_and_a_wrong_token_fails_clearly_and_safely(
     repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
     repo.write("app/b.yaml", configmap("beta", {"size": "3"}))
     first = repo.commit("first")
-    put_secret(harness, "repo-creds", {"username": USER, "token": TOKEN, "ca.crt": ca.cert_pem.decode()})
+    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN,
+                                       "ca.crt": ca.cert_pem.decode()})
     https_app(harness, git_server, "repo-creds")
     harness.start()
 
@@ -94,7 +95,8 @@ def test_token_syncs_and_a_wrong_token_fails_clearly_and_safely(
     assert any(r.path.endswith("/git-upload-pack") and r.status == 200 for r in git_server.requests)
 
     # The token is rotated wrongly; git meanwhile changes alpha and drops beta (a prune candidate).
-    put_secret(harness, "repo-creds", {"username": USER, "token": WRONG, "ca.crt": ca.cert_pem.decode()})
+    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": WRONG,
+                                       "ca.crt": ca.cert_pem.decode()})
     repo.write("app/a.yaml", configmap("alpha", {"color": "green"}))
     repo.remove("app/b.yaml")
     second = repo.commit("alpha green, beta gone")
@@ -119,7 +121,8 @@ def test_token_syncs_and_a_wrong_token_fails_clearly_and_safely(
     assert "@127.0.0.1" not in json.dumps(status) + events_text(harness)
 
     # Put the right token back: the pending commit is applied and beta pruned, over the same server.
-    put_secret(harness, "repo-creds", {"username": USER, "token": TOKEN, "ca.crt": ca.cert_pem.decode()})
+    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN,
+                                       "ca.crt": ca.cert_pem.decode()})
     harness.refresh("svc")
     harness.wait_synced("svc", second, timeout=15)
     assert harness.cm("alpha")["data"] == {"color": "green"}  # type: ignore[index]
@@ -133,7 +136,7 @@ def test_without_the_ca_the_certificate_is_refused_and_the_token_never_sent(
     caplog.set_level(logging.DEBUG)
     repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
     repo.commit("first")
-    put_secret(harness, "repo-creds", {"username": USER, "token": TOKEN})  # no ca.crt
+    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN})  # no ca.crt
     https_app(harness, git_server, "repo-creds")
     harness.start()
 

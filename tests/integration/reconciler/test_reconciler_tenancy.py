@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,3 +375,44 @@ def test_outside_local_mode_a_local_path_is_never_a_source_whatever_the_project_
         assert condition["message"].startswith(f"repoURL {url} is a file:// URL or a local path, which this "
                                                "reconciler does not read")
     assert a.harness.cm("b-only") is None
+
+
+def test_another_teams_repository_credentials_are_sent_only_to_the_urls_and_projects_they_name(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    """The issue's setup: every Application in one namespace (the Projects' own), team b's repository Secret
+    among them; team a names it with a repoURL of its choosing, a listener here. Nothing reaches it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        admin.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body={
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-b-creds"},
+            "stringData": {"username": "team-b-bot", "password": "team-b-token",
+                           "url": "https://git.example.com/team-b/", "project": "team-b"}})
+        a = tenants["a"]
+        a.harness.namespace = namespace  # the shared namespace, where any project may be named
+        a.harness.start()
+        cases = {
+            "plain-http": ("default", f"http://127.0.0.1:{port}/team-b/web",
+                           "holds a login and repoURL http://127.0.0.1:{port}/team-b/web is plain http://"),
+            "elsewhere": ("default", f"https://127.0.0.1:{port}/steal",
+                          f"repoURL https://127.0.0.1:{port}/steal is not under the URLs Secret "
+                          f"{namespace}/team-b-creds (spec.source.secretRef) serves (https://git.example.com/team-b/)"),
+            "other-project": ("default", "https://git.example.com/team-b/web",
+                              f"Secret {namespace}/team-b-creds (spec.source.secretRef) serves projects team-b only, "
+                              "not project default"),
+        }
+        for name, (project, url, _) in cases.items():
+            a.harness.make_app(name, url, project=project, destination=a.namespace,
+                               source={"repoURL": url, "targetRevision": "main", "path": "app",
+                                       "secretRef": {"name": "team-b-creds"}})
+        for name, (_, _, message) in cases.items():
+            condition = a.harness.wait_condition(name, "SourceReady", "False", "CredentialsRefused")
+            assert message.format(port=port) in condition["message"], condition["message"]
+            assert "team-b-token" not in condition["message"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody ever connected: no credential, not even a TLS hello
+    finally:
+        listener.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 
-from reconciler.application import AppKey, normalize_path, parse_application, parse_duration
+from reconciler.application import AppKey, credentials_refusal, normalize_path, parse_application, parse_duration
 
 ARGO_EXAMPLE: dict[str, Any] = {
     "apiVersion": "driftguard.io/v1alpha1",
@@ -105,3 +106,46 @@ def test_bad_durations(text: str) -> None:
 ])
 def test_paths(path: str, normal: str | None) -> None:
     assert normalize_path(path) == normal
+
+
+def _data(**values: str) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+
+
+B_CREDS = _data(username="bot", password="team-b-token", url="https://git.example.com/team-b/", project="team-b")
+
+
+@pytest.mark.parametrize(("data", "repo", "project", "refusal"), [
+    pytest.param(B_CREDS, "https://git.example.com/team-b/web", "team-b", "", id="served"),
+    pytest.param(B_CREDS, "https://git.example.com/team-b/web.git", "team-b", "", id="served-.git"),
+    pytest.param(B_CREDS, "https://git.example.com/team-b", "team-b", "", id="the-prefix-itself"),
+    pytest.param(B_CREDS, "https://bot:x@git.example.com/team-b/web", "team-b", "", id="userinfo-ignored"),
+    pytest.param(B_CREDS, "http://git.example.com/team-b/web", "team-b", "is plain http://: credentials are never "
+                 "sent unencrypted", id="plain-http"),
+    pytest.param(B_CREDS, "HTTP://10.0.0.9:8080/listener", "team-b", "plain http://", id="plain-http-any-case"),
+    pytest.param(B_CREDS, "https://listener.example/x", "team-b", "repoURL https://listener.example/x is not under "
+                 "the URLs Secret ns/b-creds (spec.source.secretRef) serves (https://git.example.com/team-b/): its "
+                 "login is sent to those only", id="a-url-it-does-not-name"),
+    pytest.param(B_CREDS, "https://git.example.com/team-b-evil/web", "team-b", "is not under", id="prefix-boundary"),
+    pytest.param(B_CREDS, "https://git.example.com/team-b/web", "team-a",
+                 "Secret ns/b-creds (spec.source.secretRef) serves projects team-b only, not project team-a",
+                 id="another-project"),
+    pytest.param(_data(token="t"), "https://git.example.com/x", "default", "does not name the repositories it serves",
+                 id="unscoped-login"),
+    pytest.param(_data(sshPrivateKey="KEY", url="git@git.example.com:team-b/"), "git@git.example.com:team-b/web",
+                 "default", "", id="ssh-scp-prefix"),
+    pytest.param(_data(sshPrivateKey="KEY", url="git@git.example.com:team-b/"), "git@git.example.com:team-a/web",
+                 "default", "is not under", id="ssh-other-path"),
+    pytest.param(_data(token="t", url="https://a.example/, https://b.example/org"), "https://b.example/org/r",
+                 "default", "", id="several-urls"),
+    pytest.param(_data(token="t", url="https://a.example/", projects="x, team-a"), "https://a.example/r", "team-a",
+                 "", id="projects-list"),
+    pytest.param(_data(**{"ca.crt": "PEM"}), "http://anywhere/x", "default", "", id="a-ca-alone-is-no-credential"),
+])
+def test_repository_credentials_serve_only_the_urls_and_projects_they_name(
+        data: dict[str, str], repo: str, project: str, refusal: str) -> None:
+    found = credentials_refusal(data, secret="ns/b-creds", repo_url=repo, project=project)
+    if not refusal:
+        assert found == ""
+    else:
+        assert refusal in found and "team-b-token" not in found

@@ -98,9 +98,10 @@ def test_unreachable_repository(tmp_path: Path, source: GitSource) -> None:
 
 def test_token_goes_in_the_environment_only() -> None:
     with _environment(Credentials(username="bot", token="s3cret")) as env:
-        assert env["GIT_CONFIG_COUNT"] == "2"
+        assert env["GIT_CONFIG_COUNT"] == "3"
         assert env["GIT_CONFIG_KEY_1"] == "http.extraHeader"
         assert env["GIT_CONFIG_VALUE_1"] == "Authorization: Basic Ym90OnMzY3JldA=="  # bot:s3cret
+        assert (env["GIT_CONFIG_KEY_2"], env["GIT_CONFIG_VALUE_2"]) == ("http.followRedirects", "false")
         assert env["GIT_TERMINAL_PROMPT"] == "0"
     assert "s3cret" not in repr(Credentials(token="s3cret", ssh_key="KEY"))
 
