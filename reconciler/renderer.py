@@ -161,12 +161,43 @@ class Renderer:
             values_file = str(work / "values.yaml")
             Path(values_file).write_text(helm.values)
         present = [p for p in helm.value_files if (chart / p).is_file()]
+        env = {"HELM_CACHE_HOME": str(work / "helm-cache"), "HELM_CONFIG_HOME": str(work / "helm-config"),
+               "HELM_DATA_HOME": str(work / "helm-data"), "HELM_REGISTRY_CONFIG": str(work / "helm-registry.json"),
+               "HELM_REPOSITORY_CONFIG": str(work / "helm-repositories.yaml")}
+        if self._missing_dependencies(tree, chart, root):
+            self._run("helm", ["dependency", "build", "."], cwd=chart, work=work, env=env)
         argv = sources.helm_args(release, ".", namespace, helm, values_file=values_file, present=present)
-        out = self._run("helm", argv, cwd=chart, work=work, env={
-            "HELM_CACHE_HOME": str(work / "helm-cache"), "HELM_CONFIG_HOME": str(work / "helm-config"),
-            "HELM_DATA_HOME": str(work / "helm-data"), "HELM_REGISTRY_CONFIG": str(work / "helm-registry.json"),
-            "HELM_REPOSITORY_CONFIG": str(work / "helm-repositories.yaml")})
+        out = self._run("helm", argv, cwd=chart, work=work, env=env)
         return self._parse(out, f"helm template {root or '.'}")
+
+    @staticmethod
+    def _missing_dependencies(tree: Path, chart: Path, root: str) -> bool:
+        """Whether ``Chart.yaml`` declares dependencies not vendored in ``charts/`` (then ``helm dependency
+        build`` fetches them from the repositories the chart itself declares — by URL; a ``file://`` one
+        must stay inside the repository). RenderError for a dependency that names a repository alias (none
+        is configured here) or leaves the repository."""
+        try:
+            declared = yaml.safe_load((chart / sources.CHART).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise RenderError(f"helm: {root or '.'}/{sources.CHART}: {e}") from None
+        missing = False
+        for dep in declared.get("dependencies") or [] if isinstance(declared, dict) else []:
+            if not isinstance(dep, dict):
+                continue
+            name, version, repository = str(dep.get("name", "")), str(dep.get("version", "")), str(
+                dep.get("repository", ""))
+            if repository.startswith("file://"):
+                if not (chart / repository.removeprefix("file://")).resolve().is_relative_to(tree.resolve()):
+                    raise RenderError(f"helm: dependency {name} ({repository}) leaves the repository")
+                continue
+            if (chart / "charts" / name).is_dir() or list((chart / "charts").glob(f"{name}-*.tgz")):
+                continue
+            if repository.startswith(("https://", "http://", "oci://")):
+                missing = True
+            elif repository:
+                raise RenderError(f"helm: dependency {name} {version} names the repository {repository!r}, an alias "
+                                  "no configuration here defines: use its URL in Chart.yaml")
+        return missing
 
     def _jsonnet(self, tree: Path, root: str, options: RenderOptions, paths: Sequence[str],
                  work: Path) -> list[Manifest]:

@@ -9,14 +9,18 @@ Hostile inputs leave the reconciler healthy with a condition naming the problem,
 
 from __future__ import annotations
 
+import functools
+import http.server
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from support.reconciler_harness import Harness, Repo, configmap, wait_for
+from support.reconciler_harness import Harness, Repo, configmap, render_tools, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +258,50 @@ def test_driftguard_render_local_prints_what_would_be_applied(repo: Repo, tmp_pa
     broken = subprocess.run([sys.executable, "-m", "driftguard.cli", "render", "--local", str(repo.path),
                              "--path", "../outside"], capture_output=True, text=True, timeout=60, check=False)
     assert broken.returncode == 1 and "--path '../outside' must be relative" in broken.stderr
+
+
+@pytest.fixture
+def chart_repository(tmp_path: Path) -> Iterator[str]:
+    """A Helm chart repository on loopback (``index.yaml`` + a packaged chart ``lib`` 0.1.0), as a URL."""
+    helm = str(render_tools()["helm"])
+    source, served = tmp_path / "lib", tmp_path / "served"
+    (source / "templates").mkdir(parents=True)
+    served.mkdir()
+    (source / "Chart.yaml").write_text("apiVersion: v2\nname: lib\nversion: 0.1.0\n")
+    (source / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-lib}\ndata: {from: repository}\n")
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subprocess.run([helm, "package", str(source), "--destination", str(served)], check=True, capture_output=True,
+                   env=env, timeout=60)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    subprocess.run([helm, "repo", "index", str(served), "--url", url], check=True, capture_output=True, env=env,
+                   timeout=60)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_a_chart_dependency_comes_from_the_repository_the_chart_declares(harness: Harness, repo: Repo,
+                                                                        chart_repository: str) -> None:
+    helm_chart(repo)
+    repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n"
+                                   f"- name: lib\n  version: 0.1.0\n  repository: {chart_repository}\n")
+    sha = repo.commit("a chart with a dependency")
+    harness.make_app("svc", repo, path="chart", source={"helm": {"releaseName": "shop"}})
+    harness.start()
+    harness.wait_synced("svc", sha)
+    assert (harness.cm("shop-lib") or {}).get("data") == {"from": "repository"}, "the dependency's object"
+    assert harness.cm("shop-settings") is not None, "the chart's own"
+
+    repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n"
+                                   "- name: lib\n  version: 0.1.0\n  repository: '@stable'\n")
+    bad = repo.commit("an alias")
+    harness.refresh("svc")
+    condition = harness.wait_condition("svc", "RenderReady", "False", "RenderFailed")
+    assert "names the repository '@stable', an alias" in condition["message"] and bad[:7] in condition["message"]
+    assert harness.cm("shop-lib") is not None, "nothing pruned"
