@@ -276,7 +276,7 @@ def _limit(memory: int, max_output: int) -> None:
 
 def _clean_env(work: Path | None) -> dict[str, str]:
     """Nothing of the reconciler's environment but PATH and a locale; HOME in the scratch directory."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "GOMEMLIMIT": "256MiB"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "GOMEMLIMIT": "512MiB"}
     if work is not None:
         env.update({"HOME": str(work), "XDG_CACHE_HOME": str(work / "cache"), "XDG_CONFIG_HOME": str(work / "config"),
                     "TMPDIR": str(work)})
