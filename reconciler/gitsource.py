@@ -115,14 +115,7 @@ class GitSource:
     def read(self, url: str, sha: str, path: str, want: Callable[[str], bool]) -> list[tuple[str, bytes]]:
         """(repository path, content) of every wanted file under ``path`` at commit ``sha``."""
         with self._lock(url), self._open(url) as repo:
-            try:
-                tree = repo.commit(sha).tree
-                if path:
-                    tree = tree / path
-            except (KeyError, ValueError, BadName) as e:
-                raise SourceError("PathNotFound", f"path {path!r} does not exist at commit {sha[:7]}") from e
-            if tree.type != "tree":
-                raise SourceError("PathNotFound", f"path {path!r} at commit {sha[:7]} is a file, not a directory")
+            tree = _tree(repo, sha, path)
             files: list[tuple[str, bytes]] = []
             total = 0
             for item in tree.traverse():
@@ -140,15 +133,7 @@ class GitSource:
     def paths(self, url: str, sha: str, path: str) -> list[str]:
         """The repository paths of every file under ``path`` at commit ``sha`` (nothing read)."""
         with self._lock(url), self._open(url) as repo:
-            try:
-                tree = repo.commit(sha).tree
-                if path:
-                    tree = tree / path
-            except (KeyError, ValueError, BadName) as e:
-                raise SourceError("PathNotFound", f"path {path!r} does not exist at commit {sha[:7]}") from e
-            if tree.type != "tree":
-                raise SourceError("PathNotFound", f"path {path!r} at commit {sha[:7]} is a file, not a directory")
-            return [str(item.path) for item in tree.traverse()
+            return [str(item.path) for item in _tree(repo, sha, path).traverse()
                     if isinstance(item, git.Blob) and item.mode != git.Blob.link_mode]
 
     def export(self, url: str, sha: str, dest: Path) -> list[str]:
@@ -207,6 +192,19 @@ class GitSource:
     def _lock(self, url: str) -> threading.Lock:
         with self._locks_lock:
             return self._locks.setdefault(url, threading.Lock())
+
+
+def _tree(repo: git.Repo, sha: str, path: str) -> git.Tree:
+    """The directory ``path`` at commit ``sha`` (SourceError PathNotFound when missing or a file)."""
+    try:
+        tree = repo.commit(sha).tree
+        if path:
+            tree = tree / path
+    except (KeyError, ValueError, BadName) as e:
+        raise SourceError("PathNotFound", f"path {path!r} does not exist at commit {sha[:7]}") from e
+    if tree.type != "tree":
+        raise SourceError("PathNotFound", f"path {path!r} at commit {sha[:7]} is a file, not a directory")
+    return tree
 
 
 def _find_commit(repo: git.Repo, target: str) -> git.Commit | None:

@@ -284,14 +284,28 @@ def _validate_holder(request: Request, now: dt.datetime) -> Verdict | None:
 def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None,
                        marks: Marks) -> Verdict:
     """``pods/eviction`` deletes the Pod: judged as a DELETE of it (the Pod is read, as a scale's parent)."""
+    judged = _managed_parent(request, parent, now, "eviction")
+    if isinstance(judged, Verdict):
+        return judged
+    obj, stamp = judged
+    edit = Edit.of(request, settings, ref=_ref(request, obj), stamp=stamp, old=obj, new=None, now=now, marks=marks)
+    return _validate_delete(edit, how="evicting it (pods/eviction deletes it)")
+
+
+def _managed_parent(request: Request, parent: Parent | None, now: dt.datetime,
+                    subresource: str) -> Verdict | tuple[KubeObject, Stamp]:
+    """The object behind a ``scale`` or ``eviction`` request and its stamp, when there is something to judge;
+    otherwise the verdict: ALLOW (gone, not managed, enforcement off) or a denial (unreadable: fail closed)."""
     ref = _parent_ref(request)
     if parent is None or parent.error:
         error = parent.error if parent is not None else "parent object was not read"
-        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, error, "eviction"), now)
-    if parent.obj is None or object_problem(parent.obj):
-        return ALLOW if parent.obj is None else _deny(
-            request, ref, {}, None, messages.unreadable_parent(ref, f"the object {object_problem(parent.obj)}",
-                                                             "eviction"), now)
+        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, error, subresource), now)
+    if parent.obj is None:
+        return ALLOW
+    malformed = object_problem(parent.obj)
+    if malformed:
+        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, f"the object {malformed}", subresource),
+                     now)
     try:
         stamp = contract.read_stamp(parent.obj)
     except ContractError as e:
@@ -299,33 +313,18 @@ def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, p
         return _deny(request, ref, parent.obj, None, messages.unreadable_stamp(ref, e), now)
     if stamp is None or stamp.enforcement == "off":
         return ALLOW
-    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=None, now=now,
-                   marks=marks)
-    return _validate_delete(edit, how="evicting it (pods/eviction deletes it)")
+    return parent.obj, stamp
 
 
 def _validate_scale(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None,
                     marks: Marks) -> Verdict:
     if request["operation"] != "UPDATE":
         return ALLOW
-    if parent is None or parent.error:
-        ref = _parent_ref(request)
-        error = parent.error if parent is not None else "parent object was not read"
-        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, error), now)
-    if parent.obj is None:
-        return ALLOW
-    malformed = object_problem(parent.obj)
-    if malformed:
-        ref = _parent_ref(request)
-        return _deny(request, ref, {}, None, messages.unreadable_parent(ref, f"the object {malformed}"), now)
-    try:
-        stamp = contract.read_stamp(parent.obj)
-    except ContractError as e:
-        ref = _ref(request, parent.obj)
-        return _deny(request, ref, parent.obj, None, messages.unreadable_stamp(ref, e), now)
-    if stamp is None or stamp.enforcement == "off":
-        return ALLOW
-    scaled = copy.deepcopy(parent.obj)
+    judged = _managed_parent(request, parent, now, "scale")
+    if isinstance(judged, Verdict):
+        return judged
+    obj, stamp = judged
+    scaled = copy.deepcopy(obj)
     if not isinstance(scaled.get("spec"), dict):
         scaled["spec"] = {}
     spec = (request.get("object") or {}).get("spec")
@@ -334,8 +333,7 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
         scaled["spec"].pop("replicas", None)
     else:
         scaled["spec"]["replicas"] = replicas
-    edit = Edit.of(request, settings, ref=_ref(request, parent.obj), stamp=stamp, old=parent.obj, new=scaled, now=now,
-                   marks=marks)
+    edit = Edit.of(request, settings, ref=_ref(request, obj), stamp=stamp, old=obj, new=scaled, now=now, marks=marks)
     changes = edit.changes
     standing = standing_grant(edit) if changes else None
     if standing is not None:
@@ -344,7 +342,7 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
         return ALLOW
     if stamp.enforcement == "warn":
         return _admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes))
-    return _deny(request, edit.ref, parent.obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes)
+    return _deny(request, edit.ref, obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes)
 
 
 # ---------------------------------------------------------------- verdicts
