@@ -135,9 +135,7 @@ deploy: venv
 	kubectl -n driftguard-system rollout status deployment/driftguard-webhook --timeout=120s
 	kubectl -n driftguard-system rollout status deployment/driftguard-reconciler --timeout=120s
 
-## undeploy: the reconciler first (its leader restores deleted webhook registrations), then the webhook
-## registrations (so nothing is blocked), then the rest
+## undeploy: everything `make deploy` created (the reconciler's leader sees driftguard-system being
+## deleted and neither restores nor keeps the webhook configurations, so nothing is blocked)
 undeploy:
-	kubectl -n driftguard-system delete deployment driftguard-reconciler --ignore-not-found --cascade=foreground
-	kubectl delete validatingwebhookconfiguration,mutatingwebhookconfiguration driftguard --ignore-not-found
 	kubectl delete -k manifests/ --ignore-not-found

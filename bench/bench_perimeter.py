@@ -8,7 +8,9 @@ affected). Each sample, as an admin (writes to webhook configurations reach no w
 ValidatingWebhookConfiguration and time until it exists again (a new uid), or set one webhook's
 ``failurePolicy`` to ``Ignore`` and time until it reads ``Fail`` again. The reconciler runs as its own
 process with the admin's kubeconfig and ``--no-leader-elect``; it learns of each change through its
-watch (``--perimeter-interval`` is the safety net behind it, 10 s). Target: p99 ≤ 2 s ("within seconds").
+watch (``--perimeter-interval`` is the safety net behind it, 10 s). A deleted configuration is re-created
+only once it has been missing for ``--perimeter-settle`` (3 s: an uninstall deletes the webhook's Service
+next). Target: p99 ≤ 2 s past that ("within seconds").
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def main() -> None:
         print("webhook configuration restored by the reconciler (watch-driven)")
         print(f"  deleted ValidatingWebhookConfiguration → re-created: {summary(deleted)}")
         print(f"  failurePolicy set to Ignore → Fail again:             {summary(altered)}")
-        print("  target p99 ≤ 2000 ms; counted: " + ", ".join(f"{k[36:]}={v:.0f}" for k, v in sorted(restored.items())))
+        counted = ", ".join(f"{k[36:]}={v:.0f}" for k, v in sorted(restored.items()))
+        print(f"  target p99 ≤ 2000 ms (deleted: past the 3000 ms settle time); counted: {counted}")
 
 
 if __name__ == "__main__":

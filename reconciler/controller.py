@@ -104,7 +104,7 @@ class Controller:
         self.perimeter = Perimeter(
             cluster, s.system_namespace, name=s.webhook_configuration, report=self.reporter.perimeter,
             restored=lambda kind, cause: self.metrics.perimeter_restored.labels(kind, cause).inc(),
-            interval=s.perimeter_interval, watch_timeout=s.watch_timeout,
+            interval=s.perimeter_interval, watch_timeout=s.watch_timeout, settle=s.perimeter_settle,
         ) if s.webhook_configuration else None
         covered = self.perimeter.uncovered if self.perimeter is not None else None
         self.projects = ProjectSource(cluster, s.projects_in, s.system_namespace)
@@ -166,6 +166,8 @@ class Controller:
             # write is the webhook registration, which any term may restore.
             self.perimeter.run(done)
         done.wait()
+        if self.perimeter is not None:
+            self.perimeter.finish()  # before the Lease goes: an uninstall under way takes the configurations away
         self._selfheal.stop()
         with self._cv:
             self._cv.notify_all()

@@ -24,7 +24,22 @@ its own repair). Nothing protects a managed object outside it, so the reconciler
 objects there (``Perimeter.uncovered``, asked by each full sync; the registration ConfigMap, else the
 live configuration, read at most every ``interval``).
 
-``registration_from``, ``differences``, ``validate_selector`` and ``selects`` are the pure parts.
+Uninstalling is not an attack: ``helm uninstall`` deletes the configurations *first* (Helm's uninstall
+order), while the leader still runs; ``kubectl delete -k`` deletes them after the namespace. Restored,
+they would point at a Service that is going away and, failing closed, block every managed object. So a
+deleted configuration is re-created only once it has been missing for ``settle`` seconds (Helm deletes
+the webhook's Service next, then driftguard's RBAC, within a second), and only while the Service its
+registration calls exists. An altered one is put back at once (no uninstall alters). Once driftguard's
+namespace is being deleted (``uninstalling``: it holds the webhook, its Service and the registration,
+and its deletion cannot be undone) the configurations are taken away, not restored. A registration
+ConfigMap that is missing or being deleted is nothing to restore from. A leader whose term ends (SIGTERM,
+Lease lost) restores nothing more, and before it lets the Lease go it checks once more (``finish``).
+Every signal lives in driftguard's namespace, as trusted as the registration ConfigMap itself: whoever
+can delete the Service could delete that ConfigMap and stop the restore already. Deleting only the
+configurations still brings them back, ``settle`` seconds later.
+
+``registration_from``, ``differences``, ``validate_selector``, ``selects``, ``uninstalling``,
+``services_of`` and ``decide`` are the pure parts.
 """
 
 from __future__ import annotations
@@ -35,11 +50,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from driftguard.kube.resources import (
     CONFIGMAPS,
     MUTATING_WEBHOOKS,
+    NAMESPACES,
+    SERVICES,
     VALIDATING_WEBHOOKS,
     Cluster,
     ResourceError,
@@ -145,6 +162,50 @@ def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return True
 
 
+Action = Literal["restore", "wait", "retract", "leave"]
+
+
+def uninstalling(namespace_name: str, namespace: Mapping[str, Any] | None) -> str:
+    """Why driftguard is being uninstalled ("" when it is not): its namespace is gone or being deleted."""
+    if namespace is None:
+        return f"namespace {namespace_name} is gone"
+    if (namespace.get("metadata") or {}).get("deletionTimestamp"):
+        return f"namespace {namespace_name} is being deleted"
+    return ""
+
+
+def services_of(registered: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The Services (namespace, name) a registered configuration's webhooks call (none for URL clients)."""
+    out: list[tuple[str, str]] = []
+    for hook in registered.get("webhooks") or []:
+        service = (hook.get("clientConfig") or {}).get("service") or {}
+        key = (str(service.get("namespace") or ""), str(service.get("name") or ""))
+        if all(key) and key not in out:
+            out.append(key)
+    return out
+
+
+def decide(*, uninstall: str, registration: Mapping[str, Any] | None, live: bool, stopping: bool,
+           backend_gone: bool = False, settled: bool = True) -> Action:
+    """What to do with one configuration: put it back as registered ("restore": create, or compare and
+    replace), look again once it has been missing for the settle time ("wait"), take it away ("retract")
+    or "leave" it.
+
+    ``uninstall`` is ``uninstalling``'s reason; ``registration`` the ConfigMap (None when missing);
+    ``live`` whether the configuration exists; ``stopping`` whether this leader's term is ending;
+    ``backend_gone`` whether a Service the registration calls is gone or being deleted; ``settled``
+    whether a missing configuration has been missing for the settle time."""
+    if uninstall:
+        return "retract" if live else "leave"
+    if stopping or registration is None or (registration.get("metadata") or {}).get("deletionTimestamp"):
+        return "leave"
+    if live:
+        return "restore"
+    if backend_gone:
+        return "leave"
+    return "restore" if settled else "wait"
+
+
 def needs_labels(selector: Mapping[str, Any]) -> bool:
     """Whether deciding takes a namespace's labels, not only its name."""
     keys = set(selector.get("matchLabels") or {}) | {e.get("key") for e in selector.get("matchExpressions") or []}
@@ -155,33 +216,48 @@ class Perimeter:
     """Watches both webhook configurations named ``name`` and restores them from the registration."""
 
     def __init__(self, cluster: Cluster, namespace: str, *, name: str, report: Report, restored: Restored,
-                 interval: float = 10.0, watch_timeout: float = 30.0) -> None:
+                 interval: float = 10.0, watch_timeout: float = 30.0, settle: float = 3.0) -> None:
         self.cluster, self.namespace, self.name = cluster, namespace, name
         self.report, self.restored = report, restored
-        self.interval, self.watch_timeout = interval, watch_timeout
+        self.interval, self.watch_timeout, self.settle = interval, watch_timeout, settle
+        self._missing: dict[str, float] = {}  # kind -> when this leader first saw it missing (monotonic)
+        self._rechecks: set[str] = set()  # kinds with a re-check pending at the end of their settle time
         self._verified: dict[str, tuple[str, int, str]] = {}  # kind -> (uid, generation, registration digest)
         self._locks = {rt.kind: threading.Lock() for rt in KINDS}
         self.problem = ""
         self._selector: tuple[float, Mapping[str, Any] | None] = (-1e9, None)
+        self._done = threading.Event()
+        self._done.set()  # not leading: nothing is restored until ``run``
 
     def run(self, done: threading.Event) -> list[threading.Thread]:
-        """Start the watches and the periodic check; they end when ``done`` is set."""
+        """Start the watches (both configurations and driftguard's namespace) and the periodic check; they
+        end when ``done`` is set, after which nothing is restored (``finish`` is the last word)."""
+        self._done = done
+        self._missing.clear()
         threads = [threading.Thread(target=self._watch, args=(rt, done), name=f"perimeter-{rt.plural}", daemon=True)
-                   for rt in KINDS]
+                   for rt in (*KINDS, NAMESPACES)]
         threads.append(threading.Thread(target=self._tick, args=(done,), name="perimeter", daemon=True))
         for thread in threads:
             thread.start()
         return threads
 
+    def finish(self) -> None:
+        """The term ends (``done`` is set): once every check under way is over, take the configurations
+        away if driftguard is being uninstalled; this leader will not be there to see it later."""
+        for rt in KINDS:
+            self.check(rt)
+
     def _watch(self, rt: ResourceType, done: threading.Event) -> None:
         def failed(error: Exception) -> None:
-            log.warning("watching %s %s: %s", rt.kind, self.name, error)
+            log.warning("watching %s %s: %s", rt.kind, name, error)
 
-        for _event in self.cluster.follow(rt, field_selector=f"metadata.name={self.name}", stop=done,
+        name = self.namespace if rt is NAMESPACES else self.name
+        for _event in self.cluster.follow(rt, field_selector=f"metadata.name={name}", stop=done,
                                          timeout=self.watch_timeout, on_error=failed):
             if done.is_set():
                 return
-            self.check(rt)
+            for kind in KINDS if rt is NAMESPACES else (rt,):
+                self.check(kind)
 
     def _tick(self, done: threading.Event) -> None:
         while not done.wait(self.interval):
@@ -189,8 +265,9 @@ class Perimeter:
                 self.check(rt)
 
     def check(self, rt: ResourceType) -> str:
-        """One check of ``rt``'s configuration: "" (in place, or nothing to restore from), "created" or
-        "replaced". Never raises: a failure is logged and the next event or tick tries again."""
+        """One check of ``rt``'s configuration: "" (in place, or nothing to restore from, or left alone),
+        "created", "replaced" or "retracted" (uninstalling). Never raises: a failure is logged and the next
+        event or tick tries again."""
         with self._locks[rt.kind]:
             try:
                 return self._check(rt)
@@ -199,17 +276,41 @@ class Perimeter:
                 return ""
 
     def _check(self, rt: ResourceType) -> str:
-        configmap = self.cluster.get(CONFIGMAPS, self.namespace, REGISTRATION_CONFIGMAP)
-        if configmap is None:
-            self._note(f"no ConfigMap {self.namespace}/{REGISTRATION_CONFIGMAP}: the webhook configurations "
-                       f"cannot be restored; run `driftguard certs install` (or local up) to write it")
+        uninstall = uninstalling(self.namespace, self.cluster.get(NAMESPACES, "", self.namespace))
+        configmap = None if uninstall else self.cluster.get(CONFIGMAPS, self.namespace, REGISTRATION_CONFIGMAP)
+        live = self.cluster.get(rt, "", self.name)
+        stopping = self._done.is_set()
+        if live is not None:
+            self._missing.pop(rt.kind, None)
+        registered = registration_from(configmap, self.name).get(rt.kind) if configmap else None
+        gone = ""
+        if live is None and registered is not None and not uninstall and not stopping:
+            gone = self._backend_gone(registered)
+        since = self._missing.setdefault(rt.kind, time.monotonic()) if live is None else 0.0
+        settled = time.monotonic() - since >= self.settle
+        action = decide(uninstall=uninstall, registration=configmap, live=live is not None, stopping=stopping,
+                        backend_gone=bool(gone), settled=settled)
+        if action == "retract" and live is not None:
+            return self._retract(rt, live, uninstall)
+        if action == "wait":
+            self._recheck(rt, since + self.settle - time.monotonic())
+            return ""
+        if action == "leave" or configmap is None:
+            if configmap is None and not uninstall:
+                self._note(f"no ConfigMap {self.namespace}/{REGISTRATION_CONFIGMAP}: the webhook configurations "
+                           f"cannot be restored; run `driftguard certs install` (or local up) to write it")
+            elif (configmap or {}).get("metadata", {}).get("deletionTimestamp"):
+                self._note(f"ConfigMap {self.namespace}/{REGISTRATION_CONFIGMAP} is being deleted: the webhook "
+                           f"configurations are not restored from it")
+            elif gone:
+                self._note(f"{rt.kind} {self.name} is missing and {gone}: not re-created (it would fail closed "
+                           f"on a webhook that is not there; driftguard is being uninstalled)")
             return ""
         registered = registration_from(configmap, self.name).get(rt.kind)
         if registered is None:
             return ""
         self.problem = ""
         digest = hashlib.sha256(json.dumps(registered, sort_keys=True).encode()).hexdigest()
-        live = self.cluster.get(rt, "", self.name)
         if live is None:
             created = self.cluster.create(rt, _fresh(registered))
             self._remember(rt, created, digest)
@@ -230,6 +331,37 @@ class Perimeter:
         self._restore_noted(rt, written, "altered", f"{rt.kind} {self.name} was altered ({'; '.join(changes)}); "
                             f"restored from ConfigMap {self.namespace}/{REGISTRATION_CONFIGMAP}")
         return "replaced"
+
+    def _backend_gone(self, registered: Mapping[str, Any]) -> str:
+        for namespace, name in services_of(registered):
+            service = self.cluster.get(SERVICES, namespace, name)
+            if service is None or (service.get("metadata") or {}).get("deletionTimestamp"):
+                return f"Service {namespace}/{name} it calls is gone"
+        return ""
+
+    def _recheck(self, rt: ResourceType, delay: float) -> None:
+        if rt.kind in self._rechecks:
+            return
+        self._rechecks.add(rt.kind)
+
+        def again() -> None:
+            self._rechecks.discard(rt.kind)
+            if not self._done.is_set():
+                self.check(rt)
+
+        timer = threading.Timer(max(0.0, delay), again)
+        timer.daemon = True
+        timer.name = f"perimeter-settle-{rt.plural}"
+        timer.start()
+
+    def _retract(self, rt: ResourceType, live: Mapping[str, Any], why: str) -> str:
+        uid = str((live.get("metadata") or {}).get("uid") or "")
+        if not self.cluster.delete(rt, "", self.name, uid=uid):
+            return ""
+        self._verified.pop(rt.kind, None)
+        self._note(f"{why}: driftguard is being uninstalled; {rt.kind} {self.name} deleted, not restored "
+                   f"(it would fail closed on a webhook that is going away)")
+        return "retracted"
 
     def uncovered(self, namespace: str, labels: Callable[[str], Mapping[str, str] | None]) -> str:
         """Why objects in ``namespace`` are not covered by the webhook ("" when they are, or when the

@@ -79,6 +79,9 @@ class Settings:
     perimeter_interval: float = field(default=10.0, metadata=_meta(
         "DRIFTGUARD_PERIMETER_INTERVAL", "re-check the webhook configurations this often, behind the watches",
         kind="duration"))
+    perimeter_settle: float = field(default=3.0, metadata=_meta(
+        "DRIFTGUARD_PERIMETER_SETTLE", "re-create a deleted webhook configuration once it has been missing this "
+        "long (an uninstall deletes the webhook's Service next: then it is not re-created)", kind="duration"))
     kustomize: str = field(default="kustomize", metadata=_meta(
         "DRIFTGUARD_KUSTOMIZE", "the kustomize binary (a path, or a name on PATH) for paths holding a kustomization"))
     helm: str = field(default="helm", metadata=_meta(
@@ -248,7 +251,7 @@ def _check(options: Options) -> None:
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",
-                 "perimeter_interval", "break_glass_ttl", "render_timeout"):
+                 "perimeter_interval", "perimeter_settle", "break_glass_ttl", "render_timeout"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:

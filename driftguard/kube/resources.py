@@ -107,6 +107,7 @@ EVENTS: Final = ResourceType("", "v1", "Event", "events", namespaced=True)
 LEASES: Final = ResourceType("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
 CONFIGMAPS: Final = ResourceType("", "v1", "ConfigMap", "configmaps", namespaced=True)
 PODS: Final = ResourceType("", "v1", "Pod", "pods", namespaced=True)
+SERVICES: Final = ResourceType("", "v1", "Service", "services", namespaced=True)
 VALIDATING_WEBHOOKS: Final = ResourceType("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration",
                                           "validatingwebhookconfigurations", namespaced=False)
 MUTATING_WEBHOOKS: Final = ResourceType("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration",

@@ -5,9 +5,10 @@ install`` with the cluster's admin kubeconfig and the locally built image (pull 
 the pods prove the values reached them), ``driftguard certs install`` (the TLS Secret and caBundle, as
 ``make deploy`` does), both Deployments rolled out, an Application synced from the in-cluster git
 server, and the laptop's out-of-band write denied by the webhook pods through their Service; ``helm
-upgrade`` as the README says (``--force-conflicts``, then ``certs install`` again) keeps denying. Then
-the README's uninstall (the reconciler's Deployment deleted first, its pods gone, then ``helm uninstall
---wait``), after which nothing of driftguard is left and the formerly managed object is the laptop's.
+upgrade`` as the README says (``--force-conflicts``, then ``certs install`` again) keeps denying. Then a
+plain ``helm uninstall --wait`` (nothing deleted first: Helm deletes the webhook configurations while the
+reconciler's leader runs), after which nothing of driftguard is left and the formerly managed object is
+the laptop's.
 """
 
 from __future__ import annotations
@@ -141,13 +142,9 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
                                  "-p", '{"data": {"LOG_LEVEL": "trace"}}', kubeconfig=laptop, check=False)
     assert patch.returncode != 0 and "declared in git" in patch.stderr, patch.stderr
 
-    # uninstall as the README says: the reconciler first (and its pods gone: a running leader restores
-    # the webhook configurations helm deletes first, from its registration ConfigMap), then the release
-    deployed.kubectl_run("-n", SYSTEM, "delete", "deployment", "driftguard-reconciler", "--cascade=foreground",
-                         timeout=200)
-    assert json.loads(deployed.kubectl_run("get", "pods", "-n", SYSTEM, "-l",
-                                           "app.kubernetes.io/name=driftguard-reconciler", "-o", "json").stdout)[
-        "items"] == []
+    # uninstall as a Helm user does, nothing first: Helm deletes the webhook configurations before
+    # anything else while the reconciler's leader still runs; it must not bring them back for good
+    # (they would fail closed on the deleted Service, and --wait would wait for them until its timeout)
     helm("uninstall", "driftguard", "--namespace", "default", "--wait", "--timeout", "3m")
     assert json.loads(helm("list", "--namespace", "default", "-o", "json")) == []
     for kind in ("namespace", "crd", "validatingwebhookconfiguration", "mutatingwebhookconfiguration",

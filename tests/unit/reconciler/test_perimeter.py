@@ -11,11 +11,14 @@ from certs.authority import CertificateAuthority
 from reconciler.perimeter import (
     REGISTRATION_KEY,
     RegistrationError,
+    decide,
     differences,
     needs_labels,
     registration_configmap,
     registration_from,
     selects,
+    services_of,
+    uninstalling,
     validate_selector,
 )
 from webhook import registration
@@ -107,3 +110,65 @@ def test_the_selector_comes_from_the_validate_webhook() -> None:
     assert validate_selector({"webhooks": [{"name": "scale.driftguard.io", "namespaceSelector": {"a": 1}},
                                            {"name": "validate.driftguard.io"}]}) == {}
     assert validate_selector({"webhooks": [{"name": "mutate.driftguard.io"}]}) is None
+
+
+TERMINATING = {"metadata": {"name": "driftguard-system", "deletionTimestamp": "2026-12-03T07:00:00Z"}}
+REGISTRATION = registration_configmap([VALIDATING, MUTATING], "driftguard-system")
+GOING = {**REGISTRATION, "metadata": {**REGISTRATION["metadata"], "deletionTimestamp": "2026-12-03T07:00:00Z"}}
+
+
+@pytest.mark.parametrize(("namespace", "says"), [
+    ({"metadata": {"name": "driftguard-system"}}, ""),
+    ({"metadata": {"name": "driftguard-system", "finalizers": ["x"]}}, ""),
+    (TERMINATING, "namespace driftguard-system is being deleted"),
+    (None, "namespace driftguard-system is gone"),
+], ids=["installed", "finalizers-alone", "namespace-terminating", "namespace-gone"])
+def test_an_uninstall_is_driftguards_namespace_going(namespace: dict[str, Any] | None, says: str) -> None:
+    assert uninstalling("driftguard-system", namespace) == says
+
+
+@pytest.mark.parametrize(("uninstall", "registration", "live", "stopping", "action"), [
+    # installed: a user deleting or altering the configurations sees them put back
+    ("", REGISTRATION, False, False, "restore"),
+    ("", REGISTRATION, True, False, "restore"),
+    # nothing to restore from: the live ones are left as they are
+    ("", None, False, False, "leave"),
+    ("", None, True, False, "leave"),
+    ("", GOING, False, False, "leave"),
+    ("", GOING, True, False, "leave"),
+    # a leader whose term ends (SIGTERM, Lease lost) restores nothing more; the next leader will
+    ("", REGISTRATION, False, True, "leave"),
+    ("", REGISTRATION, True, True, "leave"),
+    # uninstalling: never restored, and what is there is taken away, even by a leader that is stopping
+    ("namespace driftguard-system is being deleted", REGISTRATION, False, False, "leave"),
+    ("namespace driftguard-system is being deleted", REGISTRATION, True, False, "retract"),
+    ("namespace driftguard-system is being deleted", None, True, False, "retract"),
+    ("namespace driftguard-system is being deleted", REGISTRATION, True, True, "retract"),
+    ("namespace driftguard-system is gone", None, True, True, "retract"),
+])
+def test_what_the_leader_does_with_a_configuration(uninstall: str, registration: dict[str, Any] | None, live: bool,
+                                                   stopping: bool, action: str) -> None:
+    assert decide(uninstall=uninstall, registration=registration, live=live, stopping=stopping) == action
+
+
+@pytest.mark.parametrize(("live", "backend_gone", "settled", "action"), [
+    (False, False, False, "wait"),      # just deleted: look again at the end of the settle time
+    (False, False, True, "restore"),    # still missing then, the webhook still there: a user deleted it
+    (False, True, True, "leave"),       # the Service it calls is gone too: an uninstall (Helm's order)
+    (False, True, False, "leave"),
+    (True, True, True, "restore"),      # an altered one is put back whatever else is going on
+    (True, False, False, "restore"),
+])
+def test_a_deleted_configuration_comes_back_after_the_settle_time_while_its_webhook_is_there(
+        live: bool, backend_gone: bool, settled: bool, action: str) -> None:
+    assert decide(uninstall="", registration=REGISTRATION, live=live, stopping=False, backend_gone=backend_gone,
+                  settled=settled) == action
+
+
+def test_the_services_a_registration_calls() -> None:
+    service = {"service": {"namespace": "driftguard-system", "name": "driftguard-webhook", "path": "/validate"}}
+    registered = {**VALIDATING, "webhooks": [hook("validate.driftguard.io", clientConfig=service),
+                                             hook("scale.driftguard.io", clientConfig=service),
+                                             hook("url.driftguard.io", clientConfig={"url": "https://127.0.0.1:1/"})]}
+    assert services_of(registered) == [("driftguard-system", "driftguard-webhook")]
+    assert services_of(VALIDATING) == []
