@@ -1,6 +1,7 @@
 """The git adapter: the only module that imports GitPython (an import contract enforces it).
 
-One bare cache repository per repo URL (under ``cache_dir``), fetched each cycle; the tree of the
+One bare cache repository per repo URL *and credential* (under ``cache_dir``: an Application without
+the right credentials never reads objects another one fetched), fetched each cycle; the tree of the
 resolved commit is read straight from the object database, so there is no working tree to keep
 clean. GitPython leaks its persistent ``git cat-file`` processes in long-running programs, so every
 operation opens the cache repository and closes it before returning.
@@ -98,7 +99,7 @@ class GitSource:
 
     def resolve(self, url: str, target: str, credentials: Credentials | None = None) -> Revision:
         """Fetch ``url`` and resolve ``target`` (branch, tag, commit or ``HEAD``) to a commit."""
-        with self._lock(url), _environment(credentials) as env, self._open(url) as repo:
+        with self._lock(url, credentials), _environment(credentials) as env, self._open(url, credentials) as repo:
             self._fetch(repo, url, ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], env)
             if target == "HEAD":
                 self._fetch(repo, url, [f"+HEAD:{HEAD_REF}"], env)
@@ -112,9 +113,11 @@ class GitSource:
                                   "(no such branch, tag or commit)")
             return _revision(commit)
 
-    def read(self, url: str, sha: str, path: str, want: Callable[[str], bool]) -> list[tuple[str, bytes]]:
-        """(repository path, content) of every wanted file under ``path`` at commit ``sha``."""
-        with self._lock(url), self._open(url) as repo:
+    def read(self, url: str, sha: str, path: str, want: Callable[[str], bool], *,
+             credentials: Credentials | None = None) -> list[tuple[str, bytes]]:
+        """(repository path, content) of every wanted file under ``path`` at commit ``sha`` (in the cache
+        ``credentials`` fetched into)."""
+        with self._lock(url, credentials), self._open(url, credentials) as repo:
             tree = _tree(repo, sha, path)
             files: list[tuple[str, bytes]] = []
             total = 0
@@ -130,19 +133,19 @@ class GitSource:
                     files.append((str(item.path), bytes(item.data_stream.read())))
             return files
 
-    def paths(self, url: str, sha: str, path: str) -> list[str]:
+    def paths(self, url: str, sha: str, path: str, *, credentials: Credentials | None = None) -> list[str]:
         """The repository paths of every file under ``path`` at commit ``sha`` (nothing read)."""
-        with self._lock(url), self._open(url) as repo:
+        with self._lock(url, credentials), self._open(url, credentials) as repo:
             return [str(item.path) for item in _tree(repo, sha, path).traverse()
                     if isinstance(item, git.Blob) and item.mode != git.Blob.link_mode]
 
-    def export(self, url: str, sha: str, dest: Path) -> list[str]:
+    def export(self, url: str, sha: str, dest: Path, *, credentials: Credentials | None = None) -> list[str]:
         """Write every file of commit ``sha`` under ``dest`` (what a renderer may read: the whole repository,
         since a kustomization may use a sibling directory); the repository paths written. Symbolic links are
         not written (nothing may point outside ``dest``). SourceError when a file or the total is too big."""
         written: list[str] = []
         total, max_file, max_total = 0, self.max_file, self.max_total
-        with self._lock(url), self._open(url) as repo:
+        with self._lock(url, credentials), self._open(url, credentials) as repo:
             try:
                 tree = repo.commit(sha).tree
             except (KeyError, ValueError, BadName) as e:
@@ -181,17 +184,27 @@ class GitSource:
             raise SourceError("FetchFailed", f"cannot fetch {redact_url(url)}: {message}") from e
 
     @contextlib.contextmanager
-    def _open(self, url: str) -> Iterator[git.Repo]:
-        directory = self.cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
+    def _open(self, url: str, credentials: Credentials | None) -> Iterator[git.Repo]:
+        directory = self.cache_dir / (hashlib.sha256(cache_key(url, credentials).encode()).hexdigest()[:24] + ".git")
         repo = git.Repo(directory) if directory.exists() else git.Repo.init(directory, bare=True, mkdir=True)
         try:
             yield repo
         finally:
             repo.close()
 
-    def _lock(self, url: str) -> threading.Lock:
+    def _lock(self, url: str, credentials: Credentials | None) -> threading.Lock:
         with self._locks_lock:
-            return self._locks.setdefault(url, threading.Lock())
+            return self._locks.setdefault(cache_key(url, credentials), threading.Lock())
+
+
+def cache_key(url: str, credentials: Credentials | None) -> str:
+    """The cache a fetch of ``url`` with ``credentials`` uses: the URL alone without any, else the URL and a
+    digest of the credentials (never the credentials themselves: the key names a directory)."""
+    if credentials is None or credentials == Credentials():
+        return url
+    digest = hashlib.sha256("\0".join((credentials.username, credentials.token, credentials.ssh_key,
+                                         credentials.known_hosts, credentials.ca)).encode()).hexdigest()
+    return f"{url}\0{digest}"
 
 
 def _tree(repo: git.Repo, sha: str, path: str) -> git.Tree:

@@ -109,8 +109,10 @@ class Reconciler:
                 raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
             project = project or self.project(app)
             report.project = project.described
-            report.revision = revision or self.resolve(app)
-            rendered = self._desired(app, report.revision, memory)
+            self._refuse_local(app)
+            credentials = self._credentials(app)  # one Secret read per full sync; its cache partition too
+            report.revision = revision or self._resolve(app, credentials)
+            rendered = self._desired(app, report.revision, memory, credentials)
             report.renderer = memory.renderer
             desired, refused = self._permitted(project, rendered)
             report.refused = tuple((d.ref, str(v)) for d, v in refused)
@@ -173,18 +175,25 @@ class Reconciler:
 
     def resolve(self, app: AppSpec) -> Revision:
         """Fetch the source and resolve the target revision (``Stop`` with the problem otherwise)."""
+        self._refuse_local(app)
+        return self._resolve(app, self._credentials(app))
+
+    def _refuse_local(self, app: AppSpec) -> None:
         if is_local_url(app.source.repo_url) and not self.allow_local:
             raise Stop(Problem("SourceReady", "LocalSourceRefused", (
                 f"repoURL {app.source.repo_url} is a file:// URL or a local path, which this reconciler does not "
                 "read (one could read another Application's repository from its git cache); use an https or ssh "
                 "URL, or run the reconciler with --allow-local-repos (local mode and tests); nothing applied or "
                 "pruned")))
+
+    def _resolve(self, app: AppSpec, credentials: Credentials | None) -> Revision:
         try:
-            return self.source.resolve(app.source.repo_url, app.source.target_revision, self._credentials(app))
+            return self.source.resolve(app.source.repo_url, app.source.target_revision, credentials)
         except SourceError as e:
             raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
 
-    def _desired(self, app: AppSpec, revision: Revision, memory: Memory) -> list[Desired]:
+    def _desired(self, app: AppSpec, revision: Revision, memory: Memory,
+                 credentials: Credentials | None = None) -> list[Desired]:
         """The stamped desired set, rendered once per (revision, placement-relevant spec, render options); a
         render that failed is not retried for the same key (unless it timed out)."""
         key = (revision.sha, str(app.key), app.source.repo_url, app.source.path, app.enforcement,
@@ -194,7 +203,7 @@ class Reconciler:
                 raise Stop(memory.failed)
             started = time.monotonic()
             try:
-                manifests, memory.renderer, memory.empty = self._render(app, revision)
+                manifests, memory.renderer, memory.empty = self._render(app, revision, credentials)
             except Stop as e:
                 self._rendered(e.problem.reason, "failed", time.monotonic() - started)
                 if e.problem.reason not in TRANSIENT:
@@ -209,21 +218,22 @@ class Reconciler:
             raise Stop(Problem("RenderReady", "EmptyRender", memory.empty))
         return desired
 
-    def _render(self, app: AppSpec, revision: Revision) -> tuple[list[Manifest], str, str]:
+    def _render(self, app: AppSpec, revision: Revision,
+                credentials: Credentials | None = None) -> tuple[list[Manifest], str, str]:
         """The manifests of ``app``'s path at ``revision``, which renderer made them, and what to say should
         they be none (``Stop`` otherwise)."""
         root, url, options = app.source.path, app.source.repo_url, app.source.render
         at = f"at {revision.short}; nothing from this revision applied or pruned"
         try:
-            paths = self.source.paths(url, revision.sha, root)
+            paths = self.source.paths(url, revision.sha, root, credentials=credentials)
             kind = sources.detect(paths, root, options)
             if kind == "plain":
-                manifests = self._plain(app, revision, paths)
+                manifests = self._plain(app, revision, paths, credentials)
                 by = "plain"
             else:
                 with tempfile.TemporaryDirectory(prefix="driftguard-tree-") as scratch:
                     tree = Path(scratch)
-                    everything = self.source.export(url, revision.sha, tree)
+                    everything = self.source.export(url, revision.sha, tree, credentials=credentials)
                     rendered = self.renderer.render(kind, tree, root, options, release=app.key.name,
                                                     namespace=app.destination_namespace, paths=everything)
                 manifests, by = rendered.manifests, rendered.by
@@ -238,7 +248,8 @@ class Reconciler:
             raise Stop(Problem("RenderReady", "RenderFailed", f"rendering {root or '/'} failed: {e!r} ({at})")) from e
         return manifests, by, "" if manifests else self._empty_message(app, revision, paths, kind, by)
 
-    def _plain(self, app: AppSpec, revision: Revision, paths: list[str]) -> list[Manifest]:
+    def _plain(self, app: AppSpec, revision: Revision, paths: list[str],
+               credentials: Credentials | None = None) -> list[Manifest]:
         root = app.source.path
         chosen = sources.select(paths, root, app.source.render.directory)
         if chosen.nested_kustomizations:
@@ -247,7 +258,8 @@ class Reconciler:
                 f"{root or '/'} would be applied as plain YAML (its patches as whole objects); point the path at it, "
                 f"or exclude it with spec.source.directory.exclude; nothing from {revision.short} applied or pruned")))
         wanted = set(chosen.manifests)
-        return render(self.source.read(app.source.repo_url, revision.sha, root, wanted.__contains__), root)
+        return render(self.source.read(app.source.repo_url, revision.sha, root, wanted.__contains__,
+                                       credentials=credentials), root)
 
     def _empty_message(self, app: AppSpec, revision: Revision, paths: list[str], kind: str, by: str) -> str:
         root = app.source.path or "/"

@@ -162,12 +162,12 @@ class FakeSource:
             raise self.resolve_error
         return self.revision
 
-    def paths(self, url: str, sha: str, path: str) -> list[str]:
+    def paths(self, url: str, sha: str, path: str, *, credentials: Any = None) -> list[str]:
         if self.read_error is not None:
             raise self.read_error
         return [p for p in sorted(self.files) if p.startswith(path + "/")]
 
-    def read(self, url: str, sha: str, path: str, want: Any) -> list[tuple[str, bytes]]:
+    def read(self, url: str, sha: str, path: str, want: Any, *, credentials: Any = None) -> list[tuple[str, bytes]]:
         self.calls["read"] += 1
         if self.read_error is not None:
             raise self.read_error

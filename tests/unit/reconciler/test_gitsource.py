@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitsource import Credentials, GitSource, SourceError, _environment, _git_message
+from reconciler.gitsource import Credentials, GitSource, SourceError, _environment, _git_message, cache_key
 from reconciler.revision import redact_url
 
 
@@ -171,3 +171,20 @@ def test_no_git_process_or_file_descriptor_outlives_a_call(origin: Path, source:
         source.read(str(origin), sha, "app", lambda p: True)
     assert children() == [], "GitPython's cat-file processes must be closed every cycle"
     assert len(os.listdir("/proc/self/fd")) <= descriptors
+
+
+def test_the_cache_is_partitioned_by_credential(origin: Path, source: GitSource) -> None:
+    """What one credential fetched is not readable with another, or with none: each has its own cache."""
+    team_b = Credentials(username="team-b", token="b-token", ca="PEM")
+    sha = source.resolve(str(origin), "main", team_b).sha
+    assert [p for p, _ in source.read(str(origin), sha, "app", lambda _: True, credentials=team_b)]
+    for other in (None, Credentials(username="team-a", token="a-token", ca="PEM")):
+        with pytest.raises(SourceError) as error:
+            source.read(str(origin), sha, "app", lambda _: True, credentials=other)
+        assert error.value.reason == "PathNotFound"
+        with pytest.raises(SourceError):
+            source.paths(str(origin), sha, "app", credentials=other)
+    caches = sorted(p.name for p in source.cache_dir.iterdir())
+    assert len(caches) == 3 and not any("b-token" in name for name in caches)
+    assert cache_key(str(origin), None) == str(origin), "no credentials: the cache a URL always had"
+    assert "b-token" not in cache_key(str(origin), team_b)
