@@ -143,8 +143,11 @@ def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState) -> dict[st
 def _health(snapshot: Snapshot) -> dict[str, str]:
     if snapshot.report is None or (snapshot.report.revision is None and not len(snapshot.inventory)):
         return {"status": Health.UNKNOWN.value, "message": "not synced yet"}
+    if not len(snapshot.inventory) and snapshot.report.problem is not None:
+        return {"status": Health.MISSING.value, "message": f"nothing applied: {snapshot.report.problem.reason}"}
     if not snapshot.health:
-        return {"status": Health.HEALTHY.value, "message": f"{len(snapshot.inventory)} objects healthy"}
+        count = len(snapshot.inventory)
+        return {"status": Health.HEALTHY.value, "message": f"{count} objects healthy" if count else "no objects"}
     state = worst(h for h, _ in snapshot.health.values())
     named = sorted((ref, why) for ref, (h, why) in snapshot.health.items() if h is state)
     message = "; ".join(f"{ref}: {why}" if why else str(ref) for ref, why in named[:LISTED])
@@ -319,7 +322,17 @@ def _more(count: int) -> str:
 
 
 def patch_for(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch turning status ``previous`` into ``current`` (empty: nothing to write)."""
-    patch: dict[str, Any] = {k: v for k, v in current.items() if previous.get(k) != v}
+    """The merge patch (RFC 7386) turning status ``previous`` into ``current`` (empty: nothing to write).
+    Nested maps are diffed too, so a key gone from one (a counter of ``lastSyncResult``, ``sync.renderedBy``)
+    is removed, not kept by the merge; lists are replaced whole, as merge patches replace them."""
+    patch: dict[str, Any] = {}
+    for key, value in current.items():
+        before = previous.get(key)
+        if before == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = patch_for(before, value)
+        else:
+            patch[key] = value
     patch.update({k: None for k in previous if k not in current})
     return patch

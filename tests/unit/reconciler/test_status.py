@@ -156,3 +156,26 @@ def test_a_cascading_delete_is_reported_as_not_ready() -> None:
     assert "ConfigMap prod/b" in condition(retrying, "Deleting")["message"]
     assert "admission denied" in condition(retrying, "Deleting")["message"]
     assert condition(managing, "Deleting") == {} and condition(managing, "Ready")["status"] == "True"
+
+
+def test_the_status_patch_removes_what_left_a_nested_map() -> None:
+    """Status is merge-patched: a counter of the last sync that is gone now must be removed, not kept."""
+    previous = {"lastSyncResult": {"created": 2, "configured": 2, "summary": "2 created, 2 configured"},
+                "sync": {"status": "Synced", "renderedBy": "kustomize v5.8.1"}, "drift": [{"object": "a"}], "old": 1}
+    current = {"lastSyncResult": {"unchanged": 2, "summary": "2 unchanged"}, "sync": {"status": "Synced"},
+               "drift": []}
+    assert patch_for(previous, current) == {
+        "lastSyncResult": {"created": None, "configured": None, "unchanged": 2, "summary": "2 unchanged"},
+        "sync": {"renderedBy": None}, "drift": [], "old": None}
+    assert patch_for(current, current) == {}
+
+
+def test_health_is_missing_not_healthy_when_a_failed_sync_applied_nothing() -> None:
+    spec = APP
+    report = SyncReport(target="main", started=NOW, duration=0.1, revision=REV1,
+                        problem=Problem("RenderReady", "RenderFailed", "kustomize: no"))
+    status = compose(Snapshot(spec, report, Inventory()), {}, NOW)
+    assert status["health"] == {"status": "Missing", "message": "nothing applied: RenderFailed"}
+    empty = compose(Snapshot(spec, SyncReport(target="main", started=NOW, duration=0.1, revision=REV1), Inventory()),
+                    {}, NOW)
+    assert empty["health"] == {"status": "Healthy", "message": "no objects"}
