@@ -34,6 +34,7 @@ from typing import Any
 from driftguard import logs
 from driftguard.core.changes import ChangeSet
 from driftguard.core.inventory import Inventory
+from driftguard.core.manifests import Limits
 from driftguard.core.marks import MarkKey, Marks
 from driftguard.core.objects import ObjectRef
 from driftguard.core.projects import Project
@@ -110,7 +111,8 @@ class Controller:
         self.projects = ProjectSource(cluster, s.projects_in, s.system_namespace)
         tools = RenderTools({"kustomize": s.kustomize, "helm": s.helm, "jsonnet": s.jsonnet})
         limits = RenderLimits(timeout=s.render_timeout, memory=s.render_memory * MiB,
-                              max_output=s.render_max_output * MiB)
+                              max_output=s.render_max_output * MiB, max_objects=s.max_objects,
+                              parse=Limits(max_nodes=s.max_yaml_nodes, max_depth=s.max_yaml_depth))
         self.reconciler = Reconciler(cluster, self.source, self.applier, uncovered=(
             (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""),
             projects=self.projects, renderer=Renderer(tools, limits),

@@ -258,8 +258,10 @@ class Reconciler:
                 f"{root or '/'} would be applied as plain YAML (its patches as whole objects); point the path at it, "
                 f"or exclude it with spec.source.directory.exclude; nothing from {revision.short} applied or pruned")))
         wanted = set(chosen.manifests)
+        limits = self.renderer.limits
         return render(self.source.read(app.source.repo_url, revision.sha, root, wanted.__contains__,
-                                       credentials=credentials), root)
+                                       credentials=credentials), root, limits=limits.parse,
+                      max_objects=limits.max_objects)
 
     def _empty_message(self, app: AppSpec, revision: Revision, paths: list[str], kind: str, by: str) -> str:
         root = app.source.path or "/"

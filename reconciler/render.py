@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from driftguard.core.manifests import Manifest, ManifestError, check_unique, parse_documents
+from driftguard.core.manifests import DEFAULT_LIMITS, Limits, Manifest, ManifestError, check_unique, parse_documents
 
 MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+MAX_OBJECTS: Final = 50_000
 SKIPPED_NAMES: Final = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 
@@ -28,7 +29,8 @@ def is_manifest_path(path: str, root: str = "") -> bool:
     return parts[-1] not in SKIPPED_NAMES and parts[-1].endswith(MANIFEST_SUFFIXES)
 
 
-def render(files: Iterable[tuple[str, bytes]], root: str = "") -> list[Manifest]:
+def render(files: Iterable[tuple[str, bytes]], root: str = "", *, limits: Limits = DEFAULT_LIMITS,
+           max_objects: int = MAX_OBJECTS) -> list[Manifest]:
     """The manifests in ``files`` ((repository path, content) pairs), all or nothing."""
     manifests: list[Manifest] = []
     for path, content in sorted(files):
@@ -38,6 +40,8 @@ def render(files: Iterable[tuple[str, bytes]], root: str = "") -> list[Manifest]
             text = content.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise ManifestError(path, 1, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
-        manifests.extend(parse_documents(text, path))
+        manifests.extend(parse_documents(text, path, limits))
+        if len(manifests) > max_objects:
+            raise ManifestError(path, 1, f"the path declares more than {max_objects} objects (--max-objects)")
     check_unique(manifests)
     return manifests

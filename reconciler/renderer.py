@@ -30,6 +30,7 @@ import yaml
 
 from driftguard.core.manifests import DEFAULT_LIMITS, Limits, Manifest, ManifestError, check_unique, parse_documents
 from reconciler import sources
+from reconciler.render import MAX_OBJECTS
 from reconciler.sources import Kind, RenderOptions
 
 TOOLS: Final = ("kustomize", "helm", "jsonnet")
@@ -51,6 +52,7 @@ class RenderLimits:
     memory: int = 2048 * MiB  # address space of one tool process
     max_output: int = 64 * MiB
     parse: Limits = DEFAULT_LIMITS
+    max_objects: int = MAX_OBJECTS
 
 
 @dataclass
@@ -118,9 +120,10 @@ class Renderer:
             except RenderError as e:  # paths as the repository names them, not where it was exported to
                 text = str(e).replace(f"{tree.resolve()}/", "").replace(f"{tree}/", "").replace(str(tree), ".")
                 raise RenderError(text.replace(f"{work}/", ""), transient=e.transient) from None
+        if len(manifests) > self.limits.max_objects:
+            raise RenderError(f"{kind} produced {len(manifests)} objects, more than {self.limits.max_objects} "
+                              "(--max-objects)")
         check_unique(manifests)
-        if len(manifests) > self.limits.parse.max_nodes:
-            raise RenderError(f"{kind} produced {len(manifests)} objects, more than the limit")
         return Rendered(manifests, self.label(kind))
 
     # ------------------------------------------------------------ the tools

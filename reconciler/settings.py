@@ -100,6 +100,12 @@ class Settings:
     max_revision_bytes: int = field(default=256 * 1024 * 1024, metadata=_meta(
         "DRIFTGUARD_MAX_REVISION_BYTES", "most bytes read from one revision (the manifests of a path; the whole "
         "repository for kustomize, helm and jsonnet)"))
+    max_objects: int = field(default=50_000, metadata=_meta(
+        "DRIFTGUARD_MAX_OBJECTS", "most objects one revision of an Application may render to"))
+    max_yaml_nodes: int = field(default=1_000_000, metadata=_meta(
+        "DRIFTGUARD_MAX_YAML_NODES", "most nodes one YAML document may expand to (aliases counted as expanded)"))
+    max_yaml_depth: int = field(default=200, metadata=_meta(
+        "DRIFTGUARD_MAX_YAML_DEPTH", "deepest nesting of one YAML or JSON document"))
     mark_key_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_MARK_KEY_FILE", "the key (hex) that authenticates the webhook's break-glass grants and drift "
         "marks, shared with the webhook (unset: no grant or mark is believed)"))
@@ -247,7 +253,7 @@ def _check(options: Options) -> None:
         raise ValueError(f"--listen: {options.listen!r} is not host:port")
     s = options.settings
     for name in ("workers", "apply_concurrency", "heal_workers", "fight_limit", "render_memory", "render_max_output",
-                 "max_file_bytes", "max_revision_bytes"):
+                 "max_file_bytes", "max_revision_bytes", "max_objects", "max_yaml_nodes", "max_yaml_depth"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",

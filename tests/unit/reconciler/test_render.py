@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftguard.core.manifests import ManifestError
+from driftguard.core.manifests import Limits, ManifestError
 from reconciler.render import is_manifest_path, render
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}\n"
@@ -72,3 +72,13 @@ def test_non_utf8_is_an_error_and_a_bom_is_not() -> None:
 
 def test_nothing_rendered_is_an_empty_list() -> None:
     assert render([("app/README.md", b"hello")], "app") == []
+
+
+def test_a_path_over_the_object_limit_is_refused_and_the_parse_limits_apply() -> None:
+    files = [(f"app/{i}.yaml", CM.format(f"cm{i}").encode()) for i in range(3)]
+    assert len(render(files, "app", max_objects=3)) == 3
+    with pytest.raises(ManifestError, match=r"more than 2 objects \(--max-objects\)"):
+        render(files, "app", max_objects=2)
+    deep = [("app/deep.yaml", (CM.format("deep") + "data:\n  nested: \"" + "x" + "\"\nextra: " + "[" * 30 + "]" * 30 + "\n").encode())]
+    with pytest.raises(ManifestError, match="nested more than 20 levels deep"):
+        render(deep, "app", limits=Limits(max_depth=20))
