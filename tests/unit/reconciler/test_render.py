@@ -79,6 +79,7 @@ def test_a_path_over_the_object_limit_is_refused_and_the_parse_limits_apply() ->
     assert len(render(files, "app", max_objects=3)) == 3
     with pytest.raises(ManifestError, match=r"more than 2 objects \(--max-objects\)"):
         render(files, "app", max_objects=2)
-    deep = [("app/deep.yaml", (CM.format("deep") + "data:\n  nested: \"" + "x" + "\"\nextra: " + "[" * 30 + "]" * 30 + "\n").encode())]
+    text = CM.format("deep") + "extra: " + "[" * 30 + "]" * 30 + "\n"
+    deep = [("app/deep.yaml", text.encode())]
     with pytest.raises(ManifestError, match="nested more than 20 levels deep"):
         render(deep, "app", limits=Limits(max_depth=20))
