@@ -39,7 +39,7 @@ configurations' caBundle with
 
     driftguard certs install --dir <a directory for the CA>
 
-(again after every `helm upgrade`: the chart's caBundle is empty), then
+(the chart leaves the caBundle to it: `helm upgrade` keeps the one it set), then
 
     kubectl -n driftguard-system rollout status deployment/driftguard-webhook
     kubectl -n driftguard-system rollout status deployment/driftguard-reconciler

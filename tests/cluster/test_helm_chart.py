@@ -5,7 +5,8 @@ install`` with the cluster's admin kubeconfig and the locally built image (pull 
 the pods prove the values reached them), ``driftguard certs install`` (the TLS Secret and caBundle, as
 ``make deploy`` does), both Deployments rolled out, an Application synced from the in-cluster git
 server, and the laptop's out-of-band write denied by the webhook pods through their Service; ``helm
-upgrade`` as the README says (``--force-conflicts``, then ``certs install`` again) keeps denying. Then a
+upgrade`` as the README says (no ``--force-conflicts``, no ``certs install`` after it) fails none of a
+stream of admitted writes, keeps the caBundle and the aggregated rules, and keeps denying. Then a
 plain ``helm uninstall --wait`` (nothing deleted first: Helm deletes the webhook configurations while the
 reconciler's leader runs), after which nothing of driftguard is left and the formerly managed object is
 the laptop's.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +37,36 @@ REPO = manifests_dir().parent
 def gone(deployed: Deployed, *args: str) -> bool:
     result = deployed.kubectl_run("get", *args, check=False)
     return result.returncode != 0 and "NotFound" in result.stderr
+
+
+class WriteStream:
+    """Admitted writes through the webhook, back to back, as the laptop user: annotating the managed
+    ConfigMap with an undeclared annotation (the webhook is called and allows it). Records failures."""
+
+    def __init__(self, deployed: Deployed, laptop: Path) -> None:
+        self.deployed, self.laptop = deployed, laptop
+        self.results: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            result = self.deployed.kubectl_run("annotate", "configmap", APP, "-n", NS, f"stream={count}",
+                                               "--overwrite", kubeconfig=self.laptop, check=False)
+            self.results.append((result.returncode, result.stderr.strip()))
+
+    def __enter__(self) -> WriteStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def failures(self) -> list[str]:
+        return [err for code, err in self.results if code != 0]
 
 
 class Helm:
@@ -127,17 +159,26 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
     assert 'admission webhook "validate.driftguard.io" denied the request' in patch.stderr, patch.stderr
     assert "data.LOG_LEVEL of ConfigMap" in patch.stderr and "declared in git" in patch.stderr, patch.stderr
 
-    # upgrade as the README says: --force-conflicts (certs install owns the caBundle, the aggregation
-    # controller the reconciler ClusterRole's rules), then certs install again; denials go on
-    helm("upgrade", "driftguard", str(CHART), "--namespace", "default", "--reuse-values", "--force-conflicts",
-         "--set", "webhook.replicas=3")
-    certs = deployed.driftguard("certs", "install", "--dir", str(deployed.ca_dir))
-    assert certs.returncode == 0, certs.stderr
-    deployed.kubectl_run("-n", SYSTEM, "rollout", "status", "deployment/driftguard-webhook", "--timeout=180s",
-                         timeout=200)
+    # upgrade as the README says: no --force-conflicts (the chart sets no caBundle, which `certs install`
+    # owns, and no rules of the aggregated ClusterRole, which the aggregation controller owns) and no
+    # certs install after it; admitted writes to the managed object go on throughout, none failing
+    with WriteStream(deployed, laptop) as stream:
+        eventually(lambda: len(stream.results) >= 3, "the write stream running")
+        helm("upgrade", "driftguard", str(CHART), "--namespace", "default", "--reuse-values",
+             "--set", "webhook.replicas=3")
+        deployed.kubectl_run("-n", SYSTEM, "rollout", "status", "deployment/driftguard-webhook", "--timeout=180s",
+                             timeout=200)
+        seen = len(stream.results)
+        eventually(lambda: len(stream.results) >= seen + 3, "writes after the upgrade")
+    assert stream.failures() == [], stream.failures()[:3]
     webhook = json.loads(deployed.kubectl_run("get", "deployment", "driftguard-webhook", "-n", SYSTEM, "-o",
                                               "json").stdout)
     assert webhook["spec"]["replicas"] == 3 and webhook["status"].get("readyReplicas") == 3, webhook["status"]
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        live = json.loads(deployed.kubectl_run("get", kind, "driftguard", "-o", "json").stdout)
+        assert all(hook["clientConfig"].get("caBundle") for hook in live["webhooks"]), f"{kind}: caBundle blanked"
+    role = json.loads(deployed.kubectl_run("get", "clusterrole", "driftguard-reconciler", "-o", "json").stdout)
+    assert role.get("rules"), "the aggregated ClusterRole's rules are gone after the upgrade"
     patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
                                  "-p", '{"data": {"LOG_LEVEL": "trace"}}', kubeconfig=laptop, check=False)
     assert patch.returncode != 0 and "declared in git" in patch.stderr, patch.stderr
