@@ -136,6 +136,7 @@ def test_a_tenant_deploys_exactly_what_its_project_allows_and_a_project_change_a
     assert status["inventoryCount"] == 2 and a.harness.cm("settings") is not None
     permitted = a.harness.condition("web", "ProjectPermitted")
     assert (permitted["status"], permitted["message"]) == ("True", "Project team-a permits every declared object")
+    assert f"{sha[:7]} (Project team-a): " in warned(admin, a.namespace, "web", "Synced")["message"]
 
     # The admin narrows the project: ConfigMaps are no longer team a's to manage. No refresh, no commit.
     admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE, body={

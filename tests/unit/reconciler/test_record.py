@@ -109,3 +109,11 @@ def test_a_delete_pass_reports_a_repeated_failure_once() -> None:
     assert state.deleted(failing, ("driftguard.io/prune-on-delete",)) == []
     done = state.deleted(ChangeSet([Change(WEB, Action.DELETED)]), ("driftguard.io/prune-on-delete",))
     assert [(e.reason, e.message) for e in done] == [("PrunedOnDelete", f"deleted {WEB}")]
+
+
+def test_a_cycle_s_events_name_its_project() -> None:
+    report = SyncReport("main", WALL, 0.1, revision=REV1, applied=ChangeSet([Change(WEB, Action.CREATED)]),
+                        pruned=ChangeSet([Change(WEB, Action.DELETED)]), project="team-a")
+    messages = [e.message for e in sync_events(report, {}, ready("True"))]
+    assert messages == [f"{REV1.short} (Project team-a): {report.applied.summary()}",
+                        f"{REV1.short} (Project team-a): deleted {WEB}"]
