@@ -57,6 +57,7 @@ class SyncPolicyWire(TypedDict, total=False):
 class SpecWire(TypedDict, total=False):
     project: str
     source: SourceWire
+    sources: list[dict[str, Any]]
     destination: dict[str, str]
     syncPolicy: SyncPolicyWire
     enforcement: str
@@ -102,6 +103,7 @@ class AppSpec:
     refresh_interval: float
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    refs: tuple[tuple[str, SourceSpec], ...] = ()  # spec.sources entries with ``ref``: files for ``$<ref>/…``
 
     @property
     def valid(self) -> bool:
@@ -113,7 +115,7 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
     problems: list[str] = []
     warnings: list[str] = []
     spec = cast(SpecWire, obj.get("spec") or {})
-    source = _source(spec.get("source") or cast(SourceWire, {}), problems)
+    source, refs = _sources(spec, problems)
     destination = spec.get("destination") or {}
     server, dest_name = destination.get("server", ""), destination.get("name", "")
     if server not in ("", IN_CLUSTER) or dest_name not in ("", IN_CLUSTER_NAME):
@@ -156,7 +158,48 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         refresh_interval=interval,
         problems=tuple(problems),
         warnings=tuple(warnings),
+        refs=refs,
     )
+
+
+def _sources(spec: SpecWire, problems: list[str]) -> tuple[SourceSpec, tuple[tuple[str, SourceSpec], ...]]:
+    """``spec.source``, or Argo CD's multi-source ``spec.sources``: exactly one source rendered, and any
+    number of ``ref`` sources whose files its ``helm.valueFiles`` / ``fileParameters`` name as ``$<ref>/…``."""
+    many = spec.get("sources")
+    if many is None:
+        return _source(spec.get("source") or cast(SourceWire, {}), problems), ()
+    if spec.get("source"):
+        problems.append("spec.source and spec.sources exclude each other")
+    if not isinstance(many, list) or not many:
+        problems.append("spec.sources must be a non-empty list")
+        return _source(cast(SourceWire, {}), problems), ()
+    rendered: list[SourceSpec] = []
+    refs: list[tuple[str, SourceSpec]] = []
+    for i, wire in enumerate(many):
+        if not isinstance(wire, Mapping):
+            problems.append(f"spec.sources[{i}] must be an object")
+            continue
+        ref = str(wire.get("ref") or "")
+        parsed = _source(cast(SourceWire, {k: v for k, v in wire.items() if k != "ref"}), problems)
+        if not ref:
+            rendered.append(parsed)
+        elif wire.get("path") or any(wire.get(k) is not None for k in ("helm", "kustomize", "directory")):
+            problems.append(f"spec.sources[{i}] (ref {ref!r}): a ref source that is also rendered is not supported "
+                            "yet; split it into a ref source and a rendered one")
+        elif not _REF_NAME.match(ref) or ref in dict(refs):
+            problems.append(f"spec.sources[{i}].ref {ref!r} must be a unique name of letters, digits, '-' and '_'")
+        else:
+            refs.append((ref, parsed))
+    if len(rendered) != 1:
+        problems.append(f"spec.sources: exactly one source without ref is rendered, not {len(rendered)} (combining "
+                        "several rendered sources is not supported yet)")
+    source = rendered[0] if rendered else _source(cast(SourceWire, {"repoURL": "-"}), [])
+    helm = source.render.helm
+    for path in (*helm.value_files, *(f for _, f in helm.file_parameters)):
+        if path.startswith("$") and path[1:].split("/", 1)[0] not in dict(refs):
+            problems.append(f"spec.sources: {path!r} names no ref source (declared: "
+                            f"{', '.join(dict(refs)) or 'none'})")
+    return source, tuple(refs)
 
 
 def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
@@ -174,6 +217,7 @@ def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
     return SourceSpec(url, revision, path, str(secret.get("name") or ""), parse_options(source, problems))
 
 
+_REF_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 _REMOTE = re.compile(r"^(https?|ssh|git)://[^/]|^[^/:]+:(?!//)")  # a URL with a host, or scp-like user@host:path
 
 

@@ -26,7 +26,7 @@ class Cycled(Protocol):
     """What the decisions read of an Application's record (``reconciler.record.AppState``)."""
 
     spec: AppSpec
-    synced: tuple[str, int]  # (sha, generation) of the last good full sync
+    synced: tuple[str, tuple[tuple[str, str], ...], int]  # (sha, refs, generation) of the last good full sync
     force_full: bool
     next_full: float
     failures: int
@@ -48,7 +48,7 @@ def full_due(state: Cycled, now: float) -> bool:
 def needs_full(state: Cycled, revision: Revision | None, *, due: bool) -> bool:
     """Whether this cycle is a full sync, once the revision is resolved (None: it could not be, or the
     spec is invalid); ``due`` is ``full_due`` as it was before resolving."""
-    return due or revision is None or state.synced != (revision.sha, state.spec.generation)
+    return due or revision is None or state.synced != (revision.sha, revision.refs, state.spec.generation)
 
 
 def delay(failures: int, *, refresh_interval: float, max_backoff: float, next_full: float, now: float) -> float:

@@ -16,8 +16,10 @@ those still stamped as this Application's.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from driftguard.core.names import NAMESPACE
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
 from reconciler import desired as desired_set
 from reconciler import sources
-from reconciler.application import AppSpec, credentials_refusal, is_local_url
+from reconciler.application import AppSpec, SourceSpec, credentials_refusal, is_local_url
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
@@ -40,11 +42,13 @@ from reconciler.projects import ProjectSource, ProjectUnavailable
 from reconciler.render import render
 from reconciler.renderer import Renderer, RenderError
 from reconciler.revision import Revision
+from reconciler.sources import RenderOptions
 from reconciler.status import Problem, SyncReport
 
 log = logging.getLogger(__name__)
 
 SECRETS_V1 = ("v1", "Secret")
+REFS_DIR = ".driftguard-refs"  # where spec.sources' ref sources are exported, inside the rendered tree
 TRANSIENT = frozenset({"RenderTimeout", "FetchFailed"})  # render problems retried for the same revision
 
 
@@ -152,9 +156,11 @@ class Reconciler:
             project = source.get(app.project)
         except ProjectUnavailable as e:
             raise Stop(e.problem) from e
-        violation = projects.check_application(
-            project, repo_url=app.source.repo_url, app_namespace=app.key.namespace,
-            destination_namespace=app.destination_namespace, project_namespace=source.namespace)
+        violation = None
+        for repo_url in (app.source.repo_url, *(ref.repo_url for _, ref in app.refs)):
+            violation = violation or projects.check_application(
+                project, repo_url=repo_url, app_namespace=app.key.namespace,
+                destination_namespace=app.destination_namespace, project_namespace=source.namespace)
         if violation is not None:
             raise Stop(Problem("ProjectPermitted", "ProjectViolation", f"{violation}; nothing applied or pruned"))
         return project
@@ -178,26 +184,34 @@ class Reconciler:
         self._refuse_local(app)
         return self._resolve(app, self._credentials(app))
 
-    def _refuse_local(self, app: AppSpec) -> None:
-        if is_local_url(app.source.repo_url) and not self.allow_local:
+    def _refuse_local(self, app: AppSpec, source: SourceSpec | None = None) -> None:
+        url = (source or app.source).repo_url
+        if is_local_url(url) and not self.allow_local:
             raise Stop(Problem("SourceReady", "LocalSourceRefused", (
-                f"repoURL {app.source.repo_url} is a file:// URL or a local path, which this reconciler does not "
+                f"repoURL {url} is a file:// URL or a local path, which this reconciler does not "
                 "read (one could read another Application's repository from its git cache); use an https or ssh "
                 "URL, or run the reconciler with --allow-local-repos (local mode and tests); nothing applied or "
                 "pruned")))
 
     def _resolve(self, app: AppSpec, credentials: Credentials | None) -> Revision:
+        """The rendered source's revision, carrying the commit of each ``ref`` source (spec.sources)."""
         try:
-            return self.source.resolve(app.source.repo_url, app.source.target_revision, credentials)
+            revision = self.source.resolve(app.source.repo_url, app.source.target_revision, credentials)
+            refs = []
+            for name, ref in app.refs:
+                self._refuse_local(app, ref)
+                resolved = self.source.resolve(ref.repo_url, ref.target_revision, self._credentials(app, ref))
+                refs.append((name, resolved.sha))
         except SourceError as e:
             raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
+        return dataclasses.replace(revision, refs=tuple(refs)) if refs else revision
 
     def _desired(self, app: AppSpec, revision: Revision, memory: Memory,
                  credentials: Credentials | None = None) -> list[Desired]:
         """The stamped desired set, rendered once per (revision, placement-relevant spec, render options); a
         render that failed is not retried for the same key (unless it timed out)."""
         key = (revision.sha, str(app.key), app.source.repo_url, app.source.path, app.enforcement,
-               app.destination_namespace, app.source.render.key)
+               app.destination_namespace, app.source.render.key, repr(revision.refs), repr(app.refs))
         if memory.render_key != key:
             if memory.failed_key == key and memory.failed is not None:
                 raise Stop(memory.failed)
@@ -234,6 +248,7 @@ class Reconciler:
                 with tempfile.TemporaryDirectory(prefix="driftguard-tree-") as scratch:
                     tree = Path(scratch)
                     everything = self.source.export(url, revision.sha, tree, credentials=credentials)
+                    options = self._with_refs(app, revision, tree, options)
                     rendered = self.renderer.render(kind, tree, root, options, release=app.key.name,
                                                     namespace=app.destination_namespace, paths=everything)
                 manifests, by = rendered.manifests, rendered.by
@@ -247,6 +262,27 @@ class Reconciler:
         except (OSError, ValueError, RecursionError, MemoryError) as e:  # anything else: never escapes the cycle
             raise Stop(Problem("RenderReady", "RenderFailed", f"rendering {root or '/'} failed: {e!r} ({at})")) from e
         return manifests, by, "" if manifests else self._empty_message(app, revision, paths, kind, by)
+
+    def _with_refs(self, app: AppSpec, revision: Revision, tree: Path, options: RenderOptions) -> RenderOptions:
+        """Export each ref source at its resolved commit beside the tree (``.driftguard-refs/<ref>``) and point
+        ``$<ref>/…`` value files and file parameters there, relative to the chart."""
+        if not app.refs:
+            return options
+        shas = dict(revision.refs)
+        for name, ref in app.refs:
+            self.source.export(ref.repo_url, shas[name], tree / REFS_DIR / name,
+                               credentials=self._credentials(app, ref))
+        chart = tree / app.source.path if app.source.path else tree
+
+        def local(path: str) -> str:
+            if not path.startswith("$"):
+                return path
+            name, _, rest = path[1:].partition("/")
+            return os.path.relpath(tree / REFS_DIR / name / rest, chart)
+        helm = options.helm
+        return dataclasses.replace(options, helm=dataclasses.replace(
+            helm, value_files=tuple(local(f) for f in helm.value_files),
+            file_parameters=tuple((n, local(f)) for n, f in helm.file_parameters)))
 
     def _plain(self, app: AppSpec, revision: Revision, paths: list[str],
                credentials: Credentials | None = None) -> list[Manifest]:
@@ -298,18 +334,21 @@ class Reconciler:
         except UnknownKind:
             return None
 
-    def _credentials(self, app: AppSpec) -> Credentials | None:
-        if not app.source.secret_name:
+    def _credentials(self, app: AppSpec, source: SourceSpec | None = None) -> Credentials | None:
+        """The credentials of ``source`` (default: the rendered one), from its secretRef in the Application's
+        namespace, when the Secret serves its URL for the Application's project."""
+        source = source or app.source
+        if not source.secret_name:
             return None
         rt = self.cluster.discovery.resolve(*SECRETS_V1)
-        secret = self.cluster.get(rt, app.key.namespace, app.source.secret_name)
+        secret = self.cluster.get(rt, app.key.namespace, source.secret_name)
         if secret is None:
             raise Stop(Problem("SourceReady", "CredentialsNotFound",
-                               f"Secret {app.key.namespace}/{app.source.secret_name} (spec.source.secretRef) "
+                               f"Secret {app.key.namespace}/{source.secret_name} (spec.source.secretRef) "
                                "not found; nothing applied or pruned"))
         data = secret.get("data") or {}
-        refusal = credentials_refusal(data, secret=f"{app.key.namespace}/{app.source.secret_name}",
-                                      repo_url=app.source.repo_url, project=app.project)
+        refusal = credentials_refusal(data, secret=f"{app.key.namespace}/{source.secret_name}",
+                                      repo_url=source.repo_url, project=app.project)
         if refusal:
             raise Stop(Problem("SourceReady", "CredentialsRefused", f"{refusal}; nothing fetched, applied or pruned"))
         return Credentials.from_secret_data(data)

@@ -57,7 +57,8 @@ class AppState:
     status: dict[str, Any]
     memory: Memory = field(default_factory=Memory)
     report: SyncReport | None = None
-    synced: tuple[str, int] = ("", -1)  # (sha, generation) of the last good full sync
+    synced: tuple[str, tuple[tuple[str, str], ...], int] = ("", (), -1)  # (sha, refs, generation) of the last
+    # good full sync
     drift: dict[ObjectRef, DriftRecord] = field(default_factory=dict)
     reverted: deque[DriftRecord] = field(default_factory=lambda: deque(maxlen=REVERTED_KEPT))
     health: dict[ObjectRef, tuple[Health, str]] = field(default_factory=dict)
@@ -101,7 +102,7 @@ class AppState:
         if report.problem is not None:
             return []
         assert report.revision is not None
-        self.synced = (report.revision.sha, self.spec.generation)
+        self.synced = (report.revision.sha, report.revision.refs, self.spec.generation)
         wanted = {d.ref for d in result.desired}
         self.drift = {r: d for r, d in self.drift.items() if r in wanted}
         self.health = {r: h for r, h in self.health.items() if r in wanted}

@@ -14,6 +14,7 @@ class Revision:
     author: str  # e-mail when the commit has one, else the name
     committed_at: str  # RFC 3339, UTC
     subject: str = ""
+    refs: tuple[tuple[str, str], ...] = ()  # (ref name, commit sha) of spec.sources' ref sources
 
     @property
     def short(self) -> str:

@@ -137,6 +137,8 @@ def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState) -> dict[st
                    committedAt=revision.committed_at, message=revision.subject[:200])
     if report is not None and report.renderer:
         out["renderedBy"] = report.renderer
+    if report is not None and report.revision is not None and report.revision.refs:
+        out["refs"] = dict(report.revision.refs)
     return out
 
 

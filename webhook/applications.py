@@ -82,11 +82,13 @@ def project_denial(app: Mapping[str, Any], read: ProjectRead | None, *, project_
     except projects.ProjectError as e:
         return f"{where}: its project cannot be used: {e}; an admin must fix the Project"
     spec = _spec(app)
-    source, destination = spec.get("source"), spec.get("destination")
-    violation = projects.check_application(
-        project, repo_url=str((source if isinstance(source, Mapping) else {}).get("repoURL") or ""),
-        app_namespace=str(metadata.get("namespace") or ""), project_namespace=project_namespace,
-        destination_namespace=str((destination if isinstance(destination, Mapping) else {}).get("namespace") or ""))
+    destination = spec.get("destination")
+    violation = None
+    for repo_url in _repo_urls(spec) or [""]:
+        violation = violation or projects.check_application(
+            project, repo_url=repo_url, app_namespace=str(metadata.get("namespace") or ""),
+            project_namespace=project_namespace,
+            destination_namespace=str((destination if isinstance(destination, Mapping) else {}).get("namespace") or ""))
     if violation is None:
         return ""
     fix = "; choose a permitted namespace, or ask an admin to add it to the Project" \
@@ -96,8 +98,14 @@ def project_denial(app: Mapping[str, Any], read: ProjectRead | None, *, project_
 
 def _placement(obj: Mapping[str, Any] | None) -> tuple[Any, ...]:
     spec = _spec(obj)
-    source = spec.get("source")
-    return (project_name(obj), (source if isinstance(source, Mapping) else {}).get("repoURL"), spec.get("destination"))
+    return (project_name(obj), tuple(_repo_urls(spec)), spec.get("destination"))
+
+
+def _repo_urls(spec: Mapping[str, Any]) -> list[str]:
+    """Every repository an Application reads: ``spec.source``'s, or each of multi-source ``spec.sources``."""
+    many = spec.get("sources")
+    listed = many if isinstance(many, list) else [spec.get("source")]
+    return [str(s.get("repoURL") or "") for s in listed if isinstance(s, Mapping)]
 
 
 def changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
@@ -115,8 +123,8 @@ def risky_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) 
     if old is not None and _RANK.get(now, 0) < _RANK.get(was, 0):
         risky.append(f"downgrades spec.enforcement from {was} to {now}")
     risky += _automation_changes(before, after) if old is not None else []
-    if old is not None and before.get("source") != after.get("source"):
-        risky.append("changes spec.source")
+    if old is not None and (before.get("source"), before.get("sources")) != (after.get("source"), after.get("sources")):
+        risky.append("changes spec.source" if after.get("sources") is None else "changes spec.sources")
     added, removed = _finalizer_delta(old, new)
     if added:
         cascading = [f for f in added if f in contract.CASCADE_FINALIZERS]

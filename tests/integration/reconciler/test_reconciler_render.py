@@ -305,3 +305,33 @@ def test_a_chart_dependency_comes_from_the_repository_the_chart_declares(harness
     condition = harness.wait_condition("svc", "RenderReady", "False", "RenderFailed")
     assert "names the repository '@stable', an alias" in condition["message"] and bad[:7] in condition["message"]
     assert harness.cm("shop-lib") is not None, "nothing pruned"
+
+
+def test_a_multi_source_app_takes_helm_values_from_a_second_repository(harness: Harness, repo: Repo,
+                                                                       tmp_path: Path) -> None:
+    helm_chart(repo)
+    chart_sha = repo.commit("the chart")
+    values = Repo(tmp_path / "values-repo")
+    values.path.mkdir()
+    values.git("init", "-q", "-b", "main")
+    values.write("envs/prod.yaml", "replicas: 3\ncolor: purple\n")
+    values_sha = values.commit("prod values")
+    chart = {"repoURL": repo.url, "targetRevision": "main", "path": "chart",
+             "helm": {"releaseName": "shop", "valueFiles": ["values.yaml", "$values/envs/prod.yaml"]}}
+    harness.admin.request("POST", f"/apis/driftguard.io/v1alpha1/namespaces/{harness.namespace}/applications", body={
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "multi", "namespace": harness.namespace},
+        "spec": {"project": "default", "destination": {"namespace": harness.namespace}, "refreshInterval": "1s",
+                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+                 "sources": [chart, {"repoURL": values.url, "targetRevision": "main", "ref": "values"}]}})
+    harness.start()
+    status = harness.wait_synced("multi", chart_sha)
+    assert status["sync"]["refs"] == {"values": values_sha}
+    assert deployment(harness, "shop-web")["spec"]["replicas"] == 3
+    assert (harness.cm("shop-settings") or {})["data"]["color"] == "purple"
+
+    values.write("envs/prod.yaml", "replicas: 4\ncolor: purple\n")
+    moved = values.commit("scale in the values repository only")
+    wait_for(lambda: deployment(harness, "shop-web")["spec"]["replicas"] == 4, timeout=60,
+             what="a commit to the ref source alone is synced")
+    wait_for(lambda: harness.status("multi")["sync"].get("refs") == {"values": moved}, what="status names it")

@@ -149,3 +149,30 @@ def test_repository_credentials_serve_only_the_urls_and_projects_they_name(
         assert found == ""
     else:
         assert refusal in found and "team-b-token" not in found
+
+
+def _multi(*sources: dict[str, Any], **spec: Any) -> Any:
+    return parse_application({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"sources": list(sources), **spec}})
+
+
+def test_multi_source_one_rendered_and_named_refs() -> None:
+    app = _multi({"repoURL": "https://git.example/charts", "path": "chart",
+                  "helm": {"valueFiles": ["$values/prod.yaml"]}},
+                 {"repoURL": "https://git.example/values", "targetRevision": "v1", "ref": "values"})
+    assert app.problems == ()
+    assert app.source.repo_url == "https://git.example/charts" and app.source.path == "chart"
+    assert [(name, ref.repo_url, ref.target_revision) for name, ref in app.refs] == [
+        ("values", "https://git.example/values", "v1")]
+
+
+@pytest.mark.parametrize(("sources", "problem"), [
+    ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "path": "y"}], "exactly one source without ref is rendered"),
+    ([{"repoURL": "a", "ref": "v"}], "exactly one source without ref is rendered, not 0"),
+    ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "ref": "v", "path": "p"}], "a ref source that is also rendered"),
+    ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "ref": "bad name"}], "must be a unique name"),
+    ([{"repoURL": "a", "path": "x", "helm": {"valueFiles": ["$other/v.yaml"]}}, {"repoURL": "b", "ref": "v"}],
+     "'$other/v.yaml' names no ref source (declared: v)"),
+    ([], "spec.sources must be a non-empty list"),
+])
+def test_multi_source_problems_name_the_rule(sources: list[dict[str, Any]], problem: str) -> None:
+    assert any(problem in p for p in _multi(*sources).problems), _multi(*sources).problems

@@ -5,6 +5,7 @@ threads: the test calls the cycle itself)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -37,13 +38,15 @@ def state(**fields: Any) -> AppState:
     return s
 
 
-SYNCED = (REV1.sha, 3)
+SYNCED = (REV1.sha, (), 3)
 
 
 @pytest.mark.parametrize(("fields", "revision", "full"), [
     pytest.param({"synced": SYNCED}, REV1, False, id="same-revision-same-generation"),
     pytest.param({"synced": SYNCED}, REV2, True, id="new-revision"),
-    pytest.param({"synced": (REV1.sha, 2)}, REV1, True, id="new-generation"),
+    pytest.param({"synced": (REV1.sha, (), 2)}, REV1, True, id="new-generation"),
+    pytest.param({"synced": SYNCED}, dataclasses.replace(REV1, refs=(("values", "9" * 40),)), True,
+                 id="a-ref-source-moved"),
     pytest.param({"synced": SYNCED}, None, True, id="revision-unresolved"),
     pytest.param({"synced": SYNCED, "force_full": True}, REV1, True, id="refresh-asked"),
     pytest.param({"synced": SYNCED, "failures": 1}, REV1, True, id="retrying-a-failure"),
@@ -105,7 +108,7 @@ def test_a_first_cycle_syncs_then_an_unchanged_revision_is_a_noop(tmp_path: Path
 
     assert run.cycle() == Requeue(failed=False)
     assert ("ConfigMap", "prod", "web") in run.cluster.objects
-    assert run.state.synced == (REV1.sha, 3) and run.reasons() == ["Synced"]
+    assert run.state.synced == (REV1.sha, (), 3) and run.reasons() == ["Synced"]
     run.cluster.calls.clear()
     events, statuses = len(run.cluster.events), len(run.cluster.statuses)
 

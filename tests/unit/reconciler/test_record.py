@@ -77,10 +77,10 @@ def test_a_break_glass_grant_brings_the_next_full_sync_to_its_expiry() -> None:
 
 def test_a_failed_cycle_keeps_what_was_known() -> None:
     state = AppState.new(APP)
-    state.synced = (REV1.sha, 1)
+    state.synced = (REV1.sha, (), 1)
     report = SyncReport("main", WALL, 0.1, problem=Problem("SourceReady", "FetchFailed", "down"))
     assert state.absorb(Result(report), SETTINGS, now=0.0, wall=WALL) == []
-    assert state.report is report and state.synced == (REV1.sha, 1)
+    assert state.report is report and state.synced == (REV1.sha, (), 1)
 
 
 def ready(status: str, reason: str = "Synced", message: str = "m") -> dict[str, Any]:
