@@ -135,11 +135,17 @@ class Reconciler:
             report.out_of_sync = tuple(str(o.change) for o in result.outcomes
                                        if o.change.action is Action.SKIPPED and o.drift is None)
             stale, keep = old.stale(new), list[Entry]()
+            # Nor is anything pruned where the project no longer reaches: it stays, in the inventory, and is named.
+            barred = [(e, v) for e in stale if (v := self._prune_violation(project, e)) is not None]
+            if barred:
+                report.refused += tuple((e.ref, f"no longer in git, not pruned: {v}") for e, v in barred)
+                keep, stale = [e for e, _ in barred], [e for e in stale if e not in {b for b, _ in barred}]
             if stale and app.automated and app.prune:
-                pruned, keep = self.applier.prune(stale, str(app.key))
+                pruned, failed = self.applier.prune(stale, str(app.key))
+                keep += failed
                 report.pruned = ChangeSet([o.change for o in pruned])
             elif stale:
-                keep, report.pending_prune = stale, tuple(e.ref for e in stale)
+                keep, report.pending_prune = keep + stale, tuple(e.ref for e in stale)
             result.inventory = memory.inventory = _kept(new, result.outcomes, old).merge(keep)
         except Stop as e:
             report.problem = e.problem
@@ -178,6 +184,15 @@ class Reconciler:
             else:
                 refused.append((d, violation))
         return ok, refused
+
+    def _prune_violation(self, project: projects.Project, entry: Entry) -> projects.Violation | None:
+        """Whether ``project`` bars deleting ``entry``'s object (its kind or namespace is outside the project)."""
+        ref = entry.ref
+        if (ref.group, ref.kind) == ("", "Namespace"):
+            barred = projects.check_namespace(project, ref.name, what=f"Namespace {ref.name}")
+            if barred is not None:
+                return barred
+        return projects.check_object(project, group=ref.group, kind=ref.kind, namespace=ref.namespace)
 
     def resolve(self, app: AppSpec) -> Revision:
         """Fetch the source and resolve the target revision (``Stop`` with the problem otherwise)."""

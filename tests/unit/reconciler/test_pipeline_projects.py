@@ -186,3 +186,24 @@ def test_a_local_path_is_refused_unless_local_repos_are_allowed() -> None:
 
     run.reconciler.allow_local = True
     assert run.sync().report.problem is None
+
+
+def test_nothing_is_pruned_where_the_project_no_longer_reaches() -> None:
+    grab = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "grab", "namespace": "kube-system"},
+            "data": {"a": "b"}}
+    # "grab" was created by an earlier sync (before the project existed); git no longer declares it.
+    run = Run(FakeSource(REV2, {"app/web.yaml": WEB}), app(), old=grab)
+
+    result = run.sync()
+
+    report = result.report
+    assert report.problem is None and not report.pruned.changes
+    assert ("ConfigMap", "kube-system", "grab") in run.cluster.objects
+    assert [(str(ref), why.split(":")[0]) for ref, why in report.refused] == [
+        ("ConfigMap kube-system/grab", "no longer in git, not pruned")]
+    assert {e.ref.name for e in run.memory.inventory.entries} == {"web", "grab"}, "kept, to be pruned once permitted"
+
+    run.add_project("default", sourceRepos=["*"], destinations=[{"namespace": "*"}])
+    again = run.sync()
+    assert [c.ref.name for c in again.report.pruned.changes] == ["grab"] and not again.report.refused
+    assert ("ConfigMap", "kube-system", "grab") not in run.cluster.objects
