@@ -36,6 +36,7 @@ NOOP_SYNC_OPTIONS: Final = frozenset({
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SAFE_REVISION = re.compile(r"^[A-Za-z0-9._/@+-]+$")
+_CHART_VERSION = re.compile(r"^(\*|HEAD|latest|v?[0-9xX*]+(\.[0-9xX*]+){0,2}([-+][A-Za-z0-9.-]+)?)$")
 
 
 class SourceWire(TypedDict):
@@ -207,7 +208,11 @@ def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
     if not url:
         problems.append("spec.source.repoURL is required")
     revision = str(source.get("targetRevision") or "HEAD").strip()
-    if not _SAFE_REVISION.match(revision) or revision.startswith("-") or ".." in revision:
+    if source.get("chart"):
+        if not _CHART_VERSION.match(revision):
+            problems.append(f"spec.source.targetRevision {revision!r} is not a chart version (1.2.3, or with * / x "
+                            "for any part)")
+    elif not _SAFE_REVISION.match(revision) or revision.startswith("-") or ".." in revision:
         problems.append(f"spec.source.targetRevision {revision!r} is not a branch, tag or commit")
     path = normalize_path(str(source.get("path") or ""))
     if path is None:

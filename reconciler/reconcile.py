@@ -36,6 +36,7 @@ from reconciler import desired as desired_set
 from reconciler import sources
 from reconciler.application import AppSpec, SourceSpec, credentials_refusal, is_local_url
 from reconciler.apply import Applier, Mode, Outcome
+from reconciler.chartsource import ChartSource
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
 from reconciler.projects import ProjectSource, ProjectUnavailable
@@ -94,6 +95,7 @@ class Reconciler:
         self._uncovered = uncovered
         self.projects = projects
         self.renderer = renderer or Renderer()
+        self.charts = ChartSource()
         self._rendered = rendered  # (renderer, or the failure's reason; "ok" | "failed"; seconds): for metrics
         self.allow_local = allow_local
 
@@ -209,8 +211,11 @@ class Reconciler:
                 "pruned")))
 
     def _resolve(self, app: AppSpec, credentials: Credentials | None) -> Revision:
-        """The rendered source's revision, carrying the commit of each ``ref`` source (spec.sources)."""
+        """The rendered source's revision, carrying the commit of each ``ref`` source (spec.sources); for a
+        chart from a Helm repository, its archive's digest."""
         try:
+            if app.source.render.chart:
+                return self.charts.resolve(app.source.repo_url, app.source.render.chart, app.source.target_revision)
             revision = self.source.resolve(app.source.repo_url, app.source.target_revision, credentials)
             refs = []
             for name, ref in app.refs:
@@ -254,6 +259,14 @@ class Reconciler:
         root, url, options = app.source.path, app.source.repo_url, app.source.render
         at = f"at {revision.short}; nothing from this revision applied or pruned"
         try:
+            if options.chart:
+                with tempfile.TemporaryDirectory(prefix="driftguard-chart-") as scratch:
+                    tree = Path(scratch)
+                    name = self.charts.unpack(url, options.chart, app.source.target_revision, tree)
+                    rendered = self.renderer.render("helm", tree, name, options, release=app.key.name,
+                                                    namespace=app.destination_namespace, paths=[])
+                return rendered.manifests, rendered.by, "" if rendered.manifests else (
+                    f"chart {options.chart} rendered no objects; nothing applied or pruned (at {revision.short})")
             paths = self.source.paths(url, revision.sha, root, credentials=credentials)
             kind = sources.detect(paths, root, options)
             if kind == "plain":

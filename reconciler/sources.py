@@ -78,6 +78,7 @@ class RenderOptions:
     kustomize: KustomizeOptions = field(default_factory=KustomizeOptions)
     helm: HelmOptions = field(default_factory=HelmOptions)
     key: str = ""  # canonical JSON of the fields: part of the render cache key
+    chart: str = ""  # source.chart: the chart's name in the Helm repository at repoURL
 
 
 def parse_options(source: Mapping[str, Any], problems: list[str]) -> RenderOptions:
@@ -85,18 +86,29 @@ def parse_options(source: Mapping[str, Any], problems: list[str]) -> RenderOptio
     given = [k for k in ("directory", "kustomize", "helm") if source.get(k) is not None]
     if len(given) > 1:
         problems.append(f"spec.source: {' and '.join(given)} exclude each other (one renderer per source)")
-    for unsupported in ("chart", "plugin", "ref"):
-        if source.get(unsupported) is not None:
-            problems.append(f"spec.source.{unsupported} is not supported yet (charts from a Helm repository, config "
-                            "management plugins and multi-source refs); put the chart in git and use spec.source.path")
-    explicit: Kind | None = None
+    if source.get("plugin") is not None:
+        problems.append("spec.source.plugin is not supported (config management plugins run arbitrary code)")
+    if source.get("ref") is not None:
+        problems.append("spec.source.ref belongs to a source of spec.sources (multi-source)")
+    chart = str(source.get("chart") or "")
+    if chart:
+        url = str(source.get("repoURL") or "")
+        if not url.startswith(("https://", "http://")):
+            problems.append(f"spec.source.chart {chart!r}: repoURL {url!r} must be an http(s) Helm repository (OCI "
+                            "registries are not supported yet)")
+        if source.get("secretRef"):
+            problems.append("spec.source.chart: credentials for chart repositories are not supported yet")
+        if any(source.get(k) is not None for k in ("directory", "kustomize")) or source.get("path"):
+            problems.append("spec.source.chart takes only helm options (no path, directory or kustomize)")
+    explicit: Kind | None = "helm" if chart else None
     if given:
         explicit = "plain" if given[0] == "directory" else given[0]  # type: ignore[assignment]
     directory = _directory(_mapping(source, "directory", problems), problems)
     kustomize = _kustomize(_mapping(source, "kustomize", problems), problems)
     helm = _helm(_mapping(source, "helm", problems), problems)
-    key = json.dumps({k: source.get(k) for k in ("directory", "kustomize", "helm")}, sort_keys=True, default=str)
-    return RenderOptions(explicit, directory, kustomize, helm, key)
+    key = json.dumps({k: source.get(k) for k in ("directory", "kustomize", "helm", "chart")}, sort_keys=True,
+                     default=str)
+    return RenderOptions(explicit, directory, kustomize, helm, key, chart)
 
 
 def detect(paths: Iterable[str], root: str, options: RenderOptions) -> Kind:

@@ -101,7 +101,7 @@ def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -
     state = sync_state(snapshot)
     status: dict[str, Any] = {
         "observedGeneration": spec.generation,
-        "sync": _sync(spec, report, state),
+        "sync": _sync(spec, report, state, previous.get("sync") or {}),
         "health": _health(snapshot),
         "conditions": _conditions(snapshot, state, previous.get("conditions") or [], now),
         "drift": [_drift(d) for d in _drift_list(snapshot.drift)],
@@ -129,8 +129,12 @@ def sync_state(snapshot: Snapshot) -> SyncState:
     return "Synced"
 
 
-def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState) -> dict[str, Any]:
+def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The sync state and the revision last compared; a cycle that could not resolve one (the fetch failed)
+    keeps the previous revision's fields, as Argo CD does, rather than show none."""
     out: dict[str, Any] = {"status": state, "targetRevision": spec.source.target_revision}
+    if report is not None and report.revision is None:
+        out.update({k: v for k, v in previous.items() if k in _REVISION_FIELDS})
     if report is not None and report.revision is not None:
         revision = report.revision
         out.update(revision=revision.sha, shortRevision=revision.short, author=revision.author,
@@ -140,6 +144,9 @@ def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState) -> dict[st
     if report is not None and report.revision is not None and report.revision.refs:
         out["refs"] = dict(report.revision.refs)
     return out
+
+
+_REVISION_FIELDS: Final = ("revision", "shortRevision", "author", "committedAt", "message", "renderedBy", "refs")
 
 
 def _health(snapshot: Snapshot) -> dict[str, str]:

@@ -14,6 +14,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,30 +261,67 @@ def test_driftguard_render_local_prints_what_would_be_applied(repo: Repo, tmp_pa
     assert broken.returncode == 1 and "--path '../outside' must be relative" in broken.stderr
 
 
+class ChartRepository:
+    """A Helm chart repository on loopback: ``index.yaml`` and packaged versions of a chart ``lib``."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.helm, self.tmp = str(render_tools()["helm"]), tmp_path
+        self.served = tmp_path / "served"
+        self.served.mkdir()
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(self.served))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, version: str, data: str = "repository") -> None:
+        source = self.tmp / f"lib-{version}"
+        (source / "templates").mkdir(parents=True)
+        (source / "Chart.yaml").write_text(f"apiVersion: v2\nname: lib\nversion: {version}\n")
+        (source / "templates" / "cm.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-lib}\n"
+            f"data: {{from: {data}, version: {{{{ .Chart.Version | quote }}}}}}\n")
+        env = {"HOME": str(self.tmp), "PATH": "/usr/bin:/bin"}
+        for argv in ([self.helm, "package", str(source), "--destination", str(self.served)],
+                     [self.helm, "repo", "index", str(self.served), "--url", self.url]):
+            subprocess.run(argv, check=True, capture_output=True, env=env, timeout=60)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
 @pytest.fixture
 def chart_repository(tmp_path: Path) -> Iterator[str]:
-    """A Helm chart repository on loopback (``index.yaml`` + a packaged chart ``lib`` 0.1.0), as a URL."""
-    helm = str(render_tools()["helm"])
-    source, served = tmp_path / "lib", tmp_path / "served"
-    (source / "templates").mkdir(parents=True)
-    served.mkdir()
-    (source / "Chart.yaml").write_text("apiVersion: v2\nname: lib\nversion: 0.1.0\n")
-    (source / "templates" / "cm.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-lib}\ndata: {from: repository}\n")
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    subprocess.run([helm, "package", str(source), "--destination", str(served)], check=True, capture_output=True,
-                   env=env, timeout=60)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    subprocess.run([helm, "repo", "index", str(served), "--url", url], check=True, capture_output=True, env=env,
-                   timeout=60)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield url
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    """The URL of a chart repository serving ``lib`` 0.1.0."""
+    served = ChartRepository(tmp_path)
+    served.publish("0.1.0")
+    yield served.url
+    served.close()
+
+
+def test_a_chart_from_a_helm_repository_is_verified_rendered_and_followed(harness: Harness, tmp_path: Path) -> None:
+    served = ChartRepository(tmp_path)
+    try:
+        served.publish("0.1.0")
+        harness.make_app("svc", served.url, path="", source={"chart": "lib", "targetRevision": "0.1.*",
+                                                              "helm": {"releaseName": "shop"}}, refreshInterval="1s")
+        harness.start()
+        index = yaml.safe_load((served.served / "index.yaml").read_text())
+        digest = index["entries"]["lib"][0]["digest"]
+        status = harness.wait_synced("svc", digest[:40])
+        assert status["sync"]["renderedBy"] == "helm v4.3.2" and status["sync"]["message"] == "chart lib 0.1.0"
+        assert (harness.cm("shop-lib") or {}).get("data") == {"from": "repository", "version": "0.1.0"}
+
+        served.publish("0.1.1", data="newer")
+        wait_for(lambda: (harness.cm("shop-lib") or {}).get("data", {}).get("version") == "0.1.1", timeout=120,
+                 what="the newest matching version, by polling the index")
+        served.publish("0.2.0", data="too-new")  # outside 0.1.*
+        time.sleep(3)
+        assert (harness.cm("shop-lib") or {})["data"]["version"] == "0.1.1"
+    finally:
+        served.close()
 
 
 def test_a_chart_dependency_comes_from_the_repository_the_chart_declares(harness: Harness, repo: Repo,
@@ -295,7 +333,7 @@ def test_a_chart_dependency_comes_from_the_repository_the_chart_declares(harness
     harness.make_app("svc", repo, path="chart", source={"helm": {"releaseName": "shop"}})
     harness.start()
     harness.wait_synced("svc", sha)
-    assert (harness.cm("shop-lib") or {}).get("data") == {"from": "repository"}, "the dependency's object"
+    assert (harness.cm("shop-lib") or {}).get("data") == {"from": "repository", "version": "0.1.0"}, "the dependency"
     assert harness.cm("shop-settings") is not None, "the chart's own"
 
     repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n"
@@ -335,3 +373,18 @@ def test_a_multi_source_app_takes_helm_values_from_a_second_repository(harness: 
     wait_for(lambda: deployment(harness, "shop-web")["spec"]["replicas"] == 4, timeout=60,
              what="a commit to the ref source alone is synced")
     wait_for(lambda: harness.status("multi")["sync"].get("refs") == {"values": moved}, what="status names it")
+
+
+def test_a_chart_archive_that_does_not_match_its_digest_is_refused(harness: Harness, tmp_path: Path) -> None:
+    served = ChartRepository(tmp_path)
+    try:
+        served.publish("0.1.0")
+        [archive] = served.served.glob("lib-0.1.0.tgz")
+        archive.write_bytes(archive.read_bytes() + b"tampered")  # the index still names the original digest
+        harness.make_app("svc", served.url, path="", source={"chart": "lib", "targetRevision": "0.1.0"})
+        harness.start()
+        condition = harness.wait_condition("svc", "SourceReady", "False", "FetchFailed")
+        assert "does not match the index's sha256 digest" in condition["message"]
+        assert harness.cm("svc-lib") is None
+    finally:
+        served.close()

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.chartsource import matches, version_key
 from reconciler.sources import (
     DirectoryOptions,
     HelmOptions,
@@ -59,7 +60,6 @@ def test_select_names_what_is_not_rendered_and_why() -> None:
 
 @pytest.mark.parametrize(("source", "problem"), [
     ({"helm": {}, "kustomize": {}}, "spec.source: kustomize and helm exclude each other"),
-    ({"chart": "redis"}, "spec.source.chart is not supported yet"),
     ({"helm": {"releaseName": "Not_Valid"}}, "spec.source.helm.releaseName 'Not_Valid' is not a valid release name"),
     ({"helm": {"values": "a: 1", "valuesObject": {"a": 1}}}, "values and valuesObject exclude each other"),
     ({"helm": {"valueFiles": ["/etc/passwd"]}}, "'/etc/passwd' must be a path inside the repository"),
@@ -145,3 +145,29 @@ def test_kustomize_patches_components_and_replicas_are_relative_to_the_source_pa
     assert overlay["replicas"] == [{"name": "web", "count": 3}]
     assert overlay["patches"] == [{"path": "../overlays/prod/p.yaml"},
                                   {"patch": "- op: remove", "target": {"kind": "Service"}}]
+
+
+@pytest.mark.parametrize(("version", "target", "chosen"), [
+    ("1.2.3", "1.2.3", True), ("v1.2.3", "1.2.3", True), ("1.2.4", "1.2.3", False),
+    ("1.2.9", "1.2.*", True), ("1.3.0", "1.2.*", False), ("1.9.0", "1.x", True), ("2.0.0", "1.x", False),
+    ("2.0.0", "*", True), ("2.0.0-rc.1", "*", False), ("2.0.0-rc.1", "2.0.0-rc.1", True),
+])
+def test_chart_versions_match_as_argo_cd_targets_them(version: str, target: str, chosen: bool) -> None:
+    assert matches(version, target) is chosen
+
+
+def test_the_highest_matching_chart_version_wins_and_releases_beat_prereleases() -> None:
+    assert max(["1.2.0", "1.10.0", "1.9.9"], key=version_key) == "1.10.0"
+    assert version_key("2.0.0") > version_key("2.0.0-rc.1")
+
+
+@pytest.mark.parametrize(("source", "problem"), [
+    ({"repoURL": "oci://registry.example/charts", "chart": "redis"}, "must be an http(s) Helm repository"),
+    ({"repoURL": "https://charts.example", "chart": "redis", "secretRef": {"name": "x"}}, "credentials for chart"),
+    ({"repoURL": "https://charts.example", "chart": "redis", "path": "x"}, "takes only helm options"),
+    ({"repoURL": "https://git.example", "plugin": {"name": "x"}}, "spec.source.plugin is not supported"),
+])
+def test_chart_sources_refuse_what_is_not_supported(source: dict[str, Any], problem: str) -> None:
+    problems: list[str] = []
+    parse_options(source, problems)
+    assert any(problem in p for p in problems), problems

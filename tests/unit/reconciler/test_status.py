@@ -179,3 +179,13 @@ def test_health_is_missing_not_healthy_when_a_failed_sync_applied_nothing() -> N
     empty = compose(Snapshot(spec, SyncReport(target="main", started=NOW, duration=0.1, revision=REV1), Inventory()),
                     {}, NOW)
     assert empty["health"] == {"status": "Healthy", "message": "no objects"}
+
+
+def test_a_cycle_that_could_not_resolve_keeps_the_last_compared_revision() -> None:
+    synced = compose(Snapshot(APP, SyncReport(target="main", started=NOW, duration=0.1, revision=REV1,
+                                              renderer="plain"), Inventory()), {}, NOW)
+    failed = compose(Snapshot(APP, SyncReport(target="main", started=NOW, duration=0.1,
+                                              problem=Problem("SourceReady", "FetchFailed", "no")), Inventory()),
+                     synced, NOW)
+    assert failed["sync"]["status"] == "Error"
+    assert (failed["sync"]["revision"], failed["sync"]["renderedBy"]) == (REV1.sha, "plain")
