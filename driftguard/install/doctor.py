@@ -2,7 +2,8 @@
 
 Admission cannot stop some writes — impersonation, tokens minted for driftguard's own ServiceAccounts,
 writes to the webhook configurations, the Applications and the reconciler's Lease (see the README's
-threat model). The reconciler detects and restores what it can; ``doctor`` names *who* could do it,
+threat model) or widen what tenants may deploy (Projects). The reconciler detects and restores what it can;
+``doctor`` names *who* could do it,
 from RBAC as it is stored, and checks that the registration is in place and points at a webhook that
 answers with a certificate its caBundle verifies. Exit status 1 when there is any finding.
 
@@ -62,6 +63,7 @@ POWERS: Final = (
     Power("write the webhook configurations", WRITE, "admissionregistration.k8s.io",
           ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), None, (registration.NAME,)),
     Power("write Applications", WRITE, "driftguard.io", ("applications",), NAMESPACE),
+    Power("write Projects", WRITE, "driftguard.io", ("projects",), NAMESPACE),
     Power("write the reconciler's Lease", WRITE, "coordination.k8s.io", ("leases",), NAMESPACE, (LEASE,)),
 )
 # What driftguard's own ServiceAccounts are installed with: not findings.

@@ -37,7 +37,7 @@ CASES = [
     pytest.param(rule(["*"], ["*"], ["*"]), None, {
         "impersonate users", "impersonate groups", "impersonate driftguard's ServiceAccounts",
         "impersonate pod-bound credentials (userextras)", "create tokens for driftguard's ServiceAccounts",
-        "write the webhook configurations", "write Applications", "write the reconciler's Lease"},
+        "write the webhook configurations", "write Applications", "write Projects", "write the reconciler's Lease"},
         id="cluster-admin: everything"),
     pytest.param(rule(["impersonate"], [""], ["users", "groups"]), None, {"impersonate users", "impersonate groups"},
                  id="impersonate users and groups"),
@@ -55,7 +55,7 @@ CASES = [
     pytest.param(rule(["*"], ["*"], ["*"]), "team-a", set(), id="RoleBinding elsewhere: nothing that matters"),
     pytest.param(rule(["*"], ["*"], ["*"]), NS, {
         "impersonate driftguard's ServiceAccounts", "create tokens for driftguard's ServiceAccounts",
-        "write Applications", "write the reconciler's Lease"},
+        "write Applications", "write Projects", "write the reconciler's Lease"},
         id="RoleBinding in driftguard-system: its namespaced powers, no cluster-scoped ones"),
     pytest.param(rule(["update"], ["coordination.k8s.io"], ["leases"], ["someone-elses-lease"]), NS, set(),
                  id="another Lease"),
