@@ -16,7 +16,6 @@ the other modules share, and the Helm chart is then installed into the emptied c
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from support.host_snapshot import HostSnapshot
-from support.real_cluster import Deployed, eventually
+from support.real_cluster import Deployed, eventually, webhook_answers
 
 from driftguard.kube import Kube
 from driftguard.local.cluster import Cluster, ClusterError, image
@@ -121,19 +120,6 @@ def deployed(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     assert result.returncode == 0, f"make deploy failed:\n{result.stdout}\n{result.stderr}"
     eventually(lambda: webhook_answers(deployed), "the webhook answering through its Service")
     return deployed
-
-
-def webhook_answers(deployed: Deployed) -> bool:
-    """Rolled out is not reachable: kube-proxy programs the Service's ClusterIP a moment after the pods are
-    Ready (connection refused until then). A server-side dry-run create of an Application is judged by
-    the webhook (allowed or denied), which only an answering webhook can do."""
-    probe = {"apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-             "metadata": {"name": "probe", "namespace": "driftguard-system"},
-             "spec": {"project": "default", "source": {"repoURL": "https://127.0.0.1:1/probe.git", "path": "."},
-                      "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"}}}
-    result = deployed.kubectl_run("create", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(probe),
-                                  check=False)
-    return "failed calling webhook" not in result.stderr
 
 
 @pytest.fixture(scope="session")

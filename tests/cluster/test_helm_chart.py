@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.real_cluster import Deployed, Repo, eventually, secret_for
+from support.real_cluster import Deployed, Repo, eventually, secret_for, webhook_answers
 
 from driftguard.install import manifests_dir
 from driftguard.local.cluster import Cluster, image
@@ -114,6 +114,7 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
     assert certs.returncode == 0, certs.stderr
     for name in ("driftguard-webhook", "driftguard-reconciler"):
         deployed.kubectl_run("-n", SYSTEM, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
+    eventually(lambda: webhook_answers(deployed), "the webhook answering through its Service")
     pods = json.loads(deployed.kubectl_run("get", "pods", "-n", SYSTEM, "-o", "json").stdout)["items"]
     by_component = {c: [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/name") == c]
                     for c in ("driftguard-webhook", "driftguard-reconciler")}

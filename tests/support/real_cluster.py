@@ -4,6 +4,7 @@ kubectl with a kubeconfig, the ``driftguard`` CLI."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,16 @@ class Repo:
         self.git("commit", "-q", "-m", message)
         self.git("push", "-q", "origin", "main")
         return self.git("rev-parse", "HEAD").strip()
+
+
+def webhook_answers(deployed: Deployed) -> bool:
+    """Rolled out is not reachable: kube-proxy programs the Service's ClusterIP a moment after the pods are
+    Ready (connection refused until then). A server-side dry-run create of an Application is judged by
+    the webhook (allowed or denied), which only an answering webhook can do."""
+    probe = {"apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+             "metadata": {"name": "probe", "namespace": "driftguard-system"},
+             "spec": {"project": "default", "source": {"repoURL": "https://127.0.0.1:1/probe.git", "path": "."},
+                      "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"}}}
+    result = deployed.kubectl_run("create", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(probe),
+                                  check=False)
+    return "failed calling webhook" not in result.stderr

@@ -175,14 +175,14 @@ def test_a_foreign_lease_holder_is_taken_back_at_once(harness: Harness, laptop: 
             lease = admin.request("GET", f"{leases}/{name}")
             return lease if lease["spec"]["holderIdentity"] == f"replica-{name}" else None
 
-        lease = wait_for(ours, 20, what="the Lease taken back")
+        lease = wait_for(ours, 60, what="the Lease taken back")
         assert lease["spec"]["leaseDurationSeconds"] == 15
-        events = wait_for(lambda: _events(admin, "driftguard-system", "LeaseReclaimed", name), 10,
+        events = wait_for(lambda: _events(admin, "driftguard-system", "LeaseReclaimed", name), 30,
                           what="a LeaseReclaimed Event")
         assert "'intruder'" in events[0]["message"]
         assert service.controller.leading
         metric = 'driftguard_perimeter_restored_total{cause="foreign-holder",kind="Lease"}'
-        assert wait_for(lambda: _metric(service.url, metric), 10, what=metric) >= 1
+        assert wait_for(lambda: _metric(service.url, metric), 30, what=metric) >= 1
     finally:
         harness.services.remove(service)
         service.stop()
