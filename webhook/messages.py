@@ -48,9 +48,9 @@ def field_warnings(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) 
             f"{shown['field']} of {ref} is declared in git ({shown['declared']}); "
             f"{_request_does(change, shown['requested'])}"
         )
-    texts.append(
-        f"driftguard warn mode: admitted and recorded as drift; git declares it {where(stamp.source)}; "
-        f"the reconciler restores git's value. Change it in git: {stamp.source.repo}"
+    texts.append(  # the repository first: a long path or author is what the 256-character limit may cut
+        f"driftguard warn mode: admitted and recorded as drift. Change it in git: {stamp.source.repo} "
+        f"(declared {where(stamp.source)}); the reconciler restores git's value"
     )
     return [_cut(t) for t in texts]
 

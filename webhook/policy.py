@@ -415,10 +415,12 @@ def _user(request: Request) -> str:
 
 
 def _ref(request: Request, obj: Mapping[str, Any]) -> ObjectRef:
-    ref = ObjectRef.of(obj, default_namespace=request.get("namespace", ""))
+    kind = request["kind"]
+    # The API server sets a Namespace request's namespace to the Namespace itself: it lives in none.
+    namespace = "" if (kind["group"], kind["kind"]) == ("", "Namespace") else request.get("namespace", "")
+    ref = ObjectRef.of(obj, default_namespace=namespace)
     if not ref.kind or not ref.name:
-        kind = request["kind"]
-        return ObjectRef(kind["group"], kind["kind"], request.get("namespace", ""), request.get("name", ""))
+        return ObjectRef(kind["group"], kind["kind"], namespace, request.get("name", ""))
     return ref
 
 

@@ -7,6 +7,7 @@ fields the policy must report (empty: the edit must pass silently).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 from support.admission import NOW, SETTINGS, edited, live, review
 
 from driftguard.core import contract, fields
-from webhook import edits, policy
+from driftguard.core.fields import FieldDrift
+from driftguard.core.objects import ObjectRef
+from webhook import edits, messages, policy
 
 C = ("spec", "template", "spec", "containers")
 WEB = "spec.template.spec.containers[name=web]"
@@ -223,3 +226,27 @@ def test_a_type_flip_in_an_untyped_field_is_a_change() -> None:
     verdict = policy.validate(review("UPDATE", old=old, new=edited(old, "spec", "config", "enabled", True))["request"],
                               SETTINGS, NOW)
     assert verdict.outcome == "deny" and "spec.config.enabled" in verdict.message
+
+
+def test_a_warn_mode_warning_keeps_the_repository_when_the_limit_cuts_it() -> None:
+    """Admission warnings are cut at 256 characters: where to go (the repository) must survive a long path."""
+    stamp = contract.read_stamp(live(enforcement="warn"))
+    assert stamp is not None
+    deep = "services/" + "very-long-directory-name/" * 12 + "deployment.yaml"
+    stamp = dataclasses.replace(stamp, source=dataclasses.replace(stamp.source, path=deep))
+    ref = ObjectRef("apps", "Deployment", "production", "my-service")
+    texts = messages.field_warnings(ref, stamp, [FieldDrift(("spec", "replicas"), 3, 9)])
+    assert all(len(t) <= messages.WARNING_LIMIT for t in texts) and texts[-1].endswith("...")
+    assert "Change it in git: https://github.com/org/k8s-manifests" in texts[-1]
+
+
+def test_a_namespace_is_named_without_a_namespace_of_its_own() -> None:
+    """The API server sets a Namespace request's ``namespace`` to the Namespace's name; the message must not
+    read ``Namespace podinfo/podinfo``."""
+    old = live({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "podinfo", "labels": {"team": "a"}}})
+    old["metadata"].pop("namespace", None)
+    request = review("UPDATE", old=old, new=edited(old, "metadata", "labels", "team", "b"))["request"]
+    request["namespace"] = "podinfo"
+    verdict = policy.validate(request, SETTINGS, NOW)
+    assert verdict.outcome == "deny"
+    assert verdict.message.startswith("metadata.labels.team of Namespace podinfo is declared in git"), verdict.message
