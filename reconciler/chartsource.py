@@ -2,11 +2,13 @@
 the chart version, or a wildcard (``17.*``, ``17.1.x``, ``*``) choosing the highest matching one.
 
 The repository's ``index.yaml`` is read over HTTP(S) with a conditional request (an unchanged index costs a
-304, so polling a large public index is cheap), bounded in size and time; the chosen version's archive is
-downloaded, checked against the index's ``digest`` (sha256), and unpacked with tar's ``data`` filter (no
-links out, no devices, no absolute paths) for ``helm template``. The revision a chart is stamped with is its
-digest: what was applied is exactly identified, as a commit identifies a git source. OCI registries and
-repository credentials are not supported yet (refused with a condition by ``reconciler.sources``).
+304, so polling a large public index is cheap; a Last-Modified within two seconds of the answer is not trusted
+as a validator, since the index may have been half-written then), bounded in size and time; the chosen
+version's archive is downloaded, checked against the index's ``digest`` (sha256), and unpacked with tar's
+``data`` filter (no links out, no devices, no absolute paths) for ``helm template``. The revision a chart
+is stamped with is its digest: what was applied is exactly identified, as a commit identifies a git source.
+OCI registries and repository credentials are not supported yet (refused with a condition by
+``reconciler.sources``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -114,13 +117,31 @@ class ChartSource:
                 body = response.read(limit + 1)
                 if len(body) > limit:
                     raise SourceError("TooLarge", f"{url}: larger than {limit} bytes")
-                return response.headers.get("ETag") or response.headers.get("Last-Modified") or "", body
+                return _validator(response.headers), body
         except urllib.error.HTTPError as e:
             if e.code == 304:
                 return validator, None
             raise SourceError("FetchFailed", f"{url}: HTTP {e.code} {e.reason}") from e
         except (urllib.error.URLError, OSError) as e:
             raise SourceError("FetchFailed", f"{url}: {getattr(e, 'reason', e)}") from e
+
+
+def _validator(headers: Any) -> str:
+    """What the next conditional request may send: the ETag, else Last-Modified — unless that is within two
+    seconds of the response's Date (RFC 7232's weak validator: the file may still have been being written, and a
+    second-granular If-Modified-Since would then keep a partial index for good)."""
+    etag = headers.get("ETag") or ""
+    if etag:
+        return str(etag)
+    modified, date = headers.get("Last-Modified") or "", headers.get("Date") or ""
+    try:
+        if not modified or not date:
+            return ""
+        if (parsedate_to_datetime(date) - parsedate_to_datetime(modified)).total_seconds() < 2:
+            return ""
+    except (TypeError, ValueError):
+        return ""
+    return str(modified)
 
 
 def matches(version: str, target: str) -> bool:
