@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.chartsource import _validator as chart_validator
 from reconciler.chartsource import matches, version_key
 from reconciler.sources import (
     DirectoryOptions,
@@ -171,3 +172,16 @@ def test_chart_sources_refuse_what_is_not_supported(source: dict[str, Any], prob
     problems: list[str] = []
     parse_options(source, problems)
     assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("headers", "validator"), [
+    ({"ETag": '"abc"', "Last-Modified": "Thu, 03 Dec 2026 08:00:00 GMT"}, '"abc"'),
+    ({"Last-Modified": "Thu, 03 Dec 2026 08:00:00 GMT", "Date": "Thu, 03 Dec 2026 08:00:10 GMT"},
+     "Thu, 03 Dec 2026 08:00:00 GMT"),
+    ({"Last-Modified": "Thu, 03 Dec 2026 08:00:00 GMT", "Date": "Thu, 03 Dec 2026 08:00:01 GMT"}, ""),
+    ({"Last-Modified": "Thu, 03 Dec 2026 08:00:00 GMT"}, ""),
+    ({"Last-Modified": "garbage", "Date": "also garbage"}, ""),
+], ids=["etag", "old-enough", "maybe-mid-write", "no-date", "unreadable"])
+def test_an_index_validator_is_kept_only_when_it_cannot_hide_a_later_write(headers: dict[str, str],
+                                                                           validator: str) -> None:
+    assert chart_validator(headers) == validator
