@@ -183,8 +183,10 @@ class Renderer:
             declared = yaml.safe_load((chart / sources.CHART).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise RenderError(f"helm: {root or '.'}/{sources.CHART}: {e}") from None
+        if not isinstance(declared, dict):
+            raise RenderError(f"helm: {root or '.'}/{sources.CHART} is not a mapping")
         missing = False
-        for dep in declared.get("dependencies") or [] if isinstance(declared, dict) else []:
+        for dep in declared.get("dependencies") or []:
             if not isinstance(dep, dict):
                 continue
             name, version, repository = str(dep.get("name", "")), str(dep.get("version", "")), str(
