@@ -324,7 +324,7 @@ class Reconciler:
         wanted = set(chosen.manifests)
         limits = self.renderer.limits
         return render(self.source.read(app.source.repo_url, revision.sha, root, wanted.__contains__,
-                                       credentials=credentials), root, limits=limits.parse,
+                                       credentials=credentials), limits=limits.parse,
                       max_objects=limits.max_objects)
 
     def _empty_message(self, app: AppSpec, revision: Revision, paths: list[str], kind: str, by: str) -> str:

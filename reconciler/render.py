@@ -2,10 +2,10 @@
 
 Which files is ``reconciler.sources.select``'s decision (Argo CD's ``directory`` semantics: the path's
 own files unless ``recurse``, ``include``/``exclude`` globs; Kustomize, Helm and Jsonnet sources go
-to ``reconciler.renderer``); this module parses them, in path order, and never reads a hidden file or a
-kustomization as a manifest. Parsing is the core's (``parse_documents``): a revision is all or
-nothing, so the first bad document — invalid YAML, no kind, no name, a duplicate — raises a
-``ManifestError`` naming the file and line, and nothing from that revision is applied.
+to ``reconciler.renderer``); this module parses the files it is given, in path order. Parsing is the
+core's (``parse_documents``): a revision is all or nothing, so the first bad document — invalid YAML, no
+kind, no name, a duplicate — raises a ``ManifestError`` naming the file and line, and nothing from that
+revision is applied.
 """
 
 from __future__ import annotations
@@ -15,27 +15,15 @@ from typing import Final
 
 from driftguard.core.manifests import DEFAULT_LIMITS, Limits, Manifest, ManifestError, check_unique, parse_documents
 
-MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
 MAX_OBJECTS: Final = 50_000
-SKIPPED_NAMES: Final = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 
-def is_manifest_path(path: str, root: str = "") -> bool:
-    """Whether the file at repository path ``path`` (under ``root``) is rendered."""
-    relative = path[len(root) + 1:] if root and path.startswith(root + "/") else path
-    parts = relative.split("/")
-    if any(p.startswith(".") for p in parts):
-        return False
-    return parts[-1] not in SKIPPED_NAMES and parts[-1].endswith(MANIFEST_SUFFIXES)
-
-
-def render(files: Iterable[tuple[str, bytes]], root: str = "", *, limits: Limits = DEFAULT_LIMITS,
+def render(files: Iterable[tuple[str, bytes]], *, limits: Limits = DEFAULT_LIMITS,
            max_objects: int = MAX_OBJECTS) -> list[Manifest]:
-    """The manifests in ``files`` ((repository path, content) pairs), all or nothing."""
+    """The manifests in ``files`` ((repository path, content) pairs, as ``sources.select`` chose them), all or
+    nothing."""
     manifests: list[Manifest] = []
     for path, content in sorted(files):
-        if not is_manifest_path(path, root):
-            continue
         try:
             text = content.decode("utf-8-sig")
         except UnicodeDecodeError as e:

@@ -143,8 +143,9 @@ def select(paths: Iterable[str], root: str, options: DirectoryOptions) -> Select
         parts = relative.split("/")
         if any(p.startswith(".") for p in parts):
             continue  # .github/, .gitignore...
-        if len(parts) > 1 and parts[-1] in KUSTOMIZATIONS:
-            nested.append(path)
+        if parts[-1] in KUSTOMIZATIONS:  # at the path only with an explicit directory field: not a manifest
+            if len(parts) > 1:
+                nested.append(path)
             continue
         if not _wanted(relative, options):
             continue

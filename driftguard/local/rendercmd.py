@@ -69,7 +69,7 @@ def render_checkout(args: argparse.Namespace) -> tuple[list[Manifest], str]:
             chosen = sources.select(under, root, spec.source.render.directory)
             if chosen.nested_kustomizations:
                 raise ValueError(f"{', '.join(chosen.nested_kustomizations)}: a kustomization below the path")
-            return render([(p, (tree / p).read_bytes()) for p in chosen.manifests], root), "plain"
+            return render([(p, (tree / p).read_bytes()) for p in chosen.manifests]), "plain"
         rendered = _renderer(args).render(kind, tree, root, spec.source.render, release=spec.key.name or "release",
                                           namespace=spec.destination_namespace, paths=paths)
         return rendered.manifests, rendered.by

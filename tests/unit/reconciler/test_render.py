@@ -5,28 +5,9 @@ from __future__ import annotations
 import pytest
 
 from driftguard.core.manifests import Limits, ManifestError
-from reconciler.render import is_manifest_path, render
+from reconciler.render import render
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}\n"
-
-
-@pytest.mark.parametrize(("path", "root", "rendered"), [
-    ("app/a.yaml", "app", True),
-    ("app/sub/dir/b.yml", "app", True),
-    ("app/c.json", "app", True),
-    ("app/README.md", "app", False),
-    ("app/script.sh", "app", False),
-    ("app/.github/workflows/ci.yaml", "app", False),
-    ("app/.hidden.yaml", "app", False),
-    ("app/kustomization.yaml", "app", False),
-    ("app/sub/kustomization.yml", "app", False),
-    ("app/Kustomization", "app", False),
-    (".config/x.yaml", "", False),
-    ("x.yaml", "", True),
-    ("app.d/x.yaml", "app", True),  # "app.d" is not under "app"; its own name is not hidden
-])
-def test_which_files_are_rendered(path: str, root: str, rendered: bool) -> None:
-    assert is_manifest_path(path, root) is rendered
 
 
 def test_multi_document_list_and_json_in_path_order() -> None:
@@ -35,14 +16,13 @@ def test_multi_document_list_and_json_in_path_order() -> None:
         ("app/a.yaml", (CM.format("one") + "---\n# comment only\n---\n" + CM.format("two")).encode()),
         ("app/list.yaml", b"apiVersion: v1\nkind: List\nitems:\n- " + CM.format("three").replace("\n", "\n  ")
          .encode()),
-        ("app/README.md", b"# not yaml: {"),
     ]
-    names = [m.ref.name for m in render(files, "app")]
+    names = [m.ref.name for m in render(files)]
     assert names == ["one", "two", "three", "json"]
 
 
 def test_line_numbers_point_at_the_document() -> None:
-    manifests = render([("app/a.yaml", ("---\n" + CM.format("one") + "---\n" + CM.format("two")).encode())], "app")
+    manifests = render([("app/a.yaml", ("---\n" + CM.format("one") + "---\n" + CM.format("two")).encode())])
     assert [(m.path, m.line) for m in manifests] == [("app/a.yaml", 2), ("app/a.yaml", 7)]
 
 
@@ -55,13 +35,13 @@ def test_line_numbers_point_at_the_document() -> None:
 ])
 def test_errors_name_file_and_line(content: str, message: str) -> None:
     with pytest.raises(ManifestError) as error:
-        render([("app/good.yaml", CM.format("good").encode()), ("app/bad.yaml", content.encode())], "app")
+        render([("app/good.yaml", CM.format("good").encode()), ("app/bad.yaml", content.encode())])
     assert str(error.value) == message
 
 
 def test_duplicates_across_files_are_refused() -> None:
     with pytest.raises(ManifestError, match=r"^app/b.yaml:1: ConfigMap x is also declared at app/a.yaml:1$"):
-        render([("app/a.yaml", CM.format("x").encode()), ("app/b.yaml", CM.format("x").encode())], "app")
+        render([("app/a.yaml", CM.format("x").encode()), ("app/b.yaml", CM.format("x").encode())])
 
 
 def test_non_utf8_is_an_error_and_a_bom_is_not() -> None:
@@ -71,15 +51,15 @@ def test_non_utf8_is_an_error_and_a_bom_is_not() -> None:
 
 
 def test_nothing_rendered_is_an_empty_list() -> None:
-    assert render([("app/README.md", b"hello")], "app") == []
+    assert render([]) == []
 
 
 def test_a_path_over_the_object_limit_is_refused_and_the_parse_limits_apply() -> None:
     files = [(f"app/{i}.yaml", CM.format(f"cm{i}").encode()) for i in range(3)]
-    assert len(render(files, "app", max_objects=3)) == 3
+    assert len(render(files, max_objects=3)) == 3
     with pytest.raises(ManifestError, match=r"more than 2 objects \(--max-objects\)"):
-        render(files, "app", max_objects=2)
+        render(files, max_objects=2)
     text = CM.format("deep") + "extra: " + "[" * 30 + "]" * 30 + "\n"
     deep = [("app/deep.yaml", text.encode())]
     with pytest.raises(ManifestError, match="nested more than 20 levels deep"):
-        render(deep, "app", limits=Limits(max_depth=20))
+        render(deep, limits=Limits(max_depth=20))

@@ -185,3 +185,23 @@ def test_chart_sources_refuse_what_is_not_supported(source: dict[str, Any], prob
 def test_an_index_validator_is_kept_only_when_it_cannot_hide_a_later_write(headers: dict[str, str],
                                                                            validator: str) -> None:
     assert chart_validator(headers) == validator
+
+
+@pytest.mark.parametrize(("path", "root", "rendered"), [
+    ("app/a.yaml", "app", True),
+    ("app/sub/dir/b.yml", "app", True),
+    ("app/c.json", "app", True),
+    ("app/README.md", "app", False),
+    ("app/script.sh", "app", False),
+    ("app/.github/workflows/ci.yaml", "app", False),
+    ("app/.hidden.yaml", "app", False),
+    ("app/kustomization.yaml", "app", False),
+    ("app/sub/kustomization.yml", "app", False),
+    ("app/Kustomization", "app", False),
+    (".config/x.yaml", "", False),
+    ("x.yaml", "", True),
+    ("app.d/x.yaml", "app", True),  # "app.d" is not under "app"; its own name is not hidden
+])
+def test_which_files_are_rendered(path: str, root: str, rendered: bool) -> None:
+    """With recurse on, hidden files and kustomizations are never manifests; other suffixes are not either."""
+    assert (path in select([path], root, DirectoryOptions(recurse=True)).manifests) is rendered
