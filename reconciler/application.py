@@ -26,6 +26,7 @@ KIND: Final = "Application"
 IN_CLUSTER: Final = "https://kubernetes.default.svc"
 IN_CLUSTER_NAME: Final = "in-cluster"
 DEFAULT_REFRESH: Final = 3.0
+DEFAULT_HISTORY: Final = 10  # Argo CD's revisionHistoryLimit default
 MIN_REFRESH: Final = 0.2
 
 # Sync options that name what driftguard always does (accepted, no effect) and those it implements.
@@ -63,6 +64,7 @@ class SpecWire(TypedDict, total=False):
     syncPolicy: SyncPolicyWire
     enforcement: str
     refreshInterval: str
+    revisionHistoryLimit: int
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -105,6 +107,7 @@ class AppSpec:
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     refs: tuple[tuple[str, SourceSpec], ...] = ()  # spec.sources entries with ``ref``: files for ``$<ref>/…``
+    history_limit: int = DEFAULT_HISTORY  # spec.revisionHistoryLimit: entries kept in status.history
 
     @property
     def valid(self) -> bool:
@@ -143,6 +146,11 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
             interval = max(MIN_REFRESH, parse_duration(str(spec["refreshInterval"])))
         except ValueError as e:
             problems.append(str(e))
+    history_limit = spec.get("revisionHistoryLimit", DEFAULT_HISTORY)
+    if isinstance(history_limit, bool) or not isinstance(history_limit, int) or history_limit < 0:
+        warnings.append(f"revisionHistoryLimit {history_limit!r} must be a whole number >= 0; "
+                        f"{DEFAULT_HISTORY} is used")
+        history_limit = DEFAULT_HISTORY
     metadata = obj.get("metadata") or {}
     return AppSpec(
         key=AppKey.of(obj),
@@ -160,6 +168,7 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         problems=tuple(problems),
         warnings=tuple(warnings),
         refs=refs,
+        history_limit=history_limit,
     )
 
 

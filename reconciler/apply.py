@@ -40,7 +40,8 @@ from driftguard.kube.resources import CRDS, Cluster, ResourceError, ResourceType
 from reconciler import health, leftovers
 from reconciler.desired import Desired
 from reconciler.fights import FightDetector
-from reconciler.plan import Plan, Verdict, clear_operations, describe_keys, last_writer, plan, same_object
+from reconciler.plan import Plan, Verdict, clear_operations, describe_keys, plan, same_object
+from reconciler.writers import field_owners
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,15 @@ class Outcome:
 class Mode:
     apply: bool = True  # automated sync (otherwise: report only)
     self_heal: bool = True  # revert drift of declared fields
+
+
+def _author(p: Plan, live: dict[str, Any] | None) -> str:
+    """Who made a drift, as a revert message says it: the sealed mark's user, else the managers owning the
+    drifted fields with the user unknown — never a manager that merely wrote something else."""
+    if p.drift_mark and p.drift_mark.user:
+        return f"changed by {p.drift_mark.user}"
+    owners = field_owners(live, (d.path for d in p.drifts))
+    return f"changed by an unknown user, field manager {owners}" if owners else "changed by an unknown user"
 
 
 class StripedLock:
@@ -173,8 +183,7 @@ class Applier:
             message = f"drifted from git: {fields}; self-heal is backed off (another writer keeps changing it)"
             return Outcome(Change(desired.ref, Action.SKIPPED, message), _assess(live),
                            self._record(p, live, "BackedOff", message))
-        by = p.drift_mark.user if p.drift_mark else last_writer(live)
-        outcome = self._update(desired, live, p, f"reverted drift: {fields}" + (f" (changed by {by})" if by else ""))
+        outcome = self._update(desired, live, p, f"reverted drift: {fields} ({_author(p, live)})")
         if outcome.change.action is not Action.CONFIGURED:
             return outcome
         fight = self.fights.record(desired.ref)
@@ -268,7 +277,7 @@ class Applier:
         at = p.drift_mark.at if p.drift_mark and p.drift_mark.at else format_time(self._clock())
         return DriftRecord(
             ref=ObjectRef.of(p.obj), fields=tuple(p.drift_fields), by=p.drift_mark.user if p.drift_mark else "",
-            manager=last_writer(live), at=at, state=state, message=message,
+            manager=field_owners(live, (d.path for d in p.drifts)), at=at, state=state, message=message,
         )
 
     def _rt(self, desired: Desired) -> ResourceType:

@@ -3,25 +3,29 @@
 A Deployment is Healthy once its controller has observed the current generation and every replica
 is updated and available; before any controller has written a status it is Progressing, honestly:
 a bare control plane has no controller-manager, so its Deployments never roll out. Kinds without a
-notion of readiness (ConfigMaps, Services...) are Healthy when they exist. Worst state wins.
+notion of readiness (ConfigMaps, Services...) are Healthy when they exist. A suspended Job or CronJob
+and a paused Deployment are Suspended. The worst state wins, in Argo CD's order: Healthy, Suspended,
+Progressing, Missing, Degraded, Unknown (health that cannot be told is the worst: it hides anything).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 
 class Health(enum.StrEnum):
     HEALTHY = "Healthy"
+    SUSPENDED = "Suspended"
     PROGRESSING = "Progressing"
     MISSING = "Missing"
     DEGRADED = "Degraded"
     UNKNOWN = "Unknown"
 
 
-_SEVERITY = {Health.HEALTHY: 0, Health.UNKNOWN: 1, Health.PROGRESSING: 2, Health.MISSING: 3, Health.DEGRADED: 4}
+ORDER: Final = (Health.HEALTHY, Health.SUSPENDED, Health.PROGRESSING, Health.MISSING, Health.DEGRADED, Health.UNKNOWN)
+_SEVERITY: Final = {state: i for i, state in enumerate(ORDER)}
 
 
 def worst(states: Iterable[Health]) -> Health:
@@ -32,8 +36,13 @@ def assess(obj: Mapping[str, Any]) -> tuple[Health, str]:
     """(health, why) of one live object."""
     kind = str(obj.get("kind", ""))
     status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    if kind == "Deployment" and spec.get("paused") is True:
+        return Health.SUSPENDED, "rollout paused"
     if kind in ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"):
         return _workload(kind, obj, status)
+    if kind in ("Job", "CronJob") and spec.get("suspend") is True:
+        return Health.SUSPENDED, f"{kind.lower()} suspended"
     if kind == "Job":
         return _job(status)
     if kind == "PersistentVolumeClaim":

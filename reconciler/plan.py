@@ -51,7 +51,6 @@ from driftguard.core.contract import (
     ANN_ENFORCEMENT,
     ANN_PATH,
     ANN_REPO,
-    FIELD_MANAGER,
     LABEL_MANAGED,
     STAMP_ANNOTATIONS,
     BreakGlass,
@@ -259,15 +258,3 @@ def _metadata_key(key: str) -> tuple[str, str]:
         return "labels", key.removeprefix("label:")
     return "annotations", key.removeprefix("annotation:")
 
-
-def last_writer(live: Mapping[str, Any] | None) -> str:
-    """The field manager that most recently wrote the object, other than driftguard (``""``: unknown)."""
-    entries = [
-        e for e in ((live or {}).get("metadata") or {}).get("managedFields") or []
-        if not (e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply")
-    ]
-    if not entries:
-        return ""
-    latest = max(entries, key=lambda e: str(e.get("time") or ""))
-    sub = latest.get("subresource")
-    return str(latest.get("manager") or "") + (f" ({sub})" if sub else "")

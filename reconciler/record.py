@@ -30,7 +30,7 @@ from reconciler.apply import DriftRecord, Outcome
 from reconciler.health import Health
 from reconciler.reconcile import Memory, Result
 from reconciler.settings import Settings
-from reconciler.status import DeletionReport, SyncReport
+from reconciler.status import DeletionReport, SyncReport, record_history
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,16 @@ class AppState:
     status_dirty: bool = False
     deletion: DeletionReport | None = None  # the last pass of a cascading delete
     delete_warning: str = ""  # the last DeleteFailed message recorded as an Event (not repeated per retry)
+    history: list[dict[str, Any]] = field(default_factory=list)  # status.history, oldest first
+    history_key: tuple[str, ...] | None = None  # what the newest entry this process recorded was about
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @classmethod
     def new(cls, obj: dict[str, Any]) -> AppState:
         """The record of an Application first seen (now, or again after a restart or a new term)."""
         state = cls(AppKey.of(obj), obj, parse_application(obj), dict(obj.get("status") or {}))
+        history = state.status.get("history")
+        state.history = [dict(h) for h in history if isinstance(h, dict)] if isinstance(history, list) else []
         try:
             state.memory.inventory = Inventory.from_list(state.status.get("inventory"))
         except (KeyError, ValueError, TypeError) as e:
@@ -99,6 +103,9 @@ class AppState:
         """Fold a full cycle's result in (a failed cycle keeps what was known); the objects' Events.
         Hold ``lock``."""
         report = self.report = result.report
+        if self.spec.automated or report.initiator:  # a sync: the reconciler's own, or one someone asked for
+            self.history, self.history_key = record_history(self.history, report, limit=self.spec.history_limit,
+                                                            last=self.history_key)
         if report.problem is not None:
             return []
         assert report.revision is not None

@@ -47,7 +47,7 @@ class Reporter:
         fights = self.fights.fighting(self.tracker().refs(state.key))
         return Snapshot(state.spec, state.report, state.memory.inventory,
                         drift=[*state.drift.values(), *state.reverted], health=dict(state.health), fights=fights,
-                        deletion=state.deletion)
+                        deletion=state.deletion, history=state.history)
 
     def write_status(self, state: AppState) -> None:
         """Compose and patch the status if it changed. Hold ``state.lock``."""

@@ -30,6 +30,8 @@ SyncState = Literal["Synced", "OutOfSync", "Error", "Unknown"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 LISTED: Final = 5  # objects named in one condition message
 DRIFT_LIMIT: Final = 50
+UNKNOWN_USER: Final = "unknown"  # drift whose author no sealed mark names
+AUTOMATED: Final = "automated"  # status.history's initiator of the reconciler's own syncs
 STAGES: Final = ("SourceReady", "RenderReady", "Applied", "Pruned")
 CONDITION_TYPES: Final = ("Ready", "SpecValid", "ProjectPermitted", *STAGES, "Fighting", "Deleting")
 
@@ -60,6 +62,7 @@ class SyncReport:
     out_of_sync: tuple[str, ...] = ()  # objects git and the cluster disagree on, other than drift
     project: str = ""  # the Project that bounded this sync ("default (built in)" for the built-in one)
     refused: tuple[tuple[ObjectRef, str], ...] = ()  # declared objects the project does not permit, and why
+    initiator: str = ""  # who asked for this sync on demand ("": the reconciler's own, automated)
 
     @property
     def changes(self) -> ChangeSet:
@@ -93,6 +96,7 @@ class Snapshot:
     health: Mapping[ObjectRef, tuple[Health, str]] = field(default_factory=dict)  # non-healthy objects
     fights: Sequence[Fight] = ()
     deletion: DeletionReport | None = None  # set while a cascading delete is under way
+    history: Sequence[Mapping[str, Any]] = ()  # status.history, oldest first
 
 
 def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -107,6 +111,7 @@ def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -
         "drift": [_drift(d) for d in _drift_list(snapshot.drift)],
         "inventoryCount": len(snapshot.inventory),
         "inventory": snapshot.inventory.to_list(),
+        "history": [dict(h) for h in snapshot.history],
     }
     if report is not None:
         status["lastSyncTime"] = format_time(report.started)
@@ -150,15 +155,28 @@ _REVISION_FIELDS: Final = ("revision", "shortRevision", "author", "committedAt",
 
 
 def _health(snapshot: Snapshot) -> dict[str, str]:
-    if snapshot.report is None or (snapshot.report.revision is None and not len(snapshot.inventory)):
+    """The worst health of the declared objects (Argo CD's order), never Healthy for what is not there: an
+    object whose create failed or that the project refused is Missing, and so is an Application whose failed
+    sync left nothing applied."""
+    report = snapshot.report
+    if report is None:
         return {"status": Health.UNKNOWN.value, "message": "not synced yet"}
-    if not len(snapshot.inventory) and snapshot.report.problem is not None:
-        return {"status": Health.MISSING.value, "message": f"nothing applied: {snapshot.report.problem.reason}"}
-    if not snapshot.health:
-        count = len(snapshot.inventory)
+    inventory = snapshot.inventory
+    if not len(inventory) and report.problem is not None:
+        return {"status": Health.MISSING.value, "message": f"nothing applied: {report.problem.reason}"}
+    present = inventory.refs()
+    states = dict(snapshot.health)
+    for change in report.applied.failed():
+        if change.ref not in present:
+            states[change.ref] = (Health.MISSING, f"not created: {change.message}" if change.message else "not created")
+    for ref, why in report.refused:
+        if ref not in present:
+            states[ref] = (Health.MISSING, f"not created: {why}")
+    if not states:
+        count = len(inventory)
         return {"status": Health.HEALTHY.value, "message": f"{count} objects healthy" if count else "no objects"}
-    state = worst(h for h, _ in snapshot.health.values())
-    named = sorted((ref, why) for ref, (h, why) in snapshot.health.items() if h is state)
+    state = worst(h for h, _ in states.values())
+    named = sorted((ref, why) for ref, (h, why) in states.items() if h is state)
     message = "; ".join(f"{ref}: {why}" if why else str(ref) for ref, why in named[:LISTED])
     return {"status": state.value, "message": message + _more(len(named))}
 
@@ -170,9 +188,11 @@ def _drift_list(drift: Sequence[DriftRecord]) -> list[DriftRecord]:
 
 
 def _drift(d: DriftRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"object": str(d.ref), "fields": list(d.fields), "state": d.state, "at": d.at}
-    if d.by:
-        out["by"] = d.by
+    """One drift entry: ``by`` is the user from the webhook's sealed drift mark, or ``unknown`` (a ``scale`` or a
+    change made while the webhook was off leaves no mark); ``manager`` is the field manager that owns the drifted
+    fields now (never merely the last writer of the object)."""
+    out: dict[str, Any] = {"object": str(d.ref), "fields": list(d.fields), "state": d.state, "at": d.at,
+                           "by": d.by or UNKNOWN_USER}
     if d.manager:
         out["manager"] = d.manager
     return out
@@ -328,6 +348,53 @@ def _refs(refs: Sequence[ObjectRef]) -> str:
 
 def _more(count: int) -> str:
     return f" (and {count - LISTED} more)" if count > LISTED else ""
+
+
+# ---------------------------------------------------------------- history
+
+def history_entry(report: SyncReport, *, id_: int) -> dict[str, Any]:
+    """One ``status.history`` entry: a sync that applied (or tried to apply) a revision."""
+    revision = report.revision
+    finished = report.started + dt.timedelta(seconds=report.duration)
+    if report.problem is not None:
+        message = report.problem.message
+    elif report.refused:
+        message = _refused(report)
+    elif report.failures():
+        message = _list(report.failures())
+    else:
+        message = report.changes.summary()
+    return {
+        "id": id_,
+        "revision": revision.sha if revision else "",
+        "author": revision.author if revision else "",
+        "commitTime": revision.committed_at if revision else "",
+        "startedAt": format_time(report.started),
+        "finishedAt": format_time(finished),
+        "result": "Failed" if report.failed else "Succeeded",
+        "initiator": report.initiator or AUTOMATED,
+        "message": message[:300],
+    }
+
+
+def record_history(history: Sequence[Mapping[str, Any]], report: SyncReport, *, limit: int,
+                   last: tuple[str, ...] | None) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """``history`` with ``report`` recorded, at most ``limit`` entries (the oldest go first), and the key of what
+    was recorded. A sync someone asked for is always recorded; the reconciler's own is recorded only when it
+    differs (revision, result) from ``last`` — a resync or a retry of the same failure is not a new
+    deployment. ``last`` None: nothing recorded by this process yet (the key of the newest entry is taken)."""
+    revision = report.revision.sha if report.revision else ""
+    result = "Failed" if report.failed else "Succeeded"
+    entries = [dict(h) for h in history]
+    key = (revision, result, report.initiator or AUTOMATED)
+    if last is None and entries:
+        newest = entries[-1]
+        last = (str(newest.get("revision", "")), str(newest.get("result", "")), str(newest.get("initiator", "")))
+    if not report.initiator and key == last:
+        return entries[-limit:] if limit else [], key
+    next_id = max((int(h.get("id") or 0) for h in entries), default=-1) + 1
+    entries.append(history_entry(report, id_=next_id))
+    return (entries[-limit:] if limit else []), key
 
 
 def patch_for(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,9 @@ def test_drift_is_reverted_and_recorded(cluster: FakeCluster, applier: Applier) 
     live["data"] = {"color": "red"}
     live["metadata"]["annotations"][ANN_DRIFT] = sealed(DriftMark("bob@org", "t", ("data.color",)).encode(),
                                                         uid=live["metadata"]["uid"])
-    live["metadata"]["managedFields"] = [{"manager": "kubectl-edit", "operation": "Update", "time": "t"}]
+    live["metadata"]["managedFields"] = [
+        {"manager": "kubectl-edit", "operation": "Update", "time": "t", "fieldsV1": {"f:data": {"f:color": {}}}},
+        {"manager": "bystander", "operation": "Update", "time": "u", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
 
     outcome = applier.sync(d, None, HEAL, refetch=True)
 
@@ -88,6 +90,21 @@ def test_drift_is_reverted_and_recorded(cluster: FakeCluster, applier: Applier) 
         "Reverted", "bob@org", "kubectl-edit")
     stored = cluster.objects[("ConfigMap", "prod", "web")]
     assert stored["data"] == {"color": "blue"} and ANN_DRIFT not in stored["metadata"]["annotations"]
+
+
+def test_drift_without_a_mark_names_no_user_and_only_the_fields_owner(cluster: FakeCluster, applier: Applier) -> None:
+    d = desired()
+    applier.sync(d, None, HEAL)
+    live = cluster.objects[("ConfigMap", "prod", "web")]
+    live["data"] = {"color": "red"}
+    live["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Update", "time": "t", "fieldsV1": {"f:data": {"f:color": {}}}},
+        {"manager": "bystander", "operation": "Update", "time": "u", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
+
+    outcome = applier.sync(d, None, HEAL, refetch=True)
+
+    assert outcome.change.message == "reverted drift: data.color (changed by an unknown user, field manager kubectl)"
+    assert outcome.drift is not None and (outcome.drift.by, outcome.drift.manager) == ("", "kubectl")
 
 
 def test_self_heal_off_reports_without_writing(cluster: FakeCluster, applier: Applier) -> None:

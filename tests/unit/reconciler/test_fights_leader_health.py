@@ -109,11 +109,23 @@ def deployment(replicas: int = 3, generation: int = 2, **status: Any) -> dict[st
      Health.HEALTHY),
     ({"kind": "Service", "spec": {"type": "LoadBalancer"}}, Health.PROGRESSING),
     ({"kind": "ConfigMap"}, Health.HEALTHY),
+    ({"kind": "Deployment", "spec": {"paused": True}}, Health.SUSPENDED),
+    ({"kind": "Job", "spec": {"suspend": True}}, Health.SUSPENDED),
+    ({"kind": "CronJob", "spec": {"suspend": True}}, Health.SUSPENDED),
+    ({"kind": "CronJob", "spec": {"suspend": False}}, Health.HEALTHY),
 ])
 def test_health(obj: dict[str, Any], state: Health) -> None:
     assert assess(obj)[0] is state
 
 
-def test_worst_health_wins() -> None:
-    assert worst([Health.HEALTHY, Health.PROGRESSING, Health.DEGRADED]) is Health.DEGRADED
+ARGO_ORDER = ("Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown")  # Argo CD's, best first
+
+
+@pytest.mark.parametrize(("better", "worse"), [(a, b) for i, a in enumerate(ARGO_ORDER) for b in ARGO_ORDER[i + 1:]])
+def test_worst_health_wins_in_argo_cds_order(better: str, worse: str) -> None:
+    assert worst([Health(better), Health(worse)]) is Health(worse)
+    assert worst([Health(worse), Health(better), Health.HEALTHY]) is Health(worse)
+
+
+def test_worst_of_nothing_is_healthy() -> None:
     assert worst([]) is Health.HEALTHY

@@ -20,7 +20,7 @@ from driftguard.core.contract import (
     DriftMark,
 )
 from driftguard.core.marks import Marks
-from reconciler.plan import Verdict, clear_operations, last_writer, plan, reuse_commit, same_object
+from reconciler.plan import Verdict, clear_operations, plan, reuse_commit, same_object
 
 LATER = NOW + dt.timedelta(hours=1)
 
@@ -218,16 +218,6 @@ def test_same_object_ignores_server_bookkeeping() -> None:
     assert same_object(after, live)
     after["data"] = {"color": "red"}
     assert not same_object(after, live)
-
-
-def test_last_writer_is_the_latest_manager_other_than_driftguard() -> None:
-    live = {"metadata": {"managedFields": [
-        {"manager": "driftguard", "operation": "Apply", "time": "2026-03-01T12:00:00Z"},
-        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-03-01T11:00:00Z"},
-        {"manager": "kubectl", "operation": "Update", "time": "2026-03-01T11:30:00Z", "subresource": "scale"},
-    ]}}
-    assert last_writer(live) == "kubectl (scale)"
-    assert last_writer({"metadata": {}}) == "" and last_writer(None) == ""
 
 
 def deployment(containers: list[dict[str, Any]], volumes: list[dict[str, Any]] | None = None,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 import pytest
-from support.reconciler_builders import APP, NOW, REV1
+from support.reconciler_builders import APP, NOW, REV1, REV2
 
 from driftguard.core.changes import Action, Change, ChangeSet
 from driftguard.core.inventory import Entry, Inventory
@@ -14,7 +15,16 @@ from driftguard.core.objects import ObjectRef
 from reconciler.apply import DriftRecord
 from reconciler.fights import Fight
 from reconciler.health import Health
-from reconciler.status import DeletionReport, Problem, Snapshot, SyncReport, compose, patch_for, sync_state
+from reconciler.status import (
+    DeletionReport,
+    Problem,
+    Snapshot,
+    SyncReport,
+    compose,
+    patch_for,
+    record_history,
+    sync_state,
+)
 
 A = ObjectRef("", "ConfigMap", "prod", "a")
 B = ObjectRef("", "ConfigMap", "prod", "b")
@@ -189,3 +199,73 @@ def test_a_cycle_that_could_not_resolve_keeps_the_last_compared_revision() -> No
                      synced, NOW)
     assert failed["sync"]["status"] == "Error"
     assert (failed["sync"]["revision"], failed["sync"]["renderedBy"]) == (REV1.sha, "plain")
+
+
+C = ObjectRef("", "ConfigMap", "prod", "c")
+
+
+@pytest.mark.parametrize(("snapshot", "health"), [
+    # an invalid spec or an unreachable source that never applied anything is not "not synced yet"
+    (Snapshot(dataclasses.replace(APP, problems=("bad",)), report(revision=None, problem=Problem(
+        "SpecValid", "InvalidSpec", "bad")), Inventory()),
+     ("Missing", "nothing applied: InvalidSpec")),
+    (Snapshot(APP, report(revision=None, problem=Problem("SourceReady", "FetchFailed", "down")), Inventory()),
+     ("Missing", "nothing applied: FetchFailed")),
+    # a failed create is Missing, however healthy the objects that were created are
+    (snap(report=report(applied=ChangeSet([Change(A, Action.UNCHANGED), Change(C, Action.FAILED, "forbidden")]))),
+     ("Missing", "ConfigMap prod/c: not created: forbidden")),
+    # ... but an object that exists from before and failed to update keeps its own health
+    (snap(report=report(applied=ChangeSet([Change(A, Action.FAILED, "conflict")]))), ("Healthy", "2 objects healthy")),
+    (Snapshot(APP, report(refused=((C, "kind ConfigMap is not permitted"),)), Inventory()),
+     ("Missing", "ConfigMap prod/c: not created: kind ConfigMap is not permitted")),
+    # the worst in Argo CD's order: Unknown is worse than Degraded, Suspended better than Progressing
+    (snap(health={A: (Health.UNKNOWN, "?"), B: (Health.DEGRADED, "job failed")}), ("Unknown", "ConfigMap prod/a: ?")),
+    (snap(health={A: (Health.SUSPENDED, "paused"), B: (Health.PROGRESSING, "0/1")}),
+     ("Progressing", "ConfigMap prod/b: 0/1")),
+    (snap(health={A: (Health.SUSPENDED, "paused")}), ("Suspended", "ConfigMap prod/a: paused")),
+    (snap(report=None), ("Unknown", "not synced yet")),
+])
+def test_health_is_truthful(snapshot: Snapshot, health: tuple[str, str]) -> None:
+    got = compose(snapshot, {}, NOW)["health"]
+    assert (got["status"], got["message"]) == health
+
+
+# ---------------------------------------------------------------- history
+
+def test_history_records_each_deployment_once_and_is_bounded() -> None:
+    ok1 = report(applied=ChangeSet([Change(A, Action.CREATED)]))
+    history, key = record_history([], ok1, limit=3, last=None)
+    assert history == [{"id": 0, "revision": REV1.sha, "author": "alice@org", "commitTime": "2026-03-01T10:00:00Z",
+                        "startedAt": "2026-03-01T12:00:00Z", "finishedAt": "2026-03-01T12:00:00Z",
+                        "result": "Succeeded", "initiator": "automated", "message": "1 created"}]
+    same, key = record_history(history, report(), limit=3, last=key)  # a resync of the same revision
+    assert same == history
+    failed = report(revision=REV2, applied=ChangeSet([Change(B, Action.FAILED, "denied")]))
+    history, key = record_history(history, failed, limit=3, last=key)
+    assert [(h["id"], h["revision"][:1], h["result"]) for h in history] == [(0, "1", "Succeeded"), (1, "2", "Failed")]
+    assert history[-1]["message"] == "ConfigMap prod/b failed: denied"
+    retried, key = record_history(history, failed, limit=3, last=key)  # the same failure retried: no new entry
+    assert retried == history
+    asked = report(revision=REV2, initiator="carol")
+    for _ in range(3):  # a sync someone asked for is always recorded
+        history, key = record_history(history, asked, limit=3, last=key)
+    assert [(h["id"], h["initiator"]) for h in history] == [(2, "carol"), (3, "carol"), (4, "carol")]
+    assert record_history(history, ok1, limit=0, last=key)[0] == []
+
+
+def test_history_after_a_restart_does_not_repeat_the_newest_entry() -> None:
+    history, _ = record_history([], report(), limit=10, last=None)
+    again, _ = record_history(history, report(), limit=10, last=None)  # a new process: last is taken from status
+    assert again == history
+
+
+def test_history_is_in_the_status() -> None:
+    entry = {"id": 0, "revision": REV1.sha, "result": "Succeeded"}
+    assert compose(snap(history=[entry]), {}, NOW)["history"] == [entry]
+
+
+def test_drift_names_an_unknown_user_explicitly() -> None:
+    record = DriftRecord(A, ("spec.replicas",), "", "kubectl (scale)", "t", "Reverted", "why")
+    assert compose(snap(drift=[record]), {}, NOW)["drift"] == [
+        {"object": "ConfigMap prod/a", "fields": ["spec.replicas"], "state": "Reverted", "at": "t", "by": "unknown",
+         "manager": "kubectl (scale)"}]
