@@ -6,10 +6,12 @@ Application whose first revision fails shows Missing, not Healthy; drift made th
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
+from driftguard import cli
 from driftguard.kube import Kube
 
 pytestmark = pytest.mark.integration
@@ -28,7 +30,8 @@ def entries(status: dict) -> list[tuple[int, str, str, str]]:
     return [(h["id"], h["revision"][:7], h["result"], h["initiator"]) for h in status.get("history") or []]
 
 
-def test_status_through_adds_a_failure_and_removals(harness: Harness, repo: Repo) -> None:
+def test_status_through_adds_a_failure_and_removals(harness: Harness, repo: Repo, cluster: Any,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
     repo.write("app/b.yaml", configmap("beta", {"k": "1"}))
     first = repo.commit("two objects")
@@ -76,6 +79,24 @@ def test_status_through_adds_a_failure_and_removals(harness: Harness, repo: Repo
     trimmed = wait_for(lambda: len(harness.status("svc")["history"]) == 2 and harness.status("svc"),
                        what="history trimmed to 2")
     assert [e[0] for e in entries(trimmed)] == [1, 2]
+
+    # driftguard history prints it, newest first
+    rc, out = run_cli(capsys, "history", "svc", "-n", harness.namespace, "--kubeconfig", str(cluster.admin_kubeconfig))
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].split() == ["ID", "REVISION", "AUTHOR", "COMMITTED", "STARTED", "FINISHED", "RESULT",
+                                            "INITIATOR", "MESSAGE"]
+    assert [line.split()[:3] for line in lines[1:]] == [["2", fixed[:7], "alice@org"], ["1", broken[:7], "alice@org"]]
+    assert lines[1].split()[6:8] == ["Succeeded", "automated"] and lines[2].split()[6:8] == ["Failed", "automated"]
+    rc, out = run_cli(capsys, "history", "nope", "-n", harness.namespace, "--kubeconfig",
+                      str(cluster.admin_kubeconfig))
+    assert rc == 1 and f"no Application {harness.namespace}/nope" in out
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
 
 
 def test_an_application_whose_first_revision_fails_is_missing_not_healthy(harness: Harness, repo: Repo) -> None:
