@@ -10,7 +10,7 @@ LOCAL_DIR ?= .local
 CLUSTER_DIR ?= .cluster
 PYTEST_ARGS ?=
 
-.PHONY: venv controlplane tools lint test-unit test-integration test-cluster cluster-up cluster-down test local-up local-down demo demo-down manifests chart \
+.PHONY: venv controlplane tools test-tools lint test-unit test-integration test-cluster cluster-up cluster-down test local-up local-down demo demo-down manifests chart \
 	bench image kind-up deploy undeploy
 
 ## venv: create .venv and install driftguard with its dev tools (re-run when pyproject.toml changes)
@@ -29,6 +29,10 @@ controlplane: venv
 tools: venv
 	$(PY) -m driftguard.local.controlplane tools
 
+## test-tools: the tools only tests run (the CNCF distribution registry), built from tools/ into ~/.cache/driftguard/tools-v1
+test-tools: venv
+	$(PY) -m driftguard.local.controlplane test-tools
+
 ## lint: ruff, mypy --strict, import contracts
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -39,7 +43,7 @@ test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ## test-integration: against a real control plane (or DRIFTGUARD_TEST_KUBECONFIG's cluster)
-test-integration: venv tools $(if $(DRIFTGUARD_TEST_KUBECONFIG),,controlplane)
+test-integration: venv tools test-tools $(if $(DRIFTGUARD_TEST_KUBECONFIG),,controlplane)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 ## test-cluster: the real-cluster tier (root on Linux; skipped otherwise, a failure with CI=true)

@@ -17,6 +17,7 @@ from typing import Any, Final, NotRequired, TypedDict, cast
 
 from driftguard.core.contract import ENFORCEMENTS, Enforcement
 from reconciler.revision import redact_url
+from reconciler.semver import ConstraintError, parse_constraint
 from reconciler.sources import RenderOptions, parse_options
 
 GROUP: Final = "driftguard.io"
@@ -37,7 +38,6 @@ NOOP_SYNC_OPTIONS: Final = frozenset({
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SAFE_REVISION = re.compile(r"^[A-Za-z0-9._/@+-]+$")
-_CHART_VERSION = re.compile(r"^(\*|HEAD|latest|v?[0-9xX*]+(\.[0-9xX*]+){0,2}([-+][A-Za-z0-9.-]+)?)$")
 
 
 class SourceWire(TypedDict):
@@ -218,9 +218,11 @@ def _source(source: SourceWire, problems: list[str]) -> SourceSpec:
         problems.append("spec.source.repoURL is required")
     revision = str(source.get("targetRevision") or "HEAD").strip()
     if source.get("chart"):
-        if not _CHART_VERSION.match(revision):
-            problems.append(f"spec.source.targetRevision {revision!r} is not a chart version (1.2.3, or with * / x "
-                            "for any part)")
+        try:
+            parse_constraint(revision)
+        except ConstraintError as e:
+            problems.append(f"spec.source.targetRevision {e}: give a chart version (1.2.3) or a range (1.2.*, "
+                            "^1.2, >=1.2.0 <2.0.0)")
     elif not _SAFE_REVISION.match(revision) or revision.startswith("-") or ".." in revision:
         problems.append(f"spec.source.targetRevision {revision!r} is not a branch, tag or commit")
     path = normalize_path(str(source.get("path") or ""))
@@ -275,8 +277,10 @@ def credentials_refusal(data: Mapping[str, str], *, secret: str, repo_url: str, 
 
 
 def _under(url: str, prefix: str) -> bool:
-    """``url`` is ``prefix`` or below it (at a path boundary; userinfo in ``url`` ignored)."""
+    """``url`` is ``prefix`` or below it (at a path boundary; userinfo in ``url`` ignored; an OCI registry's
+    ``oci://`` is optional on either side, as Argo CD writes registry URLs without it)."""
     url, prefix = _without_userinfo(url.strip()).rstrip("/"), prefix.strip().rstrip("/")
+    url, prefix = re.sub(r"^oci://", "", url, flags=re.I), re.sub(r"^oci://", "", prefix, flags=re.I)
     return url == prefix or url.startswith(prefix + "/") or (prefix.endswith(":") and url.startswith(prefix))
 
 

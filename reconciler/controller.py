@@ -117,7 +117,7 @@ class Controller:
             (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""),
             projects=self.projects, renderer=Renderer(tools, limits),
             rendered=lambda by, result, seconds: self.metrics.renders.labels(by, result).observe(seconds),
-            allow_local=s.allow_local_repos)
+            allow_local=s.allow_local_repos, oci_plain_http_loopback=s.oci_plain_http_loopback)
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None

@@ -39,7 +39,8 @@ from git.exc import BadName, GitCommandError
 from driftguard.core.clock import format_time
 from reconciler.revision import Revision, redact_url
 
-Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound", "TooLarge"]
+Reason = Literal["FetchFailed", "RevisionNotFound", "PathNotFound", "TooLarge", "AuthenticationRequired",
+                 "AuthenticationFailed", "CredentialsRefused"]
 MAX_FILE_BYTES: Final = 8 * 1024 * 1024
 MAX_REVISION_BYTES: Final = 256 * 1024 * 1024
 HEAD_REF: Final = "refs/driftguard/HEAD"

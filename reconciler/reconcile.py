@@ -36,9 +36,11 @@ from reconciler import desired as desired_set
 from reconciler import sources
 from reconciler.application import AppSpec, SourceSpec, credentials_refusal, is_local_url
 from reconciler.apply import Applier, Mode, Outcome
-from reconciler.chartsource import ChartSource
+from reconciler.chartsource import ChartSource, unpack_archive
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
+from reconciler.ociref import is_oci, parse_reference
+from reconciler.ocisource import OCISource, Resolved
 from reconciler.projects import ProjectSource, ProjectUnavailable
 from reconciler.render import render
 from reconciler.renderer import Renderer, RenderError
@@ -86,16 +88,18 @@ class Reconciler:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
         renderer: Renderer | None = None, rendered: Callable[[str, str, float], None] = lambda *_: None,
-        allow_local: bool = False,
+        allow_local: bool = False, oci_plain_http_loopback: bool = False,
     ) -> None:
         """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
         Projects are read (default: in the namespace of the Application, driftguard's own as the system's);
-        ``allow_local``: whether ``file://`` URLs and local paths are sources (``--allow-local-repos``)."""
+        ``allow_local``: whether ``file://`` URLs and local paths are sources (``--allow-local-repos``);
+        ``oci_plain_http_loopback``: whether OCI registries on loopback are spoken to over plain http."""
         self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
         self._uncovered = uncovered
         self.projects = projects
         self.renderer = renderer or Renderer()
         self.charts = ChartSource()
+        self.oci = OCISource(plain_http_loopback=oci_plain_http_loopback)
         self._rendered = rendered  # (renderer, or the failure's reason; "ok" | "failed"; seconds): for metrics
         self.allow_local = allow_local
 
@@ -203,6 +207,8 @@ class Reconciler:
 
     def _refuse_local(self, app: AppSpec, source: SourceSpec | None = None) -> None:
         url = (source or app.source).repo_url
+        if (source or app.source).render.chart:
+            return  # a chart repository or registry is always fetched over the network, never read from disk
         if is_local_url(url) and not self.allow_local:
             raise Stop(Problem("SourceReady", "LocalSourceRefused", (
                 f"repoURL {url} is a file:// URL or a local path, which this reconciler does not "
@@ -214,8 +220,11 @@ class Reconciler:
         """The rendered source's revision, carrying the commit of each ``ref`` source (spec.sources); for a
         chart from a Helm repository, its archive's digest."""
         try:
-            if app.source.render.chart:
-                return self.charts.resolve(app.source.repo_url, app.source.render.chart, app.source.target_revision)
+            chart, url = app.source.render.chart, app.source.repo_url
+            if chart and is_oci(url, chart):
+                return self.oci.resolve(parse_reference(url, chart), app.source.target_revision, credentials)
+            if chart:
+                return self.charts.resolve(url, chart, app.source.target_revision, credentials)
             revision = self.source.resolve(app.source.repo_url, app.source.target_revision, credentials)
             refs = []
             for name, ref in app.refs:
@@ -262,7 +271,10 @@ class Reconciler:
             if options.chart:
                 with tempfile.TemporaryDirectory(prefix="driftguard-chart-") as scratch:
                     tree = Path(scratch)
-                    name = self.charts.unpack(url, options.chart, app.source.target_revision, tree)
+                    if is_oci(url, options.chart):
+                        name = self._unpack_oci(app, revision, tree, credentials)
+                    else:
+                        name = self.charts.unpack(url, options.chart, app.source.target_revision, tree, credentials)
                     rendered = self.renderer.render("helm", tree, name, options, release=app.key.name,
                                                     namespace=app.destination_namespace, paths=[])
                 return rendered.manifests, rendered.by, "" if rendered.manifests else (
@@ -290,6 +302,23 @@ class Reconciler:
         except (OSError, ValueError, RecursionError, MemoryError) as e:  # anything else: never escapes the cycle
             raise Stop(Problem("RenderReady", "RenderFailed", f"rendering {root or '/'} failed: {e!r} ({at})")) from e
         return manifests, by, "" if manifests else self._empty_message(app, revision, paths, kind, by)
+
+    def _unpack_oci(self, app: AppSpec, revision: Revision, tree: Path, credentials: Credentials | None) -> str:
+        """The OCI chart of ``revision`` unpacked into ``tree`` (pulled by digest by helm, or from the cache)."""
+        ref = parse_reference(app.source.repo_url, app.source.render.chart)
+        found = self.oci.resolved(ref, revision) or self.oci.find(ref, app.source.target_revision, credentials)
+        if not found.digest.split(":", 1)[1].startswith(revision.sha):
+            raise SourceError("FetchFailed", f"{ref.url}: {app.source.target_revision} moved to {found.digest} while "
+                                             "syncing; retried")
+
+        def pull(f: Resolved) -> bytes:
+            try:
+                return self.renderer.pull_chart(ref.url, f.digest, registry_config=self.oci.registry_config(
+                    ref, credentials), ca=credentials.ca if credentials else "", plain_http=self.oci.plain_http(ref))
+            except RenderError as e:  # a pull that failed is a fetch that failed: retried
+                raise SourceError("FetchFailed", str(e)) from e
+        data = self.oci.archive(found, pull)
+        return unpack_archive(data, tree, ref.repository.rsplit("/", 1)[-1], f"{ref.url}@{found.digest}")
 
     def _with_refs(self, app: AppSpec, revision: Revision, tree: Path, options: RenderOptions) -> RenderOptions:
         """Export each ref source at its resolved commit beside the tree (``.driftguard-refs/<ref>``) and point

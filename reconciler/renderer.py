@@ -126,6 +126,36 @@ class Renderer:
         check_unique(manifests)
         return Rendered(manifests, self.label(kind))
 
+    def pull_chart(self, url: str, digest: str, *, registry_config: Mapping[str, object], ca: str = "",
+                   plain_http: bool = False) -> bytes:
+        """The chart archive at OCI ``url`` (``oci://host/repository``) with manifest ``digest``, pulled by the
+        real ``helm pull`` by digest (so it is exactly what was resolved), bounded like a render; the login is
+        in a registry configuration of this pull's own scratch directory, gone when it ends."""
+        with tempfile.TemporaryDirectory(prefix="driftguard-pull-") as scratch:
+            work = Path(scratch)
+            config = work / "registry.json"
+            config.write_text(json.dumps(registry_config))
+            config.chmod(0o600)
+            out = work / "out"
+            out.mkdir()
+            argv = ["pull", f"{url}@{digest}", "--destination", str(out), "--registry-config", str(config)]
+            if ca:
+                (work / "ca.crt").write_text(ca)
+                argv += ["--ca-file", str(work / "ca.crt")]
+            if plain_http:
+                argv.append("--plain-http")
+            env = {"HELM_CACHE_HOME": str(work / "helm-cache"), "HELM_CONFIG_HOME": str(work / "helm-config"),
+                   "HELM_DATA_HOME": str(work / "helm-data"), "HELM_REGISTRY_CONFIG": str(config),
+                   "HELM_REPOSITORY_CONFIG": str(work / "helm-repositories.yaml")}
+            try:
+                self._run("helm", argv, cwd=work, work=work, env=env)
+            except RenderError as e:
+                raise RenderError(str(e).replace(f"{work}/", ""), transient=e.transient) from None
+            archives = sorted(out.glob("*.tgz"))
+            if len(archives) != 1:
+                raise RenderError(f"helm pull {url}@{digest} left {len(archives)} chart archives, not one")
+            return archives[0].read_bytes()
+
     # ------------------------------------------------------------ the tools
 
     def _kustomize(self, tree: Path, root: str, options: RenderOptions, paths: Sequence[str],

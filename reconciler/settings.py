@@ -71,6 +71,10 @@ class Settings:
         "DRIFTGUARD_ALLOW_LOCAL_REPOS", "accept file:// URLs and local paths as repoURL (local mode and tests only: a "
         "local path can read another Application's fetched repository from the reconciler's git cache)",
         kind="switch"))
+    oci_plain_http_loopback: bool = field(default=False, metadata=_meta(
+        "DRIFTGUARD_OCI_PLAIN_HTTP_LOOPBACK", "speak plain http to OCI chart registries on loopback (127.0.0.0/8, "
+        "::1, localhost: a registry beside the reconciler, and tests); never with a login, never to another host",
+        kind="switch"))
     project_namespace: str = field(default="", metadata=_meta(
         "DRIFTGUARD_PROJECT_NAMESPACE", f"the namespace Projects are read from (unset: --namespace, else {NAMESPACE})"))
     webhook_configuration: str = field(default="driftguard", metadata=_meta(

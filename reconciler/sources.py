@@ -27,6 +27,8 @@ from typing import Any, Final, Literal
 
 import yaml
 
+from reconciler import ociref
+
 Kind = Literal["plain", "kustomize", "helm", "jsonnet"]
 KUSTOMIZATIONS: Final = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 CHART: Final = "Chart.yaml"
@@ -93,11 +95,14 @@ def parse_options(source: Mapping[str, Any], problems: list[str]) -> RenderOptio
     chart = str(source.get("chart") or "")
     if chart:
         url = str(source.get("repoURL") or "")
-        if not url.startswith(("https://", "http://")):
-            problems.append(f"spec.source.chart {chart!r}: repoURL {url!r} must be an http(s) Helm repository (OCI "
-                            "registries are not supported yet)")
-        if source.get("secretRef"):
-            problems.append("spec.source.chart: credentials for chart repositories are not supported yet")
+        if ociref.is_oci(url, chart):
+            try:
+                ociref.parse_reference(url, chart)
+            except ValueError as e:
+                problems.append(f"spec.source.chart: {e}")
+        elif not url.startswith(("https://", "http://")):
+            problems.append(f"spec.source.chart {chart!r}: repoURL {url!r} must be an http(s) Helm repository or an "
+                            "OCI registry (oci://host/path)")
         if any(source.get(k) is not None for k in ("directory", "kustomize")) or source.get("path"):
             problems.append("spec.source.chart takes only helm options (no path, directory or kustomize)")
     explicit: Kind | None = "helm" if chart else None

@@ -80,6 +80,28 @@ _RENDER_TARGETS = (
 )
 
 
+# Tools only the tests run: the CNCF distribution registry (an OCI registry the chart tests push to), pinned by
+# tools/registry/go.mod, cached under its version (``registry-v3.1.2``) so a bump rebuilds it.
+TEST_TOOLS = {"registry": "v3.1.2"}
+_TEST_TARGETS = tuple(
+    _Target(f"{name}-{version}", name, "github.com/distribution/distribution/v3/cmd/registry", versioned=False,
+            ldflags=f"-X github.com/distribution/distribution/v3/version.version={version}")
+    for name, version in TEST_TOOLS.items()
+)
+
+
+def resolve_test_tools(
+    *, env: Mapping[str, str] | None = None, progress: TextIO | None = None
+) -> dict[str, Path]:
+    """The tests' tools by name (the OCI registry), from the cache ``…/driftguard/tools-v1/<name>-<version>``,
+    building the missing ones from tools/."""
+    environ = os.environ if env is None else env
+    directory = cache_dir(environ).parent / "tools-v1"
+    if any(not _is_executable(directory / t.name) for t in _TEST_TARGETS):
+        build_missing(directory, env=environ, progress=progress or sys.stderr, targets=_TEST_TARGETS)
+    return {name: directory / f"{name}-{version}" for name, version in TEST_TOOLS.items()}
+
+
 def resolve_render_tools(
     *, env: Mapping[str, str] | None = None, progress: TextIO | None = None
 ) -> dict[str, Path]:
@@ -189,7 +211,7 @@ class _Builder:
         final = self.destination / target.name
         partial = self.destination / f".{target.name}.{os.getpid()}.partial"
         version = (f"v{KUBERNETES_VERSION}" if target.versioned else f"v{ETCD_VERSION}" if target.name == "etcd"
-                   else RENDER_TOOLS.get(target.name, ""))
+                   else RENDER_TOOLS.get(target.name, TEST_TOOLS.get(target.module_dir, "")))
         argv = [self.go, "build", "-trimpath", "-ldflags", _ldflags(target), "-o", str(partial), target.package]
         _say(self.progress, f"building {target.name} {version} from Go modules (first time, takes several minutes)…")
         started = time.monotonic()
@@ -300,11 +322,15 @@ def stage_render_tools(directory: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m driftguard.local.controlplane [tools [--stage DIR]]``: resolve (build if needed) and print
-    the paths of the control plane, or with ``tools`` of the renderers (kustomize, helm, jsonnet), copied
-    into DIR with ``--stage``."""
+    """``python -m driftguard.local.controlplane [tools [--stage DIR] | test-tools]``: resolve (build if needed)
+    and print the paths of the control plane, or with ``tools`` of the renderers (kustomize, helm, jsonnet),
+    copied into DIR with ``--stage``, or with ``test-tools`` of the tools only tests run (the OCI registry)."""
     args = sys.argv[1:] if argv is None else argv
     try:
+        if args[:1] == ["test-tools"]:
+            for name, path in resolve_test_tools().items():
+                print(f"{name + ':':<15} {path} ({TEST_TOOLS[name]})")
+            return 0
         if args[:1] == ["tools"]:
             if args[1:2] == ["--stage"] and len(args) == 3:
                 for path in stage_render_tools(Path(args[2])):

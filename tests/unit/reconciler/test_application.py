@@ -141,6 +141,16 @@ B_CREDS = _data(username="bot", password="team-b-token", url="https://git.exampl
     pytest.param(_data(token="t", url="https://a.example/", projects="x, team-a"), "https://a.example/r", "team-a",
                  "", id="projects-list"),
     pytest.param(_data(**{"ca.crt": "PEM"}), "http://anywhere/x", "default", "", id="a-ca-alone-is-no-credential"),
+    pytest.param(_data(password="p", url="oci://ghcr.io/acme"), "oci://ghcr.io/acme/charts", "default", "",
+                 id="oci-registry"),
+    pytest.param(_data(password="p", url="ghcr.io/acme"), "oci://ghcr.io/acme/charts", "default", "",
+                 id="oci-argo-cd-scheme-less-secret"),
+    pytest.param(_data(password="p", url="oci://ghcr.io/acme"), "ghcr.io/acme/charts", "default", "",
+                 id="oci-scheme-less-repo-url"),
+    pytest.param(_data(password="p", url="oci://ghcr.io/acme"), "oci://ghcr.io/acme-evil/charts", "default",
+                 "is not under", id="oci-prefix-boundary"),
+    pytest.param(_data(password="p", url="oci://ghcr.io/acme"), "oci://ghcr.io.evil/acme", "default",
+                 "is not under", id="oci-other-host"),
 ])
 def test_repository_credentials_serve_only_the_urls_and_projects_they_name(
         data: dict[str, str], repo: str, project: str, refusal: str) -> None:

@@ -59,6 +59,12 @@ def test_select_names_what_is_not_rendered_and_why() -> None:
     assert deep.manifests == ("app/a.yaml", "app/sub/c.yaml") and deep.deeper == ()
 
 
+def test_chart_sources_from_oci_registries_and_with_credentials_are_accepted() -> None:
+    assert options(repoURL="oci://registry.example/charts", chart="redis").chart == "redis"
+    assert options(repoURL="registry.example/charts", chart="redis").chart == "redis"  # Argo CD's form
+    assert options(repoURL="https://charts.example", chart="redis", secretRef={"name": "x"}).chart == "redis"
+
+
 @pytest.mark.parametrize(("source", "problem"), [
     ({"helm": {}, "kustomize": {}}, "spec.source: kustomize and helm exclude each other"),
     ({"helm": {"releaseName": "Not_Valid"}}, "spec.source.helm.releaseName 'Not_Valid' is not a valid release name"),
@@ -152,6 +158,8 @@ def test_kustomize_patches_components_and_replicas_are_relative_to_the_source_pa
     ("1.2.3", "1.2.3", True), ("v1.2.3", "1.2.3", True), ("1.2.4", "1.2.3", False),
     ("1.2.9", "1.2.*", True), ("1.3.0", "1.2.*", False), ("1.9.0", "1.x", True), ("2.0.0", "1.x", False),
     ("2.0.0", "*", True), ("2.0.0-rc.1", "*", False), ("2.0.0-rc.1", "2.0.0-rc.1", True),
+    ("1.4.0", "^1.2", True), ("2.0.0", "^1.2", False), ("1.5.0", ">=1.2.0 <2.0.0", True),
+    ("1.0.0", "not a version", False),
 ])
 def test_chart_versions_match_as_argo_cd_targets_them(version: str, target: str, chosen: bool) -> None:
     assert matches(version, target) is chosen
@@ -163,8 +171,8 @@ def test_the_highest_matching_chart_version_wins_and_releases_beat_prereleases()
 
 
 @pytest.mark.parametrize(("source", "problem"), [
-    ({"repoURL": "oci://registry.example/charts", "chart": "redis"}, "must be an http(s) Helm repository"),
-    ({"repoURL": "https://charts.example", "chart": "redis", "secretRef": {"name": "x"}}, "credentials for chart"),
+    ({"repoURL": "ssh://git.example/charts", "chart": "redis"}, "must be an http(s) Helm repository or an OCI"),
+    ({"repoURL": "oci://registry.example/Charts", "chart": "redis"}, "is not an OCI repository name"),
     ({"repoURL": "https://charts.example", "chart": "redis", "path": "x"}, "takes only helm options"),
     ({"repoURL": "https://git.example", "plugin": {"name": "x"}}, "spec.source.plugin is not supported"),
 ])

@@ -1,0 +1,270 @@
+"""Charts from OCI registries and from Helm repositories that need a login, against real servers on loopback:
+the CNCF distribution registry (``tools/registry``) over TLS with htpasswd auth, charts pushed by the real
+``helm push``; and a Helm repository served over TLS with Basic auth. Each chart is synced to the real API
+server and checked object by object, followed when a new version is pushed, and refused — with a condition
+naming what to fix, nothing applied or pruned — when the login is wrong or would travel unencrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hmac
+import http.server
+import json
+import secrets
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support.oci_registry import OCIRegistry
+from support.reconciler_harness import Harness, render_tools, wait_for
+
+from certs import CertificateAuthority
+
+pytestmark = pytest.mark.integration
+
+USER = "chart-reader"
+PASSWORD = "pw-" + secrets.token_hex(12)
+WRONG = "wrong-" + secrets.token_hex(12)
+
+TEMPLATE = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {{{{ .Release.Name }}}}-web}}\n"
+            "data: {{version: {{{{ .Chart.Version | quote }}}}, from: {origin}}}\n")
+EXTRA = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-extra}\ndata: {kept: 'yes'}\n"
+
+
+@pytest.fixture
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.generate("oci-registry-test-ca")
+
+
+@pytest.fixture
+def registry(tmp_path: Path, ca: CertificateAuthority) -> Iterator[OCIRegistry]:
+    with OCIRegistry(tmp_path / "registry", ca=ca, users={USER: PASSWORD}) as served:
+        served.login(USER)
+        yield served
+
+
+def put_secret(harness: Harness, name: str, string_data: dict[str, str]) -> None:
+    path = f"/api/v1/namespaces/{harness.namespace}/secrets"
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
+    if harness.get(f"{path}/{name}") is None:
+        harness.admin.request("POST", path, body=body)
+    else:
+        harness.admin.request("PUT", f"{path}/{name}", body=body)
+
+
+def chart_app(harness: Harness, name: str, repo_url: str, chart: str, target: str, *, secret: str = "",
+              release: str = "shop") -> None:
+    source: dict[str, Any] = {"repoURL": repo_url, "chart": chart, "targetRevision": target,
+                              "helm": {"releaseName": release}}
+    if secret:
+        source["secretRef"] = {"name": secret}
+    harness.make_app(name, repo_url, path="", source=source, refreshInterval="1s")
+
+
+def data(harness: Harness, name: str) -> dict[str, str]:
+    return dict((harness.cm(name) or {}).get("data") or {})
+
+
+def leaks(text: str) -> list[str]:
+    forms = []
+    for password in (PASSWORD, WRONG):
+        forms += [password, base64.b64encode(password.encode()).decode(),
+                  base64.b64encode(f"{USER}:{password}".encode()).decode()]
+    return [form for form in forms if form in text]
+
+
+def test_a_chart_from_an_oci_registry_is_pulled_by_digest_synced_and_followed(
+    registry: OCIRegistry, harness: Harness, ca: CertificateAuthority,
+) -> None:
+    first = registry.push("web", "1.0.0", TEMPLATE.format(origin="oci") + EXTRA)
+    put_secret(harness, "registry-creds", {"url": f"oci://{registry.host}/charts", "username": USER,
+                                           "password": PASSWORD, "ca.crt": ca.cert_pem.decode()})
+    chart_app(harness, "svc", f"oci://{registry.host}/charts", "web", "^1.0", secret="registry-creds")
+    # Argo CD's scheme-less form, an exact version, the same Secret
+    chart_app(harness, "pinned", f"{registry.host}/charts", "web", "1.0.0", secret="registry-creds",
+              release="pinned")
+    harness.start()
+
+    status = harness.wait_synced("svc", first.split(":", 1)[1][:40], timeout=60)
+    assert status["sync"]["renderedBy"] == "helm v4.3.2" and status["sync"]["message"] == "chart web 1.0.0"
+    assert data(harness, "shop-web") == {"version": "1.0.0", "from": "oci"}
+    assert data(harness, "shop-extra") == {"kept": "yes"}
+    harness.wait_synced("pinned", first.split(":", 1)[1][:40], timeout=30)
+    assert data(harness, "pinned-web") == {"version": "1.0.0", "from": "oci"}
+
+    newer = registry.push("web", "1.1.0", TEMPLATE.format(origin="newer"))  # and without the extra object
+    wait_for(lambda: data(harness, "shop-web").get("version") == "1.1.0", timeout=60,
+             what="the highest version matching ^1.0, by polling the registry's tags")
+    harness.wait_synced("svc", newer.split(":", 1)[1][:40], timeout=30)
+    wait_for(lambda: harness.cm("shop-extra") is None, timeout=30, what="what 1.1.0 no longer renders is pruned")
+    assert data(harness, "pinned-web")["version"] == "1.0.0", "an exact version stays"
+
+    registry.push("web", "2.0.0", TEMPLATE.format(origin="too-new"))  # outside ^1.0
+    time.sleep(3)
+    assert data(harness, "shop-web") == {"version": "1.1.0", "from": "newer"}
+
+
+def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_pruned(
+    registry: OCIRegistry, harness: Harness, ca: CertificateAuthority, caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = registry.push("web", "1.0.0", TEMPLATE.format(origin="oci") + EXTRA)
+    creds = {"url": f"oci://{registry.host}/charts", "username": USER, "password": PASSWORD,
+             "ca.crt": ca.cert_pem.decode()}
+    put_secret(harness, "registry-creds", creds)
+    chart_app(harness, "svc", f"oci://{registry.host}/charts", "web", "1.*", secret="registry-creds")
+    chart_app(harness, "anonymous", f"oci://{registry.host}/charts", "web", "1.0.0", release="anonymous")
+    put_secret(harness, "ca-only", {"ca.crt": ca.cert_pem.decode()})
+    harness.patch_app("anonymous", {"spec": {"source": {"secretRef": {"name": "ca-only"}}}})
+    harness.start()
+    harness.wait_synced("svc", first.split(":", 1)[1][:40], timeout=60)
+
+    required = harness.wait_condition("anonymous", "SourceReady", "False", "AuthenticationRequired")
+    assert "asks for a login" in required["message"] and "spec.source.secretRef" in required["message"]
+    assert harness.cm("anonymous-web") is None
+
+    put_secret(harness, "registry-creds", {**creds, "password": WRONG})
+    registry.push("web", "1.1.0", TEMPLATE.format(origin="newer"))  # would change shop-web and prune shop-extra
+    harness.refresh("svc")
+    failed = harness.wait_condition("svc", "SourceReady", "False", "AuthenticationFailed", timeout=30)
+    assert f"oci://{registry.host}/charts/web" in failed["message"]
+    assert "refused the login of the repository Secret" in failed["message"]
+    assert "nothing applied or pruned" in failed["message"]
+    time.sleep(2)
+    assert data(harness, "shop-web") == {"version": "1.0.0", "from": "oci"}, "nothing applied"
+    assert data(harness, "shop-extra") == {"kept": "yes"}, "nothing pruned"
+    status = json.dumps(harness.app("svc"))
+    events = json.dumps(harness.admin.request("GET", f"/api/v1/namespaces/{harness.namespace}/events")["items"])
+    assert leaks(status) == [] and leaks(events) == [] and leaks(caplog.text) == []
+
+    put_secret(harness, "registry-creds", {**creds, "url": f"oci://{registry.host}/other-team"})
+    harness.refresh("svc")
+    refused = harness.wait_condition("svc", "SourceReady", "False", "CredentialsRefused", timeout=30)
+    assert "is not under the URLs" in refused["message"]
+
+    put_secret(harness, "registry-creds", creds)  # fixed: the newer version is synced
+    harness.refresh("svc")
+    wait_for(lambda: data(harness, "shop-web").get("version") == "1.1.0", timeout=60, what="synced once fixed")
+
+
+def test_a_plain_http_registry_is_used_only_on_loopback_with_the_flag_and_never_with_a_login(
+    tmp_path: Path, harness: Harness,
+) -> None:
+    with OCIRegistry(tmp_path / "plain", ca=None) as plain:
+        digest = plain.push("web", "0.3.0", TEMPLATE.format(origin="plain"))
+        chart_app(harness, "svc", f"oci://{plain.host}/charts", "web", "0.3.0")
+        harness.start()
+        refused = harness.wait_condition("svc", "SourceReady", "False", "FetchFailed", timeout=30)
+        assert "--oci-plain-http-loopback" in refused["message"], refused["message"]
+        assert harness.cm("shop-web") is None
+        for service in harness.services:
+            service.stop()
+
+        put_secret(harness, "login", {"url": f"oci://{plain.host}/charts", "username": USER, "password": PASSWORD})
+        chart_app(harness, "with-login", f"oci://{plain.host}/charts", "web", "0.3.0", secret="login",
+                  release="with-login")
+        harness.start(oci_plain_http_loopback=True)
+        harness.wait_synced("svc", digest.split(":", 1)[1][:40], timeout=60)
+        assert data(harness, "shop-web") == {"version": "0.3.0", "from": "plain"}
+        never = harness.wait_condition("with-login", "SourceReady", "False", "CredentialsRefused", timeout=30)
+        assert "never sent a login" in never["message"]
+        assert harness.cm("with-login-web") is None
+
+
+# ---------------------------------------------------------------- a Helm repository behind Basic auth
+
+class _AuthHandler(http.server.SimpleHTTPRequestHandler):
+    expected = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if not hmac.compare_digest(self.headers.get("Authorization") or "", self.expected):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+class PrivateChartRepository:
+    """A Helm repository over TLS on 127.0.0.1 that answers only Basic auth with USER/PASSWORD."""
+
+    def __init__(self, tmp_path: Path, ca: CertificateAuthority) -> None:
+        self.helm, self.tmp = str(render_tools()["helm"]), tmp_path
+        self.served = tmp_path / "served"
+        self.served.mkdir(parents=True)
+        serving = ca.issue_serving("chart-repo-test", ip_addresses=["127.0.0.1"])
+        serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+        handler = type("Handler", (_AuthHandler,), {
+            "expected": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()})
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+            handler, directory=str(self.served)))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/charts"
+        (self.served / "charts").mkdir()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, version: str) -> str:
+        source = self.tmp / f"lib-{version}" / "lib"
+        (source / "templates").mkdir(parents=True)
+        (source / "Chart.yaml").write_text(f"apiVersion: v2\nname: lib\nversion: {version}\n")
+        (source / "templates" / "cm.yaml").write_text(TEMPLATE.format(origin="private").replace("-web", "-lib"))
+        env = {"HOME": str(self.tmp), "PATH": "/usr/bin:/bin"}
+        for argv in ([self.helm, "package", str(source), "--destination", str(self.served / "charts")],
+                     [self.helm, "repo", "index", str(self.served / "charts"), "--url", self.url]):
+            subprocess.run(argv, check=True, capture_output=True, env=env, timeout=60)
+        index = yaml.safe_load((self.served / "charts" / "index.yaml").read_text())
+        return next(e["digest"] for e in index["entries"]["lib"] if e["version"] == version)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_a_helm_repository_behind_basic_auth_is_read_with_the_repository_secret(
+    tmp_path: Path, harness: Harness, ca: CertificateAuthority,
+) -> None:
+    served = PrivateChartRepository(tmp_path / "private", ca)
+    try:
+        digest = served.publish("0.1.0")
+        chart_app(harness, "svc", served.url, "lib", "0.1.x")
+        harness.start()
+        required = harness.wait_condition("svc", "SourceReady", "False", "", timeout=30)
+        assert required["reason"] in ("FetchFailed", "AuthenticationRequired"), required  # no CA, then no login
+        put_secret(harness, "ca-only", {"ca.crt": ca.cert_pem.decode()})
+        harness.patch_app("svc", {"spec": {"source": {"secretRef": {"name": "ca-only"}}}})
+        required = harness.wait_condition("svc", "SourceReady", "False", "AuthenticationRequired", timeout=30)
+        assert "asks for a login" in required["message"]
+
+        put_secret(harness, "repo-creds", {"url": served.url, "username": USER, "password": PASSWORD,
+                                           "ca.crt": ca.cert_pem.decode()})
+        harness.patch_app("svc", {"spec": {"source": {"secretRef": {"name": "repo-creds"}}}})
+        harness.wait_synced("svc", digest[:40], timeout=60)
+        assert data(harness, "shop-lib") == {"version": "0.1.0", "from": "private"}
+
+        put_secret(harness, "repo-creds", {"url": served.url, "username": USER, "password": WRONG,
+                                           "ca.crt": ca.cert_pem.decode()})
+        served.publish("0.1.1")
+        harness.refresh("svc")
+        failed = harness.wait_condition("svc", "SourceReady", "False", "AuthenticationFailed", timeout=30)
+        assert "refused the login of the repository Secret" in failed["message"]
+        assert "nothing applied or pruned" in failed["message"]
+        assert data(harness, "shop-lib")["version"] == "0.1.0"
+        assert leaks(json.dumps(harness.app("svc"))) == []
+    finally:
+        served.close()
