@@ -65,6 +65,7 @@ class SpecWire(TypedDict, total=False):
     enforcement: str
     refreshInterval: str
     revisionHistoryLimit: int
+    serviceAccountName: str
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -108,6 +109,7 @@ class AppSpec:
     warnings: tuple[str, ...] = ()
     refs: tuple[tuple[str, SourceSpec], ...] = ()  # spec.sources entries with ``ref``: files for ``$<ref>/…``
     history_limit: int = DEFAULT_HISTORY  # spec.revisionHistoryLimit: entries kept in status.history
+    service_account: str = ""  # spec.serviceAccountName: apply as it (driftguard.core.actors)
 
     @property
     def valid(self) -> bool:
@@ -151,6 +153,10 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         warnings.append(f"revisionHistoryLimit {history_limit!r} must be a whole number >= 0; "
                         f"{DEFAULT_HISTORY} is used")
         history_limit = DEFAULT_HISTORY
+    account = spec.get("serviceAccountName", "")
+    if not isinstance(account, str):
+        problems.append("serviceAccountName must be a string (a ServiceAccount in the Application's namespace)")
+        account = ""
     metadata = obj.get("metadata") or {}
     return AppSpec(
         key=AppKey.of(obj),
@@ -169,6 +175,7 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         warnings=tuple(warnings),
         refs=refs,
         history_limit=history_limit,
+        service_account=account.strip(),
     )
 
 

@@ -18,6 +18,7 @@ objects costs a handful of requests and no writes. One object failing never stop
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import threading
@@ -115,6 +116,13 @@ class Applier:
         self.concurrency = max(1, concurrency)
         self.lock = StripedLock()
         self._clock = clock
+
+    def acting_as(self, cluster: Cluster) -> Applier:
+        """This applier (same locks, fight detector and marks) writing and reading through ``cluster``: an
+        Application's objects go out as its ServiceAccount (``Cluster.acting_as``)."""
+        view = copy.copy(self)
+        view.cluster = cluster
+        return view
 
     # ------------------------------------------------------------ one object
 

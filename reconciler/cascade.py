@@ -13,7 +13,7 @@ what it deletes (prune and heal take the same per-object lock, and heal re-check
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from driftguard.core.changes import ChangeSet
@@ -23,6 +23,7 @@ from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError
 from reconciler import deletion
 from reconciler.apply import Applier
 from reconciler.crd import APPLICATIONS
+from reconciler.reconcile import Stop
 from reconciler.record import AppState, Event
 from reconciler.reporting import Reporter
 
@@ -30,8 +31,12 @@ log = logging.getLogger(__name__)
 
 
 class Cascade:
-    def __init__(self, cluster: Cluster, applier: Applier, reporter: Reporter) -> None:
+    def __init__(self, cluster: Cluster, applier: Applier, reporter: Reporter, *,
+                 applier_of: Callable[[AppState], Applier] | None = None) -> None:
+        """``applier_of(state)``: the applier that deletes as the Application's ServiceAccount (raises
+        ``reconcile.Stop`` naming why there is none it may use; default: ``applier``)."""
         self.cluster, self.applier, self.reporter = cluster, applier, reporter
+        self._applier_of = applier_of or (lambda _: applier)
 
     def run(self, state: AppState) -> bool:
         """One pass over ``state``'s inventory; True when it has to be retried (with backoff)."""
@@ -41,8 +46,15 @@ class Cascade:
             log.warning("Application %s: %s", app, refused)
             self.reporter.emit(state, [Event("Warning", "CascadeRefused", refused)])
             return not self.release(state)
+        try:
+            applier = self._applier_of(state)
+        except Stop as e:  # e.g. its Project is gone: nothing is deleted as the reconciler instead
+            message = f"objects not deleted yet: {e.problem.message}"
+            log.warning("Application %s is being deleted: %s", app, message)
+            self.reporter.emit(state, [Event("Warning", "CascadeWaiting", message)])
+            return True
         entries, kept = self._namespaces_kept(before.entries)
-        outcomes, keep = self.applier.prune(entries, app, why="its Application is being deleted")
+        outcomes, keep = applier.prune(entries, app, why="its Application is being deleted")
         if kept:
             self.reporter.emit(state, [Event("Normal", "NamespaceKept", (
                 f"not deleted with the Application (it would delete everything in it): {', '.join(map(str, kept))}; "

@@ -100,7 +100,7 @@ class Controller:
         self._cv = threading.Condition()  # guards ``states`` and the schedule
         self.schedule: Schedule[AppState] = Schedule(self.states.get, self._cv)
         self.reporter = Reporter(cluster, self.applier.fights, lambda: self.tracker, self.metrics)
-        self.cascade = Cascade(cluster, self.applier, self.reporter)
+        self.cascade = Cascade(cluster, self.applier, self.reporter, applier_of=self._cascade_applier)
         self.holders = Holders(cluster)
         self.perimeter = Perimeter(
             cluster, s.system_namespace, name=s.webhook_configuration, report=self.reporter.perimeter,
@@ -117,7 +117,8 @@ class Controller:
             (lambda namespace: covered(namespace, self._namespace_labels)) if covered else lambda _: ""),
             projects=self.projects, renderer=Renderer(tools, limits),
             rendered=lambda by, result, seconds: self.metrics.renders.labels(by, result).observe(seconds),
-            allow_local=s.allow_local_repos, oci_plain_http_loopback=s.oci_plain_http_loopback)
+            allow_local=s.allow_local_repos, oci_plain_http_loopback=s.oci_plain_http_loopback,
+            default_service_account=s.default_service_account)
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
@@ -153,7 +154,8 @@ class Controller:
             self.schedule.clear()
             self.tracker = Tracker()  # a new term starts from nothing, like a new process
         self._selfheal = SelfHeal(self.cluster, self.applier, self.tracker, mode_of=self._mode_of,
-                                  on_outcome=self._healed, noted=self._noted, workers=self.settings.heal_workers,
+                                  applier_of=self._applier_of, on_outcome=self._healed, noted=self._noted,
+                                  workers=self.settings.heal_workers,
                                   watch_timeout=self.settings.watch_timeout)
         self._selfheal.start()
         threads = [threading.Thread(target=self._watch_applications, args=(done,), name="applications", daemon=True),
@@ -270,6 +272,15 @@ class Controller:
         self.applier.fights.forget(self.tracker.drop(key))
         if self._selfheal is not None:
             self._selfheal.ensure_watches()
+
+    def _applier_of(self, key: AppKey) -> Applier | None:
+        state = self.states.get(key)
+        return state.memory.applier if state is not None else None
+
+    def _cascade_applier(self, state: AppState) -> Applier:
+        """A cascading delete prunes as the Application's ServiceAccount too, chosen afresh (the reconciler
+        may have restarted since the last sync); ``Stop`` when its project no longer permits one."""
+        return self.reconciler.applier_for(state.spec, self.reconciler.project(state.spec))
 
     def _mode_of(self, key: AppKey) -> Mode | None:
         state = self.states.get(key)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftguard.core import projects
+from driftguard.core import actors, projects
 from driftguard.core.changes import Action, ChangeSet
 from driftguard.core.inventory import Entry, Inventory
 from driftguard.core.manifests import Manifest, ManifestError
@@ -72,6 +72,7 @@ class Memory:
     empty: str = ""  # why ``desired`` is empty, when it is
     failed_key: tuple[str, ...] = ()  # a render that failed for this key is not retried
     failed: Problem | None = None
+    applier: Applier | None = None  # the last sync's (acting as its ServiceAccount): self-heal uses it too
 
 
 @dataclass(slots=True)
@@ -88,12 +89,13 @@ class Reconciler:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
         renderer: Renderer | None = None, rendered: Callable[[str, str, float], None] = lambda *_: None,
-        allow_local: bool = False, oci_plain_http_loopback: bool = False,
+        allow_local: bool = False, oci_plain_http_loopback: bool = False, default_service_account: str = "",
     ) -> None:
         """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
         Projects are read (default: in the namespace of the Application, driftguard's own as the system's);
         ``allow_local``: whether ``file://`` URLs and local paths are sources (``--allow-local-repos``);
-        ``oci_plain_http_loopback``: whether OCI registries on loopback are spoken to over plain http."""
+        ``oci_plain_http_loopback``: whether OCI registries on loopback are spoken to over plain http;
+        ``default_service_account``: what an Application names none applies as (``--default-service-account``)."""
         self.cluster, self.source, self.applier, self._clock = cluster, source, applier, clock
         self._uncovered = uncovered
         self.projects = projects
@@ -102,6 +104,7 @@ class Reconciler:
         self.oci = OCISource(plain_http_loopback=oci_plain_http_loopback)
         self._rendered = rendered  # (renderer, or the failure's reason; "ok" | "failed"; seconds): for metrics
         self.allow_local = allow_local
+        self.default_service_account = default_service_account
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -119,6 +122,8 @@ class Reconciler:
                 raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
             project = project or self.project(app)
             report.project = project.described
+            applier = memory.applier = self.applier_for(app, project)
+            report.actor = applier.cluster.acting_for.removeprefix(actors.SERVICEACCOUNT_PREFIX).replace(":", "/")
             self._refuse_local(app)
             credentials = self._credentials(app)  # one Secret read per full sync; its cache partition too
             report.revision = revision or self._resolve(app, credentials)
@@ -135,8 +140,8 @@ class Reconciler:
             if app.automated and not new.entries <= old.entries:
                 save_inventory(old.merge(new.entries))  # before creating anything
             if app.automated:
-                self._ensure_namespace(app)
-            result.outcomes = self.applier.sync_all(desired, Mode(apply=app.automated, self_heal=app.self_heal))
+                self._ensure_namespace(app, applier.cluster)
+            result.outcomes = applier.sync_all(desired, Mode(apply=app.automated, self_heal=app.self_heal))
             report.applied = ChangeSet([o.change for o in result.outcomes])
             report.out_of_sync = tuple(str(o.change) for o in result.outcomes
                                        if o.change.action is Action.SKIPPED and o.drift is None)
@@ -147,7 +152,7 @@ class Reconciler:
                 report.refused += tuple((e.ref, f"no longer in git, not pruned: {v}") for e, v in barred)
                 keep, stale = [e for e, _ in barred], [e for e in stale if e not in {b for b, _ in barred}]
             if stale and app.automated and app.prune:
-                pruned, failed = self.applier.prune(stale, str(app.key))
+                pruned, failed = applier.prune(stale, str(app.key))
                 keep += failed
                 report.pruned = ChangeSet([o.change for o in pruned])
             elif stale:
@@ -176,6 +181,40 @@ class Reconciler:
         if violation is not None:
             raise Stop(Problem("ProjectPermitted", "ProjectViolation", f"{violation}; nothing applied or pruned"))
         return project
+
+    def applier_for(self, app: AppSpec, project: projects.Project) -> Applier:
+        """The applier for ``app``'s objects: acting as its ServiceAccount (``driftguard.core.actors``) when it has
+        one, else the reconciler's own (``Stop`` naming the rule when the choice is refused)."""
+        actor = actors.choose(project, requested=app.service_account, app_namespace=app.key.namespace,
+                              destination_namespace=app.destination_namespace,
+                              default=self.default_service_account,
+                              system_namespace=self.projects.system_namespace if self.projects else NAMESPACE)
+        if actor is None:
+            return self.applier
+        if isinstance(actor, projects.Violation):
+            raise Stop(Problem("ProjectPermitted", "ServiceAccountRefused", f"{actor}; nothing applied or pruned"))
+        key = self.applier.marks.key
+        if key is None:
+            raise Stop(Problem("ProjectPermitted", "ServiceAccountRefused", (
+                f"{actor} ({actor.by}) cannot be used: the webhook knows the reconciler's impersonated writes only by "
+                "a seal under the mark key, and none is configured (--mark-key-file); nothing applied or pruned")))
+        self._check_account(actor)
+        return self.applier.acting_as(self.cluster.acting_as(
+            actor.username, lambda: {actors.EXTRA: actors.seal(key, actor.username, self._clock())}))
+
+    def _check_account(self, actor: actors.Actor) -> None:
+        """A ServiceAccount that does not exist is named (impersonating it would succeed, every write fail)."""
+        try:
+            found = self.cluster.get(self.cluster.discovery.resolve("v1", "ServiceAccount"), actor.namespace,
+                                     actor.name)
+        except ResourceError as e:
+            if e.status == 403:
+                return  # not ours to read: the writes will say
+            raise
+        if found is None:
+            raise Stop(Problem("ProjectPermitted", "ServiceAccountNotFound", (
+                f"{actor} ({actor.by}) does not exist; create it, with RBAC for what git declares, in "
+                f"{actor.namespace}; nothing applied or pruned")))
 
     def _permitted(self, project: projects.Project, desired: list[Desired]
                    ) -> tuple[list[Desired], list[tuple[Desired, projects.Violation]]]:
@@ -410,12 +449,12 @@ class Reconciler:
             raise Stop(Problem("SourceReady", "CredentialsRefused", f"{refusal}; nothing fetched, applied or pruned"))
         return Credentials.from_secret_data(data)
 
-    def _ensure_namespace(self, app: AppSpec) -> None:
+    def _ensure_namespace(self, app: AppSpec, cluster: Cluster) -> None:
         name = app.destination_namespace
-        if not (app.create_namespace and name) or self.cluster.get(NAMESPACES, "", name) is not None:
+        if not (app.create_namespace and name) or cluster.get(NAMESPACES, "", name) is not None:
             return
         try:
-            self.cluster.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            cluster.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         except ResourceError as e:
             if not e.conflict:
                 raise

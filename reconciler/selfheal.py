@@ -89,11 +89,15 @@ class SelfHeal:
         self, cluster: Cluster, applier: Applier, tracker: Tracker, *,
         mode_of: Callable[[AppKey], Mode | None], on_outcome: Callable[[AppKey, Outcome], None],
         noted: Callable[[AppKey, ObjectRef], bool] = lambda app, ref: False,
+        applier_of: Callable[[AppKey], Applier | None] = lambda app: None,
         workers: int = 2, watch_timeout: float = 30.0,
     ) -> None:
         """``noted(app, ref)``: whether the Application's record holds something about ``ref`` (drift,
-        health) that an unchanged object must clear — such events are never dropped early."""
+        health) that an unchanged object must clear — such events are never dropped early;
+        ``applier_of(app)``: the applier its last sync used (acting as its ServiceAccount; None: ``applier``).
+        Watches are the reconciler's own; every write and read of a heal goes out as the Application's."""
         self.cluster, self.applier, self.tracker = cluster, applier, tracker
+        self._applier_of = applier_of
         self._mode_of, self._on_outcome, self._noted = mode_of, on_outcome, noted
         self._workers, self._watch_timeout = workers, watch_timeout
         self._stop = threading.Event()
@@ -196,8 +200,9 @@ class SelfHeal:
         if mode is None:
             return
         with logs.bound(application=str(app)):
-            outcome = self.applier.sync_if(lambda: self._still(ref, app), desired, None if gone else live, mode,
-                                           refetch=gone)
+            applier = self._applier_of(app) or self.applier
+            outcome = applier.sync_if(lambda: self._still(ref, app), desired, None if gone else live, mode,
+                                      refetch=gone)
             if outcome is not None:
                 self._on_outcome(app, outcome)
 

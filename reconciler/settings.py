@@ -75,6 +75,10 @@ class Settings:
         "DRIFTGUARD_OCI_PLAIN_HTTP_LOOPBACK", "speak plain http to OCI chart registries on loopback (127.0.0.0/8, "
         "::1, localhost: a registry beside the reconciler, and tests); never with a login, never to another host",
         kind="switch"))
+    default_service_account: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_DEFAULT_SERVICE_ACCOUNT", "the ServiceAccount (in the Application's namespace) an Application "
+        "naming none applies as, impersonated, like Flux's flag: with it no Application applies as the reconciler "
+        "itself (an Application in driftguard's namespace then needs its Project's destinationServiceAccounts)"))
     project_namespace: str = field(default="", metadata=_meta(
         "DRIFTGUARD_PROJECT_NAMESPACE", f"the namespace Projects are read from (unset: --namespace, else {NAMESPACE})"))
     webhook_configuration: str = field(default="driftguard", metadata=_meta(

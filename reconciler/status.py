@@ -63,6 +63,7 @@ class SyncReport:
     project: str = ""  # the Project that bounded this sync ("default (built in)" for the built-in one)
     refused: tuple[tuple[ObjectRef, str], ...] = ()  # declared objects the project does not permit, and why
     initiator: str = ""  # who asked for this sync on demand ("": the reconciler's own, automated)
+    actor: str = ""  # the ServiceAccount the sync applied as ("namespace/name"; "": the reconciler itself)
 
     @property
     def changes(self) -> ChangeSet:
@@ -146,6 +147,8 @@ def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState, previous: 
                    committedAt=revision.committed_at, message=revision.subject[:200])
     if report is not None and report.renderer:
         out["renderedBy"] = report.renderer
+    if report is not None and report.actor:
+        out["appliedAs"] = report.actor
     if report is not None and report.revision is not None and report.revision.refs:
         out["refs"] = dict(report.revision.refs)
     return out
@@ -278,7 +281,9 @@ def _project(snapshot: Snapshot) -> dict[str, Condition]:
         return {}
     if report.refused:
         return {"ProjectPermitted": ("False", "ProjectViolation", _refused(report))}
-    return {"ProjectPermitted": ("True", "Permitted", f"Project {report.project} permits every declared object")}
+    applied_as = f"; applied as ServiceAccount {report.actor}" if report.actor else ""
+    return {"ProjectPermitted": ("True", "Permitted",
+                                 f"Project {report.project} permits every declared object{applied_as}")}
 
 
 def _refused(report: SyncReport) -> str:

@@ -94,7 +94,7 @@ class Webhook:
 
     def _project(self, admission: reviews.Request) -> applications.ProjectRead | None:
         if self.cluster is None or not applications.needs_project(admission) or identity.trusted(
-                admission, self.settings):
+                admission, self.settings, self.marks.key, self.clock()):
             return None
         name = applications.project_name(admission.get("object"))
         return self.cluster.read_project(self.settings.project_namespace, name)

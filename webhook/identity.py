@@ -18,6 +18,12 @@ starts with ``--reconciler-pod-prefix`` (its Deployment's Pods: ``driftguard-rec
 What stays outside admission's reach — a subject that may create Pods or tokens in driftguard's
 namespace, or impersonate user extras — is what ``driftguard doctor`` reports.
 
+The reconciler applying *as a tenant's ServiceAccount* (``spec.serviceAccountName``, a Project's
+``destinationServiceAccounts``) reaches admission under that ServiceAccount's name; it is the reconciler's
+write only when it carries the ``driftguard.io/reconciler`` user extra sealed under the mark key for that
+very user name and not expired (``driftguard.core.actors``): setting the extra needs ``impersonate`` on
+``userextras/driftguard.io/reconciler``, forging its value needs the key.
+
 Allow-listed controllers (garbage collector, namespace controller) are trusted only for the DELETEs
 they legitimately make, and only with a real credential (a ``credential-id``: impersonation has none):
 the garbage collector only deletes objects that have owners; anything else they send is judged like
@@ -26,9 +32,12 @@ anyone's request.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from driftguard.core import actors
+from driftguard.core.marks import MarkKey
 from webhook.reviews import Request, UserInfo
 from webhook.settings import GARBAGE_COLLECTOR, Settings
 
@@ -69,10 +78,18 @@ def has_credential(user: UserInfo) -> bool:
     return not username(user).startswith(SERVICEACCOUNT_PREFIX) or bool(extra(user, CREDENTIAL_ID))
 
 
-def trusted(request: Request, settings: Settings) -> bool:
-    """Whether the request passes without a decision."""
+def acting_reconciler(user: UserInfo, key: MarkKey | None, now: dt.datetime | None) -> bool:
+    """The reconciler impersonating a tenant's ServiceAccount: the seal verifies for this user name."""
+    values = extra(user, actors.EXTRA)
+    return bool(values) and now is not None and username(user).startswith(SERVICEACCOUNT_PREFIX) and not (
+        actors.verify(key, username(user), values, now))
+
+
+def trusted(request: Request, settings: Settings, key: MarkKey | None = None, now: dt.datetime | None = None) -> bool:
+    """Whether the request passes without a decision (``key``/``now``: to know the reconciler acting as a
+    tenant's ServiceAccount; without them it is judged like anyone's)."""
     user = request["userInfo"]
-    if is_reconciler(user, settings):
+    if is_reconciler(user, settings) or acting_reconciler(user, key, now):
         return True
     name = username(user)
     if name not in settings.allowed_users or request["operation"] != "DELETE" or not has_credential(user):
@@ -82,10 +99,16 @@ def trusted(request: Request, settings: Settings) -> bool:
     return True
 
 
-def posing(request: Request, settings: Settings) -> str:
+def posing(request: Request, settings: Settings, key: MarkKey | None = None, now: dt.datetime | None = None) -> str:
     """Why a request that names a trusted identity is not trusted ("" when it names none)."""
     user = request["userInfo"]
     name = username(user)
+    values = extra(user, actors.EXTRA)
+    if values:
+        why = actors.verify(key, name, values, now) if now is not None else "no clock to check the seal against"
+        if not name.startswith(SERVICEACCOUNT_PREFIX):
+            why = f"{name} is not a ServiceAccount, and the reconciler impersonates only ServiceAccounts"
+        return f"this request claims to be the reconciler acting as {name}, but {why}"
     if name in settings.reconciler_users:
         pod = bound_pod(user)
         if not pod:

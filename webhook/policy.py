@@ -97,7 +97,7 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
     """The decision on one request. ``marks`` holds the key that verifies break-glass grants and drift marks
     (unkeyed: none is believed, and break-glass is refused with a message saying why); ``project`` is the
     Project an Application names, read when ``applications.needs_project`` (None then: a denial)."""
-    if identity.trusted(request, settings) or request["operation"] == "CONNECT":
+    if identity.trusted(request, settings, marks.key, now) or request["operation"] == "CONNECT":
         return ALLOW
     verdict = _validate(request, settings, now, parent, marks)
     if verdict.allowed and applications.needs_project(request):
@@ -105,7 +105,7 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
         denial = applications.project_denial(new, project, project_namespace=settings.project_namespace)
         if denial:
             verdict = _deny(request, _ref(request, new), request.get("oldObject") or {}, None, denial, now)
-    posing = identity.posing(request, settings)
+    posing = identity.posing(request, settings, marks.key, now)
     if not posing or verdict.record is None:
         return verdict
     note = f"driftguard identity: {posing}"
@@ -155,7 +155,8 @@ def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Pa
 def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Marks = UNKEYED) -> Verdict:
     """The annotations the validating webhook will accept: the break-glass grant or the drift mark, each
     sealed with ``marks``' key for this object (without a key, none is written)."""
-    if identity.trusted(request, settings) or request["operation"] != "UPDATE" or request.get("subResource"):
+    if (identity.trusted(request, settings, marks.key, now) or request["operation"] != "UPDATE"
+            or request.get("subResource")):
         return ALLOW
     old, new = request.get("oldObject") or {}, request.get("object")
     try:

@@ -87,6 +87,16 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceAccountPin:
+    """``destinationServiceAccounts[i]``: writes to a destination ``namespace`` (pattern) go out as ServiceAccount
+    ``sa_namespace``/``name`` (``sa_namespace`` "": the destination namespace itself)."""
+
+    namespace: str  # pattern
+    sa_namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Violation:
     """A rule of ``project`` that something breaks: ``rule`` is the spec field, ``message`` says what and how."""
 
@@ -109,6 +119,7 @@ class Project:
     namespace_blacklist: tuple[GroupKind, ...] = ()
     source_namespaces: tuple[str, ...] = ()
     permit_driftguard_service_accounts: bool = False
+    service_accounts: tuple[ServiceAccountPin, ...] = ()  # destinationServiceAccounts, in order
     builtin: bool = False
     resource_version: str = ""
 
@@ -171,6 +182,7 @@ def parse_project(obj: Mapping[str, Any]) -> Project:
         namespace_blacklist=_group_kinds(spec, "namespaceResourceBlacklist", where),
         source_namespaces=_patterns(spec, "sourceNamespaces", where),
         permit_driftguard_service_accounts=permit,
+        service_accounts=_service_accounts(spec, where),
         resource_version=str(metadata.get("resourceVersion") or "") if isinstance(metadata, Mapping) else "",
     )
 
@@ -208,6 +220,23 @@ def _destinations(spec: Mapping[str, Any], where: str) -> tuple[Destination, ...
         # Only the in-cluster destination exists: server (or Argo CD's name) defaults to any, i.e. it.
         server = str(item.get("server") or "").strip() or str(item.get("name") or "").strip() or "*"
         out.append(Destination(server, namespace))
+    return tuple(out)
+
+
+def _service_accounts(spec: Mapping[str, Any], where: str) -> tuple[ServiceAccountPin, ...]:
+    out = []
+    for i, item in enumerate(_list(spec, "destinationServiceAccounts", where)):
+        field = f"spec.destinationServiceAccounts[{i}]"
+        if not isinstance(item, Mapping):
+            raise ProjectError(f"{where}: {field} must be an object with namespace and defaultServiceAccount")
+        namespace, account = item.get("namespace"), item.get("defaultServiceAccount")
+        if not isinstance(namespace, str) or not namespace.strip() or namespace.strip().startswith("!"):
+            raise ProjectError(f"{where}: {field}.namespace is required (a destination namespace pattern, e.g. team-a)")
+        if not isinstance(account, str) or not account.strip() or account.count(":") > 1:
+            raise ProjectError(f"{where}: {field}.defaultServiceAccount is required: name (in the destination "
+                               f"namespace) or namespace:name, not {account!r}")
+        sa_namespace, _, name = account.strip().rpartition(":")
+        out.append(ServiceAccountPin(namespace.strip(), sa_namespace, name))
     return tuple(out)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from support.admission import (
     CREDENTIAL,
+    MARK_KEY,
+    MARKS,
     NOW,
     POD_BOUND,
     RECONCILER,
@@ -16,6 +18,8 @@ from support.admission import (
     scale_review,
 )
 
+from driftguard.core import actors
+from driftguard.core.marks import MarkKey
 from webhook import policy
 from webhook.settings import GARBAGE_COLLECTOR, NAMESPACE_CONTROLLER, Settings
 
@@ -108,3 +112,40 @@ def test_trusted_scale_needs_no_parent_read() -> None:
     request = scale_review(9, user=RECONCILER)["request"]
     assert not policy.needs_parent(request, SETTINGS)
     assert policy.validate(request, SETTINGS, NOW).outcome == "allow"
+
+
+TENANT = "system:serviceaccount:team-a:deployer"
+
+
+def _acting(user: str, value: str | None = None, key: MarkKey = MARK_KEY) -> dict[str, list[str]]:
+    return {**CREDENTIAL, actors.EXTRA: [value if value is not None else actors.seal(key, user, NOW)]}
+
+
+@pytest.mark.parametrize(("user", "extra", "outcome", "says"), [
+    pytest.param(TENANT, _acting(TENANT), "allow", "", id="reconciler acting as the tenant, sealed"),
+    pytest.param(TENANT, {}, "deny", "", id="the tenant itself"),
+    pytest.param(TENANT, _acting("system:serviceaccount:team-b:deployer"), "deny", "does not verify",
+                 id="a seal for another ServiceAccount"),
+    pytest.param(TENANT, _acting(TENANT, key=MarkKey(b"not-the-webhook-key-32-bytes-xyz")), "deny",
+                 "does not verify", id="sealed with another key"),
+    pytest.param(TENANT, _acting(TENANT, "v1.9999999999.00"), "deny", "does not verify", id="forged seal"),
+    pytest.param("alice", _acting("alice"), "deny", "not a ServiceAccount", id="a user, not a ServiceAccount"),
+])
+def test_the_reconciler_acting_as_a_tenant_is_known_by_its_seal(user: str, extra: dict[str, list[str]],
+                                                               outcome: str, says: str) -> None:
+    old = live()
+    request = review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9), user=user, groups=SA,
+                     extra=extra)["request"]
+    verdict = policy.validate(request, SETTINGS, NOW, marks=MARKS)
+    assert verdict.outcome == outcome
+    assert says in verdict.message
+    if outcome == "allow":
+        assert policy.mutate(request, SETTINGS, NOW, marks=MARKS).patch == ()
+
+
+def test_without_a_key_no_impersonated_write_is_the_reconciler() -> None:
+    old = live()
+    request = review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9), user=TENANT, groups=SA,
+                     extra=_acting(TENANT))["request"]
+    verdict = policy.validate(request, SETTINGS, NOW)
+    assert verdict.outcome == "deny" and "no mark key is configured" in verdict.message
