@@ -280,7 +280,7 @@ class Controller:
     def _cascade_applier(self, state: AppState) -> Applier:
         """A cascading delete prunes as the Application's ServiceAccount too, chosen afresh (the reconciler
         may have restarted since the last sync); ``Stop`` when its project no longer permits one."""
-        return self.reconciler.applier_for(state.spec, self.reconciler.project(state.spec))
+        return self.reconciler.applier_for(state.spec, self.reconciler.project(state.spec))[0]
 
     def _mode_of(self, key: AppKey) -> Mode | None:
         state = self.states.get(key)

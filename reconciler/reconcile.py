@@ -122,8 +122,8 @@ class Reconciler:
                 raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
             project = project or self.project(app)
             report.project = project.described
-            applier = memory.applier = self.applier_for(app, project)
-            report.actor = applier.cluster.acting_for.removeprefix(actors.SERVICEACCOUNT_PREFIX).replace(":", "/")
+            applier, actor = self.applier_for(app, project)
+            memory.applier, report.actor = applier, f"{actor.namespace}/{actor.name}" if actor else ""
             self._refuse_local(app)
             credentials = self._credentials(app)  # one Secret read per full sync; its cache partition too
             report.revision = revision or self._resolve(app, credentials)
@@ -182,7 +182,7 @@ class Reconciler:
             raise Stop(Problem("ProjectPermitted", "ProjectViolation", f"{violation}; nothing applied or pruned"))
         return project
 
-    def applier_for(self, app: AppSpec, project: projects.Project) -> Applier:
+    def applier_for(self, app: AppSpec, project: projects.Project) -> tuple[Applier, actors.Actor | None]:
         """The applier for ``app``'s objects: acting as its ServiceAccount (``driftguard.core.actors``) when it has
         one, else the reconciler's own (``Stop`` naming the rule when the choice is refused)."""
         actor = actors.choose(project, requested=app.service_account, app_namespace=app.key.namespace,
@@ -190,7 +190,7 @@ class Reconciler:
                               default=self.default_service_account,
                               system_namespace=self.projects.system_namespace if self.projects else NAMESPACE)
         if actor is None:
-            return self.applier
+            return self.applier, None
         if isinstance(actor, projects.Violation):
             raise Stop(Problem("ProjectPermitted", "ServiceAccountRefused", f"{actor}; nothing applied or pruned"))
         key = self.applier.marks.key
@@ -200,7 +200,7 @@ class Reconciler:
                 "a seal under the mark key, and none is configured (--mark-key-file); nothing applied or pruned")))
         self._check_account(actor)
         return self.applier.acting_as(self.cluster.acting_as(
-            actor.username, lambda: {actors.EXTRA: actors.seal(key, actor.username, self._clock())}))
+            actor.username, lambda: {actors.EXTRA: actors.seal(key, actor.username, self._clock())})), actor
 
     def _check_account(self, actor: actors.Actor) -> None:
         """A ServiceAccount that does not exist is named (impersonating it would succeed, every write fail)."""

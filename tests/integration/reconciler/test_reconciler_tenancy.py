@@ -417,3 +417,133 @@ def test_another_teams_repository_credentials_are_sent_only_to_the_urls_and_proj
             listener.accept()  # nobody ever connected: no credential, not even a TLS hello
     finally:
         listener.close()
+
+
+# ---------------------------------------------------------------- applying as the tenant (serviceAccountName)
+
+def deployer(admin: Kube, tenant: Tenant, name: str = "deployer", resources: tuple[str, ...] = ("configmaps",),
+             *, impersonable: bool = True) -> str:
+    """ServiceAccount ``name`` in the tenant's namespace with RBAC for ``resources`` there only, and (unless not
+    ``impersonable``) the shipped ``driftguard-reconciler-impersonate`` bound there for the reconciler."""
+    ns, rbac = tenant.namespace, "/apis/rbac.authorization.k8s.io/v1"
+    admin.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts",
+                  body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+    admin.request("POST", f"{rbac}/namespaces/{ns}/roles", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": list(resources), "verbs": ["*"]}]})
+    admin.request("POST", f"{rbac}/namespaces/{ns}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]})
+    if impersonable:
+        try:
+            admin.request("POST", f"{rbac}/namespaces/{ns}/rolebindings", body={
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "driftguard-reconciler-impersonate"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "driftguard-reconciler-impersonate"},
+                "subjects": [{"kind": "ServiceAccount", "name": "driftguard-reconciler",
+                              "namespace": "driftguard-system"}]})
+        except KubeError as error:
+            if error.status != 409:
+                raise
+    return f"system:serviceaccount:{ns}:{name}"
+
+
+def service(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": name}}}
+
+
+def test_an_application_applies_prunes_and_heals_as_its_serviceaccount_whose_rbac_is_the_final_bound(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    a = tenants["a"]
+    user = deployer(admin, a)  # may manage ConfigMaps in its namespace, nothing else
+    a.repo.write("app/config.yaml", configmap("settings", {"color": "blue"}))
+    a.repo.write("app/old.yaml", configmap("old", {"x": "y"}))
+    a.repo.write("app/svc.yaml", service("web"))  # the reconciler itself could create it; the tenant cannot
+    a.repo.commit("team a's service")
+    a.app("web", project="team-a", serviceAccountName="deployer")
+    start(a, namespace)
+
+    applied = a.harness.wait_condition("web", "Applied", "False", "ApplyFailed")
+    assert f'User "{user}" cannot' in applied["message"] and f"Service {a.namespace}/web" in applied["message"]
+    assert a.harness.get(f"/api/v1/namespaces/{a.namespace}/services/web") is None, "not created with its rights"
+    assert a.harness.cm("settings")["data"] == {"color": "blue"} and a.harness.cm("old") is not None
+    assert a.harness.status("web")["sync"]["appliedAs"] == f"{a.namespace}/deployer"
+    permitted = a.harness.condition("web", "ProjectPermitted")
+    assert permitted["message"] == ("Project team-a permits every declared object; applied as ServiceAccount "
+                                    f"{a.namespace}/deployer")
+
+    # Pruned as it, and drift healed as it.
+    a.repo.remove("app/old.yaml")
+    a.repo.remove("app/svc.yaml")
+    sha = a.repo.commit("drop old and the service")
+    a.harness.refresh("web")
+    a.harness.wait_synced("web", sha)
+    wait_for(lambda: a.harness.cm("old") is None or None, what="ConfigMap old pruned")
+    admin.request("PATCH", f"/api/v1/namespaces/{a.namespace}/configmaps/settings", content_type=MERGE,
+                  body={"data": {"color": "red"}})
+    wait_for(lambda: a.harness.cm("settings")["data"] == {"color": "blue"} or None, what="drift reverted")
+
+    # The same with a ServiceAccount that may not even manage ConfigMaps: every write fails, nothing else happens.
+    revoked = "/apis/rbac.authorization.k8s.io/v1/namespaces/" + a.namespace + "/roles/deployer"
+    admin.request("PATCH", revoked, content_type=MERGE, body={"rules": [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]})
+    a.repo.write("app/config.yaml", configmap("settings", {"color": "green"}))
+    sha = a.repo.commit("green")
+    a.harness.refresh("web")
+    failed = a.harness.wait_condition("web", "Applied", "False", "ApplyFailed")
+    assert f'User "{user}" cannot patch resource "configmaps"' in failed["message"]
+    assert a.harness.cm("settings")["data"] == {"color": "blue"}
+
+
+def test_a_serviceaccount_choice_is_refused_with_the_rule_and_nothing_is_applied(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube) -> None:
+    a = tenants["a"]
+    a.repo.write("app/config.yaml", configmap("settings", {"color": "blue"}))
+    a.repo.commit("declare")
+    start(a, namespace)
+
+    a.app("missing", project="team-a", serviceAccountName="nobody")
+    gone = a.harness.wait_condition("missing", "ProjectPermitted", "False", "ServiceAccountNotFound")
+    assert gone["message"].startswith(f"ServiceAccount {a.namespace}/nobody (spec.serviceAccountName) does not "
+                                      "exist; create it")
+    # The project pins one for its destination: the Application may not pick another.
+    deployer(admin, a, "pinned")
+    admin.request("PATCH", PROJECTS.format(ns=namespace) + "/team-a", content_type=MERGE, body={
+        "spec": {"destinationServiceAccounts": [{"namespace": a.namespace, "defaultServiceAccount": "pinned"}]}})
+    a.app("other", project="team-a", serviceAccountName="deployer")
+    refused = a.harness.wait_condition("other", "ProjectPermitted", "False", "ServiceAccountRefused")
+    assert "spec.serviceAccountName deployer is not the ServiceAccount the project pins" in refused["message"]
+    assert "(Project team-a, destinationServiceAccounts)" in refused["message"]
+    assert a.harness.cm("settings") is None
+
+    # Without spec.serviceAccountName, the pin applies (the missing one too, now: the pin wins).
+    a.app("web", project="team-a")
+    a.harness.wait_condition("web", "Ready", "True")
+    assert a.harness.status("web")["sync"]["appliedAs"] == f"{a.namespace}/pinned"
+    assert a.harness.cm("settings") is not None
+
+
+def test_impersonating_a_serviceaccount_needs_the_rolebinding_and_the_seal_extra_its_own_grant(
+        tenants: dict[str, Tenant], namespace: str, admin: Kube, reconciler_kubeconfig: Path) -> None:
+    """The two RBAC walls, as the API server enforces them for the reconciler's own identity."""
+    a, b = tenants["a"], tenants["b"]
+    deployer(admin, a)
+    deployer(admin, b, impersonable=False)
+    reconciler = Kube(reconciler_kubeconfig)
+    extra = "Impersonate-Extra-driftguard.io%2freconciler"
+    path = "/api/v1/namespaces/{ns}/configmaps"
+    found = reconciler.request("GET", path.format(ns=a.namespace), headers={
+        "Impersonate-User": f"system:serviceaccount:{a.namespace}:deployer", extra: "v1.1.x"})
+    assert isinstance(found.get("items"), list), "impersonated: the tenant may list its ConfigMaps"
+    with pytest.raises(KubeError) as refused:
+        reconciler.request("GET", path.format(ns=b.namespace), headers={
+            "Impersonate-User": f"system:serviceaccount:{b.namespace}:deployer", extra: "v1.1.x"})
+    assert refused.value.status == 403 and "cannot impersonate resource \"serviceaccounts\"" in refused.value.message
+    with pytest.raises(KubeError) as other_extra:
+        reconciler.request("GET", path.format(ns=a.namespace), headers={
+            "Impersonate-User": f"system:serviceaccount:{a.namespace}:deployer",
+            "Impersonate-Extra-authentication.kubernetes.io%2fpod-name": "driftguard-reconciler-x"})
+    assert other_extra.value.status == 403 and "userextras" in other_extra.value.message
