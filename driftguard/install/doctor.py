@@ -59,6 +59,8 @@ POWERS: Final = (
     Power("impersonate driftguard's ServiceAccounts", ("impersonate",), "", ("serviceaccounts",), NAMESPACE),
     Power("impersonate pod-bound credentials (userextras)", ("impersonate",), "authentication.k8s.io",
           tuple(f"userextras/{extra}" for extra in POD_EXTRAS), None),
+    Power("set the reconciler's seal extra (userextras/driftguard.io/reconciler)", ("impersonate",),
+          "authentication.k8s.io", ("userextras/driftguard.io/reconciler",), None),
     Power("create tokens for driftguard's ServiceAccounts", ("create",), "", ("serviceaccounts/token",), NAMESPACE),
     Power("write the webhook configurations", WRITE, "admissionregistration.k8s.io",
           ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), None, (registration.NAME,)),
@@ -69,7 +71,8 @@ POWERS: Final = (
 # What driftguard's own ServiceAccounts are installed with: not findings.
 EXPECTED: Final = {
     f"ServiceAccount {NAMESPACE}/{RECONCILER_SERVICE_ACCOUNT}": frozenset({
-        "write Applications", "write the reconciler's Lease", "write the webhook configurations"}),
+        "write Applications", "write the reconciler's Lease", "write the webhook configurations",
+        "set the reconciler's seal extra (userextras/driftguard.io/reconciler)"}),
     f"ServiceAccount {NAMESPACE}/{WEBHOOK_SERVICE_ACCOUNT}": frozenset[str](),
 }
 

@@ -37,8 +37,12 @@ CASES = [
     pytest.param(rule(["*"], ["*"], ["*"]), None, {
         "impersonate users", "impersonate groups", "impersonate driftguard's ServiceAccounts",
         "impersonate pod-bound credentials (userextras)", "create tokens for driftguard's ServiceAccounts",
-        "write the webhook configurations", "write Applications", "write Projects", "write the reconciler's Lease"},
+        "write the webhook configurations", "write Applications", "write Projects", "write the reconciler's Lease",
+        "set the reconciler's seal extra (userextras/driftguard.io/reconciler)"},
         id="cluster-admin: everything"),
+    pytest.param(rule(["impersonate"], ["authentication.k8s.io"], ["userextras/driftguard.io/reconciler"]), None,
+                 {"set the reconciler's seal extra (userextras/driftguard.io/reconciler)"},
+                 id="the reconciler's seal extra"),
     pytest.param(rule(["impersonate"], [""], ["users", "groups"]), None, {"impersonate users", "impersonate groups"},
                  id="impersonate users and groups"),
     pytest.param(rule(["impersonate"], ["authentication.k8s.io"], ["userextras/authentication.kubernetes.io/pod-name"]),
