@@ -239,6 +239,16 @@ class Reconciler:
                 return barred
         return projects.check_object(project, group=ref.group, kind=ref.kind, namespace=ref.namespace)
 
+    def render_desired(self, app: AppSpec) -> tuple[Revision, list[Desired]]:
+        """The revision git's target resolves to and the stamped desired set there, as a full sync would render
+        it (``Stop`` with the problem otherwise); nothing is applied (``driftguard diff``)."""
+        if app.problems:
+            raise Stop(Problem("SpecValid", "InvalidSpec", "; ".join(app.problems)))
+        self._refuse_local(app)
+        credentials = self._credentials(app)
+        revision = self._resolve(app, credentials)
+        return revision, self._desired(app, revision, Memory(), credentials)
+
     def resolve(self, app: AppSpec) -> Revision:
         """Fetch the source and resolve the target revision (``Stop`` with the problem otherwise)."""
         self._refuse_local(app)

@@ -49,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_checkout(args: argparse.Namespace) -> tuple[list[Manifest], str]:
-    app = _application(args.application)
+def render_checkout(args: argparse.Namespace, application: dict[str, Any] | None = None) -> tuple[list[Manifest], str]:
+    """The manifests ``args.local`` renders to (``application``: the Application object, instead of
+    ``args.application``'s file), and which renderer made them."""
+    app = application if application is not None else _application(args.application)
     spec = parse_application(app)
-    if spec.problems and args.application is not None:
-        raise ValueError(f"{args.application}: " + "; ".join(spec.problems))
+    if spec.problems and (args.application is not None or application is not None):
+        raise ValueError(f"{args.application or spec.key}: " + "; ".join(spec.problems))
     root = normalize_path(args.path) if args.path is not None else spec.source.path
     if root is None:
         raise ValueError(f"--path {args.path!r} must be relative and stay inside the checkout")

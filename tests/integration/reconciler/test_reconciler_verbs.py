@@ -1,0 +1,75 @@
+"""The on-demand verbs against a real API server and real git: ``driftguard diff`` (git or a local checkout
+against the cluster, declared fields only, exit 0/1/2 as kubectl diff) and ``driftguard sync``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.reconciler_harness import Harness, Repo, configmap
+
+from driftguard import cli
+
+pytestmark = pytest.mark.integration
+MERGE = "application/merge-patch+json"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def deployment(replicas: int = 2, image: str = "nginx:1.27") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": image}]}}}}
+
+
+def test_diff_git_and_local_against_the_cluster(harness: Harness, repo: Repo, cluster: Any, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    repo.write("app/d.yaml", deployment())
+    repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
+    sha = repo.commit("two")
+    harness.make_app("svc", repo, self_heal=False)
+    harness.start()
+    harness.wait_synced("svc", sha)
+    who = ("-n", harness.namespace, "--kubeconfig", str(cluster.admin_kubeconfig))
+
+    rc, out, err = run_cli(capsys, "diff", "svc", *who)
+    assert (rc, out) == (0, ""), err  # server defaults, status and other fields never show
+    assert f"0 of 2 declared objects differ from the cluster, 0 applied object(s) no longer declared (git {sha})" in err
+
+    # someone changes a declared field (selfHeal is off, so it stays): git vs cluster shows it
+    harness.admin.request("PATCH", f"/api/v1/namespaces/{harness.namespace}/configmaps/alpha",
+                          body={"data": {"color": "red"}, "metadata": {"labels": {"extra": "x"}}}, content_type=MERGE)
+    rc, out, err = run_cli(capsys, "diff", "svc", *who)
+    assert rc == 1, err
+    assert out.splitlines()[:2] == [f"--- live/ConfigMap/{harness.namespace}/alpha",
+                                    f"+++ git/ConfigMap/{harness.namespace}/alpha"]
+    assert [line for line in out.splitlines()[2:] if line[:1] in "+-"] == ["-  color: red", "+  color: blue"]
+    assert "extra" not in out  # a label git does not declare is not git's business
+
+    # --local: a checkout with a change not pushed yet — replicas 2 → 5, a new object, alpha removed
+    checkout = tmp_path / "checkout"
+    shutil.copytree(repo.path, checkout)
+    (checkout / "app" / "a.yaml").unlink()
+    Repo(checkout).write("app/d.yaml", deployment(replicas=5))
+    Repo(checkout).write("app/b.yaml", configmap("beta", {"k": "v"}))
+    rc, out, err = run_cli(capsys, "diff", "svc", *who, "--local", str(checkout))
+    assert rc == 1, err
+    assert f"--- live/ConfigMap/{harness.namespace}/beta (absent: the sync creates it)" in out
+    assert "-  replicas: 2\n+  replicas: 5\n" in out
+    assert f"+++ git/ConfigMap/{harness.namespace}/alpha (no longer in git: a sync with prune deletes it)" in out
+    assert ("2 of 2 declared objects differ from the cluster, 1 applied object(s) no longer declared "
+            f"(--local {checkout})") in err
+
+    # errors are exit 2, naming what is wrong
+    rc, _, err = run_cli(capsys, "diff", "svc", *who, "--local", str(tmp_path / "nowhere"))
+    assert rc == 2 and "nowhere" in err
+    rc, _, err = run_cli(capsys, "diff", "nope", *who)
+    assert rc == 2 and f"no Application {harness.namespace}/nope" in err
