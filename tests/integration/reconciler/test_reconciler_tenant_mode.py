@@ -43,7 +43,8 @@ def test_the_overlay_aggregates_no_write_on_tenant_objects_and_sets_a_default_se
             if set(rule["verbs"]) & WRITES and not set(rule["resources"]) <= OWN]
     assert wide == []
     reconciler = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "driftguard-reconciler")
-    assert "--default-service-account=driftguard-applier" in reconciler["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = reconciler["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--default-service-account=driftguard-applier" in args
 
 
 def test_a_tenant_mode_reconciler_syncs_as_the_teams_serviceaccount_and_cannot_write_itself(
@@ -71,7 +72,8 @@ def test_a_tenant_mode_reconciler_syncs_as_the_teams_serviceaccount_and_cannot_w
                         "metadata": {"name": "driftguard-applier", "namespace": namespace}})
     apply_admin(admin, {"apiVersion": RBAC, "kind": "Role", "metadata": {"name": "applier", "namespace": namespace},
                         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]})
-    apply_admin(admin, {"apiVersion": RBAC, "kind": "RoleBinding", "metadata": {"name": "applier", "namespace": namespace},
+    apply_admin(admin, {"apiVersion": RBAC, "kind": "RoleBinding",
+                        "metadata": {"name": "applier", "namespace": namespace},
                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "applier"},
                         "subjects": [{"kind": "ServiceAccount", "name": "driftguard-applier", "namespace": namespace}]})
     kubeconfig = cluster.control_plane.kubeconfig_for_serviceaccount("driftguard-system", name)
