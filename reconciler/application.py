@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NotRequired, TypedDict, cast
 
-from driftguard.core.contract import ENFORCEMENTS, Enforcement
+from driftguard.core.contract import ENFORCEMENTS, PREFIX, Enforcement
 from reconciler.revision import redact_url
 from reconciler.semver import ConstraintError, parse_constraint
 from reconciler.sources import RenderOptions, parse_options
@@ -32,9 +32,10 @@ MIN_REFRESH: Final = 0.2
 
 # Sync options that name what driftguard always does (accepted, no effect) and those it implements.
 NOOP_SYNC_OPTIONS: Final = frozenset({
-    "ServerSideApply=true", "ApplyOutOfSyncOnly=true", "Validate=true", "PruneLast=true",
+    "ServerSideApply=true", "ApplyOutOfSyncOnly=true", "Validate=true", "PruneLast=false",
     "CreateNamespace=false", "PrunePropagationPolicy=background",
 })
+IMPLEMENTED_SYNC_OPTIONS: Final = frozenset({"CreateNamespace=true", "PruneLast=true"})
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SAFE_REVISION = re.compile(r"^[A-Za-z0-9._/@+-]+$")
@@ -54,6 +55,25 @@ class SyncPolicyWire(TypedDict, total=False):
     automated: dict[str, bool]
     allowEmpty: bool
     syncOptions: list[str]
+    managedNamespaceMetadata: dict[str, dict[str, str]]
+    retry: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """``syncPolicy.retry``: how a failed sync is retried (Argo CD's fields and defaults)."""
+
+    limit: int = -1  # attempts after the first; -1: no limit (driftguard's behaviour without retry)
+    duration: float = 5.0
+    factor: float = 2.0
+    max_duration: float = 180.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds before retry number ``failures`` (1: the first retry)."""
+        return min(self.max_duration, self.duration * self.factor ** max(0, failures - 1))
+
+    def exhausted(self, failures: int) -> bool:
+        return 0 <= self.limit < failures
 
 
 class SpecWire(TypedDict, total=False):
@@ -110,6 +130,10 @@ class AppSpec:
     refs: tuple[tuple[str, SourceSpec], ...] = ()  # spec.sources entries with ``ref``: files for ``$<ref>/…``
     history_limit: int = DEFAULT_HISTORY  # spec.revisionHistoryLimit: entries kept in status.history
     service_account: str = ""  # spec.serviceAccountName: apply as it (driftguard.core.actors)
+    prune_last: bool = False  # syncOptions PruneLast=true: prune after the last wave
+    namespace_labels: tuple[tuple[str, str], ...] = ()  # syncPolicy.managedNamespaceMetadata (CreateNamespace)
+    namespace_annotations: tuple[tuple[str, str], ...] = ()
+    retry: Retry | None = None  # syncPolicy.retry (None: retried with the reconciler's backoff, without limit)
 
     @property
     def valid(self) -> bool:
@@ -135,9 +159,14 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
     auto = automated or {}
     options = list(policy.get("syncOptions") or [])
     create_namespace = "CreateNamespace=true" in options
-    ignored = [o for o in options if o != "CreateNamespace=true" and o not in NOOP_SYNC_OPTIONS]
+    prune_last = "PruneLast=true" in options
+    ignored = [o for o in options if o not in IMPLEMENTED_SYNC_OPTIONS and o not in NOOP_SYNC_OPTIONS]
     if ignored:
         warnings.append(f"syncOptions {', '.join(ignored)} are not supported and are ignored")
+    labels, annotations = _namespace_metadata(policy.get("managedNamespaceMetadata"), problems)
+    if (labels or annotations) and not create_namespace:
+        warnings.append("syncPolicy.managedNamespaceMetadata has no effect without syncOptions CreateNamespace=true")
+    retry = _retry(policy.get("retry"), problems)
     enforcement = spec.get("enforcement", "deny")
     if enforcement not in ENFORCEMENTS:
         problems.append(f"enforcement {enforcement!r} must be one of {', '.join(ENFORCEMENTS)}")
@@ -169,6 +198,10 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         self_heal=bool(auto.get("selfHeal", False)),
         allow_empty=bool(policy.get("allowEmpty", auto.get("allowEmpty", False))),
         create_namespace=create_namespace,
+        prune_last=prune_last,
+        namespace_labels=labels,
+        namespace_annotations=annotations,
+        retry=retry,
         enforcement=cast(Enforcement, enforcement),
         refresh_interval=interval,
         problems=tuple(problems),
@@ -177,6 +210,56 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         history_limit=history_limit,
         service_account=account.strip(),
     )
+
+
+def _namespace_metadata(wire: object, problems: list[str]
+                        ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """``managedNamespaceMetadata``: the labels and annotations put on the Namespace CreateNamespace creates."""
+    if wire is None:
+        return (), ()
+    if not isinstance(wire, Mapping):
+        problems.append("syncPolicy.managedNamespaceMetadata must be an object with labels and annotations")
+        return (), ()
+    out: list[tuple[tuple[str, str], ...]] = []
+    for key in ("labels", "annotations"):
+        values = wire.get(key) or {}
+        if not isinstance(values, Mapping) or not all(isinstance(v, str) for v in values.values()):
+            problems.append(f"syncPolicy.managedNamespaceMetadata.{key} must map names to strings")
+            values = {}
+        own = sorted(k for k in values if str(k).startswith(PREFIX))
+        if own:
+            problems.append(f"syncPolicy.managedNamespaceMetadata.{key}: {', '.join(own)} are driftguard's own "
+                            "keys, which only the reconciler writes")
+        out.append(tuple(sorted((str(k), str(v)) for k, v in values.items() if not str(k).startswith(PREFIX))))
+    return out[0], out[1]
+
+
+def _retry(wire: object, problems: list[str]) -> Retry | None:
+    """``syncPolicy.retry``: ``limit`` (attempts after the first; negative: unlimited) and ``backoff``
+    (``duration``, ``factor``, ``maxDuration``; Argo CD's defaults 5s, 2, 3m)."""
+    if wire is None:
+        return None
+    if not isinstance(wire, Mapping):
+        problems.append("syncPolicy.retry must be an object (limit, backoff)")
+        return None
+    default = Retry()
+    backoff = wire.get("backoff") or {}
+    try:
+        limit = int(wire.get("limit", 0) if wire.get("limit") is not None else 0)
+        if not isinstance(backoff, Mapping):
+            raise ValueError("syncPolicy.retry.backoff must be an object (duration, factor, maxDuration)")
+        duration = parse_duration(str(backoff.get("duration", "5s")), what="syncPolicy.retry.backoff.duration")
+        max_duration = parse_duration(str(backoff.get("maxDuration", "3m")),
+                                      what="syncPolicy.retry.backoff.maxDuration")
+        factor = float(backoff.get("factor", default.factor))
+    except (TypeError, ValueError) as e:
+        problems.append(str(e) if "syncPolicy" in str(e) else f"syncPolicy.retry: {e}")
+        return None
+    if factor < 1 or duration <= 0 or max_duration < duration:
+        problems.append("syncPolicy.retry.backoff: factor must be at least 1, duration positive, and maxDuration no "
+                        "shorter than duration")
+        return None
+    return Retry(limit=-1 if limit < 0 else limit, duration=duration, factor=factor, max_duration=max_duration)
 
 
 def _sources(spec: SpecWire, problems: list[str]) -> tuple[SourceSpec, tuple[tuple[str, SourceSpec], ...]]:
@@ -309,7 +392,7 @@ def normalize_path(path: str) -> str | None:
     return "/".join(parts)
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, *, what: str = "refreshInterval") -> float:
     """Seconds in a Go-style duration (``3s``, ``1m30s``, ``500ms``) or a bare number of seconds."""
     text = text.strip()
     try:
@@ -323,7 +406,7 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         position = match.end()
     if position != len(text) or not text:
-        raise ValueError(f"refreshInterval {text!r} is not a duration such as 3s, 1m or 500ms")
+        raise ValueError(f"{what} {text!r} is not a duration such as 3s, 1m or 500ms")
     return total
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from driftguard import logs
-from driftguard.core import ordering
+from driftguard.core import ordering, phases
 from driftguard.core.changes import Action, Change
 from driftguard.core.clock import format_time
 from driftguard.core.contract import ANN_ADOPT, ANN_APPLICATION, ContractError, annotations_of, read_stamp
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 LIST_THRESHOLD: Final = 8  # from this many objects of one kind in one namespace, list instead of get
 CRD_TIMEOUT: Final = 30.0
+RECREATE_TIMEOUT: Final = 30.0
 OPT_IN: Final = f"annotation:{ANN_ADOPT}"
 
 DriftState = Literal["Reverted", "Unresolved", "BreakGlass", "BackedOff"]
@@ -170,7 +171,8 @@ class Applier:
                 if not mode.apply:
                     return Outcome(Change(ref, Action.SKIPPED, "missing (automated sync is off)"),
                                    (health.Health.MISSING, "not created"))
-                after = self.cluster.apply(p.obj, rt=self._rt(desired))
+                rt = self._rt(desired)
+                after = self.cluster.create(rt, p.obj) if desired.traits.replace else self.cluster.apply(p.obj, rt=rt)
                 return Outcome(Change(ref, Action.CREATED), _assess(after))
             case Verdict.UPDATE:
                 if not mode.apply:
@@ -202,10 +204,15 @@ class Applier:
         rt = self._rt(desired)
         if p.untrusted and live is not None:
             return self._adopt(desired, rt, live, p, message)
-        after = self.cluster.apply(p.obj, dry_run=True, rt=rt)
+        try:
+            after = self._write(desired, p.obj, rt, live, dry_run=True)
+        except ResourceError as e:
+            if not (desired.traits.force and e.status == 422 and live is not None):
+                raise
+            return self._recreate(desired, rt, live, p, e)
         changed = live is None or not same_object(after, live)
         if changed:
-            after = self.cluster.apply(p.obj, rt=rt)
+            after = self._write(desired, p.obj, rt, live)
             removed, after = self._remove_leftovers(desired, rt, live, p, after)
             message = "; ".join(filter(None, (message, removed)))
         if p.extras:
@@ -220,6 +227,32 @@ class Applier:
         if not changed:
             return Outcome(Change(desired.ref, Action.UNCHANGED), _assess(live))
         return Outcome(Change(desired.ref, Action.CONFIGURED, message), _assess(after))
+
+    def _write(self, desired: Desired, obj: dict[str, Any], rt: ResourceType, live: dict[str, Any] | None, *,
+               dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply; with ``Replace=true`` on the object a PUT of git's object at the live version."""
+        if desired.traits.replace and live is not None:
+            version = (live.get("metadata") or {}).get("resourceVersion")
+            return self.cluster.replace(rt, {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}},
+                                        dry_run=dry_run)
+        return self.cluster.apply(obj, dry_run=dry_run, rt=rt)
+
+    def _recreate(self, desired: Desired, rt: ResourceType, live: dict[str, Any], p: Plan,
+                  error: ResourceError) -> Outcome:
+        """``Force=true``: git's object cannot be applied over the live one (an immutable field): delete it (at the
+        version read) and create it again."""
+        metadata = live.get("metadata") or {}
+        ref = desired.ref
+        self.cluster.delete(rt, ref.namespace, ref.name, uid=str(metadata.get("uid") or ""),
+                            resource_version=str(metadata.get("resourceVersion") or ""))
+        deadline = time.monotonic() + RECREATE_TIMEOUT
+        while self.cluster.get(rt, ref.namespace, ref.name) is not None:
+            if time.monotonic() >= deadline:
+                return Outcome(Change(ref, Action.FAILED, f"deleted to re-create it (Force=true), but it is still "
+                                      f"there after {RECREATE_TIMEOUT:g}s (a finalizer?)"), _assess(live))
+            time.sleep(0.1)
+        after = self.cluster.create(rt, p.obj) if desired.traits.replace else self.cluster.apply(p.obj, rt=rt)
+        return Outcome(Change(ref, Action.CONFIGURED, f"re-created (Force=true): {error.message}"), _assess(after))
 
     def _remove_leftovers(self, desired: Desired, rt: ResourceType, live: dict[str, Any] | None, p: Plan,
                           after: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -335,6 +368,28 @@ class Applier:
                 ready += [Outcome(Change(d.ref, Action.FAILED, str(e))) for d in members]
         return ready + [f.result() for f in pending]
 
+    def out_of_sync(self, desired: Sequence[Desired], mode: Mode) -> list[ObjectRef]:
+        """The objects a sync in ``mode`` would write (created, updated, or drift reverted), from reads alone —
+        the plans ``sync`` would make; an object that cannot be read counts as out of sync."""
+        out: list[ObjectRef] = []
+        groups: dict[tuple[str, str, str], list[Desired]] = defaultdict(list)
+        for d in desired:
+            groups[(d.api_version, d.ref.kind, d.ref.namespace)].append(d)
+        writes = {Verdict.CREATE, Verdict.UPDATE} | ({Verdict.DRIFTED} if mode.self_heal else set())
+        for (api_version, kind, namespace), members in groups.items():
+            try:
+                rt = self.cluster.discovery.resolve(api_version, kind)
+                if len(members) < LIST_THRESHOLD:
+                    lives = [(d, self.cluster.get(rt, d.ref.namespace, d.ref.name)) for d in members]
+                else:
+                    lives = list(self._with_live(rt, namespace, members))
+            except ResourceError:
+                out += [d.ref for d in members]
+                continue
+            now = self._clock()
+            out += [d.ref for d, live in lives if plan(d, live, now=now, marks=self.marks).verdict in writes]
+        return out
+
     def _with_live(
         self, rt: ResourceType, namespace: str, members: list[Desired]
     ) -> Iterator[tuple[Desired, dict[str, Any] | None]]:
@@ -374,23 +429,26 @@ class Applier:
     # ------------------------------------------------------------ prune
 
     def prune(
-        self, stale: Iterable[Entry], application: str, *, why: str = "no longer declared in git"
+        self, stale: Iterable[Entry], application: str, *, why: str = "no longer declared in git",
+        deleting: bool = False,
     ) -> tuple[list[Outcome], list[Entry]]:
         """Delete stale objects (reverse apply order) that are still stamped as ``application``'s.
 
         Returns the outcomes and the entries to keep in the inventory (failed deletes, retried next time).
-        The same path deletes a whole inventory when an Application with a cascading finalizer is deleted.
+        The same path deletes a whole inventory when an Application with a cascading finalizer is deleted
+        (``deleting``): then an object whose ``argocd.argoproj.io/sync-options`` say ``Delete=false`` is left in
+        the cluster (and dropped from the inventory).
         """
         outcomes: list[Outcome] = []
         keep: list[Entry] = []
         for entry in ordering.for_prune(stale, lambda e: e.ref):
-            outcome = self._prune_one(entry, application, why)
+            outcome = self._prune_one(entry, application, why, deleting=deleting)
             outcomes.append(outcome)
             if outcome.change.action is Action.FAILED:
                 keep.append(entry)
         return outcomes, keep
 
-    def _prune_one(self, entry: Entry, application: str, why: str) -> Outcome:
+    def _prune_one(self, entry: Entry, application: str, why: str, *, deleting: bool = False) -> Outcome:
         ref = entry.ref
         with self.lock(ref):
             try:
@@ -403,6 +461,8 @@ class Applier:
                     why = f"stamped by Application {owner}" if owner else "no longer stamped by driftguard"
                     return Outcome(Change(ref, Action.SKIPPED, f"not pruned: {why}"))
                 metadata = live.get("metadata") or {}
+                if deleting and not _traits(live).delete:
+                    return Outcome(Change(ref, Action.SKIPPED, "left in the cluster: sync-options Delete=false"))
                 if metadata.get("deletionTimestamp"):
                     return Outcome(Change(ref, Action.SKIPPED, "already being deleted"))
                 self.cluster.delete(rt, ref.namespace, ref.name, uid=str(metadata.get("uid", "")),
@@ -416,6 +476,13 @@ class Applier:
 
 def untrusted_message(keys: tuple[str, ...]) -> str:
     return f"removed {describe_keys(keys)} found on an object driftguard did not manage (not trusted)"
+
+
+def _traits(live: dict[str, Any]) -> phases.Traits:
+    try:
+        return phases.traits(live)
+    except phases.PhaseError:
+        return phases.RESOURCE
 
 
 def _assess(obj: dict[str, Any] | None) -> tuple[health.Health, str]:

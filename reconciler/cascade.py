@@ -23,6 +23,8 @@ from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError
 from reconciler import deletion
 from reconciler.apply import Applier
 from reconciler.crd import APPLICATIONS
+from reconciler.desired import Desired
+from reconciler.hooks import HookRun
 from reconciler.reconcile import Stop
 from reconciler.record import AppState, Event
 from reconciler.reporting import Reporter
@@ -32,11 +34,14 @@ log = logging.getLogger(__name__)
 
 class Cascade:
     def __init__(self, cluster: Cluster, applier: Applier, reporter: Reporter, *,
-                 applier_of: Callable[[AppState], Applier] | None = None) -> None:
+                 applier_of: Callable[[AppState], Applier] | None = None,
+                 post_delete: Callable[[str, list[Desired], Applier], list[HookRun]] = lambda *_: []) -> None:
         """``applier_of(state)``: the applier that deletes as the Application's ServiceAccount (raises
-        ``reconcile.Stop`` naming why there is none it may use; default: ``applier``)."""
+        ``reconcile.Stop`` naming why there is none it may use; default: ``applier``); ``post_delete(application,
+        hooks, applier)``: run the ``PostDelete`` hooks among ``hooks`` (``reconciler.waves``)."""
         self.cluster, self.applier, self.reporter = cluster, applier, reporter
         self._applier_of = applier_of or (lambda _: applier)
+        self._post_delete = post_delete
 
     def run(self, state: AppState) -> bool:
         """One pass over ``state``'s inventory; True when it has to be retried (with backoff)."""
@@ -54,7 +59,7 @@ class Cascade:
             self.reporter.emit(state, [Event("Warning", "CascadeWaiting", message)])
             return True
         entries, kept = self._namespaces_kept(before.entries)
-        outcomes, keep = applier.prune(entries, app, why="its Application is being deleted")
+        outcomes, keep = applier.prune(entries, app, why="its Application is being deleted", deleting=True)
         if kept:
             self.reporter.emit(state, [Event("Normal", "NamespaceKept", (
                 f"not deleted with the Application (it would delete everything in it): {', '.join(map(str, kept))}; "
@@ -74,7 +79,18 @@ class Cascade:
             return True
         if deletion.step(state.obj, len(remaining)) is not deletion.Step.RELEASE:
             return False
+        self._run_post_delete(state, applier)
         return not self.release(state)
+
+    def _run_post_delete(self, state: AppState, applier: Applier) -> None:
+        """The ``PostDelete`` hooks of the last revision rendered, once, after everything else is deleted."""
+        hooks = [d for d in state.memory.desired if d.hook]
+        if state.memory.post_deleted or not hooks:
+            return
+        runs = self._post_delete(str(state.key), hooks, applier)
+        state.memory.post_deleted = True
+        self.reporter.emit(state, [Event("Warning" if r.result == "Failed" else "Normal", f"Hook{r.result}",
+                                         f"{r.what}: {r.message}") for r in runs])
 
     def _namespaces_kept(self, entries: Iterable[Entry]) -> tuple[list[Entry], list[ObjectRef]]:
         """The entries to delete, and the Namespaces to keep (and drop from the inventory): those git

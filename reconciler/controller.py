@@ -100,7 +100,6 @@ class Controller:
         self._cv = threading.Condition()  # guards ``states`` and the schedule
         self.schedule: Schedule[AppState] = Schedule(self.states.get, self._cv)
         self.reporter = Reporter(cluster, self.applier.fights, lambda: self.tracker, self.metrics)
-        self.cascade = Cascade(cluster, self.applier, self.reporter, applier_of=self._cascade_applier)
         self.holders = Holders(cluster)
         self.perimeter = Perimeter(
             cluster, s.system_namespace, name=s.webhook_configuration, report=self.reporter.perimeter,
@@ -118,7 +117,9 @@ class Controller:
             projects=self.projects, renderer=Renderer(tools, limits),
             rendered=lambda by, result, seconds: self.metrics.renders.labels(by, result).observe(seconds),
             allow_local=s.allow_local_repos, oci_plain_http_loopback=s.oci_plain_http_loopback,
-            default_service_account=s.default_service_account)
+            default_service_account=s.default_service_account, wave_timeout=s.wave_timeout)
+        self.cascade = Cascade(cluster, self.applier, self.reporter, applier_of=self._cascade_applier,
+                               post_delete=self.reconciler.waves.post_delete)
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
@@ -303,7 +304,8 @@ class Controller:
             state.failures = state.failures + 1 if result.failed else 0
             self.schedule.request(state, cycle.delay(
                 state.failures, refresh_interval=state.spec.refresh_interval,
-                max_backoff=self.settings.max_backoff, next_full=state.next_full, now=time.monotonic()))
+                max_backoff=self.settings.max_backoff, next_full=state.next_full, now=time.monotonic(),
+                retry=state.spec.retry))
 
     # ------------------------------------------------------------ one cycle
 
@@ -328,6 +330,9 @@ class Controller:
                 save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
                 on_desired=lambda desired: self._track(state.key, desired),
             )
+            at = result.report.revision
+            new = at is not None and state.attempted != (at.sha, at.refs, spec.generation)
+            result.report.attempt = 1 if new else state.failures + 1  # of this revision and spec (syncPolicy.retry)
             return Requeue(failed=self._absorb(state, result))
 
     def _project(self, state: AppState) -> Project | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from reconciler.application import AppSpec
+from reconciler.application import AppSpec, Retry
 from reconciler.revision import Revision
 
 MAX_DOUBLINGS: Final = 10
@@ -27,6 +27,7 @@ class Cycled(Protocol):
 
     spec: AppSpec
     synced: tuple[str, tuple[tuple[str, str], ...], int]  # (sha, refs, generation) of the last good full sync
+    attempted: tuple[str, tuple[tuple[str, str], ...], int]  # ... of the last full sync, good or failed
     force_full: bool
     next_full: float
     failures: int
@@ -40,19 +41,36 @@ class Requeue:
     failed: bool = False
 
 
+def gave_up(state: Cycled) -> bool:
+    """Whether ``syncPolicy.retry.limit`` retries of the failing revision are spent: it is not synced again until
+    the revision or the spec changes, or a refresh asks (as Argo CD's automated sync does not retry it)."""
+    return state.spec.retry is not None and state.spec.retry.exhausted(state.failures)
+
+
 def full_due(state: Cycled, now: float) -> bool:
     """Whether a full sync is due whatever the revision: asked for, resync time, or retrying a failure."""
-    return state.force_full or now >= state.next_full or state.failures > 0
+    if state.force_full:
+        return True
+    if gave_up(state):
+        return False
+    return now >= state.next_full or state.failures > 0
 
 
 def needs_full(state: Cycled, revision: Revision | None, *, due: bool) -> bool:
     """Whether this cycle is a full sync, once the revision is resolved (None: it could not be, or the
     spec is invalid); ``due`` is ``full_due`` as it was before resolving."""
-    return due or revision is None or state.synced != (revision.sha, revision.refs, state.spec.generation)
+    if due or revision is None:
+        return True
+    key = (revision.sha, revision.refs, state.spec.generation)
+    return state.attempted != key if gave_up(state) else state.synced != key
 
 
-def delay(failures: int, *, refresh_interval: float, max_backoff: float, next_full: float, now: float) -> float:
-    """Seconds until the next cycle, after ``failures`` consecutive failed ones (0: the last succeeded)."""
+def delay(failures: int, *, refresh_interval: float, max_backoff: float, next_full: float, now: float,
+          retry: Retry | None = None) -> float:
+    """Seconds until the next cycle, after ``failures`` consecutive failed ones (0: the last succeeded);
+    with ``syncPolicy.retry``, its backoff (and, once its limit is spent, the poll for a new revision)."""
+    if failures and retry is not None:
+        return refresh_interval if retry.exhausted(failures) else retry.delay(failures)
     if failures:
         return min(max_backoff, refresh_interval * 2.0 ** min(failures, MAX_DOUBLINGS))
     if next_full:

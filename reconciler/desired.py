@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from driftguard.core.contract import ANN_DECLARED, ANN_PATH, Source, decode_declared, stamp
+from driftguard.core import phases
+from driftguard.core.contract import ANN_DECLARED, ANN_PATH, PREFIX, Source, decode_declared, stamp
 from driftguard.core.inventory import Entry, Inventory
-from driftguard.core.manifests import Manifest
+from driftguard.core.manifests import Manifest, ManifestError
 from driftguard.core.objects import ObjectRef, split_api_version
 from reconciler.application import AppSpec
 from reconciler.revision import Revision, redact_url
@@ -25,6 +26,10 @@ from reconciler.revision import Revision, redact_url
 Scope = Callable[[str, str], bool | None]  # (apiVersion, kind) → namespaced? None when unknown
 
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
+# On a hook (never a managed object): which Application's sync created it, at which commit, from which file.
+# Not the managed label, so the webhook never sees a hook and never stands between it and its controllers.
+ANN_HOOK_OF = PREFIX + "hook-of"
+ANN_HOOK_COMMIT = PREFIX + "hook-commit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,8 @@ class Desired:
     line: int
     scope_known: bool = True
     error: str = ""  # why it cannot be applied (e.g. no namespace to put it in)
+    traits: phases.Traits = phases.RESOURCE  # hook, wave, sync options (driftguard.core.phases)
+    source_path: str = ""  # the file it came from (a hook carries no stamp to read it from)
 
     @property
     def entry(self) -> Entry:
@@ -45,7 +52,11 @@ class Desired:
 
     @property
     def path(self) -> str:
-        return str(self.obj["metadata"]["annotations"][ANN_PATH])
+        return self.source_path or str(self.obj["metadata"]["annotations"][ANN_PATH])
+
+    @property
+    def hook(self) -> bool:
+        return self.traits.hook
 
 
 def crd_scopes(manifests: Iterable[Manifest]) -> dict[tuple[str, str], bool]:
@@ -62,21 +73,30 @@ def crd_scopes(manifests: Iterable[Manifest]) -> dict[tuple[str, str], bool]:
 
 
 def build(manifests: list[Manifest], *, app: AppSpec, revision: Revision, scope: Scope) -> list[Desired]:
-    """Place and stamp every manifest for ``app`` at ``revision``."""
+    """Place and stamp every manifest for ``app`` at ``revision``; hooks are placed, not stamped, and
+    ``Skip`` objects left out. ``ManifestError`` (file and line) when an Argo CD annotation cannot be read."""
     defined = crd_scopes(manifests)
     repo = redact_url(app.source.repo_url)
     out = []
     for manifest in manifests:
+        try:
+            traits = phases.traits(manifest.obj)
+        except phases.PhaseError as e:
+            name = (manifest.obj.get("metadata") or {}).get("name") or "(generateName)"
+            raise ManifestError(manifest.path, manifest.line, f"{manifest.obj['kind']} {name}: {e}") from None
+        if traits.skip and not traits.hook:
+            continue
         group, _ = split_api_version(str(manifest.obj["apiVersion"]))
         namespaced = defined.get((group, manifest.ref.kind))
         if namespaced is None:
             namespaced = scope(str(manifest.obj["apiVersion"]), manifest.ref.kind)
         source = Source(repo, revision.sha, revision.author, revision.committed_at, manifest.path)
-        out.append(_desired(manifest, app, source, namespaced))
+        out.append(_desired(manifest, app, source, namespaced, traits))
     return out
 
 
-def _desired(manifest: Manifest, app: AppSpec, source: Source, namespaced: bool | None) -> Desired:
+def _desired(manifest: Manifest, app: AppSpec, source: Source, namespaced: bool | None,
+             traits: phases.Traits = phases.RESOURCE) -> Desired:
     obj = dict(manifest.obj)
     metadata = dict(obj.get("metadata") or {})
     error = ""
@@ -86,14 +106,23 @@ def _desired(manifest: Manifest, app: AppSpec, source: Source, namespaced: bool 
         if app.destination_namespace:
             metadata["namespace"] = app.destination_namespace
         else:
-            error = (f"{manifest.path}:{manifest.line}: {obj['kind']} {metadata.get('name')} has no namespace "
+            error = (f"{manifest.path}:{manifest.line}: {obj['kind']} "
+                     f"{metadata.get('name') or metadata.get('generateName')} has no namespace "
                      "and the Application sets no destination.namespace")
     obj["metadata"] = metadata
+    if traits.hook:
+        annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if not str(k).startswith(PREFIX)}
+        labels = {k: v for k, v in (metadata.get("labels") or {}).items() if not str(k).startswith(PREFIX)}
+        metadata["annotations"] = {**annotations, ANN_HOOK_OF: str(app.key), ANN_HOOK_COMMIT: source.commit}
+        metadata["labels"] = labels
+        return Desired(ref=ObjectRef.of(obj), api_version=str(obj["apiVersion"]), obj=obj, declared={},
+                       line=manifest.line, scope_known=namespaced is not None, error=error, traits=traits,
+                       source_path=manifest.path)
     stamped = stamp(obj, application=str(app.key), source=source, enforcement=app.enforcement)
     declared = decode_declared(stamped["metadata"]["annotations"][ANN_DECLARED])
     return Desired(
         ref=ObjectRef.of(stamped), api_version=str(stamped["apiVersion"]), obj=stamped, declared=declared,
-        line=manifest.line, scope_known=namespaced is not None, error=error,
+        line=manifest.line, scope_known=namespaced is not None, error=error, traits=traits,
     )
 
 

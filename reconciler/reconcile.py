@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftguard.core import actors, projects
+from driftguard.core import actors, phases, projects
 from driftguard.core.changes import Action, ChangeSet
 from driftguard.core.inventory import Entry, Inventory
 from driftguard.core.manifests import Manifest, ManifestError
 from driftguard.core.names import NAMESPACE
+from driftguard.core.objects import ObjectRef
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, UnknownKind
 from reconciler import desired as desired_set
 from reconciler import sources
@@ -39,6 +40,7 @@ from reconciler.apply import Applier, Mode, Outcome
 from reconciler.chartsource import ChartSource, unpack_archive
 from reconciler.desired import Desired
 from reconciler.gitsource import Credentials, GitSource, SourceError
+from reconciler.hooks import HookRun
 from reconciler.ociref import is_oci, parse_reference
 from reconciler.ocisource import OCISource, Resolved
 from reconciler.projects import ProjectSource, ProjectUnavailable
@@ -47,6 +49,7 @@ from reconciler.renderer import Renderer, RenderError
 from reconciler.revision import Revision
 from reconciler.sources import RenderOptions
 from reconciler.status import Problem, SyncReport
+from reconciler.waves import WaveResult, Waves
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,9 @@ class Memory:
     failed_key: tuple[str, ...] = ()  # a render that failed for this key is not retried
     failed: Problem | None = None
     applier: Applier | None = None  # the last sync's (acting as its ServiceAccount): self-heal uses it too
+    hooks: tuple[HookRun, ...] = ()  # the hooks of the last sync that ran any (status shows them)
+    hooks_ran: bool = False  # whether the last sync ran them
+    post_deleted: bool = False  # the PostDelete hooks ran (the Application is being deleted)
 
 
 @dataclass(slots=True)
@@ -90,6 +96,7 @@ class Reconciler:
         uncovered: Callable[[str], str] = lambda _: "", projects: ProjectSource | None = None,
         renderer: Renderer | None = None, rendered: Callable[[str, str, float], None] = lambda *_: None,
         allow_local: bool = False, oci_plain_http_loopback: bool = False, default_service_account: str = "",
+        wave_timeout: float = 300.0,
     ) -> None:
         """``uncovered(namespace)``: why the webhook does not cover it ("" when it does); ``projects``: where
         Projects are read (default: in the namespace of the Application, driftguard's own as the system's);
@@ -105,6 +112,7 @@ class Reconciler:
         self._rendered = rendered  # (renderer, or the failure's reason; "ok" | "failed"; seconds): for metrics
         self.allow_local = allow_local
         self.default_service_account = default_service_account
+        self.waves = Waves(timeout=wave_timeout, clock=clock)
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -131,39 +139,91 @@ class Reconciler:
             report.renderer = memory.renderer
             desired, refused = self._permitted(project, rendered)
             report.refused = tuple((d.ref, str(v)) for d, v in refused)
+            hooks = [d for d in desired if d.hook]  # never stamped, inventoried, self-healed or pruned
+            desired = [d for d in desired if not d.hook]
             self._refuse_uncovered(desired)
             report.rendered, result.desired = len(rendered), desired
             on_desired(desired)
             # A refused object is not applied, and not pruned either: an entry it already had is kept.
-            new = desired_set.inventory_of(desired).merge(e for e in desired_set.inventory_of(d for d, _ in refused)
-                                                          .entries if e in old.entries)
+            new = desired_set.inventory_of(desired).merge(e for e in desired_set.inventory_of(
+                d for d, _ in refused if not d.hook).entries if e in old.entries)
             if app.automated and not new.entries <= old.entries:
                 save_inventory(old.merge(new.entries))  # before creating anything
             if app.automated:
                 self._ensure_namespace(app, applier.cluster)
-            result.outcomes = applier.sync_all(desired, Mode(apply=app.automated, self_heal=app.self_heal))
+            prunable, keep = self._stale(app, project, old, new, report, cluster=applier.cluster)
+            mode = Mode(apply=app.automated, self_heal=app.self_heal)
+            not_reached: set[ObjectRef] = set()
+            if not app.automated:
+                result.outcomes = applier.sync_all(desired, mode)
+            else:
+                waved = self._sync_waves(app, applier, desired, hooks, prunable, mode=mode, memory=memory)
+                result.outcomes, not_reached = waved.outcomes, waved.not_reached
+                keep += waved.keep
+                report.pruned = ChangeSet([o.change for o in waved.pruned])
+                report.problem = waved.problem
+            report.hooks, report.hooks_ran = memory.hooks, bool(memory.hooks_ran)
             report.applied = ChangeSet([o.change for o in result.outcomes])
             report.out_of_sync = tuple(str(o.change) for o in result.outcomes
                                        if o.change.action is Action.SKIPPED and o.drift is None)
-            stale, keep = old.stale(new), list[Entry]()
-            # Nor is anything pruned where the project no longer reaches: it stays, in the inventory, and is named.
-            barred = [(e, v) for e in stale if (v := self._prune_violation(project, e)) is not None]
-            if barred:
-                report.refused += tuple((e.ref, f"no longer in git, not pruned: {v}") for e, v in barred)
-                keep, stale = [e for e, _ in barred], [e for e in stale if e not in {b for b, _ in barred}]
-            if stale and app.automated and app.prune:
-                pruned, failed = applier.prune(stale, str(app.key))
-                keep += failed
-                report.pruned = ChangeSet([o.change for o in pruned])
-            elif stale:
-                keep, report.pending_prune = keep + stale, tuple(e.ref for e in stale)
-            result.inventory = memory.inventory = _kept(new, result.outcomes, old).merge(keep)
+            result.inventory = memory.inventory = _kept(new, result.outcomes, old, not_reached).merge(keep)
         except Stop as e:
             report.problem = e.problem
         except ResourceError as e:
             report.problem = Problem("Applied", "ApiError", str(e))
         report.duration = time.monotonic() - start
         return result
+
+    def _stale(self, app: AppSpec, project: projects.Project, old: Inventory, new: Inventory, report: SyncReport, *,
+               cluster: Cluster) -> tuple[list[tuple[Entry, phases.Traits]], list[Entry]]:
+        """What to prune (with its sync options), and the stale entries to keep; ``report`` names those kept."""
+        stale, keep = old.stale(new), list[Entry]()
+        # Nothing is pruned where the project no longer reaches: it stays, in the inventory, and is named.
+        barred = [(e, v) for e in stale if (v := self._prune_violation(project, e)) is not None]
+        if barred:
+            report.refused += tuple((e.ref, f"no longer in git, not pruned: {v}") for e, v in barred)
+            keep, stale = [e for e, _ in barred], [e for e in stale if e not in {b for b, _ in barred}]
+        traits = self._live_traits(stale, cluster)
+        if app.automated and app.prune:
+            # Prune=false on the object: kept, and the Application stays OutOfSync (as in Argo CD).
+            held = [e for e in stale if not traits[e].prune]
+            prunable = [(e, traits[e]) for e in stale if traits[e].prune]
+        else:
+            held, prunable = stale, []
+        report.pending_prune = tuple(e.ref for e in held if not traits[e].ignore_extraneous)  # IgnoreExtraneous
+        return prunable, keep + held
+
+    def _sync_waves(self, app: AppSpec, applier: Applier, desired: list[Desired], hooks: list[Desired],
+                    prunable: list[tuple[Entry, phases.Traits]], *, mode: Mode, memory: Memory) -> WaveResult:
+        """Apply and prune phase by phase, wave by wave (``reconciler.waves``). A plan of one step without
+        hooks is one pass, as it always was; otherwise hooks and waits happen only when something is out of
+        sync (a resync of an Application in sync runs no hook and writes nothing)."""
+        steps = phases.plan(((d, d.traits) for d in desired), ((h, h.traits) for h in hooks), prunable,
+                            prune_last=app.prune_last)
+        memory.hooks_ran = False
+        if phases.phased(steps) and not prunable and not applier.out_of_sync(desired, mode):
+            steps = [phases.Step(phases.Phase.SYNC, 0, apply=tuple(desired))]  # in sync: one pass, no hook
+        if not steps:
+            return WaveResult()
+        waved = self.waves.sync(str(app.key), applier, steps, hooks, mode)
+        if waved.hooks:
+            memory.hooks, memory.hooks_ran = tuple(waved.hooks), True
+        return waved
+
+    def _live_traits(self, entries: list[Entry], cluster: Cluster) -> dict[Entry, phases.Traits]:
+        """The sync options of stale objects, from their live annotations (git's last manifest of them); an
+        object that cannot be read, or whose options cannot be, has the defaults."""
+        out: dict[Entry, phases.Traits] = {}
+        for entry in entries:
+            traits = phases.RESOURCE
+            try:
+                rt = cluster.discovery.resolve(entry.api_version, entry.ref.kind)
+                live = cluster.get(rt, entry.ref.namespace, entry.ref.name)
+                traits = phases.traits(live) if live is not None else traits
+            except (ResourceError, UnknownKind, phases.PhaseError):
+                pass
+            out[entry] = traits
+        return out
 
     def project(self, app: AppSpec) -> projects.Project:
         """The Application's Project, checked against its source, namespace and destination (``Stop``
@@ -302,7 +362,11 @@ class Reconciler:
                     memory.failed_key, memory.failed = key, e.problem
                 raise
             self._rendered(memory.renderer.split(" ", 1)[0], "ok", time.monotonic() - started)
-            desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
+            try:
+                desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
+            except ManifestError as e:
+                raise Stop(Problem("RenderReady", "InvalidManifest",
+                                   f"{e} (at {revision.short}; nothing from this revision applied or pruned)")) from e
             memory.render_key, memory.desired = (key, desired) if all(d.scope_known for d in desired) else ((), [])
         else:
             desired = memory.desired
@@ -460,18 +524,33 @@ class Reconciler:
         return Credentials.from_secret_data(data)
 
     def _ensure_namespace(self, app: AppSpec, cluster: Cluster) -> None:
+        """CreateNamespace=true: create the destination namespace, with ``managedNamespaceMetadata``'s labels and
+        annotations (put back on an existing one when they differ; nothing written when they do not)."""
         name = app.destination_namespace
-        if not (app.create_namespace and name) or cluster.get(NAMESPACES, "", name) is not None:
+        if not (app.create_namespace and name):
             return
-        try:
-            cluster.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        except ResourceError as e:
-            if not e.conflict:
-                raise
+        labels, annotations = dict(app.namespace_labels), dict(app.namespace_annotations)
+        live = cluster.get(NAMESPACES, "", name)
+        if live is None:
+            metadata: dict[str, object] = {"name": name}
+            metadata.update({k: v for k, v in (("labels", labels), ("annotations", annotations)) if v})
+            try:
+                cluster.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+            except ResourceError as e:
+                if not e.conflict:
+                    raise
+            return
+        have = live.get("metadata") or {}
+        patch = {where: changed for where, want in (("labels", labels), ("annotations", annotations))
+                 if (changed := {k: v for k, v in want.items() if (have.get(where) or {}).get(k) != v})}
+        if patch:
+            cluster.merge_patch(NAMESPACES, "", name, {"metadata": patch})
 
 
-def _kept(new: Inventory, outcomes: list[Outcome], old: Inventory) -> Inventory:
-    """The desired entries that exist now: all but failures that were never applied before."""
-    failed = {o.ref for o in outcomes if o.change.action is Action.FAILED}
+def _kept(new: Inventory, outcomes: list[Outcome], old: Inventory, not_reached: set[ObjectRef] | None = None
+          ) -> Inventory:
+    """The desired entries that exist now: all but failures (and objects of waves never reached) that were
+    never applied before."""
+    failed = {o.ref for o in outcomes if o.change.action is Action.FAILED} | (not_reached or set())
     known = old.refs()
     return Inventory.of(e for e in new.entries if e.ref not in failed or e.ref in known)

@@ -59,6 +59,7 @@ class AppState:
     report: SyncReport | None = None
     synced: tuple[str, tuple[tuple[str, str], ...], int] = ("", (), -1)  # (sha, refs, generation) of the last
     # good full sync
+    attempted: tuple[str, tuple[tuple[str, str], ...], int] = ("", (), -1)  # ... of the last full sync at all
     drift: dict[ObjectRef, DriftRecord] = field(default_factory=dict)
     reverted: deque[DriftRecord] = field(default_factory=lambda: deque(maxlen=REVERTED_KEPT))
     health: dict[ObjectRef, tuple[Health, str]] = field(default_factory=dict)
@@ -106,6 +107,11 @@ class AppState:
         if self.spec.automated or report.initiator:  # a sync: the reconciler's own, or one someone asked for
             self.history, self.history_key = record_history(self.history, report, limit=self.spec.history_limit,
                                                             last=self.history_key)
+        if report.revision is not None:
+            key = (report.revision.sha, report.revision.refs, self.spec.generation)
+            if key != self.attempted:  # a new revision or spec: its retries count from the start
+                self.failures = 0
+            self.attempted = key
         if report.problem is not None:
             return []
         assert report.revision is not None
@@ -194,6 +200,10 @@ def sync_events(report: SyncReport, before: dict[str, Any], after: dict[str, Any
     events = []
     if report.applied.writes():
         events.append(Event("Normal", "Synced", f"{short}: {report.applied.summary()}"))
+    if report.hooks_ran:
+        for run in report.hooks:
+            events.append(Event("Warning" if run.result == "Failed" else "Normal", f"Hook{run.result}",
+                                f"{short}: {run.what}: {run.message}"))
     deleted = [str(c.ref) for c in report.pruned.changes if c.action is Action.DELETED]
     if deleted:
         events.append(Event("Normal", "Pruned", f"{short}: deleted {', '.join(deleted[:LISTED])}"))

@@ -98,6 +98,9 @@ class Settings:
         "DRIFTGUARD_JSONNET", "the jsonnet binary (a path, or a name on PATH) for *.jsonnet files"))
     render_timeout: float = field(default=60.0, metadata=_meta(
         "DRIFTGUARD_RENDER_TIMEOUT", "longest one kustomize, helm or jsonnet run may take", kind="duration"))
+    wave_timeout: float = field(default=300.0, metadata=_meta(
+        "DRIFTGUARD_WAVE_TIMEOUT", "longest a sync waits for one wave's objects to be healthy, or one wave's hooks to "
+        "complete, before it fails", kind="duration"))
     render_memory: int = field(default=2048, metadata=_meta(
         "DRIFTGUARD_RENDER_MEMORY", "address space of one render tool process, MiB (Go tools reserve ~1 GiB at "
         "start; the container's memory limit is the hard bound)"))
@@ -265,7 +268,7 @@ def _check(options: Options) -> None:
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",
-                 "perimeter_interval", "perimeter_settle", "break_glass_ttl", "render_timeout"):
+                 "perimeter_interval", "perimeter_settle", "break_glass_ttl", "render_timeout", "wave_timeout"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:

@@ -209,9 +209,10 @@ def kustomize_overlay(options: KustomizeOptions, target: str) -> dict[str, Any] 
 
 def helm_args(release: str, chart: str, namespace: str, options: HelmOptions, *, values_file: str | None,
               present: Iterable[str]) -> list[str]:
-    """``helm template``: offline, no hooks; value files relative to the chart (missing ones skipped only
-    with ignoreMissingValueFiles, else ``helm`` reports them)."""
-    args = ["template", options.release_name or release, chart, "--no-hooks"]
+    """``helm template``: offline, hooks included (``helm.sh/hook`` objects become driftguard's hooks, mapped as
+    Argo CD maps them: ``driftguard.core.phases``); value files relative to the chart (missing ones skipped
+    only with ignoreMissingValueFiles, else ``helm`` reports them)."""
+    args = ["template", options.release_name or release, chart]
     if namespace:
         args += ["--namespace", namespace]
     args += ["--skip-crds"] if options.skip_crds else ["--include-crds"]

@@ -24,6 +24,7 @@ from reconciler.application import AppSpec, format_duration
 from reconciler.apply import DriftRecord
 from reconciler.fights import Fight
 from reconciler.health import Health, worst
+from reconciler.hooks import HookRun
 from reconciler.revision import Revision
 
 SyncState = Literal["Synced", "OutOfSync", "Error", "Unknown"]
@@ -64,6 +65,9 @@ class SyncReport:
     refused: tuple[tuple[ObjectRef, str], ...] = ()  # declared objects the project does not permit, and why
     initiator: str = ""  # who asked for this sync on demand ("": the reconciler's own, automated)
     actor: str = ""  # the ServiceAccount the sync applied as ("namespace/name"; "": the reconciler itself)
+    hooks: tuple[HookRun, ...] = ()  # the hooks of the last sync that ran any (reconciler.hooks)
+    hooks_ran: bool = False  # whether this sync ran them
+    attempt: int = 1  # of this revision and spec: 1, then each retry of a failed sync
 
     @property
     def changes(self) -> ChangeSet:
@@ -119,7 +123,24 @@ def compose(snapshot: Snapshot, previous: Mapping[str, Any], now: dt.datetime) -
         status["lastSyncDuration"] = format_duration(report.duration)
         status["lastSyncResult"] = {**{a.value: n for a, n in report.changes.counts().items()},
                                     "summary": report.changes.summary()}
+    if report is not None and report.hooks:
+        status["hooks"] = [h.to_status() for h in report.hooks]
+    if report is not None and report.failed and spec.retry is not None:
+        status["retry"] = _retry(spec, report.attempt)
     return status
+
+
+def _retry(spec: AppSpec, attempt: int) -> dict[str, Any]:
+    """``syncPolicy.retry``: which attempt failed, and what happens next."""
+    assert spec.retry is not None
+    limit = spec.retry.limit
+    out: dict[str, Any] = {"attempt": attempt, "limit": limit}
+    if spec.retry.exhausted(attempt):
+        out["message"] = (f"attempt {attempt} failed; no retries left (limit {limit}): synced again when the "
+                          "revision or the spec changes, or on a refresh")
+    else:
+        out["message"] = f"attempt {attempt} failed; retrying in {spec.retry.delay(attempt):g}s"
+    return out
 
 
 def sync_state(snapshot: Snapshot) -> SyncState:

@@ -26,6 +26,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from driftguard.core import phases
 from driftguard.core.objects import ObjectRef
 
 
@@ -196,10 +197,19 @@ def _validated(obj: dict[str, Any], path: str, line: int) -> dict[str, Any]:
         if not isinstance(obj.get(key), str) or not obj[key]:
             raise ManifestError(path, line, f"object has no {key}")
     metadata = obj.get("metadata")
-    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
-        raise ManifestError(path, line, f"{obj['kind']} has no metadata.name")
+    hook = phases.is_hook(obj)
+    named = isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str) and bool(metadata["name"])
+    generated = isinstance(metadata, Mapping) and isinstance(metadata.get("generateName"), str) and bool(
+        metadata["generateName"])
+    if hook and (named or generated):
+        return obj  # a hook is created afresh each sync: generateName is what Argo CD users give most of them
+    if not named:
+        raise ManifestError(path, line, f"{obj['kind']} has no metadata.name (only a hook, annotated "
+                            f"{phases.HOOK}, may use metadata.generateName instead)")
+    assert isinstance(metadata, Mapping)
     if "generateName" in metadata:
-        raise ManifestError(path, line, f"{obj['kind']} {metadata['name']}: generateName cannot be managed from git")
+        raise ManifestError(path, line, f"{obj['kind']} {metadata['name']}: generateName cannot be managed from git "
+                            f"(only a hook, annotated {phases.HOOK}, may use it)")
     return obj
 
 
@@ -207,6 +217,8 @@ def check_unique(manifests: Iterable[Manifest]) -> None:
     """Refuse two documents declaring the same object (which one would win is undefined)."""
     seen: dict[ObjectRef, Manifest] = {}
     for m in manifests:
+        if not m.ref.name:  # a hook with generateName: a new object each time
+            continue
         first = seen.setdefault(m.ref, m)
         if first is not m:
             raise ManifestError(m.path, m.line, f"{m.ref} is also declared at {first.path}:{first.line}")

@@ -155,7 +155,10 @@ def test_a_helm_chart_with_value_files_values_object_and_parameters(harness: Har
     assert web["metadata"]["labels"]["team"] == "42", "forceString"
     settings = harness.cm("shop-settings")
     assert settings is not None and settings["data"] == {"color": "green", "namespace": harness.namespace}
-    assert harness.cm("shop-hook") is None, "hooks are not rendered"
+    hook = harness.cm("shop-hook")  # helm.sh/hook: pre-install is Argo CD's PreSync: run as a hook, not managed
+    assert hook is not None and "driftguard.io/managed" not in (hook["metadata"].get("labels") or {})
+    assert [(h["name"], h["phase"], h["result"]) for h in status["hooks"]] == [("shop-hook", "PreSync", "Succeeded")]
+    assert not any("shop-hook" in e["id"] for e in status["inventory"])
 
     repo.write("chart/values-prod.yaml", "replicas: 4\n")
     harness.commit_and_sync(repo, "svc", "scale in git")

@@ -186,3 +186,39 @@ def test_multi_source_one_rendered_and_named_refs() -> None:
 ])
 def test_multi_source_problems_name_the_rule(sources: list[dict[str, Any]], problem: str) -> None:
     assert any(problem in p for p in _multi(*sources).problems), _multi(*sources).problems
+
+
+def test_prune_last_managed_namespace_metadata_and_retry() -> None:
+    spec = parse_application(app(syncPolicy={
+        "syncOptions": ["CreateNamespace=true", "PruneLast=true", "ApplyOutOfSyncOnly=true"],
+        "managedNamespaceMetadata": {"labels": {"team": "blue"}, "annotations": {"owner": "blue@org"}},
+        "retry": {"limit": 3, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "1m"}}}))
+    assert spec.prune_last and not spec.warnings and not spec.problems
+    assert (spec.namespace_labels, spec.namespace_annotations) == ((("team", "blue"),), (("owner", "blue@org"),))
+    assert spec.retry is not None and (spec.retry.limit, spec.retry.duration, spec.retry.factor,
+                                       spec.retry.max_duration) == (3, 10.0, 2.0, 60.0)
+    defaults = parse_application(app(syncPolicy={"retry": {}})).retry  # Argo CD's defaults
+    assert defaults is not None and (defaults.limit, defaults.duration, defaults.factor, defaults.max_duration) == (
+        0, 5.0, 2.0, 180.0)
+    assert parse_application(app(syncPolicy={"retry": {"limit": -1}})).retry.limit == -1  # type: ignore[union-attr]
+    assert parse_application(app()).retry is None
+
+
+@pytest.mark.parametrize(("policy", "says"), [
+    ({"retry": {"backoff": {"duration": "soon"}}}, "syncPolicy.retry.backoff.duration 'soon' is not a duration"),
+    ({"retry": {"backoff": {"factor": 0.5}}}, "factor must be at least 1"),
+    ({"retry": {"limit": "many"}}, "syncPolicy.retry:"),
+    ({"retry": "yes"}, "syncPolicy.retry must be an object"),
+    ({"managedNamespaceMetadata": {"labels": {"driftguard.io/managed": "true"}}, "syncOptions": ["CreateNamespace=true"]},
+     "driftguard.io/managed are driftguard's own keys"),
+    ({"managedNamespaceMetadata": {"labels": {"n": 1}}}, "labels must map names to strings"),
+])
+def test_sync_policy_problems(policy: dict[str, Any], says: str) -> None:
+    problems = parse_application(app(syncPolicy=policy)).problems
+    assert any(says in p for p in problems), problems
+
+
+def test_managed_namespace_metadata_needs_create_namespace() -> None:
+    spec = parse_application(app(syncPolicy={"managedNamespaceMetadata": {"labels": {"a": "b"}}}))
+    assert spec.warnings == ("syncPolicy.managedNamespaceMetadata has no effect without syncOptions "
+                             "CreateNamespace=true",)

@@ -161,3 +161,38 @@ def test_an_application_being_deleted_gets_a_delete_pass_not_a_sync(tmp_path: Pa
     assert run.source.calls["resolve"] == 1, "no fetch while being deleted"
     assert run.cluster.objects == {} and run.reasons()[-1] == "PrunedOnDelete"
     assert run.cluster.app_patches[-1][-1] == {"op": "replace", "path": "/metadata/finalizers", "value": []}
+
+
+RETRY2 = {"limit": 2, "backoff": {"duration": "1s", "factor": 3, "maxDuration": "5s"}}
+
+
+def retrying(**fields: Any) -> AppState:
+    app = copy.deepcopy(APP)
+    app["spec"]["syncPolicy"]["retry"] = RETRY2
+    s = AppState.new(app)
+    s.force_full, s.next_full = False, NOW - 1  # a failed sync leaves the resync due
+    for name, value in fields.items():
+        setattr(s, name, value)
+    return s
+
+
+@pytest.mark.parametrize(("fields", "revision", "full"), [
+    pytest.param({"failures": 1, "attempted": SYNCED}, REV1, True, id="retry-1-of-2"),
+    pytest.param({"failures": 2, "attempted": SYNCED}, REV1, True, id="retry-2-of-2"),
+    pytest.param({"failures": 3, "attempted": SYNCED}, REV1, False, id="limit-spent-same-revision"),
+    pytest.param({"failures": 3, "attempted": SYNCED}, REV2, True, id="limit-spent-new-revision"),
+    pytest.param({"failures": 3, "attempted": SYNCED, "force_full": True}, REV1, True, id="limit-spent-refresh"),
+])
+def test_retry_limit(fields: dict[str, Any], revision: Any, full: bool) -> None:
+    s = retrying(**fields)
+    assert cycle.needs_full(s, revision, due=cycle.full_due(s, NOW)) is full
+
+
+@pytest.mark.parametrize(("failures", "expected"), [(1, 1.0), (2, 3.0), (3, 3.0)])
+def test_retry_backoff(failures: int, expected: float) -> None:
+    retry = retrying().spec.retry
+    assert retry is not None
+    # 1s, then 3s (factor 3); the third failure spends the limit: the next cycle is the poll (refreshInterval)
+    assert cycle.delay(failures, refresh_interval=3.0, max_backoff=60.0, next_full=NOW, now=NOW,
+                       retry=retry) == expected
+    assert retry.delay(3) == 5.0, "capped at maxDuration"

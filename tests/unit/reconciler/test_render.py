@@ -30,7 +30,8 @@ def test_line_numbers_point_at_the_document() -> None:
     (CM.format("x") + "data:\n  a: b: c\n", "app/bad.yaml:6: invalid YAML: mapping values are not allowed here"),
     ("apiVersion: v1\nmetadata:\n  name: x\n", "app/bad.yaml:1: object has no kind"),
     (CM.format("ok") + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
-     "app/bad.yaml:6: ConfigMap has no metadata.name"),
+     "app/bad.yaml:6: ConfigMap has no metadata.name (only a hook, annotated argocd.argoproj.io/hook, may use "
+     "metadata.generateName instead)"),
     ("- just\n- a list\n", "app/bad.yaml:1: expected a Kubernetes object (a mapping), found list"),
 ])
 def test_errors_name_file_and_line(content: str, message: str) -> None:

@@ -105,12 +105,12 @@ def test_no_kustomize_options_no_overlay() -> None:
     assert kustomize_overlay(KustomizeOptions(), "../app") is None
 
 
-def test_helm_args_are_offline_hookless_argv() -> None:
+def test_helm_args_are_offline_argv_with_hooks() -> None:
     helm = HelmOptions(release_name="shop", value_files=("v1.yaml", "missing.yaml"), parameters=(
         ("image", "nginx:1.27", False), ("team", "42", True)), file_parameters=(("cert", "files/c.pem"),),
         skip_crds=True, ignore_missing_value_files=True)
     assert helm_args("app", ".", "prod", helm, values_file="/tmp/v.yaml", present=["v1.yaml"]) == [
-        "template", "shop", ".", "--no-hooks", "--namespace", "prod", "--skip-crds", "--values", "v1.yaml",
+        "template", "shop", ".", "--namespace", "prod", "--skip-crds", "--values", "v1.yaml",
         "--values", "/tmp/v.yaml", "--set", "image=nginx:1.27", "--set-string", "team=42",
         "--set-file", "cert=files/c.pem"]
     assert "--include-crds" in helm_args("app", ".", "", HelmOptions(), values_file=None, present=[])
