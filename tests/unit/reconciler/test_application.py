@@ -209,7 +209,8 @@ def test_prune_last_managed_namespace_metadata_and_retry() -> None:
     ({"retry": {"backoff": {"factor": 0.5}}}, "factor must be at least 1"),
     ({"retry": {"limit": "many"}}, "syncPolicy.retry:"),
     ({"retry": "yes"}, "syncPolicy.retry must be an object"),
-    ({"managedNamespaceMetadata": {"labels": {"driftguard.io/managed": "true"}}, "syncOptions": ["CreateNamespace=true"]},
+    ({"managedNamespaceMetadata": {"labels": {"driftguard.io/managed": "true"}},
+      "syncOptions": ["CreateNamespace=true"]},
      "driftguard.io/managed are driftguard's own keys"),
     ({"managedNamespaceMetadata": {"labels": {"n": 1}}}, "labels must map names to strings"),
 ])
