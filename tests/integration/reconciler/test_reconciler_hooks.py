@@ -11,6 +11,7 @@ gets a resourceVersion from etcd's single revision counter, so a lower one was w
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -109,6 +110,7 @@ def test_phases_and_waves_run_in_order_and_hooks_are_not_managed(harness: Harnes
     before = {n: rv(harness.cm(n)) for n in ("first", "second", "third")}
     smoke_rv = rv(jobs(harness, "smoke")[0])
     synced_at = status["lastSyncTime"]
+    time.sleep(1.1)  # lastSyncTime has one-second resolution: the resync's must differ
     harness.refresh("svc")
     wait_for(lambda: harness.status("svc").get("lastSyncTime") != synced_at, what="a resync")
     assert {n: rv(harness.cm(n)) for n in ("first", "second", "third")} == before
