@@ -24,6 +24,7 @@ when something of the lost term is still running does ``run`` return 1 so that t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -54,7 +55,7 @@ from reconciler.metrics import Metrics
 from reconciler.perimeter import Perimeter
 from reconciler.projects import ProjectSource
 from reconciler.reconcile import Reconciler, Result, Stop
-from reconciler.record import AppState, condition, failed, sync_events
+from reconciler.record import AppState, Operation, condition, failed, sync_events
 from reconciler.renderer import MiB, Renderer, RenderLimits, RenderTools
 from reconciler.reporting import Reporter
 from reconciler.revision import Revision
@@ -79,6 +80,14 @@ def load_marks(settings: Settings) -> Marks:
         return Marks(MarkKey.from_text(path.read_text()), ttl)
     except (OSError, ValueError) as e:
         raise ValueError(f"--mark-key-file {path}: {e}") from None
+
+
+class NotLeader(Exception):
+    """This replica does not lead: it runs no sync."""
+
+
+class Busy(Exception):
+    """An on-demand sync of the Application is already waiting."""
 
 
 class Controller:
@@ -212,6 +221,22 @@ class Controller:
                     self.schedule.request(state, 0.0)
         return keys
 
+    def sync(self, key: AppKey, operation: Operation, timeout: float) -> Operation | None:
+        """Run ``operation`` (an on-demand sync, already authorised) on ``key`` by its next cycle, soon; wait up to
+        ``timeout`` for it. None: no such Application. ``Busy``: another is waiting; ``NotLeader``: a standby."""
+        if not self.leading:
+            raise NotLeader("this reconciler replica is a standby; the leader runs syncs")
+        with self._cv:
+            state = self.states.get(key)
+            if state is None:
+                return None
+            if state.operation is not None:
+                raise Busy(f"a sync of {key} asked by {state.operation.initiator} is waiting to run")
+            state.operation = operation
+            self.schedule.request(state, 0.0)
+        operation.done.wait(timeout)
+        return operation
+
     # ------------------------------------------------------------ Applications
 
     def _watch_applications(self, done: threading.Event) -> None:
@@ -313,6 +338,8 @@ class Controller:
         if deletion.being_deleted(state.obj):
             self._let_go(state.key)  # first: a self-heal must not re-create what the pass deletes
             return Requeue(failed=self.cascade.run(state))
+        if state.operation is not None:
+            return self._operate(state)
         spec, app = state.spec, str(state.key)
         due = cycle.full_due(state, time.monotonic())
         # A due full sync checks the project first: git is never fetched for a spec (or a Project) not yet
@@ -334,6 +361,35 @@ class Controller:
             new = at is not None and state.attempted != (at.sha, at.refs, spec.generation)
             result.report.attempt = 1 if new else state.failures + 1  # of this revision and spec (syncPolicy.retry)
             return Requeue(failed=self._absorb(state, result))
+
+    def _operate(self, state: AppState) -> Requeue:
+        """An on-demand sync: git's state applied whatever ``syncPolicy.automated`` says (drift reverted,
+        stale objects pruned only with ``prune``), recorded with its initiator; a dry run reports what it would
+        do and records nothing."""
+        with self._cv:
+            op, state.operation = state.operation, None
+        assert op is not None
+        try:
+            with logs.bound(initiator=op.initiator):
+                log.info("Application %s: sync asked by %s%s", state.key, op.initiator,
+                         " (dry run)" if op.dry_run else "")
+                if op.dry_run:
+                    spec = dataclasses.replace(state.spec, automated=False)
+                    memory = dataclasses.replace(state.memory)  # nothing it learns is kept
+                    result = self.reconciler.reconcile(spec, memory, save_inventory=lambda _: None)
+                    result.report.initiator = op.initiator
+                    op.report = result.report
+                    return Requeue()
+                spec = dataclasses.replace(state.spec, automated=True, prune=op.prune, self_heal=True)
+                result = self.reconciler.reconcile(
+                    spec, state.memory, save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
+                    on_desired=lambda desired: self._track(state.key, desired))
+                result.report.initiator = op.initiator
+                op.report = result.report
+                state.force_full = True  # the next cycle compares again under the Application's own policy
+                return Requeue(failed=self._absorb(state, result))
+        finally:
+            op.done.set()
 
     def _project(self, state: AppState) -> Project | None:
         """The Application's Project when it permits the Application (None: the full cycle says why)."""

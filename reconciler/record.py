@@ -50,6 +50,17 @@ class Event:
 
 
 @dataclass(eq=False)
+class Operation:
+    """A sync someone asked for (``POST /sync``): run by the next cycle, which sets ``report`` and ``done``."""
+
+    initiator: str  # the authenticated user
+    prune: bool = False
+    dry_run: bool = False
+    report: SyncReport | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(eq=False)
 class AppState:
     key: AppKey
     obj: dict[str, Any]
@@ -74,6 +85,7 @@ class AppState:
     delete_warning: str = ""  # the last DeleteFailed message recorded as an Event (not repeated per retry)
     history: list[dict[str, Any]] = field(default_factory=list)  # status.history, oldest first
     history_key: tuple[str, ...] | None = None  # what the newest entry this process recorded was about
+    operation: Operation | None = None  # an on-demand sync waiting for the next cycle
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @classmethod

@@ -7,6 +7,13 @@
   (404 when unknown). Pushes need ``Authorization: Bearer <token>`` with the configured refresh token;
   with none configured the endpoint is disabled (403), never open.
   Any body (a git host's webhook payload) is read and ignored.
+* ``POST /sync/<namespace>/<name>`` — an on-demand sync (``driftguard sync``), body ``{"prune": bool,
+  "dryRun": bool}``. Kubernetes RBAC decides who may: the request carries the caller's own Kubernetes
+  bearer token, which the API server authenticates (TokenReview), and the caller must be allowed the verb
+  ``sync`` on ``applications.driftguard.io`` — that Application, in its namespace (SubjectAccessReview). The
+  refresh token grants nothing here. 200 with the result when it finished within ``wait`` seconds (default
+  60), 202 when still running; 401 unauthenticated, 403 not allowed (naming the rule to grant), 404 unknown
+  Application, 409 another sync is waiting, 503 this replica is a standby.
 """
 
 from __future__ import annotations
@@ -20,13 +27,55 @@ from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from driftguard.core.changes import Action
+from driftguard.kube import KubeError
 from driftguard.kube.resources import ResourceError
-from reconciler.application import AppKey
-from reconciler.controller import Controller
+from reconciler.application import GROUP, AppKey
+from reconciler.controller import Busy, Controller, NotLeader
+from reconciler.record import Operation
 
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 1 << 20
+SYNC_VERB: Final = "sync"
+DEFAULT_WAIT: Final = 60.0
+MAX_WAIT: Final = 600.0
+
+
+class Unauthorized(Exception):
+    """The caller's token is missing, or the API server does not authenticate it."""
+
+
+class Forbidden(Exception):
+    """RBAC does not allow the caller to sync the Application."""
+
+
+def authorize_sync(kube: Any, token: str, key: AppKey) -> str:
+    """The user name of the caller presenting ``token``, when RBAC allows them to sync ``key``
+    (``Unauthorized`` / ``Forbidden`` otherwise; ``KubeError`` when the API server cannot answer)."""
+    if not token:
+        raise Unauthorized("a Kubernetes bearer token is required (Authorization: Bearer <token>)")
+    review = kube.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body={
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+    status = review.get("status") or {}
+    user = status.get("user") or {}
+    if not status.get("authenticated") or not user.get("username"):
+        raise Unauthorized("the API server does not authenticate this token" +
+                           (f": {status['error']}" if status.get("error") else ""))
+    spec: dict[str, Any] = {"user": user["username"], "groups": list(user.get("groups") or []),
+                            "resourceAttributes": {"group": GROUP, "resource": "applications", "verb": SYNC_VERB,
+                                                   "namespace": key.namespace, "name": key.name}}
+    if user.get("uid"):
+        spec["uid"] = user["uid"]
+    if user.get("extra"):
+        spec["extra"] = user["extra"]
+    decision = kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})
+    if not (decision.get("status") or {}).get("allowed"):
+        raise Forbidden(f"{user['username']} may not sync Application {key}: grant verb \"{SYNC_VERB}\" on "
+                        f"applications.{GROUP} in namespace {key.namespace} (a Role or ClusterRole rule "
+                        f"{{apiGroups: [{GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
+    return str(user["username"])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,8 +100,11 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self._send(413, {"error": "body too large"})
             return
-        self.rfile.read(length)
+        body = self.rfile.read(length)
         parts = [p for p in self.path.split("?", 1)[0].split("/") if p]
+        if parts and parts[0] == "sync" and len(parts) == 3:
+            self._sync(AppKey(parts[1], parts[2]), body)
+            return
         if not parts or parts[0] != "refresh" or len(parts) not in (1, 3):
             self._send(404, {"error": f"no such endpoint: POST {self.path}"})
             return
@@ -74,6 +126,49 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(202, {"refreshed": [str(k) for k in refreshed]})
 
+    def _sync(self, key: AppKey, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            prune, dry_run = body.get("prune", False), body.get("dryRun", False)
+            wait = body.get("wait", DEFAULT_WAIT)
+            if not isinstance(prune, bool) or not isinstance(dry_run, bool):
+                raise ValueError("prune and dryRun must be true or false")
+            if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_WAIT:
+                raise ValueError(f"wait must be a number of seconds from 0 to {MAX_WAIT:.0f}")
+        except ValueError as e:
+            self._send(400, {"error": f"POST /sync: {e}"})
+            return
+        given = self.headers.get("Authorization", "")
+        token = given[len("Bearer "):].strip() if given.startswith("Bearer ") else ""
+        try:
+            user = authorize_sync(self.server.controller.cluster.kube, token, key)
+            operation = self.server.controller.sync(key, Operation(user, prune=prune, dry_run=dry_run), float(wait))
+        except Unauthorized as e:
+            self._send(401, {"error": str(e)})
+            return
+        except Forbidden as e:
+            log.warning("refused a sync of %s: %s", key, e)
+            self._send(403, {"error": str(e)})
+            return
+        except Busy as e:
+            self._send(409, {"error": str(e)})
+            return
+        except NotLeader as e:
+            self._send(503, {"error": str(e)})
+            return
+        except (KubeError, ResourceError) as e:
+            self._send(503, {"error": f"cannot authorise the sync: {e}"})
+            return
+        if operation is None:
+            self._send(404, {"error": f"no Application {key} (or this reconciler does not watch its namespace)"})
+            return
+        if operation.report is None:
+            self._send(202, {"application": str(key), "initiator": user, "state": "Running"})
+            return
+        self._send(200, sync_result(key, operation))
+
     def _authorised(self) -> bool:
         token = self.server.refresh_token
         given = self.headers.get("Authorization", "")
@@ -91,6 +186,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
+
+
+def sync_result(key: AppKey, operation: Operation) -> dict[str, Any]:
+    """What an on-demand sync did (or, dry run, would do), as ``POST /sync`` answers it."""
+    report = operation.report
+    assert report is not None
+    return {
+        "application": str(key), "initiator": operation.initiator, "dryRun": operation.dry_run,
+        "prune": operation.prune, "result": "Failed" if report.failed else "Succeeded",
+        "revision": report.revision.sha if report.revision else "",
+        "summary": report.changes.summary(),
+        "changes": [str(c) for c in report.changes.changes if c.action is not Action.UNCHANGED][:200],
+        "pendingPrune": [str(r) for r in report.pending_prune][:200],
+        "problem": report.problem.message if report.problem else "",
+    }
 
 
 class ReconcilerServer(ThreadingHTTPServer):

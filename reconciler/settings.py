@@ -139,7 +139,7 @@ class Options:
     namespace: str = field(default=NAMESPACE, metadata=_meta(
         "DRIFTGUARD_NAMESPACE", "namespace whose Applications to reconcile (--all-namespaces: every one)"))
     listen: str = field(default="127.0.0.1:8081", metadata=_meta(
-        "DRIFTGUARD_RECONCILER_LISTEN", "HTTP address for /healthz, /readyz, /metrics and POST /refresh"))
+        "DRIFTGUARD_RECONCILER_LISTEN", "HTTP address for /healthz, /readyz, /metrics, POST /refresh and POST /sync"))
     cache_dir: Path = field(default_factory=default_cache_dir, metadata=_meta(
         "DRIFTGUARD_CACHE_DIR", "git mirrors", shown="$XDG_CACHE_HOME/driftguard/git"))
     leader_elect: bool = field(default=True, metadata=_meta(

@@ -14,9 +14,14 @@ import json
 import os
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+import yaml
 
 from driftguard.core.inventory import Inventory
 from driftguard.core.manifests import ManifestError
@@ -37,6 +42,7 @@ from reconciler.reconcile import Reconciler, Stop
 from reconciler.renderer import Renderer, RenderError, RenderTools
 from reconciler.revision import Revision
 
+DEFAULT_SERVER = "http://127.0.0.1:8081"
 HISTORY_COLUMNS = ("ID", "REVISION", "AUTHOR", "COMMITTED", "STARTED", "FINISHED", "RESULT", "INITIATOR", "MESSAGE")
 
 
@@ -57,6 +63,24 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     for tool in ("kustomize", "helm", "jsonnet"):
         diff.add_argument(f"--{tool}", default=None, help=f"the {tool} binary (default: make tools' build)")
     diff.set_defaults(func=_diff)
+
+    sync = subparsers.add_parser(
+        "sync", help="sync an Application now (also one without syncPolicy.automated), as you",
+        description="Ask the reconciler to sync the Application now. It authenticates your Kubernetes token and "
+                    "asks RBAC whether you may (verb \"sync\" on applications.driftguard.io). Exit 0: synced; "
+                    "1: the sync failed; 2: refused or an error.")
+    _app_arguments(sync)
+    sync.add_argument("--prune", action="store_true", help="delete what the Application applied and git no "
+                      "longer declares")
+    sync.add_argument("--dry-run", action="store_true", help="say what the sync would do; change nothing")
+    sync.add_argument("--server", default=os.environ.get("DRIFTGUARD_RECONCILER_URL") or DEFAULT_SERVER,
+                      help="the reconciler's HTTP address (default $DRIFTGUARD_RECONCILER_URL, else "
+                           f"{DEFAULT_SERVER}: kubectl port-forward -n {NAMESPACE} svc/driftguard-reconciler 8081:80)")
+    sync.add_argument("--token", default=os.environ.get("DRIFTGUARD_TOKEN") or None,
+                      help="your Kubernetes bearer token (default $DRIFTGUARD_TOKEN, else the kubeconfig user's "
+                           "token or tokenFile)")
+    sync.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the result (default 120)")
+    sync.set_defaults(func=_sync)
 
 
 def _app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,3 +221,86 @@ def diffs(cluster: Cluster, desired: list[Desired], app: dict[str, Any]) -> tupl
         inventory = Inventory()
     declared: set[ObjectRef] = {d.ref for d in desired}
     return out, [appdiff.pruned_diff(ref) for ref in sorted(inventory.refs() - declared)]
+
+
+# ---------------------------------------------------------------- sync
+
+def _sync(args: argparse.Namespace) -> int:
+    try:
+        token = args.token or kubeconfig_token(args.kubeconfig, args.context)
+        status, body = post_sync(args.server, args.namespace, args.application, token, prune=args.prune,
+                                 dry_run=args.dry_run, wait=min(args.timeout, 600.0))
+    except (ValueError, OSError) as e:
+        print(f"driftguard sync: {e}", file=sys.stderr)
+        return 2
+    if status == 202:
+        print(f"driftguard sync: {args.namespace}/{args.application} is still syncing after {args.timeout:.0f}s; "
+              f"see `driftguard history {args.application} -n {args.namespace}`", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"driftguard sync: {body.get('error') or body} (HTTP {status})", file=sys.stderr)
+        return 2
+    print_sync(body, sys.stdout)
+    return 0 if body.get("result") == "Succeeded" else 1
+
+
+def print_sync(body: dict[str, Any], out: TextIO) -> None:
+    verb = "would sync" if body.get("dryRun") else "synced"
+    result = "dry run" if body.get("dryRun") else str(body.get("result"))
+    revision = str(body.get("revision") or "?")[:7]
+    print(f"Application {body.get('application')} {verb} at {revision} by {body.get('initiator')}: {result}", file=out)
+    if body.get("problem"):
+        print(f"  {body['problem']}", file=out)
+    for change in body.get("changes") or []:
+        print(f"  {change}", file=out)
+    for ref in body.get("pendingPrune") or []:
+        print(f"  {ref}: no longer in git, kept (use --prune to delete it)", file=out)
+    print(f"  {body.get('summary') or 'nothing to do'}", file=out)
+
+
+def post_sync(server: str, namespace: str, name: str, token: str, *, prune: bool, dry_run: bool,
+              wait: float) -> tuple[int, dict[str, Any]]:
+    """POST /sync/<namespace>/<name> to the reconciler: (HTTP status, decoded body)."""
+    url = f"{server.rstrip('/')}/sync/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}"
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--server {server!r} must be an http:// or https:// URL")
+    data = json.dumps({"prune": prune, "dryRun": dry_run, "wait": wait}).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={  # noqa: S310 - http(s) only, above
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=wait + 30) as response:  # noqa: S310
+            return response.status, _json(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, _json(e.read())
+    except urllib.error.URLError as e:
+        raise OSError(f"cannot reach the reconciler at {server}: {e.reason} (port-forward it: kubectl port-forward "
+                      f"-n {NAMESPACE} svc/driftguard-reconciler 8081:80, or pass --server)") from e
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return {"error": raw[:200].decode(errors="replace")}
+    return body if isinstance(body, dict) else {"error": str(body)}
+
+
+def kubeconfig_token(kubeconfig: str | None, context: str | None) -> str:
+    """The bearer token of the kubeconfig's (current) context's user: its ``token``, or ``tokenFile``'s
+    content. A client certificate or an exec plugin carries none the reconciler could check: ``ValueError``
+    naming the fix."""
+    path = Path(kubeconfig or os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read the kubeconfig {path}: {e}; pass --token") from e
+    name = context or config.get("current-context")
+    ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == name), {})
+    user = next((u.get("user") or {} for u in config.get("users") or [] if u.get("name") == ctx.get("user")), {})
+    if user.get("token"):
+        return str(user["token"])
+    if user.get("tokenFile"):
+        return Path(str(user["tokenFile"])).read_text().strip()
+    raise ValueError(f"the kubeconfig {path} (context {name}) authenticates without a bearer token (a client "
+                     "certificate or an exec plugin): pass --token or $DRIFTGUARD_TOKEN, e.g. "
+                     "`kubectl create token <your ServiceAccount>` or your identity provider's token")

@@ -11,6 +11,7 @@ import pytest
 from support.reconciler_harness import Harness, Repo, configmap
 
 from driftguard import cli
+from driftguard.local.controlplane import serviceaccount_token
 
 pytestmark = pytest.mark.integration
 MERGE = "application/merge-patch+json"
@@ -73,3 +74,69 @@ def test_diff_git_and_local_against_the_cluster(harness: Harness, repo: Repo, cl
     assert rc == 2 and "nowhere" in err
     rc, _, err = run_cli(capsys, "diff", "nope", *who)
     assert rc == 2 and f"no Application {harness.namespace}/nope" in err
+
+
+def test_sync_on_demand_is_decided_by_rbac_and_recorded(harness: Harness, repo: Repo, cluster: Any, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-automated Application synced with ``driftguard sync``: refused to a ServiceAccount RBAC does not
+    allow verb sync, run for one it does (dry run first: nothing changes), prune only with --prune, each real
+    sync in status.history with the authenticated user as initiator."""
+    ns = harness.namespace
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    first = repo.commit("alpha")
+    harness.make_app("manual", repo, automated=False)
+    service = harness.start()
+    wait_status = harness.wait_condition("manual", "Ready", "False", "OutOfSync")
+    assert wait_status and harness.cm("alpha") is None
+    harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "syncer"},
+        "rules": [{"apiGroups": ["driftguard.io"], "resources": ["applications"], "verbs": ["sync"],
+                   "resourceNames": ["manual"]}]})
+    harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "syncer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "syncer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]})
+    deployer = serviceaccount_token(harness.admin, ns, "deployer", bound=False)
+    bystander = serviceaccount_token(harness.admin, ns, "bystander", bound=False)
+    who = ("-n", ns, "--server", service.url, "--kubeconfig", str(cluster.admin_kubeconfig))
+    user = f"system:serviceaccount:{ns}:deployer"
+
+    rc, _, err = run_cli(capsys, "sync", "manual", *who, "--token", bystander)
+    assert rc == 2 and (f"system:serviceaccount:{ns}:bystander may not sync Application {ns}/manual: grant verb "
+                        f'"sync" on applications.driftguard.io in namespace {ns}') in err and "HTTP 403" in err
+    rc, _, err = run_cli(capsys, "sync", "manual", *who, "--token", "not-a-token")
+    assert rc == 2 and "HTTP 401" in err
+    rc, _, err = run_cli(capsys, "sync", "other", *who, "--token", deployer)  # resourceNames: manual only
+    assert rc == 2 and "HTTP 403" in err
+
+    rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--dry-run")
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"Application {ns}/manual would sync at {first[:7]} by {user}: dry run"
+    assert harness.cm("alpha") is None and harness.status("manual")["history"] == []
+
+    rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer)
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"Application {ns}/manual synced at {first[:7]} by {user}: Succeeded"
+    assert f"  ConfigMap {ns}/alpha created" in out.splitlines()
+    assert harness.cm("alpha") is not None
+    history = harness.status("manual")["history"]
+    assert [(h["revision"], h["result"], h["initiator"]) for h in history] == [(first, "Succeeded", user)]
+
+    # git drops alpha and adds beta: a sync without --prune keeps alpha and says so; --prune deletes it
+    repo.remove("app/a.yaml")
+    repo.write("app/b.yaml", configmap("beta", {"k": "1"}))
+    second = repo.commit("beta instead")
+    rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer)
+    assert rc == 0, err
+    assert f"  ConfigMap {ns}/alpha: no longer in git, kept (use --prune to delete it)" in out.splitlines()
+    assert harness.cm("beta") is not None and harness.cm("alpha") is not None
+    rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--prune")
+    assert rc == 0, err
+    assert f"  ConfigMap {ns}/alpha deleted: pruned: no longer declared in git" in out.splitlines()
+    assert harness.cm("alpha") is None
+    history = harness.status("manual")["history"]
+    assert [(h["id"], h["revision"], h["initiator"]) for h in history] == [
+        (0, first, user), (1, second, user), (2, second, user)]
+
+    rc, _, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--server", "http://127.0.0.1:1")
+    assert rc == 2 and "cannot reach the reconciler" in err
