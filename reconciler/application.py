@@ -128,6 +128,10 @@ class AppSpec:
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     refs: tuple[tuple[str, SourceSpec], ...] = ()  # spec.sources entries with ``ref``: files for ``$<ref>/…``
+    # spec.sources: the first rendered source is ``source``; every further one, by its name (``sources[2]``),
+    # is rendered by its own renderer and its objects combined with the others'
+    extra_sources: tuple[tuple[str, SourceSpec], ...] = ()
+    source_name: str = "spec.source"  # ``source``'s name in messages: spec.source, or spec.sources[i]
     history_limit: int = DEFAULT_HISTORY  # spec.revisionHistoryLimit: entries kept in status.history
     service_account: str = ""  # spec.serviceAccountName: apply as it (driftguard.core.actors)
     prune_last: bool = False  # syncOptions PruneLast=true: prune after the last wave
@@ -145,7 +149,7 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
     problems: list[str] = []
     warnings: list[str] = []
     spec = cast(SpecWire, obj.get("spec") or {})
-    source, refs = _sources(spec, problems)
+    source, refs, extra, source_name = _sources(spec, problems)
     destination = spec.get("destination") or {}
     server, dest_name = destination.get("server", ""), destination.get("name", "")
     if server not in ("", IN_CLUSTER) or dest_name not in ("", IN_CLUSTER_NAME):
@@ -207,6 +211,8 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         problems=tuple(problems),
         warnings=tuple(warnings),
         refs=refs,
+        extra_sources=extra,
+        source_name=source_name,
         history_limit=history_limit,
         service_account=account.strip(),
     )
@@ -262,18 +268,20 @@ def _retry(wire: object, problems: list[str]) -> Retry | None:
     return Retry(limit=-1 if limit < 0 else limit, duration=duration, factor=factor, max_duration=max_duration)
 
 
-def _sources(spec: SpecWire, problems: list[str]) -> tuple[SourceSpec, tuple[tuple[str, SourceSpec], ...]]:
-    """``spec.source``, or Argo CD's multi-source ``spec.sources``: exactly one source rendered, and any
-    number of ``ref`` sources whose files its ``helm.valueFiles`` / ``fileParameters`` name as ``$<ref>/…``."""
+def _sources(spec: SpecWire, problems: list[str]) -> tuple[SourceSpec, tuple[tuple[str, SourceSpec], ...],
+                                                          tuple[tuple[str, SourceSpec], ...], str]:
+    """``spec.source``, or Argo CD's multi-source ``spec.sources``: one or more rendered sources (the first, and
+    the others by name, ``sources[i]``), and any number of ``ref`` sources whose files their
+    ``helm.valueFiles`` / ``fileParameters`` name as ``$<ref>/…``."""
     many = spec.get("sources")
     if many is None:
-        return _source(spec.get("source") or cast(SourceWire, {}), problems), ()
+        return _source(spec.get("source") or cast(SourceWire, {}), problems), (), (), "spec.source"
     if spec.get("source"):
         problems.append("spec.source and spec.sources exclude each other")
     if not isinstance(many, list) or not many:
         problems.append("spec.sources must be a non-empty list")
-        return _source(cast(SourceWire, {}), problems), ()
-    rendered: list[SourceSpec] = []
+        return _source(cast(SourceWire, {}), problems), (), (), "spec.source"
+    rendered: list[tuple[str, SourceSpec]] = []
     refs: list[tuple[str, SourceSpec]] = []
     for i, wire in enumerate(many):
         if not isinstance(wire, Mapping):
@@ -282,7 +290,7 @@ def _sources(spec: SpecWire, problems: list[str]) -> tuple[SourceSpec, tuple[tup
         ref = str(wire.get("ref") or "")
         parsed = _source(cast(SourceWire, {k: v for k, v in wire.items() if k != "ref"}), problems)
         if not ref:
-            rendered.append(parsed)
+            rendered.append((f"sources[{i}]", parsed))
         elif wire.get("path") or any(wire.get(k) is not None for k in ("helm", "kustomize", "directory")):
             problems.append(f"spec.sources[{i}] (ref {ref!r}): a ref source that is also rendered is not supported "
                             "yet; split it into a ref source and a rendered one")
@@ -290,16 +298,18 @@ def _sources(spec: SpecWire, problems: list[str]) -> tuple[SourceSpec, tuple[tup
             problems.append(f"spec.sources[{i}].ref {ref!r} must be a unique name of letters, digits, '-' and '_'")
         else:
             refs.append((ref, parsed))
-    if len(rendered) != 1:
-        problems.append(f"spec.sources: exactly one source without ref is rendered, not {len(rendered)} (combining "
-                        "several rendered sources is not supported yet)")
-    source = rendered[0] if rendered else _source(cast(SourceWire, {"repoURL": "-"}), [])
-    helm = source.render.helm
-    for path in (*helm.value_files, *(f for _, f in helm.file_parameters)):
-        if path.startswith("$") and path[1:].split("/", 1)[0] not in dict(refs):
-            problems.append(f"spec.sources: {path!r} names no ref source (declared: "
-                            f"{', '.join(dict(refs)) or 'none'})")
-    return source, tuple(refs)
+    if not rendered:
+        problems.append("spec.sources: no source without ref, so nothing is rendered (a ref source only lends its "
+                        "files to a rendered one)")
+    source = rendered[0][1] if rendered else _source(cast(SourceWire, {"repoURL": "-"}), [])
+    for name, each in rendered:
+        helm = each.render.helm
+        for path in (*helm.value_files, *(f for _, f in helm.file_parameters)):
+            if path.startswith("$") and path[1:].split("/", 1)[0] not in dict(refs):
+                problems.append(f"spec.{name}: {path!r} names no ref source (declared: "
+                                f"{', '.join(dict(refs)) or 'none'})")
+    name = f"spec.{rendered[0][0]}" if rendered else "spec.sources"
+    return source, tuple(refs), tuple(rendered[1:]), name
 
 
 def _source(source: SourceWire, problems: list[str]) -> SourceSpec:

@@ -46,7 +46,7 @@ from reconciler.ocisource import OCISource, Resolved
 from reconciler.projects import ProjectSource, ProjectUnavailable
 from reconciler.render import render
 from reconciler.renderer import Renderer, RenderError
-from reconciler.revision import Revision
+from reconciler.revision import Revision, redact_url
 from reconciler.sources import RenderOptions
 from reconciler.status import Problem, SyncReport
 from reconciler.waves import WaveResult, Waves
@@ -234,7 +234,7 @@ class Reconciler:
         except ProjectUnavailable as e:
             raise Stop(e.problem) from e
         violation = None
-        for repo_url in (app.source.repo_url, *(ref.repo_url for _, ref in app.refs)):
+        for repo_url in (app.source.repo_url, *(ref.repo_url for _, ref in (*app.refs, *app.extra_sources))):
             violation = violation or projects.check_application(
                 project, repo_url=repo_url, app_namespace=app.key.namespace,
                 destination_namespace=app.destination_namespace, project_namespace=source.namespace)
@@ -326,53 +326,91 @@ class Reconciler:
                 "pruned")))
 
     def _resolve(self, app: AppSpec, credentials: Credentials | None) -> Revision:
-        """The rendered source's revision, carrying the commit of each ``ref`` source (spec.sources); for a
-        chart from a Helm repository, its archive's digest."""
+        """The rendered source's revision, carrying the commit of each ``ref`` source and the revision of each
+        further rendered source (spec.sources); for a chart, its archive's or manifest's digest."""
         try:
-            chart, url = app.source.render.chart, app.source.repo_url
-            if chart and is_oci(url, chart):
-                return self.oci.resolve(parse_reference(url, chart), app.source.target_revision, credentials)
-            if chart:
-                return self.charts.resolve(url, chart, app.source.target_revision, credentials)
-            revision = self.source.resolve(app.source.repo_url, app.source.target_revision, credentials)
-            refs = []
+            revision = self._resolve_source(app.source, credentials)
+            refs, extra = [], []
             for name, ref in app.refs:
                 self._refuse_local(app, ref)
                 resolved = self.source.resolve(ref.repo_url, ref.target_revision, self._credentials(app, ref))
                 refs.append((name, resolved.sha))
+            for name, source in app.extra_sources:
+                self._refuse_local(app, source)
+                extra.append(self._resolve_source(source, self._credentials(app, source)))
+                refs.append((name, extra[-1].sha))
         except SourceError as e:
             raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
-        return dataclasses.replace(revision, refs=tuple(refs)) if refs else revision
+        return dataclasses.replace(revision, refs=tuple(refs), sources=tuple(extra)) if refs else revision
+
+    def _resolve_source(self, source: SourceSpec, credentials: Credentials | None) -> Revision:
+        chart, url = source.render.chart, source.repo_url
+        if chart and is_oci(url, chart):
+            return self.oci.resolve(parse_reference(url, chart), source.target_revision, credentials)
+        if chart:
+            return self.charts.resolve(url, chart, source.target_revision, credentials)
+        return self.source.resolve(url, source.target_revision, credentials)
 
     def _desired(self, app: AppSpec, revision: Revision, memory: Memory,
                  credentials: Credentials | None = None) -> list[Desired]:
         """The stamped desired set, rendered once per (revision, placement-relevant spec, render options); a
         render that failed is not retried for the same key (unless it timed out)."""
         key = (revision.sha, str(app.key), app.source.repo_url, app.source.path, app.enforcement,
-               app.destination_namespace, app.source.render.key, repr(revision.refs), repr(app.refs))
+               app.destination_namespace, app.source.render.key, repr(revision.refs), repr(app.refs),
+               repr(app.extra_sources))
         if memory.render_key != key:
             if memory.failed_key == key and memory.failed is not None:
                 raise Stop(memory.failed)
+            # read before rendering: a Secret that is refused now is retried, not remembered as a failed render
+            logins = [self._credentials(app, source) for _, source in app.extra_sources]
             started = time.monotonic()
             try:
                 manifests, memory.renderer, memory.empty = self._render(app, revision, credentials)
+                desired = self._build(manifests, app, revision)
+                if app.extra_sources:
+                    desired, memory.renderer = self._combined(app, revision, desired, memory.renderer, logins)
             except Stop as e:
                 self._rendered(e.problem.reason, "failed", time.monotonic() - started)
                 if e.problem.reason not in TRANSIENT:
                     memory.failed_key, memory.failed = key, e.problem
                 raise
             self._rendered(memory.renderer.split(" ", 1)[0], "ok", time.monotonic() - started)
-            try:
-                desired = desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
-            except ManifestError as e:
-                raise Stop(Problem("RenderReady", "InvalidManifest",
-                                   f"{e} (at {revision.short}; nothing from this revision applied or pruned)")) from e
             memory.render_key, memory.desired = (key, desired) if all(d.scope_known for d in desired) else ((), [])
         else:
             desired = memory.desired
         if not desired and not app.allow_empty:  # judged every cycle: allowEmpty may change, the render not
             raise Stop(Problem("RenderReady", "EmptyRender", memory.empty))
         return desired
+
+    def _build(self, manifests: list[Manifest], app: AppSpec, revision: Revision) -> list[Desired]:
+        try:
+            return desired_set.build(manifests, app=app, revision=revision, scope=self._scope)
+        except ManifestError as e:
+            raise Stop(Problem("RenderReady", "InvalidManifest",
+                               f"{e} (at {revision.short}; nothing from this revision applied or pruned)")) from e
+
+    def _combined(self, app: AppSpec, revision: Revision, desired: list[Desired], by: str,
+                  logins: list[Credentials | None]) -> tuple[list[Desired], str]:
+        """``desired`` (the first rendered source's) with the objects of every further rendered source, each
+        rendered by its own renderer at its own revision and stamped with its own repository; an object two
+        sources declare is refused, naming both (Argo CD's RepeatedResourceWarning): nothing is applied."""
+        origin = {d.ref: (app.source_name, app.source, d.path) for d in desired}
+        combined, labels = list(desired), [by]
+        for (name, source), resolved, login in zip(app.extra_sources, revision.sources, logins, strict=True):
+            view = dataclasses.replace(app, source=source)
+            at = dataclasses.replace(resolved, refs=revision.refs)
+            manifests, label, _ = self._render(view, at, login)
+            for d in self._build(manifests, view, resolved):
+                if d.ref in origin:
+                    first, where, path = origin[d.ref]
+                    raise Stop(Problem("RenderReady", "RepeatedResource", (
+                        f"{d.ref} is declared by {first} ({_where(where, path)}) and by spec.{name} "
+                        f"({_where(source, d.path)}): an object has one source; remove it from one of them "
+                        f"(Argo CD's RepeatedResourceWarning); nothing applied or pruned")))
+                origin[d.ref] = (f"spec.{name}", source, d.path)
+                combined.append(d)
+            labels.append(label)
+        return combined, ", ".join(dict.fromkeys(labels))
 
     def _render(self, app: AppSpec, revision: Revision,
                 credentials: Credentials | None = None) -> tuple[list[Manifest], str, str]:
@@ -545,6 +583,11 @@ class Reconciler:
                  if (changed := {k: v for k, v in want.items() if (have.get(where) or {}).get(k) != v})}
         if patch:
             cluster.merge_patch(NAMESPACES, "", name, {"metadata": patch})
+
+
+def _where(source: SourceSpec, path: str) -> str:
+    what = f"chart {source.render.chart}" if source.render.chart else path
+    return f"{redact_url(source.repo_url)} {what}"
 
 
 def _kept(new: Inventory, outcomes: list[Outcome], old: Inventory, not_reached: set[ObjectRef] | None = None

@@ -15,6 +15,9 @@ class Revision:
     committed_at: str  # RFC 3339, UTC
     subject: str = ""
     refs: tuple[tuple[str, str], ...] = ()  # (ref name, commit sha) of spec.sources' ref sources
+    # spec.sources' further rendered sources (AppSpec.extra_sources), each resolved; their shas are in refs too,
+    # named sources[i], so a change to any of them is a new revision
+    sources: tuple[Revision, ...] = ()
 
     @property
     def short(self) -> str:

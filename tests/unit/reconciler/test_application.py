@@ -175,9 +175,24 @@ def test_multi_source_one_rendered_and_named_refs() -> None:
         ("values", "https://git.example/values", "v1")]
 
 
+def test_multi_source_several_rendered_sources_are_named_by_their_index() -> None:
+    app = _multi({"repoURL": "https://git.example/values", "ref": "values"},
+                 {"repoURL": "https://git.example/base", "path": "base"},
+                 {"repoURL": "oci://registry.example/charts", "chart": "web", "targetRevision": "^1.2",
+                  "helm": {"valueFiles": ["$values/web.yaml"]}},
+                 {"repoURL": "https://git.example/extra", "path": "overlay", "kustomize": {"namePrefix": "x-"}})
+    assert app.problems == ()
+    assert app.source_name == "spec.sources[1]" and app.source.path == "base"
+    assert [(name, s.repo_url, s.render.chart) for name, s in app.extra_sources] == [
+        ("sources[2]", "oci://registry.example/charts", "web"), ("sources[3]", "https://git.example/extra", "")]
+    assert app.extra_sources[1][1].render.kustomize.name_prefix == "x-"
+    assert _multi({"repoURL": "https://git.example/base", "path": "base"}).extra_sources == ()
+
+
 @pytest.mark.parametrize(("sources", "problem"), [
-    ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "path": "y"}], "exactly one source without ref is rendered"),
-    ([{"repoURL": "a", "ref": "v"}], "exactly one source without ref is rendered, not 0"),
+    ([{"repoURL": "a", "ref": "v"}], "no source without ref, so nothing is rendered"),
+    ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "path": "y", "helm": {"valueFiles": ["$nope/v.yaml"]}}],
+     "spec.sources[1]: '$nope/v.yaml' names no ref source"),
     ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "ref": "v", "path": "p"}], "a ref source that is also rendered"),
     ([{"repoURL": "a", "path": "x"}, {"repoURL": "b", "ref": "bad name"}], "must be a unique name"),
     ([{"repoURL": "a", "path": "x", "helm": {"valueFiles": ["$other/v.yaml"]}}, {"repoURL": "b", "ref": "v"}],
