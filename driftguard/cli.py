@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_cli.add_cli(subparsers)
     install_cli.add_certs_install(certs_cli.add_cli(subparsers))
     install_cli.add_doctor(subparsers)
+    install_cli.add_import(subparsers)
     webhook_cli.add_cli(subparsers)
     reconciler_cli.add_cli(subparsers)
     rendercmd.add_cli(subparsers)
