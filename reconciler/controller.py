@@ -243,7 +243,7 @@ class Controller:
         def failed(error: Exception) -> None:
             log.warning("watching Applications: %s", error)
 
-        for event in self.cluster.follow(APPLICATIONS, self.settings.namespace, stop=done,
+        for event in self.cluster.follow(APPLICATIONS, self.settings.applications_in, stop=done,
                                          timeout=self.settings.watch_timeout, on_error=failed):
             if done.is_set():
                 return
@@ -271,6 +271,8 @@ class Controller:
 
     def _on_application(self, event: WatchEvent) -> None:
         key = AppKey.of(event.object)
+        if not self.settings.watches(key.namespace):
+            return  # another reconciler's, or nobody's
         with self._cv:
             state = self.states.get(key)
             # Gone, or being deleted without a cascading finalizer: its objects stay, no longer managed.

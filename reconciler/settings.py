@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import os
 import socket
 import uuid
@@ -67,6 +68,10 @@ class Settings:
         "DRIFTGUARD_STOP_TIMEOUT", "how long a lost leadership term's threads may take to stop before the "
         "process exits", kind="duration"))
     system_namespace: str = NAMESPACE  # driftguard's own: the registration ConfigMap (reconciler.perimeter)
+    application_namespaces: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_APPLICATION_NAMESPACES", "more namespaces whose Applications to reconcile, besides --namespace: "
+        "comma-separated names or shell patterns (team-*), as Argo CD's apps in any namespace; the reconciler "
+        "needs its RBAC there"))
     allow_local_repos: bool = field(default=False, metadata=_meta(
         "DRIFTGUARD_ALLOW_LOCAL_REPOS", "accept file:// URLs and local paths as repoURL (local mode and tests only: a "
         "local path can read another Application's fetched repository from the reconciler's git cache)",
@@ -124,6 +129,21 @@ class Settings:
         "DRIFTGUARD_BREAK_GLASS_TTL", "longest a break-glass grant holds after it was granted, whatever its expiry "
         "says", kind="duration"))
 
+
+    @property
+    def application_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.application_namespaces.split(",") if p.strip())
+
+    def watches(self, namespace: str) -> bool:
+        """Whether Applications in ``namespace`` are this reconciler's: ``--namespace`` (every one when "") or a
+        ``--application-namespaces`` pattern."""
+        return (not self.namespace or namespace == self.namespace
+                or any(fnmatch.fnmatchcase(namespace, p) for p in self.application_patterns))
+
+    @property
+    def applications_in(self) -> str:
+        """The namespace the Applications watch covers ("": every one, filtered by ``watches``)."""
+        return "" if self.application_patterns else self.namespace
 
     @property
     def projects_in(self) -> str:

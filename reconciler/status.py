@@ -365,7 +365,20 @@ def _deleting(report: DeletionReport, left: int) -> Condition:
 
 
 def _list(changes: Sequence[Change]) -> str:
-    return "; ".join(str(c) for c in changes[:LISTED]) + _more(len(changes))
+    return "; ".join(str(c) for c in changes[:LISTED]) + _more(len(changes)) + _rbac_hint(changes)
+
+
+APP_OF_APPS_ROLE: Final = "driftguard-reconciler-app-of-apps"
+_APP_OF_APPS_KINDS: Final = frozenset({"Application", "Project"})
+
+
+def _rbac_hint(changes: Sequence[Change]) -> str:
+    """The fix for an app of apps the reconciler may not write: its opt-in ClusterRole."""
+    if not any(c.ref.group == "driftguard.io" and c.ref.kind in _APP_OF_APPS_KINDS
+               and "forbidden" in c.message.lower() for c in changes):
+        return ""
+    return (f" — Applications and Projects in git (app of apps) need the reconciler's opt-in ClusterRole: kubectl "
+            f"label clusterrole {APP_OF_APPS_ROLE} driftguard.io/aggregate-to-reconciler=true")
 
 
 def _refs(refs: Sequence[ObjectRef]) -> str:
