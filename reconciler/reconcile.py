@@ -426,6 +426,9 @@ class Reconciler:
                         name = self._unpack_oci(app, revision, tree, credentials)
                     else:
                         name = self.charts.unpack(url, options.chart, app.source.target_revision, tree, credentials)
+                    if (tree / REFS_DIR).exists():
+                        raise RenderError(f"chart {options.chart}: the archive holds {REFS_DIR}/, where ref sources go")
+                    options = self._with_refs(app, revision, tree, options, chart=tree / name)
                     rendered = self.renderer.render("helm", tree, name, options, release=app.key.name,
                                                     namespace=app.destination_namespace, paths=[])
                 return rendered.manifests, rendered.by, "" if rendered.manifests else (
@@ -471,16 +474,18 @@ class Reconciler:
         data = self.oci.archive(found, pull)
         return unpack_archive(data, tree, ref.repository.rsplit("/", 1)[-1], f"{ref.url}@{found.digest}")
 
-    def _with_refs(self, app: AppSpec, revision: Revision, tree: Path, options: RenderOptions) -> RenderOptions:
+    def _with_refs(self, app: AppSpec, revision: Revision, tree: Path, options: RenderOptions, *,
+                   chart: Path | None = None) -> RenderOptions:
         """Export each ref source at its resolved commit beside the tree (``.driftguard-refs/<ref>``) and point
-        ``$<ref>/…`` value files and file parameters there, relative to the chart."""
+        ``$<ref>/…`` value files and file parameters there, relative to the chart (``chart``: where a chart from
+        a repository or registry was unpacked; else the source's path)."""
         if not app.refs:
             return options
         shas = dict(revision.refs)
         for name, ref in app.refs:
             self.source.export(ref.repo_url, shas[name], tree / REFS_DIR / name,
                                credentials=self._credentials(app, ref))
-        chart = tree / app.source.path if app.source.path else tree
+        chart = chart or (tree / app.source.path if app.source.path else tree)
 
         def local(path: str) -> str:
             if not path.startswith("$"):

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from support.oci_registry import OCIRegistry
-from support.reconciler_harness import Harness, render_tools, wait_for
+from support.reconciler_harness import Harness, Repo, render_tools, wait_for
 
 from certs import CertificateAuthority
 
@@ -111,6 +111,35 @@ def test_a_chart_from_an_oci_registry_is_pulled_by_digest_synced_and_followed(
     registry.push("web", "2.0.0", TEMPLATE.format(origin="too-new"))  # outside ^1.0
     time.sleep(3)
     assert data(harness, "shop-web") == {"version": "1.1.0", "from": "newer"}
+
+
+def test_an_oci_chart_takes_value_files_from_a_ref_source_in_git(
+    registry: OCIRegistry, harness: Harness, ca: CertificateAuthority, repo: Repo,
+) -> None:
+    digest = registry.push("web", "1.0.0", "apiVersion: v1\nkind: ConfigMap\n"
+                                           "metadata: {name: {{ .Release.Name }}-web}\n"
+                                           "data: {color: {{ .Values.color | quote }}}\n")
+    put_secret(harness, "registry-creds", {"url": f"oci://{registry.host}", "username": USER,
+                                           "password": PASSWORD, "ca.crt": ca.cert_pem.decode()})
+    repo.write("envs/prod.yaml", "color: purple\n")
+    values = repo.commit("prod values")
+    harness.admin.request("POST", f"/apis/driftguard.io/v1alpha1/namespaces/{harness.namespace}/applications", body={
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "svc", "namespace": harness.namespace},
+        "spec": {"project": "default", "destination": {"namespace": harness.namespace}, "refreshInterval": "1s",
+                 "syncPolicy": {"automated": {"prune": True}}, "sources": [
+                     {"repoURL": f"oci://{registry.host}/charts", "chart": "web", "targetRevision": "1.0.0",
+                      "secretRef": {"name": "registry-creds"},
+                      "helm": {"releaseName": "shop", "valueFiles": ["$values/envs/prod.yaml"]}},
+                     {"repoURL": repo.url, "targetRevision": "main", "ref": "values"}]}})
+    harness.start()
+    status = harness.wait_synced("svc", digest.split(":", 1)[1][:40], timeout=60)
+    assert status["sync"]["refs"] == {"values": values}
+    assert data(harness, "shop-web") == {"color": "purple"}
+    repo.write("envs/prod.yaml", "color: teal\n")
+    repo.commit("teal")
+    wait_for(lambda: data(harness, "shop-web").get("color") == "teal", timeout=60,
+             what="a commit to the values repository alone re-renders the chart")
 
 
 def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_pruned(
