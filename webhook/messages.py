@@ -117,6 +117,12 @@ def application_admin_change(ref: ObjectRef, user: str, risky: Sequence[str]) ->
     return f"{ref}: {user} (admin) {'; '.join(risky)}; admitted and recorded"
 
 
+def application_unwatched(ref: ObjectRef, watched: Sequence[str]) -> str:
+    return (f"add {ref.namespace} to the reconciler's and the webhook's --application-namespaces, or create it in "
+            f"{', '.join(watched) or 'a watched namespace'}: no driftguard reconciler watches namespace "
+            f"{ref.namespace}, so {ref} gets no status and nothing syncs it")
+
+
 def application_status(ref: ObjectRef, user: str) -> str:
     return f"status of {ref} is written by driftguard's reconciler only; {user} may not write it"
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -210,11 +211,19 @@ def _validate_application(request: Request, settings: Settings, now: dt.datetime
     if not admin:
         return _deny(request, ref, old or {}, None, messages.application_denial(ref, user, settings.admin_groups,
                                                                                   risky), now)
+    unwatched = () if operation != "CREATE" or watched(ref.namespace, settings.application_namespaces) else (
+        messages.cut(messages.application_unwatched(ref, settings.application_namespaces)),)
     if not risky:
-        return ALLOW
+        return Verdict("allow", warnings=unwatched) if unwatched else ALLOW
     text = messages.application_admin_change(ref, user, risky)
     record = _record(request, ref, old or new or {}, None, "audit", text, (), now)
-    return Verdict("allow", warnings=(messages.cut(text),), record=record)
+    return Verdict("allow", warnings=(messages.cut(text), *unwatched), record=record)
+
+
+def watched(namespace: str, patterns: Sequence[str]) -> bool:
+    """Whether a reconciler watching ``patterns`` (its --namespace and --application-namespaces) sees
+    Applications in ``namespace``."""
+    return any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
 
 def _validate_delete(edit: Edit, how: str = "deleting it here") -> Verdict:

@@ -53,6 +53,11 @@ class Settings:
         "groups allowed to break glass (annotation driftguard.io/break-glass); empty disables it", kind="list"))
     break_glass_ttl: int = field(default=3600, metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_TTL", "seconds the reconciler leaves a break-glass object alone"))
+    application_namespaces: tuple[str, ...] = field(default=(NAMESPACE,), metadata=_meta(
+        "DRIFTGUARD_APPLICATION_NAMESPACES",
+        "the namespaces (names or shell patterns; * for every one) whose Applications a reconciler watches, as its "
+        "--namespace and --application-namespaces: creating an Application elsewhere is admitted with a warning "
+        "that nothing will sync it; comma-separated", kind="list"))
     project_namespace: str = field(default=NAMESPACE, metadata=_meta(
         "DRIFTGUARD_PROJECT_NAMESPACE", "the namespace Projects are read from, as the reconciler's "
         "--project-namespace (an Application created there may use any Project)"))

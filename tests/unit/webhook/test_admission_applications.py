@@ -224,3 +224,27 @@ def test_a_project_is_read_only_when_the_placement_changes() -> None:
     assert applications.needs_project(request("UPDATE", APP, with_(APP, "spec.destination.namespace", "x")))
     assert not applications.needs_project(request("UPDATE", APP, with_(APP, "spec.enforcement", "warn")))
     assert not applications.needs_project(request("DELETE", APP, None))
+
+
+UNWATCHED = ("add team-a to the reconciler's and the webhook's --application-namespaces, or create it in {watched}: "
+             "no driftguard reconciler watches namespace team-a, so Application team-a/my-service gets no status and "
+             "nothing syncs it")
+
+
+@pytest.mark.parametrize(("operation", "old", "new", "watched", "warned"), [
+    pytest.param("CREATE", None, IN_TEAM_A, ("driftguard-system",), True, id="created where nothing watches"),
+    pytest.param("CREATE", None, IN_TEAM_A, ("driftguard-system", "team-*"), False, id="a pattern matches"),
+    pytest.param("CREATE", None, IN_TEAM_A, ("*",), False, id="every namespace"),
+    pytest.param("CREATE", None, TEAM_APP, ("driftguard-system",), False, id="in driftguard's namespace"),
+    pytest.param("UPDATE", IN_TEAM_A, with_(IN_TEAM_A, "metadata.labels", {"x": "y"}), ("driftguard-system",), False,
+                 id="only a CREATE is warned about"),
+])
+def test_an_application_no_reconciler_watches_is_admitted_with_a_warning(
+        operation: str, old: dict[str, Any] | None, new: dict[str, Any], watched: tuple[str, ...],
+        warned: bool) -> None:
+    settings = Settings(admin_groups=("driftguard:admins",), application_namespaces=watched)
+    verdict = _verdict(operation, old, new, user=ADMIN[0], groups=ADMIN[1], settings=settings,
+                       project=applications.ProjectRead("team-a", TEAM_A))
+    assert verdict.outcome == "allow"
+    expected = (UNWATCHED.format(watched=", ".join(watched)),) if warned else ()  # whole: the fix comes first
+    assert tuple(w for w in verdict.warnings if "no driftguard reconciler" in w) == expected
