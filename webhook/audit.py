@@ -7,7 +7,10 @@ the queue: it appends lines to the file at once and folds records into Event *se
 (object, decision, user) — that it writes at most once per flush interval: the first occurrence
 creates an ``events.k8s.io/v1`` Event, later ones patch its ``series.count``. A flood of denials on
 one object is therefore one create plus one patch per interval, never one write per request.
-Dry-run records, and records about objects that do not exist yet (a denied CREATE), make no Event.
+Each Event carries its series' first record whole (``driftguard.core.audittrail``: the annotation
+``driftguard.io/audit-record``, the label ``driftguard.io/audit``), which the reconciler's leader folds
+into the durable audit trail before the Event expires. Dry-run records make no Event; a record about an
+object that does not exist yet (a denied CREATE) makes one naming the object without a uid.
 
 This module refuses to retry failed Event writes beyond the next flush, to buffer without bound, or
 to reach the API server itself: it is given an ``EventApi``.
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from driftguard.core import audittrail
 from driftguard.core.clock import as_micro
 from webhook.logs import CTX
 from webhook.metrics import Metrics
@@ -74,7 +78,7 @@ class EventAggregator:
         self._series: dict[tuple[str, str, str], _Series] = {}
 
     def add(self, record: AuditRecord) -> None:
-        key = (record.object_uid, record.decision, record.user)
+        key = (record.object_uid or record.object, record.decision, record.user)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= MAX_SERIES:
@@ -100,7 +104,7 @@ class EventAggregator:
         namespace = record.namespace or "default"
         try:
             if not series.name:
-                name = f"{record.name}.{secrets.token_hex(8)}"
+                name = f"{(record.name or 'object')[:200]}.{secrets.token_hex(8)}"
                 self._api.create_event(namespace, event_body(record, name, self._instance, series.count,
                                                              series.last_time))
                 series.name = name
@@ -120,7 +124,8 @@ def event_body(record: AuditRecord, name: str, instance: str, count: int, last_t
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
         "metadata": {"name": name, "namespace": record.namespace or "default",
-                     "labels": {"app.kubernetes.io/name": "driftguard"}},
+                     "labels": {"app.kubernetes.io/name": "driftguard", audittrail.EVENT_LABEL: "true"},
+                     "annotations": {audittrail.RECORD_ANNOTATION: audittrail.encode_record(record.to_dict())}},
         "eventTime": as_micro(record.time),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance,
@@ -128,7 +133,7 @@ def event_body(record: AuditRecord, name: str, instance: str, count: int, last_t
         "reason": _REASONS[record.decision],
         "type": "Warning",
         "regarding": {"apiVersion": record.api_version, "kind": record.kind, "namespace": record.namespace,
-                      "name": record.name, "uid": record.object_uid},
+                      "name": record.name, **({"uid": record.object_uid} if record.object_uid else {})},
         "note": _cut_bytes(f"{record.user}: {record.reason}", NOTE_LIMIT),
     }
     if count > 1:
@@ -194,7 +199,7 @@ class Recorder:
             thread.join(timeout)
 
     def _wants_event(self, record: AuditRecord) -> bool:
-        return self._aggregator is not None and not record.dry_run and bool(record.object_uid)
+        return self._aggregator is not None and not record.dry_run
 
     def _ensure_writer(self) -> queue.Queue[AuditRecord | None]:
         with self._lock:

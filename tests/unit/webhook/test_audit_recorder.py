@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from support.admission import NOW, SETTINGS, edited, live, review
 
+from driftguard.core import audittrail
 from webhook import audit, policy
 from webhook.metrics import Metrics
 from webhook.records import AuditRecord
@@ -131,6 +132,22 @@ def test_an_event_body_is_a_valid_events_k8s_io_v1_event() -> None:
     assert "series" not in body
 
 
+def test_an_event_carries_its_whole_record_for_the_durable_trail() -> None:
+    record = _record(reason="x" * 5000)  # long: compressed, still whole
+    body = audit.event_body(record, "my-service.abc", "webhook-0", 7, "2024-06-01T12:05:00Z")
+    assert body["metadata"]["labels"][audittrail.EVENT_LABEL] == "true"
+    entry = audittrail.entry_of_event(body)
+    assert entry is not None
+    assert AuditRecord.from_dict(entry.record) == record
+    assert (entry.event, entry.count, entry.last) == ("production/my-service.abc", 7, "2024-06-01T12:05:00Z")
+
+
+def test_a_denied_create_names_its_object_without_a_uid() -> None:
+    record = _record(object_uid="", operation="CREATE")
+    body = audit.event_body(record, "my-service.abc", "webhook-0", 1, record.time)
+    assert "uid" not in body["regarding"] and body["regarding"]["name"] == "my-service"
+
+
 def test_a_failed_event_write_is_counted_and_retried_at_the_next_flush() -> None:
     events = FakeEvents(fail=1)
     metrics = Metrics()
@@ -145,7 +162,7 @@ def test_a_failed_event_write_is_counted_and_retried_at_the_next_flush() -> None
 @pytest.mark.parametrize(("changes", "expected"), [
     pytest.param({}, 1, id="a denial on a live object"),
     pytest.param({"dry_run": True}, 0, id="dry-run"),
-    pytest.param({"object_uid": ""}, 0, id="a CREATE: nothing to attach to"),
+    pytest.param({"object_uid": ""}, 1, id="a CREATE: the object by name, without a uid"),
 ])
 def test_which_records_become_events(changes: dict[str, Any], expected: int) -> None:
     events = FakeEvents()
