@@ -43,6 +43,7 @@ from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, WatchE
 from reconciler import cycle, deletion, standby
 from reconciler.application import AppKey
 from reconciler.apply import Applier, Mode, Outcome
+from reconciler.audittrail import AuditTrail
 from reconciler.cascade import Cascade
 from reconciler.crd import APPLICATIONS, PROJECTS
 from reconciler.cycle import Requeue
@@ -129,6 +130,10 @@ class Controller:
             default_service_account=s.default_service_account, wave_timeout=s.wave_timeout)
         self.cascade = Cascade(cluster, self.applier, self.reporter, applier_of=self._cascade_applier,
                                post_delete=self.reconciler.waves.post_delete)
+        self.audit_trail = AuditTrail(
+            cluster, s.audit_namespace or s.system_namespace, retention=s.audit_retention,
+            max_records=s.audit_max_records, flush_seconds=s.audit_flush, watch_timeout=s.watch_timeout,
+        ) if s.audit_trail else None
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
@@ -175,6 +180,8 @@ class Controller:
         threads.append(threading.Thread(target=self._flush_status, args=(done,), name="status", daemon=True))
         for thread in threads:
             thread.start()
+        if self.audit_trail is not None:
+            self.audit_trail.start(done)
         if self.perimeter is not None:
             # Not joined: like the Applications watch they end at their next event, and all they ever
             # write is the webhook registration, which any term may restore.
@@ -188,6 +195,7 @@ class Controller:
         for thread in threads[2:]:
             thread.join(timeout=self.settings.stop_timeout)
         healers_done = self._selfheal.join(timeout=self.settings.stop_timeout)
+        healers_done &= self.audit_trail.join(self.settings.stop_timeout) if self.audit_trail is not None else True
         # The Applications and Projects watches (threads[:2]) only read, and return at their next event.
         self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[2:])
         self.metrics.leader.set(0)

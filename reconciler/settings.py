@@ -128,6 +128,21 @@ class Settings:
     break_glass_ttl: float = field(default=3600.0, metadata=_meta(
         "DRIFTGUARD_BREAK_GLASS_TTL", "longest a break-glass grant holds after it was granted, whatever its expiry "
         "says", kind="duration"))
+    audit_trail: bool = field(default=True, metadata=_meta(
+        "DRIFTGUARD_AUDIT_TRAIL", "the leader folds the webhook's audit Events (every namespace) into the durable "
+        "audit trail: a ConfigMap per Application in --audit-namespace, which `driftguard audit --kubeconfig` reads",
+        kind="switch"))
+    audit_namespace: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_AUDIT_NAMESPACE", f"the namespace the audit trail ConfigMaps are kept in (unset: {NAMESPACE})"))
+    audit_retention: float = field(default=7 * 86400.0, metadata=_meta(
+        "DRIFTGUARD_AUDIT_RETENTION", "audit trail entries last seen longer ago than this are dropped",
+        kind="duration", shown="168h"))
+    audit_max_records: int = field(default=500, metadata=_meta(
+        "DRIFTGUARD_AUDIT_MAX_RECORDS", "most entries (Event series) one trail keeps, the newest (and at most "
+        "768 KiB)"))
+    audit_flush: float = field(default=10.0, metadata=_meta(
+        "DRIFTGUARD_AUDIT_FLUSH", "a trail is written at most this often, and only when it changed",
+        kind="duration"))
 
 
     @property
@@ -284,11 +299,13 @@ def _check(options: Options) -> None:
         raise ValueError(f"--listen: {options.listen!r} is not host:port")
     s = options.settings
     for name in ("workers", "apply_concurrency", "heal_workers", "fight_limit", "render_memory", "render_max_output",
-                 "max_file_bytes", "max_revision_bytes", "max_objects", "max_yaml_nodes", "max_yaml_depth"):
+                 "max_file_bytes", "max_revision_bytes", "max_objects", "max_yaml_nodes", "max_yaml_depth",
+                 "audit_max_records"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be positive")
     for name in ("resync_interval", "max_backoff", "watch_timeout", "fight_window", "stop_timeout",
-                 "perimeter_interval", "perimeter_settle", "break_glass_ttl", "render_timeout", "wave_timeout"):
+                 "perimeter_interval", "perimeter_settle", "break_glass_ttl", "render_timeout", "wave_timeout",
+                 "audit_retention", "audit_flush"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:

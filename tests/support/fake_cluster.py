@@ -10,8 +10,9 @@ conflicts unless the object is at that version.
 from __future__ import annotations
 
 import copy
+import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from driftguard.kube.resources import Page, ResourceError, ResourceType
@@ -69,6 +70,14 @@ class FakeCluster:
         items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == rt.kind
                  and ns == namespace and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]
         return items, self._next()
+
+    def follow(self, rt: ResourceType, namespace: str = "", *, label_selector: str = "", field_selector: str = "",
+               stop: threading.Event | None = None, timeout: float = 30.0,
+               on_error: Callable[[Exception], None] | None = None) -> Iterator[Any]:
+        """A watch that hears nothing until ``stop`` (the audit trail's watch of the webhook's Events)."""
+        if stop is not None:
+            stop.wait()
+        yield from ()
 
     def apply(self, obj: Mapping[str, Any], *, dry_run: bool = False, rt: ResourceType | None = None) -> dict[str, Any]:
         self._call("apply-dry-run" if dry_run else "apply")

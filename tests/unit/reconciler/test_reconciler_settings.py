@@ -77,4 +77,5 @@ def test_every_declared_setting_is_a_flag_and_a_table_row() -> None:
     rows = settings.reference()
     assert len(rows) > 10
     assert {row[0] for row in rows} | {"--all-namespaces", "--help", "--no-leader-elect", "--no-install-crd",
-                                          "--no-allow-local-repos", "--no-oci-plain-http-loopback"} == flags
+                                          "--no-allow-local-repos", "--no-oci-plain-http-loopback",
+                                          "--no-audit-trail"} == flags
