@@ -269,3 +269,26 @@ def test_drift_names_an_unknown_user_explicitly() -> None:
     assert compose(snap(drift=[record]), {}, NOW)["drift"] == [
         {"object": "ConfigMap prod/a", "fields": ["spec.replicas"], "state": "Reverted", "at": "t", "by": "unknown",
          "manager": "kubectl (scale)"}]
+
+
+def test_hooks_and_retry_in_status() -> None:
+    from driftguard.core.phases import Phase
+    from reconciler.application import Retry
+    from reconciler.hooks import HookRun
+
+    run = HookRun("Job", "prod", "migrate-x7", Phase.PRE_SYNC, -1, "Failed", "job failed", "2026-03-01T12:00:00Z",
+                  "2026-03-01T12:00:05Z", "app/hooks.yaml:1")
+    problem = Problem("Applied", "HookFailed", "PreSync wave -1: PreSync hook Job prod/migrate-x7 failed")
+    failed = report(hooks=(run,), hooks_ran=True, attempt=2, problem=problem)
+    spec = dataclasses.replace(APP, retry=Retry(limit=3, duration=5.0, factor=2.0, max_duration=180.0))
+    status = compose(snap(spec=spec, report=failed), {}, NOW)
+    assert status["hooks"] == [{"kind": "Job", "namespace": "prod", "name": "migrate-x7", "phase": "PreSync",
+                                "wave": -1, "result": "Failed", "message": "job failed",
+                                "startedAt": "2026-03-01T12:00:00Z", "finishedAt": "2026-03-01T12:00:05Z",
+                                "path": "app/hooks.yaml:1"}]
+    assert status["retry"] == {"attempt": 2, "limit": 3, "message": "attempt 2 failed; retrying in 10s"}
+    spent = compose(snap(spec=spec, report=dataclasses.replace(failed, attempt=4)), {}, NOW)["retry"]
+    assert spent["message"].startswith("attempt 4 failed; no retries left (limit 3)")
+    assert "retry" not in compose(snap(spec=spec), {}, NOW), "a good sync shows no retry"
+    assert "retry" not in compose(snap(report=failed), {}, NOW), "nor does a failed one without syncPolicy.retry"
+    assert "hooks" not in compose(snap(), {}, NOW)
