@@ -393,7 +393,7 @@ class Controller:
                 spec = dataclasses.replace(state.spec, automated=True, prune=op.prune, self_heal=True)
                 result = self.reconciler.reconcile(
                     spec, state.memory, save_inventory=lambda inventory: self.reporter.save_inventory(state, inventory),
-                    on_desired=lambda desired: self._track(state.key, desired))
+                    on_desired=lambda desired: self._track(state.key, desired), on_demand=True)
                 result.report.initiator = op.initiator
                 op.report = result.report
                 state.force_full = True  # the next cycle compares again under the Application's own policy

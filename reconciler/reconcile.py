@@ -117,10 +117,11 @@ class Reconciler:
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
         on_desired: Callable[[list[Desired]], None] = lambda _: None, revision: Revision | None = None,
-        project: projects.Project | None = None,
+        project: projects.Project | None = None, on_demand: bool = False,
     ) -> Result:
         """Sync ``app`` once (at ``revision`` when already resolved, under ``project`` when already checked by
-        ``project``); ``memory`` is updated in place."""
+        ``project``); ``memory`` is updated in place. ``on_demand``: a sync someone asked for runs its hooks even
+        when nothing is out of sync (Argo CD's manual sync); the automated one only when something is."""
         start = time.monotonic()
         report = SyncReport(target=app.source.target_revision, started=self._clock(), duration=0.0)
         old = memory.inventory
@@ -157,7 +158,8 @@ class Reconciler:
             if not app.automated:
                 result.outcomes = applier.sync_all(desired, mode)
             else:
-                waved = self._sync_waves(app, applier, desired, hooks, prunable, mode=mode, memory=memory)
+                waved = self._sync_waves(app, applier, desired, hooks, prunable, mode=mode, memory=memory,
+                                         on_demand=on_demand)
                 result.outcomes, not_reached = waved.outcomes, waved.not_reached
                 keep += waved.keep
                 report.pruned = ChangeSet([o.change for o in waved.pruned])
@@ -194,14 +196,15 @@ class Reconciler:
         return prunable, keep + held
 
     def _sync_waves(self, app: AppSpec, applier: Applier, desired: list[Desired], hooks: list[Desired],
-                    prunable: list[tuple[Entry, phases.Traits]], *, mode: Mode, memory: Memory) -> WaveResult:
+                    prunable: list[tuple[Entry, phases.Traits]], *, mode: Mode, memory: Memory,
+                    on_demand: bool = False) -> WaveResult:
         """Apply and prune phase by phase, wave by wave (``reconciler.waves``). A plan of one step without
         hooks is one pass, as it always was; otherwise hooks and waits happen only when something is out of
         sync (a resync of an Application in sync runs no hook and writes nothing)."""
         steps = phases.plan(((d, d.traits) for d in desired), ((h, h.traits) for h in hooks), prunable,
                             prune_last=app.prune_last)
         memory.hooks_ran = False
-        if phases.phased(steps) and not prunable and not applier.out_of_sync(desired, mode):
+        if phases.phased(steps) and not on_demand and not prunable and not applier.out_of_sync(desired, mode):
             steps = [phases.Step(phases.Phase.SYNC, 0, apply=tuple(desired))]  # in sync: one pass, no hook
         if not steps:
             return WaveResult()

@@ -18,7 +18,9 @@ from support.hook_jobs import await_job, finish, job, jobs, wave
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard.core.contract import ANN_DECLARED, LABEL_MANAGED
+from reconciler.application import AppKey
 from reconciler.desired import ANN_HOOK_OF
+from reconciler.record import Operation
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +150,32 @@ def test_bad_wave_and_nameless_objects_name_the_file(harness: Harness, repo: Rep
     harness.refresh("svc")
     ready = wait_for(lambda: (c := harness.condition("svc", "RenderReady")) and "generateName" in c["message"] and c)
     assert ready["message"].startswith("app/app.yaml:1: ConfigMap has no metadata.name (only a hook")
+
+
+def test_a_sync_someone_asks_for_runs_the_hooks_even_in_sync(harness: Harness, repo: Repo) -> None:
+    """Argo CD's manual sync runs the hooks whatever the sync status; the automated sync only when out of sync.
+    (The controller's on-demand entry point is called directly; its HTTP and RBAC side is test_reconciler_verbs'.)"""
+    notify = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"sent": "yes"}, "metadata": {
+        "generateName": "notify-", "annotations": {"argocd.argoproj.io/hook": "PostSync"}}}
+    repo.write("app/app.yaml", [configmap("app", {"k": "v"}), notify])
+    sha = repo.commit("an app and a PostSync notification")
+    harness.make_app("svc", repo)
+    service = harness.start()
+
+    def notifications() -> list[str]:
+        items = harness.admin.request("GET", f"/api/v1/namespaces/{harness.namespace}/configmaps")["items"]
+        return sorted(i["metadata"]["name"] for i in items if i["metadata"]["name"].startswith("notify-"))
+    harness.wait_synced("svc", sha)
+    first = wait_for(notifications, what="the PostSync hook (a ConfigMap: done once it exists)")
+    assert len(first) == 1
+
+    operation = service.controller.sync(AppKey(harness.namespace, "svc"), Operation("tester"), 30.0)
+    assert operation is not None and operation.report is not None and operation.done.is_set()
+    assert [h.result for h in operation.report.hooks] == ["Succeeded"] and operation.report.hooks_ran
+    assert len(notifications()) == 2, "a sync someone asked for runs the hooks although nothing is out of sync"
+
+    synced_at = harness.status("svc")["lastSyncTime"]
+    time.sleep(1.1)  # lastSyncTime has one-second resolution
+    harness.refresh("svc")
+    wait_for(lambda: harness.status("svc").get("lastSyncTime") != synced_at, what="an automated resync")
+    assert len(notifications()) == 2, "the automated resync of an Application in sync runs none"
