@@ -215,6 +215,10 @@ class OCISource:
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params)
         authorization = ("Basic " + base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()) if login else None
         status, _, body = self._open(ref, "GET", url, context, "application/json", authorization=authorization)
+        if status in (401, 403) and login is None:
+            raise SourceError("AuthenticationRequired", f"{ref.url}: the registry's token service gives no anonymous "
+                                                        "access; give the Application a repository Secret "
+                                                        "(spec.source.secretRef)")
         if status in (401, 403):
             raise SourceError("AuthenticationFailed", f"{ref.url}: the registry's token service refused the login "
                                                       "of the repository Secret (spec.source.secretRef)")

@@ -1,6 +1,9 @@
 """A real OCI registry for tests: the CNCF distribution registry (``tools/registry``, built and cached by
 ``python -m driftguard.local.controlplane test-tools``) on 127.0.0.1, over TLS from a test CA with htpasswd
-Basic auth, or over plain http without auth. Charts are pushed to it with the real ``helm push``.
+Basic auth, or with token auth (``token_auth=True``: the registry answers ``WWW-Authenticate: Bearer
+realm=…`` and trusts JWTs signed by a key the test CA certified; a small token service here hands them out for
+a Basic login, as Docker Hub's or GHCR's does), or over plain http without auth. Charts are pushed to it with
+the real ``helm push``.
 
 Start it with ``with OCIRegistry(...) as registry:``; leaving the block stops the process (its own process
 group, killed if it does not stop) and nothing of it outlives the test's temporary directory.
@@ -8,28 +11,42 @@ group, killed if it does not stop) and nothing of it outlives the test's tempora
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import os
+import secrets
 import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import bcrypt
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from certs import CertificateAuthority
 from driftguard.local.controlplane.binaries import resolve_render_tools, resolve_test_tools
 
 
 class OCIRegistry:
-    def __init__(self, scratch: Path, *, ca: CertificateAuthority | None, users: dict[str, str] | None = None) -> None:
-        """TLS and htpasswd auth when ``ca`` is given (``users``: name → password), else plain http, no auth."""
-        self.scratch, self.ca, self.users = scratch, ca, users or {}
+    def __init__(self, scratch: Path, *, ca: CertificateAuthority | None, users: dict[str, str] | None = None,
+                 token_auth: bool = False) -> None:
+        """TLS and htpasswd auth when ``ca`` is given (``users``: name → password), else plain http, no auth;
+        ``token_auth``: a token service instead of htpasswd."""
+        self.scratch, self.ca, self.users, self.token_auth = scratch, ca, users or {}, token_auth
+        self.tokens: TokenService | None = None
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.binary = resolve_test_tools()["registry"]
         self.helm = str(resolve_render_tools()["helm"])
@@ -60,10 +77,15 @@ class OCIRegistry:
             serving.write(self.scratch / "tls.crt", self.scratch / "tls.key")
             self.ca_file.write_bytes(self.ca.cert_pem)
             http["tls"] = {"certificate": str(self.scratch / "tls.crt"), "key": str(self.scratch / "tls.key")}
-            lines = [f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}"
-                     for user, password in self.users.items()]
-            (self.scratch / "htpasswd").write_text("\n".join(lines) + "\n")
-            config["auth"] = {"htpasswd": {"realm": "driftguard-test", "path": str(self.scratch / "htpasswd")}}
+            if self.token_auth:
+                self.tokens = TokenService(self.ca, self.users, self.scratch).start()
+                config["auth"] = {"token": {"realm": self.tokens.realm, "service": TokenService.SERVICE,
+                                            "issuer": TokenService.ISSUER, "rootcertbundle": str(self.ca_file)}}
+            else:
+                lines = [f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}"
+                         for user, password in self.users.items()]
+                (self.scratch / "htpasswd").write_text("\n".join(lines) + "\n")
+                config["auth"] = {"htpasswd": {"realm": "driftguard-test", "path": str(self.scratch / "htpasswd")}}
         (self.scratch / "config.yml").write_text(yaml.safe_dump(config))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.scratch),
                "OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
@@ -94,6 +116,8 @@ class OCIRegistry:
         raise RuntimeError(f"the registry did not answer within {timeout}s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
+        if self.tokens is not None:
+            self.tokens.stop()
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
@@ -144,3 +168,100 @@ class OCIRegistry:
             if line.startswith("Digest:"):
                 return line.split(":", 1)[1].strip()
         raise RuntimeError(f"helm push reported no digest: {said}")
+
+
+class TokenService:
+    """Docker's token protocol on 127.0.0.1 over TLS: ``GET /token?service=…&scope=repository:<name>:<actions>``
+    with Basic auth answers ``{"token": <JWT>}`` (ES256, ``x5c``: a certificate from the test CA, which the
+    registry trusts as its rootcertbundle); a wrong or missing login answers 401. Requests are recorded."""
+
+    SERVICE = "driftguard-test-registry"
+    ISSUER = "driftguard-test-token-service"
+
+    def __init__(self, ca: CertificateAuthority, users: dict[str, str], scratch: Path) -> None:
+        self.users = users
+        signing = ca.issue_serving("oci-token-signer", ip_addresses=["127.0.0.1"])
+        self._key = serialization.load_pem_private_key(signing.key_pem, password=None)
+        self._x5c = base64.b64encode(x509.load_pem_x509_certificate(signing.cert_pem).public_bytes(
+            serialization.Encoding.DER)).decode()
+        serving = ca.issue_serving("oci-token-service", ip_addresses=["127.0.0.1"])
+        serving.write(scratch / "token-tls.crt", scratch / "token-tls.key")
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(scratch / "token-tls.crt", scratch / "token-tls.key")
+        self.requests: list[tuple[str, bool]] = []  # (scope, granted)
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def realm(self) -> str:
+        assert self._server is not None
+        return f"https://127.0.0.1:{self._server.server_address[1]}/token"
+
+    def start(self) -> TokenService:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                user = owner.login(self.headers.get("Authorization") or "")
+                scopes = query.get("scope", [])
+                owner.requests.append((" ".join(scopes), user is not None))
+                if user is None:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": owner.issue(user, scopes, 300)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.socket = self._context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="oci-token-service", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def login(self, header: str) -> str | None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(value).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return user if user in self.users and secrets.compare_digest(self.users[user], password) else None
+
+    def issue(self, user: str, scopes: list[str], seconds: int) -> str:
+        """A JWT granting ``scopes`` (``repository:<name>:<actions>``) to ``user`` for ``seconds``."""
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "sub": user, "aud": self.SERVICE, "exp": now + seconds, "nbf": now - 30,
+                  "iat": now, "jti": secrets.token_hex(8), "access": access}
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [self._x5c]}
+        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

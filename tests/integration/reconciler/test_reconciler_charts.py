@@ -184,6 +184,38 @@ def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_p
     wait_for(lambda: data(harness, "shop-web").get("version") == "1.1.0", timeout=60, what="synced once fixed")
 
 
+def test_a_registry_with_a_token_service_is_read_with_a_login_or_with_a_token_alone(
+    tmp_path: Path, harness: Harness, ca: CertificateAuthority,
+) -> None:
+    with OCIRegistry(tmp_path / "token-registry", ca=ca, users={USER: PASSWORD}, token_auth=True) as served:
+        served.login(USER)
+        digest = served.push("web", "1.0.0", TEMPLATE.format(origin="token"))
+        other = served.push("tok", "1.0.0", TEMPLATE.format(origin="token"))  # pulled with the token alone
+        assert served.tokens is not None
+        token = served.tokens.issue(USER, ["repository:charts/tok:pull"], 3600)
+        base = {"url": f"oci://{served.host}/charts", "ca.crt": ca.cert_pem.decode()}
+        put_secret(harness, "login", {**base, "username": USER, "password": PASSWORD})
+        put_secret(harness, "token", {**base, "token": token})
+        put_secret(harness, "wrong", {**base, "username": USER, "password": WRONG})
+        chart_app(harness, "with-login", f"oci://{served.host}/charts", "web", "1.0.0", secret="login",
+                  release="with-login")
+        chart_app(harness, "with-token", f"oci://{served.host}/charts", "tok", "1.0.0", secret="token",
+                  release="with-token")
+        chart_app(harness, "with-wrong", f"oci://{served.host}/charts", "web", "1.0.0", secret="wrong",
+                  release="with-wrong")
+        harness.start()
+        harness.wait_synced("with-login", digest.split(":", 1)[1][:40], timeout=60)
+        harness.wait_synced("with-token", other.split(":", 1)[1][:40], timeout=60)
+        for name in ("with-login", "with-token"):
+            assert data(harness, f"{name}-web") == {"version": "1.0.0", "from": "token"}, name
+        failed = harness.wait_condition("with-wrong", "SourceReady", "False", "AuthenticationFailed", timeout=30)
+        assert "token service refused the login" in failed["message"]
+        assert harness.cm("with-wrong-web") is None
+        granted = [scope for scope, ok in served.tokens.requests if ok]
+        assert "repository:charts/web:pull" in granted, "helm and the reconciler went through the token service"
+        assert any(not ok for _, ok in served.tokens.requests), "the wrong login was asked and refused"
+
+
 def test_a_plain_http_registry_is_used_only_on_loopback_with_the_flag_and_never_with_a_login(
     tmp_path: Path, harness: Harness,
 ) -> None:
