@@ -118,9 +118,9 @@ def application_admin_change(ref: ObjectRef, user: str, risky: Sequence[str]) ->
 
 
 def application_unwatched(ref: ObjectRef, watched: Sequence[str]) -> str:
-    return (f"add {ref.namespace} to the reconciler's and the webhook's --application-namespaces, or create it in "
-            f"{', '.join(watched) or 'a watched namespace'}: no driftguard reconciler watches namespace "
-            f"{ref.namespace}, so {ref} gets no status and nothing syncs it")
+    return (f"{ref}: no driftguard reconciler watches its namespace, so nothing will sync it; create it in "
+            f"{', '.join(watched) or 'a watched namespace'}, or add the namespace to --application-namespaces "
+            "(the reconciler's and the webhook's)")
 
 
 def application_status(ref: ObjectRef, user: str) -> str:

@@ -54,9 +54,14 @@ def test_an_application_is_judged_against_its_project_when_created(guarded: Guar
         app(guarded, "a4", "default", "https://git.example.com/any", "kube-system"))
     guarded.wait_record("a2", decision="deny", kind="Application")
 
-    created = guarded.admin.request("POST", apps, body=app(guarded, "ok", team, "https://git.example.com/team-a/web",
-                                                           ns))
+    answer = guarded.admin.request_with_warnings("POST", apps, body=app(guarded, "ok", team,
+                                                                        "https://git.example.com/team-a/web", ns))
+    created = answer.body
     assert created["spec"]["project"] == team
+    # this webhook was told of no reconciler watching this namespace (--application-namespaces: driftguard-system)
+    assert answer.warnings == (
+        f"Application {ns}/ok: no driftguard reconciler watches its namespace, so nothing will sync it; create it in "
+        "driftguard-system, or add the namespace to --application-namespaces (the reconciler's and the webhook's)",)
     # the admin narrows the project; an unrelated edit of the Application is still admitted…
     guarded.admin.request("PATCH", f"/apis/driftguard.io/v1alpha1/namespaces/{ns}/projects/{team}",
                           content_type=MERGE, body={"spec": {"sourceRepos": ["https://git.example.com/team-b/*"]}})

@@ -226,9 +226,9 @@ def test_a_project_is_read_only_when_the_placement_changes() -> None:
     assert not applications.needs_project(request("DELETE", APP, None))
 
 
-UNWATCHED = ("add team-a to the reconciler's and the webhook's --application-namespaces, or create it in {watched}: "
-             "no driftguard reconciler watches namespace team-a, so Application team-a/my-service gets no status and "
-             "nothing syncs it")
+UNWATCHED = ("Application team-a/my-service: no driftguard reconciler watches its namespace, so nothing will sync "
+             "it; create it in {watched}, or add the namespace to --application-namespaces (the reconciler's and the "
+             "webhook's)")
 
 
 @pytest.mark.parametrize(("operation", "old", "new", "watched", "warned"), [
