@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.guarded import delete_if_present
 from support.reconciler_harness import ROOT, Harness, Repo, apply_admin, configmap, render_tools, wait_for
 
 from driftguard.kube import Kube, KubeError
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.integration
 RBAC = "rbac.authorization.k8s.io/v1"
 WRITES = {"create", "update", "patch", "delete", "deletecollection", "*"}
 OWN = {"applications", "applications/status", "events", "namespaces", "customresourcedefinitions",
-       "validatingwebhookconfigurations", "mutatingwebhookconfigurations"}  # the reconciler's own business
+       "validatingwebhookconfigurations", "mutatingwebhookconfigurations",
+       "tokenreviews", "subjectaccessreviews"}  # the reconciler's own business (and who may `driftguard sync`)
 
 
 def rendered() -> list[dict[str, Any]]:
@@ -105,13 +107,5 @@ def test_a_tenant_mode_reconciler_syncs_as_the_teams_serviceaccount_and_cannot_w
                 service.stop()
     finally:
         for role in ("driftguard-reconciler-core", "driftguard-reconciler-read", "driftguard-reconciler-seal"):
-            _delete(admin, f"/apis/{RBAC}/clusterrolebindings/{name}-{role}")
-        _delete(admin, f"/api/v1/namespaces/driftguard-system/serviceaccounts/{name}")
-
-
-def _delete(admin: Kube, path: str) -> None:
-    try:
-        admin.request("DELETE", path)
-    except KubeError as error:
-        if error.status != 404:
-            raise
+            delete_if_present(admin, f"/apis/{RBAC}/clusterrolebindings/{name}-{role}")
+        delete_if_present(admin, f"/api/v1/namespaces/driftguard-system/serviceaccounts/{name}")
