@@ -18,9 +18,9 @@ RUN python3 -m venv /opt/driftguard \
  && /opt/driftguard/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 FROM ${BASE_IMAGE}
-# git and ssh for the reconciler's sources; nothing else.
+# git and ssh for the reconciler's sources, gpg and ssh-keygen for their signatures (spec.verify); nothing else.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && apt-get install -y --no-install-recommends git openssh-client gpg ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/driftguard /opt/driftguard
 # kustomize, helm and jsonnet, the renderers (reconciler/renderer.py), built from tools/<name>/go.mod by

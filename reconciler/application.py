@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NotRequired, TypedDict, cast
 
 from driftguard.core.contract import ENFORCEMENTS, PREFIX, Enforcement
+from driftguard.core.signatures import VerifyError, VerifySpec, parse_verify
 from reconciler.revision import redact_url
 from reconciler.semver import ConstraintError, parse_constraint
 from reconciler.sources import RenderOptions, parse_options
@@ -86,6 +87,7 @@ class SpecWire(TypedDict, total=False):
     refreshInterval: str
     revisionHistoryLimit: int
     serviceAccountName: str
+    verify: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -138,6 +140,7 @@ class AppSpec:
     namespace_labels: tuple[tuple[str, str], ...] = ()  # syncPolicy.managedNamespaceMetadata (CreateNamespace)
     namespace_annotations: tuple[tuple[str, str], ...] = ()
     retry: Retry | None = None  # syncPolicy.retry (None: retried with the reconciler's backoff, without limit)
+    verify: VerifySpec | None = None  # spec.verify: the commit/tag signatures required (driftguard.core.signatures)
 
     @property
     def valid(self) -> bool:
@@ -190,6 +193,11 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
     if not isinstance(account, str):
         problems.append("serviceAccountName must be a string (a ServiceAccount in the Application's namespace)")
         account = ""
+    verify = None
+    try:
+        verify = parse_verify(spec.get("verify"), "spec.verify")
+    except VerifyError as e:
+        problems.append(str(e))
     metadata = obj.get("metadata") or {}
     return AppSpec(
         key=AppKey.of(obj),
@@ -215,6 +223,7 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         source_name=source_name,
         history_limit=history_limit,
         service_account=account.strip(),
+        verify=verify,
     )
 
 

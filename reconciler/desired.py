@@ -90,7 +90,8 @@ def build(manifests: list[Manifest], *, app: AppSpec, revision: Revision, scope:
         namespaced = defined.get((group, manifest.ref.kind))
         if namespaced is None:
             namespaced = scope(str(manifest.obj["apiVersion"]), manifest.ref.kind)
-        source = Source(repo, revision.sha, revision.author, revision.committed_at, manifest.path)
+        source = Source(repo, revision.sha, revision.author, revision.committed_at, manifest.path,
+                        verified_by=revision.verified_by)
         out.append(_desired(manifest, app, source, namespaced, traits))
     return out
 

@@ -87,6 +87,16 @@ class Credentials:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TagRef:
+    """``refs/tags/<name>``: ``annotated`` (``id`` the tag object's, ``raw`` it), ``lightweight`` (``id`` the
+    commit's) or ``none``."""
+
+    kind: Literal["annotated", "lightweight", "none"]
+    id: str = ""
+    raw: bytes = field(default=b"", repr=False)
+
+
 class GitSource:
     """Fetch and read repositories through per-URL bare caches."""
 
@@ -167,6 +177,27 @@ class GitSource:
                 target.write_bytes(bytes(item.data_stream.read()))
                 written.append(path)
         return written
+
+    def raw_commit(self, url: str, sha: str, *, credentials: Credentials | None = None) -> bytes:
+        """The raw commit object ``sha`` (``git cat-file commit``: what its signature covers, and the signature)."""
+        with self._lock(url, credentials), self._open(url, credentials) as repo:
+            try:
+                stream = repo.odb.stream(bytes.fromhex(sha))
+            except (KeyError, ValueError, BadName) as e:
+                raise SourceError("RevisionNotFound", f"commit {sha[:7]} is not in the fetched repository") from e
+            return bytes(stream.read())
+
+    def tag_object(self, url: str, name: str, *, credentials: Credentials | None = None) -> TagRef:
+        """What ``refs/tags/<name>`` is in the fetched cache: an annotated tag (its id and raw object), a
+        lightweight one (a commit id), or none."""
+        with self._lock(url, credentials), self._open(url, credentials) as repo:
+            try:
+                target = repo.git.rev_parse("--verify", "--quiet", f"refs/tags/{name}")
+            except GitCommandError:
+                return TagRef("none")
+            if repo.odb.info(bytes.fromhex(target)).type != b"tag":
+                return TagRef("lightweight", target)
+            return TagRef("annotated", target, bytes(repo.odb.stream(bytes.fromhex(target)).read()))
 
     def _fetch(self, repo: git.Repo, url: str, refspecs: list[str], env: Mapping[str, str]) -> None:
         try:

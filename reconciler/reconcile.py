@@ -50,6 +50,7 @@ from reconciler.revision import Revision, redact_url
 from reconciler.sources import RenderOptions
 from reconciler.status import Problem, SyncReport
 from reconciler.waves import WaveResult, Waves
+from reconciler.verification import Refused, SourceVerification
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Reconciler:
         self.allow_local = allow_local
         self.default_service_account = default_service_account
         self.waves = Waves(timeout=wave_timeout, clock=clock)
+        self.verification = SourceVerification(cluster, source)
 
     def reconcile(
         self, app: AppSpec, memory: Memory, *, save_inventory: Callable[[Inventory], None],
@@ -136,6 +138,7 @@ class Reconciler:
             self._refuse_local(app)
             credentials = self._credentials(app)  # one Secret read per full sync; its cache partition too
             report.revision = revision or self._resolve(app, credentials)
+            report.revision = self._verify(app, project, report, credentials)
             rendered = self._desired(app, report.revision, memory, credentials)
             report.renderer = memory.renderer
             desired, refused = self._permitted(project, rendered)
@@ -317,6 +320,22 @@ class Reconciler:
         self._refuse_local(app)
         return self._resolve(app, self._credentials(app))
 
+    def _verify(self, app: AppSpec, project: projects.Project, report: SyncReport,
+                credentials: Credentials | None) -> Revision:
+        """The revision with its verified signer when spec.verify (the Application's or its Project's) asks for
+        signatures; ``Stop`` (SourceVerified) before anything is rendered, applied or pruned otherwise."""
+        assert report.revision is not None
+        namespace = self.projects.namespace if self.projects else app.key.namespace
+        policy = self.verification.policy(app, project, namespace)
+        if policy is None:
+            return report.revision
+        report.verification = policy.described
+        try:
+            return self.verification.check(app, policy, report.revision, lambda ref: credentials if ref is None
+                                           else self._credentials(app, ref))
+        except Refused as e:
+            raise Stop(e.problem) from e
+
     def _refuse_local(self, app: AppSpec, source: SourceSpec | None = None) -> None:
         url = (source or app.source).repo_url
         if (source or app.source).render.chart:
@@ -360,7 +379,8 @@ class Reconciler:
         render that failed is not retried for the same key (unless it timed out)."""
         key = (revision.sha, str(app.key), app.source.repo_url, app.source.path, app.enforcement,
                app.destination_namespace, app.source.render.key, repr(revision.refs), repr(app.refs),
-               repr(app.extra_sources))
+               repr(app.extra_sources),
+               revision.verified_by)
         if memory.render_key != key:
             if memory.failed_key == key and memory.failed is not None:
                 raise Stop(memory.failed)

@@ -207,6 +207,8 @@ def sync_events(report: SyncReport, before: dict[str, Any], after: dict[str, Any
     """The Application's Events for a full cycle: what it wrote and pruned, and a change of its Ready
     condition (``before``/``after``: the condition, ``{}`` when absent)."""
     short = report.revision.short if report.revision else "?"
+    if report.revision is not None and report.revision.verified_by:  # and the verified signer
+        short = f"{short} signed by {report.revision.verified_by}"
     if report.project:  # Events name the Project that bounded the sync
         short = f"{short} (Project {report.project})"
     events = []

@@ -18,6 +18,7 @@ class Revision:
     # spec.sources' further rendered sources (AppSpec.extra_sources), each resolved; their shas are in refs too,
     # named sources[i], so a change to any of them is a new revision
     sources: tuple[Revision, ...] = ()
+    verified_by: str = ""  # the signer spec.verify accepted (key fingerprint and identity); "": not verified
 
     @property
     def short(self) -> str:

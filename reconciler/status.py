@@ -33,7 +33,7 @@ LISTED: Final = 5  # objects named in one condition message
 DRIFT_LIMIT: Final = 50
 UNKNOWN_USER: Final = "unknown"  # drift whose author no sealed mark names
 AUTOMATED: Final = "automated"  # status.history's initiator of the reconciler's own syncs
-STAGES: Final = ("SourceReady", "RenderReady", "Applied", "Pruned")
+STAGES: Final = ("SourceReady", "SourceVerified", "RenderReady", "Applied", "Pruned")
 CONDITION_TYPES: Final = ("Ready", "SpecValid", "ProjectPermitted", *STAGES, "Fighting", "Deleting")
 
 
@@ -41,7 +41,7 @@ CONDITION_TYPES: Final = ("Ready", "SpecValid", "ProjectPermitted", *STAGES, "Fi
 class Problem:
     """Why a cycle stopped before applying anything."""
 
-    condition: Literal["SpecValid", "ProjectPermitted", "SourceReady", "RenderReady", "Applied"]
+    condition: Literal["SpecValid", "ProjectPermitted", "SourceReady", "SourceVerified", "RenderReady", "Applied"]
     reason: str
     message: str
 
@@ -68,6 +68,7 @@ class SyncReport:
     hooks: tuple[HookRun, ...] = ()  # the hooks of the last sync that ran any (reconciler.hooks)
     hooks_ran: bool = False  # whether this sync ran them
     attempt: int = 1  # of this revision and spec: 1, then each retry of a failed sync
+    verification: str = ""  # the spec.verify in force (``Policy.described``); "": none, no SourceVerified condition
 
     @property
     def changes(self) -> ChangeSet:
@@ -170,12 +171,15 @@ def _sync(spec: AppSpec, report: SyncReport | None, state: SyncState, previous: 
         out["renderedBy"] = report.renderer
     if report is not None and report.actor:
         out["appliedAs"] = report.actor
+    if report is not None and report.revision is not None and report.revision.verified_by:
+        out["verifiedBy"] = report.revision.verified_by
     if report is not None and report.revision is not None and report.revision.refs:
         out["refs"] = dict(report.revision.refs)
     return out
 
 
-_REVISION_FIELDS: Final = ("revision", "shortRevision", "author", "committedAt", "message", "renderedBy", "refs")
+_REVISION_FIELDS: Final = ("revision", "shortRevision", "author", "committedAt", "message", "renderedBy", "refs",
+                           "verifiedBy")
 
 
 def _health(snapshot: Snapshot) -> dict[str, str]:
@@ -325,6 +329,8 @@ def _stages(snapshot: Snapshot) -> dict[str, Condition]:
         if problem is not None and problem.condition == stage:
             out[stage] = ("False", problem.reason, problem.message)
             return out
+        if stage == "SourceVerified" and not report.verification:
+            continue
         out[stage] = _stage_done(stage, report)
     return out
 
@@ -334,6 +340,9 @@ def _stage_done(stage: str, report: SyncReport) -> Condition:
     if stage == "SourceReady":
         assert revision is not None
         return "True", "Fetched", f"{report.target} is {revision.short} by {revision.author}"
+    if stage == "SourceVerified":
+        assert revision is not None
+        return "True", "Verified", f"{revision.short} signed by {revision.verified_by}; {report.verification}"
     if stage == "RenderReady":
         return "True", "Rendered", f"{report.rendered} objects"
     if stage == "Applied":
@@ -403,7 +412,7 @@ def history_entry(report: SyncReport, *, id_: int) -> dict[str, Any]:
         message = _list(report.failures())
     else:
         message = report.changes.summary()
-    return {
+    entry: dict[str, Any] = {
         "id": id_,
         "revision": revision.sha if revision else "",
         "author": revision.author if revision else "",
@@ -414,6 +423,9 @@ def history_entry(report: SyncReport, *, id_: int) -> dict[str, Any]:
         "initiator": report.initiator or AUTOMATED,
         "message": message[:300],
     }
+    if revision is not None and revision.verified_by:
+        entry["verifiedBy"] = revision.verified_by
+    return entry
 
 
 def record_history(history: Sequence[Mapping[str, Any]], report: SyncReport, *, limit: int,

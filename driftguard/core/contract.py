@@ -42,6 +42,9 @@ ANN_DECLARED: Final = PREFIX + "declared"
 ANN_DRIFT: Final = PREFIX + "drift"
 ANN_BREAK_GLASS: Final = PREFIX + "break-glass"
 ANN_BREAK_GLASS_GRANTED: Final = PREFIX + "break-glass-granted"
+# Optional, additive: the signer spec.verify accepted for the commit (identity and key fingerprint); absent when
+# the Application verifies nothing. Not among STAMP_ANNOTATIONS: an object stamped before it existed still reads.
+ANN_VERIFIED_BY: Final = PREFIX + "verified-by"
 
 # An existing object driftguard did not create is taken over by an Application only when its owner says
 # so on the live object: ``driftguard.io/adopt: "<app namespace>/<app name>"`` (consumed when adopted).
@@ -87,6 +90,7 @@ class Source:
     author: str
     committed_at: str
     path: str
+    verified_by: str = ""  # the verified signer of the commit ("" when the Application verifies none)
 
     @property
     def short_commit(self) -> str:
@@ -196,6 +200,8 @@ def stamp(manifest: Mapping[str, Any], *, application: str, source: Source, enfo
         ANN_ENFORCEMENT: enforcement,
         ANN_DECLARED: encode_declared(declared),
     })
+    if source.verified_by:
+        annotations[ANN_VERIFIED_BY] = source.verified_by
     metadata["labels"] = labels
     metadata["annotations"] = annotations
     obj["metadata"] = metadata
@@ -254,6 +260,7 @@ def read_stamp(obj: Mapping[str, Any] | None) -> Stamp | None:
             author=annotations[ANN_AUTHOR],
             committed_at=annotations[ANN_COMMITTED_AT],
             path=annotations[ANN_PATH],
+            verified_by=annotations.get(ANN_VERIFIED_BY, ""),
         ),
         enforcement=cast(Enforcement, enforcement),
         declared=decode_declared(annotations[ANN_DECLARED]),

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from driftguard.core.names import NAMESPACE
+from driftguard.core.signatures import VerifyError, VerifySpec, parse_verify
 
 GROUP: Final = "driftguard.io"
 VERSION: Final = "v1alpha1"
@@ -122,6 +123,7 @@ class Project:
     service_accounts: tuple[ServiceAccountPin, ...] = ()  # destinationServiceAccounts, in order
     builtin: bool = False
     resource_version: str = ""
+    verify: VerifySpec | None = None  # spec.verify: signatures every Application of the project must carry
 
     @property
     def described(self) -> str:
@@ -172,6 +174,10 @@ def parse_project(obj: Mapping[str, Any]) -> Project:
     permit = spec.get("permitDriftguardServiceAccounts", False)
     if not isinstance(permit, bool):
         raise ProjectError(f"{where}: spec.permitDriftguardServiceAccounts must be true or false")
+    try:
+        verify = parse_verify(spec.get("verify"), "spec.verify")
+    except VerifyError as e:
+        raise ProjectError(f"{where}: {e}") from e
     return Project(
         name=name,
         source_repos=_patterns(spec, "sourceRepos", where),
@@ -184,6 +190,7 @@ def parse_project(obj: Mapping[str, Any]) -> Project:
         permit_driftguard_service_accounts=permit,
         service_accounts=_service_accounts(spec, where),
         resource_version=str(metadata.get("resourceVersion") or "") if isinstance(metadata, Mapping) else "",
+        verify=verify,
     )
 
 
