@@ -49,8 +49,8 @@ from reconciler.renderer import Renderer, RenderError
 from reconciler.revision import Revision, redact_url
 from reconciler.sources import RenderOptions
 from reconciler.status import Problem, SyncReport
-from reconciler.waves import WaveResult, Waves
 from reconciler.verification import Refused, SourceVerification
+from reconciler.waves import WaveResult, Waves
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ class Reconciler:
             memory.applier, report.actor = applier, f"{actor.namespace}/{actor.name}" if actor else ""
             self._refuse_local(app)
             credentials = self._credentials(app)  # one Secret read per full sync; its cache partition too
-            report.revision = revision or self._resolve(app, credentials)
-            report.revision = self._verify(app, project, report, credentials)
+            report.revision = self._verify(app, project, report, revision or self._resolve(app, credentials),
+                                           credentials)  # spec.verify: signatures checked before anything is read
             rendered = self._desired(app, report.revision, memory, credentials)
             report.renderer = memory.renderer
             desired, refused = self._permitted(project, rendered)
@@ -320,18 +320,19 @@ class Reconciler:
         self._refuse_local(app)
         return self._resolve(app, self._credentials(app))
 
-    def _verify(self, app: AppSpec, project: projects.Project, report: SyncReport,
+    def _verify(self, app: AppSpec, project: projects.Project, report: SyncReport, resolved: Revision,
                 credentials: Credentials | None) -> Revision:
-        """The revision with its verified signer when spec.verify (the Application's or its Project's) asks for
-        signatures; ``Stop`` (SourceVerified) before anything is rendered, applied or pruned otherwise."""
-        assert report.revision is not None
+        """``resolved`` with its verified signer when spec.verify (the Application's or its Project's) asks for
+        signatures; ``Stop`` (SourceVerified) before anything is rendered, applied or pruned otherwise (the
+        report names ``resolved`` either way)."""
+        report.revision = resolved
         namespace = self.projects.namespace if self.projects else app.key.namespace
         policy = self.verification.policy(app, project, namespace)
         if policy is None:
-            return report.revision
+            return resolved
         report.verification = policy.described
         try:
-            return self.verification.check(app, policy, report.revision, lambda ref: credentials if ref is None
+            return self.verification.check(app, policy, resolved, lambda ref: credentials if ref is None
                                            else self._credentials(app, ref))
         except Refused as e:
             raise Stop(e.problem) from e

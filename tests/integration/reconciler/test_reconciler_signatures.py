@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
-from support.signing_keys import GpgKey, SshKey, git, gpg_key, require_tools, secret_data, signed_commit, ssh_key
+from support.signing_keys import GpgKey, git, gpg_key, require_tools, secret_data, signed_commit, ssh_key
 
 from driftguard.kube import Kube
 
@@ -46,7 +46,8 @@ def assert_left_as(harness: Harness, sha: str) -> None:
 
 def events(harness: Harness, reason: str) -> list[str]:
     items = harness.admin.request("GET", f"/api/v1/namespaces/{harness.namespace}/events")["items"]
-    return [e["message"] for e in items if e.get("reason") == reason and e["involvedObject"].get("kind") == "Application"]
+    return [e["message"] for e in items
+            if e.get("reason") == reason and e["involvedObject"].get("kind") == "Application"]
 
 
 def test_openpgp_signed_commits(harness: Harness, repo: Repo, admin: Kube, gpg_keys: tuple[GpgKey, GpgKey]) -> None:

@@ -119,7 +119,8 @@ SIGNED_COMMIT = (b"tree 4d59\nparent 9805\nauthor A <a@org> 1 +0000\ncommitter A
 
 def test_split_commit() -> None:
     signed = split_commit(SIGNED_COMMIT)
-    assert signed.payload == b"tree 4d59\nparent 9805\nauthor A <a@org> 1 +0000\ncommitter A <a@org> 1 +0000\n\none\n\nbody\n"
+    assert signed.payload == (b"tree 4d59\nparent 9805\nauthor A <a@org> 1 +0000\ncommitter A <a@org> 1 +0000\n"
+                              b"\none\n\nbody\n")
     assert signed.signature == b"-----BEGIN PGP SIGNATURE-----\n\niHUEABYIAB0\n=G4LN\n-----END PGP SIGNATURE-----\n"
     assert signed.kind == "openpgp"
     unsigned = split_commit(b"tree 1\nauthor A <a@org> 1 +0000\n\nmsg\n")
@@ -202,7 +203,8 @@ def test_signer_refusal_and_verified_by() -> None:
     assert verified_by(("tag v1", alice), ("commit", bob)) == f"tag v1: {alice.signer}; commit: {bob.signer}"
     where = Policy("HEAD", "team", "keys", "Application")
     text = refusal(Outcome(False, "SignerUntrusted", SSH_FP), what="commit 1a2b3c4 by eve@org", policy_=where)
-    assert text.startswith(f"commit 1a2b3c4 by eve@org is signed by a key that is not trusted (signer: SSH key {SSH_FP})")
+    assert text.startswith("commit 1a2b3c4 by eve@org is signed by a key that is not trusted "
+                           f"(signer: SSH key {SSH_FP})")
     assert "Secret team/keys" in text and "add the signer's public key" in text
     assert text.endswith("nothing applied or pruned")
     assert "is not signed" in refusal(signatures.unsigned(), what="commit 1a2b3c4", policy_=where)
