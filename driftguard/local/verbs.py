@@ -147,8 +147,9 @@ def _diff(args: argparse.Namespace) -> int:
             if app is None:
                 raise LookupError(f"no Application {args.namespace}/{args.application} "
                                   "(name it as `kubectl get applications -A` lists it; -n for its namespace)")
-            revision, desired = _desired(args, app, cluster)
-            changed, stale = diffs(cluster, desired, app)
+            revision, rendered = _desired(args, app, cluster)
+            changed, stale = diffs(cluster, rendered, app)
+            desired = [d for d in rendered if not d.hook]
     except Stop as e:
         print(f"driftguard diff: {e.problem.message}", file=sys.stderr)
         return 2
@@ -204,6 +205,8 @@ def diffs(cluster: Cluster, desired: list[Desired], app: dict[str, Any]) -> tupl
     Application applied that git no longer declares."""
     out = []
     for d in sorted(desired, key=lambda d: d.ref):
+        if d.hook:
+            continue  # a hook is run by a sync, never compared: it is not a managed object
         if d.error:
             raise ValueError(d.error)
         try:
@@ -219,7 +222,7 @@ def diffs(cluster: Cluster, desired: list[Desired], app: dict[str, Any]) -> tupl
         inventory = Inventory.from_list((app.get("status") or {}).get("inventory"))
     except (KeyError, ValueError, TypeError):
         inventory = Inventory()
-    declared: set[ObjectRef] = {d.ref for d in desired}
+    declared: set[ObjectRef] = {d.ref for d in desired if not d.hook}
     return out, [appdiff.pruned_diff(ref) for ref in sorted(inventory.refs() - declared)]
 
 

@@ -58,6 +58,9 @@ def test_app_of_apps_three_levels(harness: Harness, repo: Repo, app_of_apps_rbac
     ns = harness.namespace
     harness.admin.request("POST", PROJECTS.format(ns=ns), body=platform_project(ns, [ns]))
     repo.write("root/mid.yaml", application("mid", ns, repo, "mid", ns))
+    repo.write("root/project.yaml", {"apiVersion": "driftguard.io/v1alpha1", "kind": "Project",
+                                     "metadata": {"name": "from-git", "namespace": ns},
+                                     "spec": {"sourceRepos": [repo.url], "destinations": [{"namespace": ns}]}})
     repo.write("mid/leaf.yaml", application("leaf", ns, repo, "leaf", ns))
     repo.write("leaf/cm.yaml", configmap("leaf-config", {"level": "3"}))
     sha = repo.commit("three levels")
@@ -78,6 +81,8 @@ def test_app_of_apps_three_levels(harness: Harness, repo: Repo, app_of_apps_rbac
     mid = harness.app("mid")
     assert mid["metadata"]["labels"]["driftguard.io/managed"] == "true"
     assert mid["metadata"]["annotations"]["driftguard.io/application"] == f"{ns}/root"
+    project = harness.get(PROJECTS.format(ns=ns) + "/from-git")
+    assert project is not None and project["metadata"]["labels"]["driftguard.io/managed"] == "true"
 
     # a child Application is protected like any managed object: an edit of a declared field is put back
     harness.patch_app("mid", {"spec": {"refreshInterval": "9m"}})
