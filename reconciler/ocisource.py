@@ -41,6 +41,7 @@ MANIFEST_TYPES: Final = ("application/vnd.oci.image.manifest.v1+json, "
                          "application/vnd.docker.distribution.manifest.v2+json")
 MAX_TAG_PAGES: Final = 50
 MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
+MAX_REMEMBERED: Final = 1024  # resolved digests and working Authorizations kept, the least recent dropped
 _CHALLENGE: Final = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -56,10 +57,12 @@ class OCISource:
                  cache_bytes: int = 64 * 1024 * 1024) -> None:
         self.timeout, self.plain_http_loopback, self.cache_bytes = timeout, plain_http_loopback, cache_bytes
         self._lock = threading.Lock()
-        self._resolved: dict[tuple[str, str], Resolved] = {}  # (reference URL, revision sha) → what it is
+        # (reference URL, revision sha) → what it is; the latest MAX_REMEMBERED only (a restart forgets all: the
+        # render then finds the digest again)
+        self._resolved: OrderedDict[tuple[str, str], Resolved] = OrderedDict()
         self._archives: OrderedDict[str, bytes] = OrderedDict()  # manifest digest → chart archive
         # (registry, repository, login) → the Authorization that worked last (a token service's token, or Basic)
-        self._auth: dict[tuple[str, str, tuple[str, str] | None], str] = {}
+        self._auth: OrderedDict[tuple[str, str, tuple[str, str] | None], str] = OrderedDict()
 
     # ------------------------------------------------------------ resolving
 
@@ -71,6 +74,9 @@ class OCISource:
         sha = found.digest.split(":", 1)[1][:40]
         with self._lock:
             self._resolved[(ref.url, sha)] = found
+            self._resolved.move_to_end((ref.url, sha))
+            while len(self._resolved) > MAX_REMEMBERED:
+                self._resolved.popitem(last=False)
         return Revision(sha, "", "", f"chart {ref.repository.rsplit('/', 1)[-1]} {found.version}")
 
     def resolved(self, ref: Reference, revision: Revision) -> Resolved | None:
@@ -177,6 +183,9 @@ class OCISource:
                 if authorization:
                     with self._lock:
                         self._auth[key] = authorization
+                        self._auth.move_to_end(key)
+                        while len(self._auth) > MAX_REMEMBERED:  # a rotated Secret's login is not kept forever
+                            self._auth.popitem(last=False)
                 return status, headers, body
             if attempt == 1:
                 break
