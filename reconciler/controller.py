@@ -240,6 +240,8 @@ class Controller:
                 return None
             if state.operation is not None:
                 raise Busy(f"a sync of {key} asked by {state.operation.initiator} is waiting to run")
+            if deletion.being_deleted(state.obj):
+                raise Busy(f"Application {key} is being deleted; it is not synced any more")
             state.operation = operation
             self.schedule.request(state, 0.0)
         operation.done.wait(timeout)
@@ -346,6 +348,10 @@ class Controller:
 
     def _cycle(self, state: AppState) -> Requeue:
         if deletion.being_deleted(state.obj):
+            with self._cv:
+                asked, state.operation = state.operation, None
+            if asked is not None:
+                asked.done.set()  # no report: POST /sync answers that it was not run
             self._let_go(state.key)  # first: a self-heal must not re-create what the pass deletes
             return Requeue(failed=self.cascade.run(state))
         if state.operation is not None:

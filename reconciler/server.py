@@ -164,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
         if operation is None:
             self._send(404, {"error": f"no Application {key} (or this reconciler does not watch its namespace)"})
             return
+        if operation.report is None and operation.done.is_set():
+            self._send(409, {"error": f"Application {key} began to be deleted before the sync ran; not synced"})
+            return
         if operation.report is None:
             self._send(202, {"application": str(key), "initiator": user, "state": "Running"})
             return

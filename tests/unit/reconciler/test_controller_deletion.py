@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from support.fake_cluster import FakeCluster
 from support.reconciler_builders import cm, desired
 
@@ -17,8 +18,8 @@ from driftguard.core.inventory import Inventory
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType
 from reconciler.application import AppKey, parse_application
 from reconciler.apply import Mode
-from reconciler.controller import Controller, Settings
-from reconciler.record import AppState
+from reconciler.controller import Busy, Controller, Settings
+from reconciler.record import AppState, Operation
 
 OTHER = "example.com/someone-else"
 
@@ -105,3 +106,14 @@ def test_finalizer_removal_does_not_clobber_a_concurrent_change(tmp_path: Path) 
 
     assert controller.cascade.run(state) is False
     assert cluster.app is not None and cluster.app["metadata"]["finalizers"] == [OTHER]
+
+
+def test_a_sync_asked_of_an_application_being_deleted_is_refused_or_released(tmp_path: Path) -> None:
+    cluster, controller, state = setup(tmp_path, [ARGO_RESOURCES_FINALIZER])
+    controller.states[state.key] = state
+    with pytest.raises(Busy, match="is being deleted"):
+        controller.sync(state.key, Operation("carol"), 0.0)
+    asked = state.operation = Operation("carol")  # asked just before the deletion began: released, not run
+    controller._cycle(state)
+    assert asked.done.is_set() and asked.report is None and state.operation is None
+    assert cluster.app is not None and cluster.app["metadata"]["finalizers"] == []  # the delete pass ran
