@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from driftguard.core.changes import Action
+from driftguard.core.changes import Action, Change
 from driftguard.kube import KubeError
 from driftguard.kube.resources import ResourceError
 from reconciler.application import GROUP, AppKey
@@ -200,10 +200,26 @@ def sync_result(key: AppKey, operation: Operation) -> dict[str, Any]:
         "prune": operation.prune, "result": "Failed" if report.failed else "Succeeded",
         "revision": report.revision.sha if report.revision else "",
         "summary": report.changes.summary(),
-        "changes": [str(c) for c in report.changes.changes if c.action is not Action.UNCHANGED][:200],
+        "changes": [_dry(c) if operation.dry_run else str(c) for c in report.changes.changes
+                    if c.action is not Action.UNCHANGED][:200],
         "pendingPrune": [str(r) for r in report.pending_prune][:200],
         "problem": report.problem.message if report.problem else "",
     }
+
+
+_DRY: Final = (("missing (automated sync is off)", "would be created"),
+                ("out of sync with git (automated sync is off)", "would be configured"))
+
+
+def _dry(change: Change) -> str:
+    """A dry run's change as what the sync would do (the compare ran with applying off)."""
+    message = change.message
+    for said, meant in _DRY:
+        if message == said:
+            return f"{change.ref} {meant}"
+    if message.startswith("drifted from git: ") and message.endswith(" (selfHeal is off)"):
+        return f"{change.ref} would be reverted: {message[len('drifted from git: '):-len(' (selfHeal is off)')]}"
+    return str(change)
 
 
 class ReconcilerServer(ThreadingHTTPServer):

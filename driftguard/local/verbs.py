@@ -257,7 +257,10 @@ def print_sync(body: dict[str, Any], out: TextIO) -> None:
     for change in body.get("changes") or []:
         print(f"  {change}", file=out)
     for ref in body.get("pendingPrune") or []:
-        print(f"  {ref}: no longer in git, kept (use --prune to delete it)", file=out)
+        if body.get("dryRun") and body.get("prune"):
+            print(f"  {ref} would be deleted: no longer in git", file=out)
+        else:
+            print(f"  {ref}: no longer in git, kept (use --prune to delete it)", file=out)
     print(f"  {body.get('summary') or 'nothing to do'}", file=out)
 
 

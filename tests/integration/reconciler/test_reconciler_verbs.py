@@ -115,6 +115,7 @@ def test_sync_on_demand_is_decided_by_rbac_and_recorded(harness: Harness, repo: 
     rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--dry-run")
     assert rc == 0, err
     assert out.splitlines()[0] == f"Application {ns}/manual would sync at {first[:7]} by {user}: dry run"
+    assert f"  ConfigMap {ns}/alpha would be created" in out.splitlines()
     assert harness.cm("alpha") is None and harness.status("manual")["history"] == []
 
     rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer)
@@ -133,6 +134,9 @@ def test_sync_on_demand_is_decided_by_rbac_and_recorded(harness: Harness, repo: 
     assert rc == 0, err
     assert f"  ConfigMap {ns}/alpha: no longer in git, kept (use --prune to delete it)" in out.splitlines()
     assert harness.cm("beta") is not None and harness.cm("alpha") is not None
+    rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--prune", "--dry-run")
+    assert rc == 0 and f"  ConfigMap {ns}/alpha would be deleted: no longer in git" in out.splitlines(), out
+    assert harness.cm("alpha") is not None
     rc, out, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--prune")
     assert rc == 0, err
     assert f"  ConfigMap {ns}/alpha deleted: pruned: no longer declared in git" in out.splitlines()
