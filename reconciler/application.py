@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NotRequired, TypedDict, cast
 
+from driftguard.core import ignore
 from driftguard.core.contract import ENFORCEMENTS, PREFIX, Enforcement
 from driftguard.core.signatures import VerifyError, VerifySpec, parse_verify
 from reconciler.revision import redact_url
@@ -36,7 +37,8 @@ NOOP_SYNC_OPTIONS: Final = frozenset({
     "ServerSideApply=true", "ApplyOutOfSyncOnly=true", "Validate=true", "PruneLast=false",
     "CreateNamespace=false", "PrunePropagationPolicy=background",
 })
-IMPLEMENTED_SYNC_OPTIONS: Final = frozenset({"CreateNamespace=true", "PruneLast=true"})
+IMPLEMENTED_SYNC_OPTIONS: Final = frozenset({"CreateNamespace=true", "PruneLast=true", "RespectIgnoreDifferences=true",
+                                              "RespectIgnoreDifferences=false"})
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SAFE_REVISION = re.compile(r"^[A-Za-z0-9._/@+-]+$")
@@ -88,6 +90,7 @@ class SpecWire(TypedDict, total=False):
     revisionHistoryLimit: int
     serviceAccountName: str
     verify: dict[str, Any]
+    ignoreDifferences: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -141,6 +144,8 @@ class AppSpec:
     namespace_annotations: tuple[tuple[str, str], ...] = ()
     retry: Retry | None = None  # syncPolicy.retry (None: retried with the reconciler's backoff, without limit)
     verify: VerifySpec | None = None  # spec.verify: the commit/tag signatures required (driftguard.core.signatures)
+    ignore_rules: tuple[ignore.Rule, ...] = ()  # spec.ignoreDifferences
+    respect_ignore_differences: bool = False  # syncOptions RespectIgnoreDifferences=true: apply live values there
 
     @property
     def valid(self) -> bool:
@@ -198,6 +203,8 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         verify = parse_verify(spec.get("verify"), "spec.verify")
     except VerifyError as e:
         problems.append(str(e))
+    rules, rule_problems = ignore.parse_rules(spec.get("ignoreDifferences"))
+    problems.extend(rule_problems)
     metadata = obj.get("metadata") or {}
     return AppSpec(
         key=AppKey.of(obj),
@@ -224,6 +231,8 @@ def parse_application(obj: Mapping[str, Any]) -> AppSpec:
         history_limit=history_limit,
         service_account=account.strip(),
         verify=verify,
+        ignore_rules=rules,
+        respect_ignore_differences="RespectIgnoreDifferences=true" in options,
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from driftguard.core import phases
+from driftguard.core import ignore, phases
 from driftguard.core.contract import ANN_DECLARED, ANN_PATH, PREFIX, Source, decode_declared, stamp
 from driftguard.core.inventory import Entry, Inventory
 from driftguard.core.manifests import Manifest, ManifestError
@@ -45,6 +45,8 @@ class Desired:
     error: str = ""  # why it cannot be applied (e.g. no namespace to put it in)
     traits: phases.Traits = phases.RESOURCE  # hook, wave, sync options (driftguard.core.phases)
     source_path: str = ""  # the file it came from (a hook carries no stamp to read it from)
+    ignore: ignore.Ignore = ignore.NOTHING  # spec.ignoreDifferences for it (also in its stamp)
+    respect_ignore: bool = False  # RespectIgnoreDifferences=true: an update keeps the live value there
 
     @property
     def entry(self) -> Entry:
@@ -119,11 +121,15 @@ def _desired(manifest: Manifest, app: AppSpec, source: Source, namespaced: bool 
         return Desired(ref=ObjectRef.of(obj), api_version=str(obj["apiVersion"]), obj=obj, declared={},
                        line=manifest.line, scope_known=namespaced is not None, error=error, traits=traits,
                        source_path=manifest.path)
-    stamped = stamp(obj, application=str(app.key), source=source, enforcement=app.enforcement)
+    group, _ = split_api_version(str(obj["apiVersion"]))
+    rules = ignore.for_object(app.ignore_rules, group, str(obj["kind"]), str(metadata.get("name") or ""),
+                              str(metadata.get("namespace") or ""))
+    stamped = stamp(obj, application=str(app.key), source=source, enforcement=app.enforcement, ignore=rules)
     declared = decode_declared(stamped["metadata"]["annotations"][ANN_DECLARED])
     return Desired(
         ref=ObjectRef.of(stamped), api_version=str(stamped["apiVersion"]), obj=stamped, declared=declared,
-        line=manifest.line, scope_known=namespaced is not None, error=error, traits=traits,
+        line=manifest.line, scope_known=namespaced is not None, error=error, traits=traits, ignore=rules,
+        respect_ignore=app.respect_ignore_differences,
     )
 
 

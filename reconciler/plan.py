@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from driftguard.core import fields, guards
+from driftguard.core import fields, guards, ignore
 from driftguard.core.clock import format_time
 from driftguard.core.contract import (
     ANN_ADOPT,
@@ -49,9 +50,11 @@ from driftguard.core.contract import (
     ANN_DECLARED,
     ANN_DRIFT,
     ANN_ENFORCEMENT,
+    ANN_IGNORE,
     ANN_PATH,
     ANN_REPO,
     LABEL_MANAGED,
+    PREFIX,
     STAMP_ANNOTATIONS,
     BreakGlass,
     DriftMark,
@@ -62,6 +65,8 @@ from driftguard.core.contract import (
 )
 from driftguard.core.marks import Marks
 from reconciler.desired import Desired
+
+log = logging.getLogger(__name__)
 
 COMMIT_KEYS: Final = (ANN_COMMIT, ANN_AUTHOR, ANN_COMMITTED_AT)
 DECLARATION_KEYS: Final = (ANN_APPLICATION, ANN_REPO, ANN_PATH, ANN_ENFORCEMENT, ANN_DECLARED)
@@ -170,8 +175,12 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, 
         return Plan(Verdict.UNADOPTED, desired.obj,
                     message=unadopted_message(desired, application, have.get(ANN_ADOPT)))
     obj = desired.obj if adopting else reuse_commit(desired.obj, live)
+    if desired.respect_ignore and desired.ignore:
+        obj = respect_ignored(desired, obj, live)
     want = annotations_of(obj)
-    extras = () if adopting else tuple(g.drift for g in guards.undeclared(desired.ref.kind, desired.declared, live))
+    masked = ignore.mask(desired.ignore, desired.declared, live)  # ignored fields: neither drift nor extras
+    extras = () if adopting else tuple(g.drift for g in guards.undeclared(desired.ref.kind, masked.declared,
+                                                                          masked.obj))
     drifts = (*drift_of(desired, live), *extras)
     t = trust(live, obj, now=now, marks=marks)
     mark, grant = t.drift_mark, t.grant
@@ -180,7 +189,7 @@ def plan(desired: Desired, live: Mapping[str, Any] | None, *, now: dt.datetime, 
                    " (left alone until then or until git changes it)")
         return Plan(Verdict.BREAK_GLASS, obj, drifts, (), (), mark, grant, t.holds_until, message)
     clear = () if adopting else tuple(k for k in MARK_KEYS if k in have)
-    if any(have.get(k) != want[k] for k in STAMP_ANNOTATIONS):
+    if any(have.get(k) != want.get(k) for k in (*STAMP_ANNOTATIONS, ANN_IGNORE)):
         return Plan(Verdict.UPDATE, obj, drifts, clear, t.untrusted, mark, grant, extras=extras)
     if drifts:
         return Plan(Verdict.DRIFTED, obj, drifts, clear, t.untrusted, mark, grant, extras=extras)
@@ -197,12 +206,27 @@ def unadopted_message(desired: Desired, application: str, opt_in: str | None) ->
 
 
 def drift_of(desired: Desired, live: Mapping[str, Any]) -> list[fields.FieldDrift]:
-    """Declared fields off git's value, plus a missing managed label (driftguard's own field)."""
-    drifts = fields.diff(desired.declared, live)
+    """Declared fields off git's value (those ``spec.ignoreDifferences`` names left out), plus a missing managed
+    label (driftguard's own field)."""
+    drifts, problems = ignore.diff(desired.ignore, desired.declared, live)
+    for problem in problems:  # not ignored, so compared and reverted: the safe reading, said in the log
+        log.warning("%s: spec.ignoreDifferences: %s; compared as if not ignored", desired.ref, problem)
     label = labels_of(live).get(LABEL_MANAGED, fields.MISSING)
     if label != "true":
         drifts.append(fields.FieldDrift(("metadata", "labels", LABEL_MANAGED), "true", label))
     return drifts
+
+
+def respect_ignored(desired: Desired, obj: dict[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """RespectIgnoreDifferences: ``obj`` with the live value wherever ``desired.ignore`` points, driftguard's own
+    labels and annotations kept as ``obj`` has them (an ignore rule never reaches the stamp)."""
+    out = ignore.restore_live(desired.ignore, obj, live)
+    metadata = dict(out.get("metadata") or {})
+    for where in ("labels", "annotations"):
+        theirs = {k: v for k, v in (metadata.get(where) or {}).items() if not k.startswith(PREFIX)}
+        mine = {k: v for k, v in ((obj.get("metadata") or {}).get(where) or {}).items() if k.startswith(PREFIX)}
+        metadata[where] = {**theirs, **mine}
+    return {**out, "metadata": metadata}
 
 
 def reuse_commit(desired_obj: dict[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:

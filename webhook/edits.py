@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
 
-from driftguard.core import contract, fields, guards
+from driftguard.core import contract, fields, guards, ignore
 from driftguard.core.clock import format_time, time_or_none
 from driftguard.core.contract import BreakGlass, DriftMark, Stamp
 from driftguard.core.guards import Guarded
@@ -70,14 +70,31 @@ class Edit:
         return self.request["userInfo"].get("username", "")
 
     @cached_property
+    def masked(self) -> ignore.Masked:
+        """The declared tree, new and old object without what the stamp's ``spec.ignoreDifferences`` names
+        (managers' fields as the new object's managedFields say): ignored fields are not enforced."""
+        return ignore.mask(self.stamp.ignore, self.stamp.declared, self.new, self.old)
+
+    @property
+    def ignore_problems(self) -> tuple[str, ...]:
+        return self.masked.problems
+
+    @cached_property
     def changes(self) -> list[fields.FieldDrift]:
         """Declared fields this request moves away from git (unchanged drift is not its doing)."""
-        return [] if self.new is None else changed_fields(self.stamp, self.old, self.new)
+        if self.new is None:
+            return []
+        if not self.stamp.ignore:
+            return changed_fields(self.stamp, self.old, self.new)
+        declared, (new, old) = self.masked.declared, self.masked.objects
+        return changed_fields(dataclasses.replace(self.stamp, declared=declared, ignore=ignore.NOTHING), old, new)
 
     @cached_property
     def drifted(self) -> tuple[str, ...]:
         """Every declared field not at git's value after this request (what the drift mark lists)."""
-        return tuple(d.path_text for d in self.stamp.drift(self.new or {}))
+        if not self.stamp.ignore:
+            return tuple(d.path_text for d in self.stamp.drift(self.new or {}))
+        return tuple(d.path_text for d in fields.diff(self.masked.declared, self.masked.obj or {}))
 
     @cached_property
     def reason(self) -> str:
@@ -90,7 +107,12 @@ class Edit:
     @cached_property
     def guarded(self) -> list[Guarded]:
         """What this request changes that git owns without declaring it (``driftguard.core.guards``)."""
-        return [] if self.new is None else guards.violations(self.ref.kind, self.stamp.declared, self.old, self.new)
+        if self.new is None:
+            return []
+        if not self.stamp.ignore:
+            return guards.violations(self.ref.kind, self.stamp.declared, self.old, self.new)
+        new, old = self.masked.objects
+        return guards.violations(self.ref.kind, self.masked.declared, old, new)
 
     @cached_property
     def grant_due(self) -> bool:

@@ -55,6 +55,11 @@ def field_warnings(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) 
     return [_cut(t) for t in texts]
 
 
+def ignore_problem(ref: ObjectRef, problem: str) -> str:
+    return _cut(f"{ref}: spec.ignoreDifferences: {problem}; those fields are enforced as declared until the "
+                "Application's rule is fixed")
+
+
 def delete_denial(ref: ObjectRef, stamp: Stamp, how: str = "deleting it here") -> str:
     return (
         f"{ref} is managed by driftguard (Application {stamp.application}) and declared in git "

@@ -150,7 +150,7 @@ def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Pa
                    marks=marks)
     if request["operation"] == "DELETE":
         return _validate_delete(edit)
-    return _validate_update(edit, settings)
+    return _noted(_validate_update(edit, settings), edit)
 
 
 def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Marks = UNKEYED) -> Verdict:
@@ -337,6 +337,11 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
     scaled = copy.deepcopy(obj)
     if not isinstance(scaled.get("spec"), dict):
         scaled["spec"] = {}
+    managed = ((request.get("object") or {}).get("metadata") or {}).get("managedFields")
+    if stamp.ignore.managed_fields_managers and isinstance(scaled.get("metadata"), dict):
+        # who owns replicas after this request is the Scale's managedFields (the API server maps them onto the
+        # parent's spec.replicas before admission); none there: no manager's ownership is assumed
+        scaled["metadata"]["managedFields"] = managed if isinstance(managed, list) else []
     spec = (request.get("object") or {}).get("spec")
     replicas = spec.get("replicas", fields.MISSING) if isinstance(spec, Mapping) else fields.MISSING
     if replicas is fields.MISSING:
@@ -349,10 +354,23 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
     if standing is not None:
         return _break_glass(edit, changes, standing.reason, standing.expires_at)
     if not changes:
-        return ALLOW
+        return _noted(ALLOW, edit)
     if stamp.enforcement == "warn":
-        return _admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes))
-    return _deny(request, edit.ref, obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes)
+        return _noted(_admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes)), edit)
+    return _noted(_deny(request, edit.ref, obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes),
+                  edit)
+
+
+def _noted(verdict: Verdict, edit: Edit) -> Verdict:
+    """``verdict`` saying which ignoreDifferences expressions could not be evaluated (so were not ignored)."""
+    if not edit.stamp.ignore or not edit.ignore_problems:
+        return verdict
+    notes = [messages.ignore_problem(edit.ref, p) for p in edit.ignore_problems]
+    if verdict.allowed:
+        return dataclasses.replace(verdict, warnings=(*verdict.warnings, *notes))
+    message = f"{verdict.message}. Also: " + "; ".join(notes)
+    record = dataclasses.replace(verdict.record, reason=message) if verdict.record else None
+    return dataclasses.replace(verdict, message=message, record=record)
 
 
 # ---------------------------------------------------------------- verdicts

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, cast, get_args
 
 from driftguard.core import fields
+from driftguard.core.ignore import NOTHING, Ignore
 
 PREFIX: Final = "driftguard.io/"
 LABEL_MANAGED: Final = PREFIX + "managed"
@@ -45,6 +46,9 @@ ANN_BREAK_GLASS_GRANTED: Final = PREFIX + "break-glass-granted"
 # Optional, additive: the signer spec.verify accepted for the commit (identity and key fingerprint); absent when
 # the Application verifies nothing. Not among STAMP_ANNOTATIONS: an object stamped before it existed still reads.
 ANN_VERIFIED_BY: Final = PREFIX + "verified-by"
+# The spec.ignoreDifferences rules that apply to this object (``driftguard.core.ignore``), written by the
+# reconciler with the stamp when there are any; trusted, like the stamp, only from the old object.
+ANN_IGNORE: Final = PREFIX + "ignore-differences"
 
 # An existing object driftguard did not create is taken over by an Application only when its owner says
 # so on the live object: ``driftguard.io/adopt: "<app namespace>/<app name>"`` (consumed when adopted).
@@ -106,10 +110,15 @@ class Stamp:
     enforcement: Enforcement
     declared: dict[str, Any] = field(repr=False)
     sensitive: bool = False  # declared values must never be rendered (Secrets)
+    ignore: Ignore = NOTHING  # spec.ignoreDifferences for this object: left out of every comparison
 
     def drift(self, obj: Mapping[str, Any]) -> list[fields.FieldDrift]:
-        """Declared fields whose value in ``obj`` is not git's."""
-        return fields.diff(self.declared, obj)
+        """Declared fields whose value in ``obj`` is not git's (ignored fields are never drift)."""
+        if not self.ignore:
+            return fields.diff(self.declared, obj)
+        from driftguard.core import ignore
+
+        return ignore.diff(self.ignore, self.declared, obj)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +188,10 @@ def normalize(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stamp(manifest: Mapping[str, Any], *, application: str, source: Source, enforcement: Enforcement) -> dict[str, Any]:
-    """The object to apply: the normalised manifest plus the ownership stamp."""
+def stamp(manifest: Mapping[str, Any], *, application: str, source: Source, enforcement: Enforcement,
+          ignore: Ignore = NOTHING) -> dict[str, Any]:
+    """The object to apply: the normalised manifest plus the ownership stamp (and the ignoreDifferences rules
+    that apply to it, when there are any)."""
     obj = normalize(manifest)
     declared = fields.compact(
         fields.declared_tree(obj, own_prefix=PREFIX),
@@ -202,6 +213,8 @@ def stamp(manifest: Mapping[str, Any], *, application: str, source: Source, enfo
     })
     if source.verified_by:
         annotations[ANN_VERIFIED_BY] = source.verified_by
+    if ignore:
+        annotations[ANN_IGNORE] = ignore.encode()
     metadata["labels"] = labels
     metadata["annotations"] = annotations
     obj["metadata"] = metadata
@@ -265,7 +278,18 @@ def read_stamp(obj: Mapping[str, Any] | None) -> Stamp | None:
         enforcement=cast(Enforcement, enforcement),
         declared=decode_declared(annotations[ANN_DECLARED]),
         sensitive=is_sensitive(obj or {}),
+        ignore=_read_ignore(annotations),
     )
+
+
+def _read_ignore(annotations: Mapping[str, str]) -> Ignore:
+    text = annotations.get(ANN_IGNORE)
+    if text is None:
+        return NOTHING
+    try:
+        return Ignore.decode(text)
+    except ValueError as e:
+        raise ContractError(f"annotation {ANN_IGNORE} is not valid: {e}") from e
 
 
 def holds_managed(obj: Mapping[str, Any] | None) -> bool:
