@@ -18,6 +18,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from driftguard.kube import Kube, KubeError
+from webhook import autoscalers
 from webhook.applications import ProjectRead
 from webhook.policy import Parent
 from webhook.reviews import Request
@@ -87,7 +88,9 @@ class ClusterAccess:
 
 
 def parent_path(request: Request) -> str:
-    """The URL path of the object a subresource request addresses."""
+    """The URL path of the object a subresource request addresses (for an HPA: its scale target)."""
+    if autoscalers.is_autoscaler(request):
+        return autoscalers.target_path(request)
     resource = request["resource"]
     prefix = f"/apis/{resource['group']}/{resource['version']}" if resource["group"] else f"/api/{resource['version']}"
     namespace = request.get("namespace", "")

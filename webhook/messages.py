@@ -2,8 +2,9 @@
 
 Every message names the object, every offending field with git's value and the requested one, where
 git declares it (file, short commit, author) and the repository to change instead. Values come from
-``FieldDrift.to_dict`` so Secret data is ``<redacted>`` and long values are digests. Admission
-warnings are cut to 256 characters, the most the API server promises to pass on.
+``FieldDrift.to_dict`` so Secret data is ``<redacted>`` and long values are digests. An admission
+warning holds at most 256 characters (the most the API server promises to pass on): the fix and the
+repository come first, and a longer text is ``split`` into several warnings rather than cut.
 """
 
 from __future__ import annotations
@@ -41,23 +42,38 @@ def field_denial(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) ->
 
 
 def field_warnings(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift]) -> list[str]:
-    texts = []
+    """The fix and the repository first (kubectl prints warnings in order), then each field; none is cut."""
+    texts = [
+        f"driftguard warn mode: change it in git: {stamp.source.repo} (declared {where(stamp.source)}); "
+        "admitted and recorded as drift, the reconciler restores git's value"
+    ]
     for change in changes:
         shown = change.to_dict(sensitive=stamp.sensitive)
         texts.append(
             f"{shown['field']} of {ref} is declared in git ({shown['declared']}); "
             f"{_request_does(change, shown['requested'])}"
         )
-    texts.append(  # the repository first: a long path or author is what the 256-character limit may cut
-        f"driftguard warn mode: admitted and recorded as drift. Change it in git: {stamp.source.repo} "
-        f"(declared {where(stamp.source)}); the reconciler restores git's value"
-    )
-    return [_cut(t) for t in texts]
+    return [part for text in texts for part in split(text)]
+
+
+def autoscaler_warnings(hpa: ObjectRef, target: ObjectRef, stamp: Stamp, replicas: str) -> list[str]:
+    """Creating an HPA whose target's replicas git declares: what will happen, then the two fixes."""
+    source = stamp.source
+    group = target.group or '""'
+    does = "will be denied" if stamp.enforcement == "deny" else "will be reverted by the reconciler (warn mode)"
+    texts = [
+        f"driftguard: every scale {hpa} makes {does}: git declares spec.replicas ({replicas}) of {target} "
+        f"{where(source)}",
+        f"Fix 1: remove spec.replicas from {target.kind} {target.name} in git: {source.repo} ({source.path})",
+        f"Fix 2: add to Application {stamp.application} spec.ignoreDifferences: [{{group: {group}, "
+        f"kind: {target.kind}, name: {target.name}, jsonPointers: [/spec/replicas]}}]",
+    ]
+    return [part for text in texts for part in split(text)]
 
 
 def ignore_problem(ref: ObjectRef, problem: str) -> str:
-    return _cut(f"{ref}: spec.ignoreDifferences: {problem}; those fields are enforced as declared until the "
-                "Application's rule is fixed")
+    return (f"{ref}: spec.ignoreDifferences: {problem}; those fields are enforced as declared until the "
+            "Application's rule is fixed")
 
 
 def delete_denial(ref: ObjectRef, stamp: Stamp, how: str = "deleting it here") -> str:
@@ -72,6 +88,11 @@ def delete_warning(ref: ObjectRef, stamp: Stamp) -> str:
         f"driftguard warn mode: {ref} is declared in git {where(stamp.source)}; deletion recorded, "
         f"the reconciler recreates it. Remove it from git: {stamp.source.repo}"
     )
+
+
+def dropped_keys_note() -> str:
+    return ("(the driftguard.io/ labels and annotations the request leaves out, as kubectl replace of a manifest "
+            "does, are restored by driftguard when every declared field is git's)")
 
 
 def tampering(ref: ObjectRef, keys: Sequence[str], stamp: Stamp) -> str:
@@ -195,6 +216,24 @@ def _request_does(change: FieldDrift, requested: str) -> str:
 
 def _keys(keys: Sequence[str]) -> str:
     return ", ".join(key.replace(":", " ", 1) for key in keys)
+
+
+def split(text: str, limit: int = WARNING_LIMIT) -> list[str]:
+    """``text`` as warnings of at most ``limit`` characters, broken between words (a continued part ends, and
+    the next begins, with "…"); a word longer than a warning is broken where it must be."""
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        room = limit - 1  # for the "…" that ends this part
+        cut_at = rest.rfind(" ", 1 if not parts else 2, room + 1)
+        if cut_at <= 0:
+            cut_at = room
+        parts.append(rest[:cut_at].rstrip() + "…")
+        rest = "…" + rest[cut_at:].lstrip()
+    parts.append(rest)
+    return parts
 
 
 def cut(text: str) -> str:

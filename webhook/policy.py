@@ -48,7 +48,7 @@ from driftguard.core.clock import format_time
 from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.marks import Marks
 from driftguard.core.objects import ObjectRef
-from webhook import applications, identity, messages
+from webhook import applications, autoscalers, identity, messages
 from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
 from webhook.records import AuditRecord, Decision
 from webhook.reviews import KubeObject, PatchOp, Request, object_problem
@@ -88,9 +88,14 @@ class Parent:
 # ---------------------------------------------------------------- entry points
 
 def needs_parent(request: Request, settings: Settings) -> bool:
-    """Whether ``validate`` needs the parent object read (scale and eviction requests from untrusted users)."""
+    """Whether ``validate`` needs the parent object read (scale and eviction requests from untrusted users), or
+    an HPA's target (``autoscalers.needs_target``; ``kubeio.parent_path`` knows which)."""
+    if identity.trusted(request, settings):
+        return False
+    if autoscalers.is_autoscaler(request):
+        return autoscalers.needs_target(request)
     wanted = {"scale": "UPDATE", "eviction": "CREATE"}.get(request.get("subResource", ""))
-    return wanted == request["operation"] and not identity.trusted(request, settings)
+    return wanted == request["operation"]
 
 
 def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None, *,
@@ -101,6 +106,10 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
     if identity.trusted(request, settings, marks.key, now) or request["operation"] == "CONNECT":
         return ALLOW
     verdict = _validate(request, settings, now, parent, marks)
+    if verdict.allowed and parent is not None and autoscalers.needs_target(request):
+        extra = autoscalers.warnings(request, parent.obj, parent.error)
+        if extra:
+            verdict = dataclasses.replace(verdict, warnings=(*verdict.warnings, *extra))
     if verdict.allowed and applications.needs_project(request):
         new = request.get("object") or {}
         denial = applications.project_denial(new, project, project_namespace=settings.project_namespace)
@@ -167,6 +176,9 @@ def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Mar
     if stamp is None or stamp.enforcement == "off" or new is None:
         return ALLOW
     edit = Edit.of(request, settings, ref=_ref(request, old), stamp=stamp, old=old, new=new, now=now, marks=marks)
+    restore = _restore_dropped(edit)
+    if restore:
+        return Verdict("allow", patch=restore)
     if edit.grant_due:
         key, text = contract.ANN_BREAK_GLASS_GRANTED, new_grant(edit, settings).encode()
     elif stamp.enforcement == "warn" and edit.changes:
@@ -175,6 +187,42 @@ def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Mar
         return ALLOW
     sealed = marks.seal(old, text)
     return ALLOW if sealed is None else Verdict("allow", patch=(_annotate(new, key, sealed),))
+
+
+def dropped_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """driftguard's labels/annotations on ``old`` that ``new`` leaves out (``label:…``/``annotation:…``)."""
+    after = contract.own_metadata(new)
+    return sorted(k for k in contract.own_metadata(old) if k not in after)
+
+
+def _restore_dropped(edit: Edit) -> tuple[PatchOp, ...]:
+    """``kubectl replace -f`` of git's own manifest (or any write that leaves driftguard's keys out and
+    changes nothing else of driftguard's): the ops putting back, from the old object, every driftguard key
+    it dropped — when every declared field is git's and nothing git guards changes. Otherwise none."""
+    if edit.new is None:
+        return ()
+    dropped = dropped_keys(edit.old, edit.new)
+    if not dropped or set(edit.own_changes) != set(dropped) or edit.drifted or edit.guarded:
+        return ()
+    before = contract.own_metadata(edit.old)
+    ops: list[PatchOp] = []
+    for where in ("labels", "annotations"):
+        restored = {k.split(":", 1)[1]: before[k] for k in dropped if k.startswith(where[:-1] + ":")}
+        if not restored:
+            continue
+        present = (edit.new.get("metadata") or {}).get(where)
+        if not isinstance(present, Mapping):
+            ops.append({"op": "add", "path": f"/metadata/{where}", "value": restored})
+            continue
+        ops += [{"op": "add", "path": f"/metadata/{where}/" + _pointer_token(key), "value": value}
+                for key, value in restored.items()]
+    if not isinstance(edit.new.get("metadata"), Mapping):
+        return ()
+    return tuple(ops)
+
+
+def _pointer_token(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 # ---------------------------------------------------------------- rules
@@ -188,7 +236,7 @@ def _validate_unmanaged(
     if not keys:
         return ALLOW
     ref = _ref(request, new or old or {})
-    return _deny(request, ref, old or {}, None, messages.forged(ref, keys), now)
+    return _deny(request, ref, old or {}, None, messages.forged(ref, keys), now, key_changes(old, new, keys))
 
 
 def _validate_application(request: Request, settings: Settings, now: dt.datetime) -> Verdict | None:
@@ -242,13 +290,19 @@ def _validate_update(edit: Edit, settings: Settings) -> Verdict:
     changes, guarded = edit.changes, edit.guarded
     drifts = [*changes, *(g.drift for g in guarded)]
     tampered = [key for key in edit.own_changes if not permitted(key, edit)]
+    if tampered and drifts and set(tampered) <= set(dropped_keys(edit.old, edit.new)):
+        # a replace (or apply) of a manifest without driftguard's keys that also changes declared fields: the
+        # user is told about their fields, not about keys they never wrote (they come back with git's values)
+        text = f"{_drift_denial(edit)}. {messages.dropped_keys_note()}"
+        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, drifts)
     if tampered:
         text = messages.tampering(edit.ref, tampered, edit.stamp)
         if REASON_KEY in tampered and not edit.member:
             text += ". " + messages.break_glass_refused(edit.user, settings.break_glass_groups)
         if drifts:
             text += ". Also: " + _drift_denial(edit)
-        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, drifts)
+        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now,
+                     [*drifts, *key_changes(edit.old, edit.new, tampered)])
     if edit.grant_due:
         if edit.marks.key is None:
             return _deny(edit.request, edit.ref, edit.old, edit.stamp, messages.break_glass_unkeyed(edit.ref),
@@ -288,7 +342,8 @@ def _validate_holder(request: Request, now: dt.datetime) -> Verdict | None:
     after = {k: v for k, v in contract.own_metadata(new).items() if k.split(":", 1)[1] in marks}
     if before == after:
         return None
-    return _deny(request, ref, old or {}, None, messages.holder_mark(ref), now)
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return _deny(request, ref, old or {}, None, messages.holder_mark(ref), now, key_changes(old, new, keys))
 
 
 def _validate_eviction(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None,
@@ -367,7 +422,8 @@ def _noted(verdict: Verdict, edit: Edit) -> Verdict:
         return verdict
     notes = [messages.ignore_problem(edit.ref, p) for p in edit.ignore_problems]
     if verdict.allowed:
-        return dataclasses.replace(verdict, warnings=(*verdict.warnings, *notes))
+        split = [part for note in notes for part in messages.split(note)]
+        return dataclasses.replace(verdict, warnings=(*verdict.warnings, *split))
     message = f"{verdict.message}. Also: " + "; ".join(notes)
     record = dataclasses.replace(verdict.record, reason=message) if verdict.record else None
     return dataclasses.replace(verdict, message=message, record=record)
@@ -436,6 +492,19 @@ def _record(  # noqa: PLR0917
 
 
 # ---------------------------------------------------------------- helpers
+
+def key_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
+                keys: Sequence[str]) -> list[fields.FieldDrift]:
+    """driftguard's own ``keys`` (``label:…``/``annotation:…``) as changes: the old value, the requested one
+    (``<absent>`` when removed), so an audit row says what a metadata denial was about."""
+    before, after = contract.own_metadata(old), contract.own_metadata(new)
+    out = []
+    for key in keys:
+        where, name = key.split(":", 1)
+        path = ("metadata", "labels" if where == "label" else "annotations", name)
+        out.append(fields.FieldDrift(path, before.get(key, fields.MISSING), after.get(key, fields.MISSING)))
+    return out
+
 
 
 def _user(request: Request) -> str:

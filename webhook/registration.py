@@ -1,6 +1,6 @@
 """The webhook configurations, rendered by one pure function for tests, local mode and ``manifests/``.
 
-Six webhooks in two objects (``validate`` also sees ``pods/ephemeralcontainers`` and ``pods/resize``,
+Seven webhooks in two objects (``validate`` also sees ``pods/ephemeralcontainers`` and ``pods/resize``,
 whose requests carry the whole Pod):
 
 * ``validate.driftguard.io`` — CREATE/UPDATE/DELETE of every resource whose object (old or new)
@@ -18,6 +18,10 @@ whose requests carry the whole Pod):
 * ``holders.driftguard.io`` — CREATE/UPDATE/DELETE of Namespaces and CRDs that carry the reconciler's
   ``driftguard.io/holds-managed`` mark: deleting one would delete managed objects around their own
   DELETE (the namespace controller, the CRD's cleanup), so it is denied, as is anyone else touching the mark;
+* ``autoscalers.driftguard.io`` — CREATE/UPDATE of HorizontalPodAutoscalers, without an objectSelector (an
+  HPA is not a managed object) and with ``failurePolicy: Ignore``: it only ever adds warnings, when the
+  HPA's target declares ``spec.replicas`` in git (``webhook.autoscalers``: every scale would be denied);
+  the webhook reads the target as it reads a scale's parent;
 * ``applications.driftguard.io`` — CREATE/UPDATE/DELETE of ``driftguard.io`` Applications and their
   status, in *every* namespace, driftguard's own included (its rule covers nothing else there, so a
   broken webhook still cannot lock out its own repair): they change through git, the reconciler or
@@ -34,7 +38,8 @@ webhook's ``--reconciler-users``) *with a token bound to a Pod named* ``reconcil
 cannot supply without ``userextras`` rights; see ``webhook.identity``) — call no webhook at all; the
 same rule as the webhook's own (``identity.is_reconciler``). Allow-listed controllers do call it: it
 admits only the deletes they legitimately make. The mutating webhook is called only when the old object's stamp
-says ``warn`` or the new object carries a break-glass reason — the only cases in which it patches.
+says ``warn``, the new object carries a break-glass reason, or it leaves the stamp out (``kubectl replace``)
+— the only cases in which it patches.
 """
 
 from __future__ import annotations
@@ -64,7 +69,10 @@ WARN_OR_BREAK_GLASS: Final = (
     f"oldObject != null && has(oldObject.metadata.annotations) && ("
     f"('{contract.ANN_ENFORCEMENT}' in oldObject.metadata.annotations"
     f" && oldObject.metadata.annotations['{contract.ANN_ENFORCEMENT}'] == 'warn')"
-    f" || (has(object.metadata.annotations) && '{contract.ANN_BREAK_GLASS}' in object.metadata.annotations))"
+    f" || (has(object.metadata.annotations) && '{contract.ANN_BREAK_GLASS}' in object.metadata.annotations)"
+    # a write that leaves the stamp out (kubectl replace -f of git's manifest): the keys may be restored
+    f" || !has(object.metadata.annotations) || !('{contract.ANN_DECLARED}' in object.metadata.annotations)"
+    f" || !has(object.metadata.labels) || !('{contract.LABEL_MANAGED}' in object.metadata.labels))"
 )
 
 
@@ -156,6 +164,8 @@ def configurations(
             webhook("applications", VALIDATE_PATH, ["CREATE", "UPDATE", "DELETE"],
                     ["applications", "applications/status"], None, groups=(contract.PREFIX.rstrip("/"),),
                     namespaces=namespace_selector or {}),
+            {**webhook("autoscalers", VALIDATE_PATH, ["CREATE", "UPDATE"], ["horizontalpodautoscalers"], None,
+                       groups=("autoscaling",)), "failurePolicy": "Ignore"},
         ],
     }
     mutate = webhook("mutate", MUTATE_PATH, ["UPDATE"], ["*"], MANAGED_SELECTOR)

@@ -228,16 +228,37 @@ def test_a_type_flip_in_an_untyped_field_is_a_change() -> None:
     assert verdict.outcome == "deny" and "spec.config.enabled" in verdict.message
 
 
-def test_a_warn_mode_warning_keeps_the_repository_when_the_limit_cuts_it() -> None:
-    """Admission warnings are cut at 256 characters: where to go (the repository) must survive a long path."""
+def test_a_warn_mode_warning_puts_the_fix_and_repository_first_and_loses_nothing_to_the_limit() -> None:
+    """An admission warning holds 256 characters: the fix and the repository come first, and a long path is
+    carried on in a further warning, never cut."""
     stamp = contract.read_stamp(live(enforcement="warn"))
     assert stamp is not None
     deep = "services/" + "very-long-directory-name/" * 12 + "deployment.yaml"
     stamp = dataclasses.replace(stamp, source=dataclasses.replace(stamp.source, path=deep))
     ref = ObjectRef("apps", "Deployment", "production", "my-service")
     texts = messages.field_warnings(ref, stamp, [FieldDrift(("spec", "replicas"), 3, 9)])
-    assert all(len(t) <= messages.WARNING_LIMIT for t in texts) and texts[-1].endswith("...")
-    assert "Change it in git: https://github.com/org/k8s-manifests" in texts[-1]
+    assert all(len(t) <= messages.WARNING_LIMIT for t in texts)
+    assert texts[0] == "driftguard warn mode: change it in git: https://github.com/org/k8s-manifests (declared at…"
+    assert all(t.startswith("…") for t in texts[1:-1])
+    carried = "".join(t.removesuffix("…").removeprefix("…") for t in texts[:-1]).replace(" ", "")
+    assert deep in carried and "thereconcilerrestoresgit'svalue" in carried
+    assert texts[-1] == ("spec.replicas of Deployment production/my-service is declared in git (3); "
+                        "this request sets 9")
+
+
+@pytest.mark.parametrize("length", [10, 255, 256, 257, 600, 2000])
+def test_split_keeps_every_word_within_the_limit(length: int) -> None:
+    words = [f"w{i}" for i in range(length)]
+    text = " ".join(words)[:length] if length < 300 else " ".join(words)
+    parts = messages.split(text)
+    assert all(len(p) <= messages.WARNING_LIMIT for p in parts)
+    assert " ".join(p.removeprefix("…").removesuffix("…") for p in parts).split() == text.split()
+    assert len(parts) == 1 or all(p.endswith("…") for p in parts[:-1])
+
+
+def test_a_word_longer_than_a_warning_is_broken_where_it_must_be() -> None:
+    parts = messages.split("x" * 600)
+    assert [len(p) for p in parts] == [256, 256, 92] and "".join(p.strip("…") for p in parts) == "x" * 600
 
 
 def test_a_namespace_is_named_without_a_namespace_of_its_own() -> None:

@@ -58,10 +58,25 @@ def test_tampering_is_denied_in_every_enforcing_mode(edit: Any, keys: str, enfor
 
 def test_tampering_and_field_changes_are_both_reported() -> None:
     old = live()
+    new = edited(edited(old, "metadata", "annotations", contract.ANN_ENFORCEMENT, "off"), "spec", "replicas", 9)
+    verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
+    assert "annotation driftguard.io/enforcement" in verdict.message
+    assert "Also: spec.replicas of Deployment production/my-service is declared in git (3)" in verdict.message
+    assert verdict.record is not None and [(f["field"], f["declared"], f["requested"]) for f in verdict.record.fields] \
+        == [("spec.replicas", "3", "9"), ('metadata.annotations["driftguard.io/enforcement"]', "deny", "off")]
+
+
+def test_a_write_that_drops_driftguard_keys_and_changes_fields_is_told_about_its_fields_only() -> None:
+    """kubectl replace -f of an edited git manifest: the user never wrote driftguard's keys."""
+    old = live()
     new = edited(edited(old, *MANAGED, ...), "spec", "replicas", 9)
     verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
-    assert "label driftguard.io/managed" in verdict.message
-    assert "Also: spec.replicas of Deployment production/my-service is declared in git (3)" in verdict.message
+    assert verdict.outcome == "deny"
+    assert verdict.message.startswith("spec.replicas of Deployment production/my-service is declared in git (3)")
+    assert "label driftguard.io/managed" not in verdict.message
+    assert verdict.message.endswith("(the driftguard.io/ labels and annotations the request leaves out, as kubectl "
+                                    "replace of a manifest does, are restored by driftguard when every declared "
+                                    "field is git's)")
     assert verdict.record is not None and [f["field"] for f in verdict.record.fields] == ["spec.replicas"]
 
 

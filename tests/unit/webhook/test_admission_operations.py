@@ -32,12 +32,12 @@ def test_warn_mode_warns_with_every_field_and_the_source() -> None:
     old = live(enforcement="warn")
     new = edited(_replicas(old, 9), "spec", "template", "spec", "containers", 1, "image", "proxy:3")
     verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW)
-    assert verdict.warnings[0] == (
+    assert verdict.warnings[0].startswith("driftguard warn mode: change it in git: https://github.com/org/k8s-manifests")
+    assert "commit 1a2b3c4 by alice@org" in verdict.warnings[0]
+    assert verdict.warnings[1] == (
         "spec.replicas of Deployment production/my-service is declared in git (3); this request sets 9"
     )
-    assert verdict.warnings[1].startswith("spec.template.spec.containers[name=sidecar].image of Deployment")
-    assert "commit 1a2b3c4 by alice@org" in verdict.warnings[2]
-    assert "https://github.com/org/k8s-manifests" in verdict.warnings[2]
+    assert verdict.warnings[2].startswith("spec.template.spec.containers[name=sidecar].image of Deployment")
     assert all(len(w) <= 256 for w in verdict.warnings)
     assert verdict.message == ""
 

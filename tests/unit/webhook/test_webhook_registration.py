@@ -15,19 +15,30 @@ CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 def _all(client: registration.ClientConfig, **options: Any) -> list[dict[str, Any]]:
-    """validate, scale, mutate, evict, holders, applications."""
+    """validate, scale, mutate, evict, holders, applications (autoscalers: ``_autoscalers``, it only warns)."""
     validating, mutating = registration.configurations(client, **options)
-    validate, scale, evict, holders, applications = validating["webhooks"]
+    validate, scale, evict, holders, applications, _ = validating["webhooks"]
     return [validate, scale, *mutating["webhooks"], evict, holders, applications]
 
 
-def test_six_webhooks_in_two_objects() -> None:
+def test_the_autoscalers_webhook_sees_every_hpa_write_and_never_blocks_one() -> None:
+    validating, _ = registration.configurations(registration.url_client("https://127.0.0.1:8443", CA))
+    autoscalers = validating["webhooks"][-1]
+    assert autoscalers["name"] == "autoscalers.driftguard.io"
+    assert autoscalers["rules"] == [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["autoscaling"],
+                                     "apiVersions": ["*"], "resources": ["horizontalpodautoscalers"], "scope": "*"}]
+    assert "objectSelector" not in autoscalers  # an HPA is not a managed object
+    assert autoscalers["failurePolicy"] == "Ignore"  # it only adds warnings: an outage must not block HPAs
+    assert autoscalers["sideEffects"] == "NoneOnDryRun" and autoscalers["timeoutSeconds"] == 3
+
+
+def test_seven_webhooks_in_two_objects() -> None:
     validating, mutating = registration.configurations(registration.url_client("https://127.0.0.1:8443", CA))
     assert (validating["kind"], mutating["kind"]) == ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
     assert validating["metadata"]["name"] == mutating["metadata"]["name"] == "driftguard"
     assert [w["name"] for w in validating["webhooks"]] == [
         "validate.driftguard.io", "scale.driftguard.io", "evict.driftguard.io", "holders.driftguard.io",
-        "applications.driftguard.io"]
+        "applications.driftguard.io", "autoscalers.driftguard.io"]
     assert [w["name"] for w in mutating["webhooks"]] == ["mutate.driftguard.io"]
 
 
@@ -114,7 +125,7 @@ def test_tests_can_confine_the_webhooks_and_name_them() -> None:
     assert validating["metadata"]["name"] == "dg-test-1"
     assert [w["name"] for w in validating["webhooks"]] == [
         "validate.dg-test-1.io", "scale.dg-test-1.io", "evict.dg-test-1.io", "holders.dg-test-1.io",
-        "applications.dg-test-1.io"]
+        "applications.dg-test-1.io", "autoscalers.dg-test-1.io"]
     holders = validating["webhooks"][3]
     assert all(w["namespaceSelector"] == selector for w in validating["webhooks"] if w is not holders)
 
