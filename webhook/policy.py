@@ -189,6 +189,14 @@ def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Mar
     return ALLOW if sealed is None else Verdict("allow", patch=(_annotate(new, key, sealed),))
 
 
+def dropped_all(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """The new object carries none of driftguard's keys while the old one did: what a write of a manifest from
+    git (``kubectl replace -f``) sends. A write that removes some of them (``kubectl label … driftguard.io/
+    managed-``) meant to, and is judged as tampering. (Admission cannot tell a PUT from a PATCH: the API
+    server hands both to webhooks as an UPDATE with UpdateOptions.)"""
+    return bool(contract.own_metadata(old)) and not contract.own_metadata(new)
+
+
 def dropped_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
     """driftguard's labels/annotations on ``old`` that ``new`` leaves out (``label:…``/``annotation:…``)."""
     after = contract.own_metadata(new)
@@ -196,10 +204,10 @@ def dropped_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -
 
 
 def _restore_dropped(edit: Edit) -> tuple[PatchOp, ...]:
-    """``kubectl replace -f`` of git's own manifest (or any write that leaves driftguard's keys out and
-    changes nothing else of driftguard's): the ops putting back, from the old object, every driftguard key
-    it dropped — when every declared field is git's and nothing git guards changes. Otherwise none."""
-    if edit.new is None:
+    """``kubectl replace -f`` of git's own manifest (a write that leaves every driftguard key out): the ops
+    putting back, from the old object, every driftguard key it dropped — when
+    every declared field is git's and nothing git guards changes. Otherwise none."""
+    if edit.new is None or not dropped_all(edit.old, edit.new):
         return ()
     dropped = dropped_keys(edit.old, edit.new)
     if not dropped or set(edit.own_changes) != set(dropped) or edit.drifted or edit.guarded:
@@ -290,7 +298,7 @@ def _validate_update(edit: Edit, settings: Settings) -> Verdict:
     changes, guarded = edit.changes, edit.guarded
     drifts = [*changes, *(g.drift for g in guarded)]
     tampered = [key for key in edit.own_changes if not permitted(key, edit)]
-    if tampered and drifts and set(tampered) <= set(dropped_keys(edit.old, edit.new)):
+    if tampered and drifts and dropped_all(edit.old, edit.new):
         # a replace (or apply) of a manifest without driftguard's keys that also changes declared fields: the
         # user is told about their fields, not about keys they never wrote (they come back with git's values)
         text = f"{_drift_denial(edit)}. {messages.dropped_keys_note()}"
@@ -392,11 +400,14 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
     scaled = copy.deepcopy(obj)
     if not isinstance(scaled.get("spec"), dict):
         scaled["spec"] = {}
-    managed = ((request.get("object") or {}).get("metadata") or {}).get("managedFields")
     if stamp.ignore.managed_fields_managers and isinstance(scaled.get("metadata"), dict):
-        # who owns replicas after this request is the Scale's managedFields (the API server maps them onto the
-        # parent's spec.replicas before admission); none there: no manager's ownership is assumed
-        scaled["metadata"]["managedFields"] = managed if isinstance(managed, list) else []
+        # After this request its manager owns spec.replicas. The Scale a validating webhook sees carries no
+        # managedFields, so the manager is known only when the request names it (``?fieldManager=``); when it
+        # does not (the HPA controller does not), no manager's ownership is assumed: replicas is enforced.
+        manager = str((request.get("options") or {}).get("fieldManager") or "")
+        scaled["metadata"]["managedFields"] = [{
+            "manager": manager, "operation": "Update", "subresource": "scale", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}}}] if manager else []
     spec = (request.get("object") or {}).get("spec")
     replicas = spec.get("replicas", fields.MISSING) if isinstance(spec, Mapping) else fields.MISSING
     if replicas is fields.MISSING:

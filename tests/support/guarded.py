@@ -20,6 +20,7 @@ import pytest
 
 from driftguard.core import contract
 from driftguard.core.contract import Enforcement, Source
+from driftguard.core.ignore import NOTHING, Ignore
 from driftguard.kube import Kube, KubeError
 from support.webhook_harness import WebhookProcess, eventually, start_webhook
 from webhook import registration
@@ -71,10 +72,12 @@ class Guarded:
         base = f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{name}"
         return f"{base}/{subresource}" if subresource else base
 
-    def from_git(self, name: str, enforcement: Enforcement = "deny", **spec: Any) -> dict[str, Any]:
-        """What the reconciler does: server-side apply of the stamped manifest, as its ServiceAccount."""
+    def from_git(self, name: str, enforcement: Enforcement = "deny", ignore: Ignore = NOTHING,
+                 **spec: Any) -> dict[str, Any]:
+        """What the reconciler does: server-side apply of the stamped manifest (with the ignoreDifferences rules
+        its Application has for it), as its ServiceAccount."""
         stamped = contract.stamp(deployment(name, self.namespace, **spec), application="driftguard-system/app",
-                                 source=SOURCE, enforcement=enforcement)
+                                 source=SOURCE, enforcement=enforcement, ignore=ignore)
         return self.reconciler.request("PATCH", self.path(name), body=stamped, content_type=APPLY,
                                        query={"fieldManager": contract.FIELD_MANAGER, "force": "true"})
 

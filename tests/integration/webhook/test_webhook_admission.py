@@ -194,9 +194,9 @@ def test_warn_mode_admits_with_warnings_and_stamps_the_drift(guarded: Guarded) -
     answer = guarded.laptop.request_with_warnings("PATCH", guarded.path("warned"), body={"spec": {"replicas": 9}},
                                                   content_type=MERGE)
     assert answer.body["spec"]["replicas"] == 9
-    assert answer.warnings[0] == (f"spec.replicas of Deployment {guarded.namespace}/warned is declared in git (3); "
+    assert answer.warnings[1] == (f"spec.replicas of Deployment {guarded.namespace}/warned is declared in git (3); "
                                   "this request sets 9")
-    assert "https://github.com/org/k8s-manifests" in answer.warnings[-1]
+    assert "https://github.com/org/k8s-manifests" in answer.warnings[0]  # the fix and the repository first
     mark = DriftMark.decode(contract.annotations_of(answer.body)[contract.ANN_DRIFT])
     assert mark is not None and (mark.user, mark.fields) == ("laptop", ("spec.replicas",))
     assert guarded.wait_record("warned").decision == "warn"

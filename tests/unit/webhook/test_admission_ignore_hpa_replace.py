@@ -79,12 +79,13 @@ def test_a_manager_rule_admits_that_manager_and_only_it() -> None:
 
 
 def test_a_scale_is_judged_by_who_owns_replicas_after_it() -> None:
+    """The Scale a validating webhook sees has no managedFields: the manager is the one the request names."""
     parent = Parent(ignoring(Ignore((), (), ("hpa-controller",))))
     request = cast(dict[str, Any], scale_review(9)["request"])
-    assert policy.validate(request, SETTINGS, NOW, parent, marks=MARKS).outcome == "deny"  # no managedFields: ours
-    request["object"]["metadata"]["managedFields"] = [{"manager": "hpa-controller", "operation": "Update",
-                                                       "subresource": "scale", "fieldsType": "FieldsV1",
-                                                       "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    assert policy.validate(request, SETTINGS, NOW, parent, marks=MARKS).outcome == "deny"  # type: ignore[arg-type]
+    request["options"] = {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl"}
+    assert policy.validate(request, SETTINGS, NOW, parent, marks=MARKS).outcome == "deny"  # type: ignore[arg-type]
+    request["options"]["fieldManager"] = "hpa-controller"
     assert policy.validate(request, SETTINGS, NOW, parent, marks=MARKS).outcome == "allow"  # type: ignore[arg-type]
 
 
@@ -185,6 +186,13 @@ def test_only_a_new_target_is_read() -> None:
 
 # ---------------------------------------------------------------- kubectl replace
 
+def put(old: dict[str, Any], new: dict[str, Any]) -> Any:
+    """The request of ``kubectl replace`` (to a webhook a PUT and a PATCH are both an UPDATE)."""
+    request = cast(dict[str, Any], review("UPDATE", old=old, new=new)["request"])
+    request["options"] = {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"}
+    return request
+
+
 def replaced(old: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """What ``kubectl replace -f`` of git's manifest sends: git's object, server fields kept by the server, and
     none of driftguard's labels or annotations."""
@@ -201,19 +209,28 @@ def replaced(old: dict[str, Any], **spec: Any) -> dict[str, Any]:
 def test_replace_with_gits_manifest_gets_its_stamp_back_and_is_admitted(enforcement: Enforcement) -> None:
     old = ignoring(REPLICAS, enforcement)
     new = replaced(old)
-    mutated = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
+    mutated = policy.mutate(put(old, new), SETTINGS, NOW, marks=MARKS)
     assert mutated.patch
     after = apply_patch(new, list(mutated.patch))
     assert contract.own_metadata(after) == contract.own_metadata(old)
-    verdict = policy.validate(review("UPDATE", old=old, new=after)["request"], SETTINGS, NOW, marks=MARKS)
+    verdict = policy.validate(put(old, after), SETTINGS, NOW, marks=MARKS)
     assert (verdict.outcome, verdict.record) == ("allow", None)
+
+
+def test_a_write_that_removes_some_driftguard_keys_is_not_undone_but_denied() -> None:
+    """``kubectl label deploy x driftguard.io/managed-`` meant it: told, not silently put back."""
+    old = live()
+    new = edited(old, "metadata", "labels", contract.LABEL_MANAGED, ...)
+    assert policy.mutate(put(old, new), SETTINGS, NOW, marks=MARKS).patch == ()
+    verdict = policy.validate(put(old, new), SETTINGS, NOW, marks=MARKS)
+    assert verdict.outcome == "deny" and "driftguard.io/ labels and annotations are written only by" in verdict.message
 
 
 def test_replace_restores_into_absent_maps_too() -> None:
     old = live()
     new = replaced(old)
     del new["metadata"]["annotations"]
-    mutated = policy.mutate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
+    mutated = policy.mutate(put(old, new), SETTINGS, NOW, marks=MARKS)
     assert {"op": "add", "path": "/metadata/annotations",
             "value": dict(contract.annotations_of(old))} in list(mutated.patch)
     assert contract.own_metadata(apply_patch(new, list(mutated.patch))) == contract.own_metadata(old)
@@ -227,7 +244,7 @@ def test_replace_restores_into_absent_maps_too() -> None:
 ])
 def test_replace_restores_nothing_otherwise(name: str, change: Any) -> None:
     old = live()
-    assert policy.mutate(review("UPDATE", old=old, new=change(old))["request"], SETTINGS, NOW, marks=MARKS).patch == ()
+    assert policy.mutate(put(old, change(old)), SETTINGS, NOW, marks=MARKS).patch == ()
 
 
 def test_audit_rows_of_metadata_denials_list_the_keys() -> None:

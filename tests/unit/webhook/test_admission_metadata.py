@@ -69,7 +69,12 @@ def test_tampering_and_field_changes_are_both_reported() -> None:
 def test_a_write_that_drops_driftguard_keys_and_changes_fields_is_told_about_its_fields_only() -> None:
     """kubectl replace -f of an edited git manifest: the user never wrote driftguard's keys."""
     old = live()
+    one = edited(edited(old, *MANAGED, ...), "spec", "replicas", 9)
+    patched = policy.validate(review("UPDATE", old=old, new=one)["request"], SETTINGS, NOW, marks=MARKS)
+    assert "label driftguard.io/managed" in patched.message  # removing one key is meant: told so
     new = edited(edited(old, *MANAGED, ...), "spec", "replicas", 9)
+    new["metadata"]["annotations"] = {k: v for k, v in new["metadata"]["annotations"].items()
+                                      if not k.startswith(contract.PREFIX)}
     verdict = policy.validate(review("UPDATE", old=old, new=new)["request"], SETTINGS, NOW, marks=MARKS)
     assert verdict.outcome == "deny"
     assert verdict.message.startswith("spec.replicas of Deployment production/my-service is declared in git (3)")
