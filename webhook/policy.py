@@ -499,6 +499,7 @@ def _record(  # noqa: PLR0917
         repo=source.repo if source else "",
         commit=source.commit if source else "",
         path=source.path if source else "",
+        verified_by=source.verified_by if source else "",
     )
 
 

@@ -19,7 +19,7 @@ Decision = Literal["deny", "warn", "break-glass", "audit"]  # audit: admitted, r
 DECISIONS: Final[tuple[str, ...]] = get_args(Decision)
 _TEXT_FIELDS: Final = (
     "time", "uid", "user", "operation", "subresource", "object", "api_version", "kind", "namespace",
-    "name", "object_uid", "application", "reason", "repo", "commit", "path",
+    "name", "object_uid", "application", "reason", "repo", "commit", "path", "verified_by",
 )
 
 
@@ -45,6 +45,7 @@ class AuditRecord:
     repo: str = ""
     commit: str = ""
     path: str = ""
+    verified_by: str = ""  # the commit's verified signer, from the stamp (spec.verify); "" when none was verified
 
     @property
     def timestamp(self) -> dt.datetime:
@@ -54,6 +55,8 @@ class AuditRecord:
         data = {name: getattr(self, name) for name in _ALL_FIELDS}  # not asdict(): it deep-copies, slowly
         data["groups"] = list(self.groups)
         data["fields"] = [dict(f) for f in self.fields]
+        if not self.verified_by:  # only for Applications with spec.verify: the shape of every other record is kept
+            del data["verified_by"]
         return data
 
     @classmethod

@@ -184,3 +184,13 @@ def test_the_record_says_who_did_what_to_which_object() -> None:
         "repo": "https://github.com/org/k8s-manifests", "commit": "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
         "path": "services/my-service/production/deployment.yaml",
     }
+
+
+def test_the_record_names_the_verified_signer_of_the_stamped_commit() -> None:
+    old = live()
+    old["metadata"]["annotations"]["driftguard.io/verified-by"] = "Alice <alice@org> (OpenPGP 469AE5FE)"
+    verdict = policy.validate(review("UPDATE", old=old, new=_replicas(old, 9))["request"], SETTINGS, NOW)
+    assert verdict.outcome == "deny" and verdict.record is not None
+    data = verdict.record.to_dict()
+    assert data["verified_by"] == "Alice <alice@org> (OpenPGP 469AE5FE)"
+    assert type(verdict.record).from_dict(data) == verdict.record
