@@ -108,6 +108,7 @@ bench-tools:
 bench-webhook: venv controlplane bench-tools bench-admission
 	$(PY) bench/bench_webhook.py
 	$(PY) bench/fuzz_webhook.py
+	$(PY) bench/bench_ignore.py
 
 ## bench-admission: API-server write latency: none / Go floor / CEL / driftguard from one API server
 .PHONY: bench-admission
