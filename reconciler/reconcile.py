@@ -468,7 +468,8 @@ class Reconciler:
                     everything = self.source.export(url, revision.sha, tree, credentials=credentials)
                     options = self._with_refs(app, revision, tree, options)
                     rendered = self.renderer.render(kind, tree, root, options, release=app.key.name,
-                                                    namespace=app.destination_namespace, paths=everything)
+                                                    namespace=app.destination_namespace, paths=everything,
+                                                    dependency_login=lambda url: self._dependency_login(app, url))
                 manifests, by = rendered.manifests, rendered.by
         except SourceError as e:
             raise Stop(Problem("SourceReady", e.reason, f"{e}; nothing applied or pruned")) from e
@@ -589,6 +590,23 @@ class Reconciler:
         if refusal:
             raise Stop(Problem("SourceReady", "CredentialsRefused", f"{refusal}; nothing fetched, applied or pruned"))
         return Credentials.from_secret_data(data)
+
+    def _dependency_login(self, app: AppSpec, url: str) -> Credentials | None:
+        """The login of the source's own Secret for a chart dependency's repository ``url``, when the Secret
+        serves that URL for the Application's project (its ``url`` may list the chart repository or registry
+        beside the git repository); else only its CA, or None: the dependency is fetched without a login."""
+        if not app.source.secret_name:
+            return None
+        secret = self.cluster.get(self.cluster.discovery.resolve(*SECRETS_V1), app.key.namespace,
+                                  app.source.secret_name)
+        data = (secret or {}).get("data") or {}
+        if not data:
+            return None
+        found = Credentials.from_secret_data(data)
+        if credentials_refusal(data, secret=f"{app.key.namespace}/{app.source.secret_name}", repo_url=url,
+                               project=app.project):
+            return Credentials(ca=found.ca) if found.ca else None  # a CA is no secret: trusted, the login not sent
+        return found
 
     def _ensure_namespace(self, app: AppSpec, cluster: Cluster) -> None:
         """CreateNamespace=true: create the destination namespace, with ``managedNamespaceMetadata``'s labels and

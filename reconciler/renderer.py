@@ -13,6 +13,7 @@ and what it said; the caller turns it into a condition, and nothing from that re
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import resource
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -30,6 +31,7 @@ import yaml
 
 from driftguard.core.manifests import DEFAULT_LIMITS, Limits, Manifest, ManifestError, check_unique, parse_documents
 from reconciler import sources
+from reconciler.gitsource import Credentials
 from reconciler.render import MAX_OBJECTS
 from reconciler.sources import Kind, RenderOptions
 
@@ -103,16 +105,18 @@ class Renderer:
         return "plain" if kind == "plain" else f"{kind} {self.tools.version(kind)}"
 
     def render(self, kind: Kind, tree: Path, root: str, options: RenderOptions, *, release: str, namespace: str,
-               paths: Sequence[str]) -> Rendered:
+               paths: Sequence[str], dependency_login: Callable[[str], Credentials | None] | None = None) -> Rendered:
         """Render ``root`` of the repository exported at ``tree`` (``paths``: every file in it, repository
-        paths). ManifestError for unreadable output, RenderError for everything else."""
+        paths). ManifestError for unreadable output, RenderError for everything else. ``dependency_login(url)``:
+        the login a chart dependency's repository is sent (None: none)."""
         with tempfile.TemporaryDirectory(prefix="driftguard-render-") as scratch:
             work = Path(scratch)
             try:
                 if kind == "kustomize":
                     manifests = self._kustomize(tree, root, options, paths, work)
                 elif kind == "helm":
-                    manifests = self._helm(tree, root, options, release=release, namespace=namespace, work=work)
+                    manifests = self._helm(tree, root, options, release=release, namespace=namespace, work=work,
+                                           dependency_login=dependency_login)
                 elif kind == "jsonnet":
                     manifests = self._jsonnet(tree, root, options, paths, work)
                 else:
@@ -182,7 +186,7 @@ class Renderer:
         return self._parse(out, f"kustomize build {root or '.'}")
 
     def _helm(self, tree: Path, root: str, options: RenderOptions, *, release: str, namespace: str,
-              work: Path) -> list[Manifest]:
+              work: Path, dependency_login: Callable[[str], Credentials | None] | None = None) -> list[Manifest]:
         chart = (tree / root) if root else tree
         helm = options.helm
         for path in (*helm.value_files, *(p for _, p in helm.file_parameters)):
@@ -198,7 +202,10 @@ class Renderer:
                "HELM_DATA_HOME": str(work / "helm-data"), "HELM_REGISTRY_CONFIG": str(work / "helm-registry.json"),
                "HELM_REPOSITORY_CONFIG": str(work / "helm-repositories.yaml")}
         if self._missing_dependencies(tree, chart, root):
-            self._run("helm", ["dependency", "build", "."], cwd=chart, work=work, env=env)
+            extra, entries = _dependency_logins(chart, work, dependency_login) if dependency_login else ([], False)
+            if entries:  # a repository with a login is an entry of repositories.yaml: its index fetched first
+                self._run("helm", ["repo", "update"], cwd=chart, work=work, env=env)
+            self._run("helm", ["dependency", "build", ".", *extra], cwd=chart, work=work, env=env)
         argv = sources.helm_args(release, ".", namespace, helm, values_file=values_file, present=present)
         out = self._run("helm", argv, cwd=chart, work=work, env=env)
         return self._parse(out, f"helm template {root or '.'}")
@@ -301,6 +308,42 @@ class Renderer:
             raise
         except (ValueError, RecursionError) as e:
             raise RenderError(f"{where}: unreadable output: {e}") from None
+
+
+def _dependency_logins(chart: Path, work: Path, login_for: Callable[[str], Credentials | None]
+                       ) -> tuple[list[str], bool]:
+    """Write the logins ``login_for`` gives the chart's dependency repositories where ``helm dependency build``
+    reads them — an OCI registry's in the registry configuration, a Helm repository's as an entry of
+    repositories.yaml (helm sends it to that repository's URLs only) — and return the flags it needs (the
+    login's CA), and whether there are repository entries (whose indexes ``helm repo update`` must fetch)."""
+    declared = yaml.safe_load((chart / sources.CHART).read_text()) or {}
+    auths: dict[str, dict[str, str]] = {}
+    repositories: list[dict[str, str]] = []
+    ca = ""
+    for i, dep in enumerate(declared.get("dependencies") or []):
+        url = str(dep.get("repository", "")) if isinstance(dep, dict) else ""
+        login = login_for(url) if url.startswith(("https://", "oci://")) else None
+        if login is None:
+            continue
+        ca = ca or login.ca
+        if not login.token:
+            continue
+        if url.startswith("oci://"):
+            host = url.removeprefix("oci://").split("/", 1)[0]
+            auths[host] = ({"auth": base64.b64encode(f"{login.username}:{login.token}".encode()).decode()}
+                           if login.username else {"registrytoken": login.token})
+        elif login.username:
+            repositories.append({"name": f"dependency-{i}", "url": url.rstrip("/"), "username": login.username,
+                                 "password": login.token, **({"caFile": str(work / "dependency-ca.crt")}
+                                                             if login.ca else {})})
+    for path, content in ((work / "helm-registry.json", json.dumps({"auths": auths})),
+                          (work / "helm-repositories.yaml", yaml.safe_dump({"apiVersion": "", "repositories":
+                                                                            repositories}))):
+        path.write_text(content)
+        path.chmod(0o600)
+    if ca:
+        (work / "dependency-ca.crt").write_text(ca)
+    return (["--ca-file", str(work / "dependency-ca.crt")] if ca else []), bool(repositories)
 
 
 def _limit(memory: int, max_output: int) -> None:

@@ -142,6 +142,32 @@ def test_an_oci_chart_takes_value_files_from_a_ref_source_in_git(
              what="a commit to the values repository alone re-renders the chart")
 
 
+def test_a_chart_dependency_in_a_private_registry_is_fetched_with_the_secret_that_names_it(
+    registry: OCIRegistry, harness: Harness, ca: CertificateAuthority, repo: Repo,
+) -> None:
+    registry.push("lib", "0.2.0", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-lib}\n"
+                                  "data: {from: registry}\n")
+    repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n"
+                                   f"- name: lib\n  version: 0.2.0\n  repository: oci://{registry.host}/charts\n")
+    repo.write("chart/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\n"
+                                          "metadata: {name: {{ .Release.Name }}-own}\ndata: {from: git}\n")
+    sha = repo.commit("a chart whose dependency is in a private registry")
+    creds = {"username": USER, "password": PASSWORD, "ca.crt": ca.cert_pem.decode()}
+    put_secret(harness, "repos", {**creds, "url": repo.url})  # serves the git repository only
+    harness.make_app("svc", repo, path="chart", refreshInterval="1s",
+                     source={"helm": {"releaseName": "shop"}, "secretRef": {"name": "repos"}})
+    harness.start()
+    failed = harness.wait_condition("svc", "RenderReady", "False", "RenderFailed", timeout=60)
+    assert "basic credential not found" in failed["message"], failed["message"]  # TLS trusted, no login sent
+    assert harness.cm("shop-own") is None, "the login is not sent where the Secret does not say it serves"
+
+    put_secret(harness, "repos", {**creds, "url": f"{repo.url}, oci://{registry.host}/charts"})
+    repo.write("chart/values.yaml", "retry: 1\n")
+    sha = repo.commit("retry once the Secret names the registry")
+    harness.wait_synced("svc", sha, timeout=60)
+    assert data(harness, "shop-lib") == {"from": "registry"} and data(harness, "shop-own") == {"from": "git"}
+
+
 def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_pruned(
     registry: OCIRegistry, harness: Harness, ca: CertificateAuthority, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -327,5 +353,25 @@ def test_a_helm_repository_behind_basic_auth_is_read_with_the_repository_secret(
         assert "nothing applied or pruned" in failed["message"]
         assert data(harness, "shop-lib")["version"] == "0.1.0"
         assert leaks(json.dumps(harness.app("svc"))) == []
+    finally:
+        served.close()
+
+
+def test_a_chart_dependency_in_a_private_helm_repository_is_fetched_with_the_secret_that_names_it(
+    tmp_path: Path, harness: Harness, ca: CertificateAuthority, repo: Repo,
+) -> None:
+    served = PrivateChartRepository(tmp_path / "private", ca)
+    try:
+        served.publish("0.1.0")
+        repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n"
+                                       f"- name: lib\n  version: 0.1.0\n  repository: {served.url}\n")
+        sha = repo.commit("a chart whose dependency is in a private Helm repository")
+        put_secret(harness, "repos", {"username": USER, "password": PASSWORD, "ca.crt": ca.cert_pem.decode(),
+                                      "url": f"{repo.url}\n{served.url}"})
+        harness.make_app("svc", repo, path="chart", source={"helm": {"releaseName": "shop"},
+                                                            "secretRef": {"name": "repos"}})
+        harness.start()
+        harness.wait_synced("svc", sha, timeout=60)
+        assert data(harness, "shop-lib") == {"version": "0.1.0", "from": "private"}
     finally:
         served.close()
