@@ -47,13 +47,16 @@ class _Trail:
 class AuditTrail:
     def __init__(self, cluster: Cluster, namespace: str, *, retention: float, max_records: int,
                  flush_seconds: float, watch_timeout: float = 30.0,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 on_entry: Callable[[Entry], None] = lambda _: None) -> None:
+        """``on_entry``: told of each record heard (the controller names a drift's user from it)."""
         # the same connections with counters of its own (a test's fake cluster is used as it is)
         self.cluster = Cluster(cluster.kube, cluster.discovery) if isinstance(cluster, Cluster) else cluster
         self.namespace = namespace
         self.retention, self.max_records, self.flush_seconds = retention, max_records, flush_seconds
         self.watch_timeout = watch_timeout
         self._clock = clock
+        self._on_entry = on_entry
         self._lock = threading.Lock()
         self._trails: dict[str, _Trail] = {}
         self._threads: list[threading.Thread] = []
@@ -97,6 +100,7 @@ class AuditTrail:
                     entry = audittrail.entry_of_event(event.object)
                     if entry is not None:
                         self.heard(entry)
+                        self._on_entry(entry)
         except Exception:  # the trail never takes the leader down with it
             log.exception("audit trail: the watch of audit Events stopped")
 

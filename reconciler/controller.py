@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from driftguard import logs
+from driftguard.core.audittrail import Entry
 from driftguard.core.changes import ChangeSet
 from driftguard.core.inventory import Inventory
 from driftguard.core.manifests import Limits
@@ -133,6 +134,7 @@ class Controller:
         self.audit_trail = AuditTrail(
             cluster, s.audit_namespace or s.system_namespace, retention=s.audit_retention,
             max_records=s.audit_max_records, flush_seconds=s.audit_flush, watch_timeout=s.watch_timeout,
+            on_entry=self._audited,
         ) if s.audit_trail else None
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
@@ -462,6 +464,23 @@ class Controller:
             with self._cv:
                 self.schedule.request(state, max(0.0, state.next_full - time.monotonic()))
         self.metrics.record_changes(str(key), ChangeSet([outcome.change]))
+
+    def _audited(self, entry: Entry) -> None:
+        """A webhook audit record: a warn-mode change it admitted names the user of the drift it made (a scale's
+        user, which no drift mark can carry); status is rewritten by the next flush."""
+        record = entry.record
+        application = str(record.get("application") or "")
+        if record.get("decision") != "warn" or "/" not in application:
+            return
+        namespace, _, name = application.partition("/")
+        state = self.states.get(AppKey(namespace, name))
+        if state is None:
+            return
+        fields = tuple(str(f.get("field") or "") for f in record.get("fields") or [] if isinstance(f, Mapping))
+        with state.lock:
+            if state.attribute(str(record.get("object") or ""), fields, str(record.get("user") or ""),
+                               str(record.get("time") or "")):
+                state.status_dirty = True
 
     def _flush_status(self, done: threading.Event) -> None:
         while not done.wait(0.1):

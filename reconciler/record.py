@@ -13,6 +13,7 @@ written; the scheduling fields (``due``, ``running``, ``again``) belong to ``rec
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -22,6 +23,7 @@ from typing import Any, Final, Literal
 
 from driftguard import logs
 from driftguard.core.changes import Action, ChangeSet
+from driftguard.core.clock import parse_time
 from driftguard.core.inventory import Inventory
 from driftguard.core.objects import ObjectRef
 from reconciler import deletion, standby
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 REVERTED_KEPT: Final = 20
 LISTED: Final = 20  # objects named in one Event message
+ATTRIBUTION_WINDOW: Final = 120.0  # seconds between a drift and the audit record that names its user
 REVISIT_MARGIN: Final = 0.1  # seconds after a break-glass grant expires before the full sync that follows it
 
 
@@ -175,6 +178,25 @@ class AppState:
                        Event("Warning", "FightDetected", message)]
         return events
 
+    def attribute(self, obj: str, fields: tuple[str, ...], user: str, at: str) -> bool:
+        """Name ``user`` (from the webhook's audit record of a warn-mode change of ``obj``'s ``fields`` at ``at``)
+        as the author of the drift records of ``obj`` that name no user and share a field, within
+        ``ATTRIBUTION_WINDOW`` of it; whether any changed. Hold ``lock``."""
+        if not user or not fields:
+            return False
+
+        def matches(d: DriftRecord) -> bool:
+            return (not d.by and str(d.ref) == obj and bool(set(d.fields) & set(fields))
+                    and _near(d.at, at, ATTRIBUTION_WINDOW))
+        changed = False
+        for ref, d in list(self.drift.items()):
+            if matches(d):
+                self.drift[ref], changed = dataclasses.replace(d, by=user), True
+        for i, d in enumerate(self.reverted):
+            if matches(d):
+                self.reverted[i], changed = dataclasses.replace(d, by=user), True
+        return changed
+
     def revisit(self, outcome: Outcome, *, now: float, wall: dt.datetime) -> None:
         """Make the next full sync happen when a break-glass grant seen in ``outcome`` expires."""
         if outcome.expires_at is None:
@@ -196,6 +218,13 @@ class AppState:
         if message:
             self.delete_warning = message
         return events
+
+
+def _near(a: str, b: str, seconds: float) -> bool:
+    try:
+        return abs((parse_time(a) - parse_time(b)).total_seconds()) <= seconds
+    except ValueError:
+        return False
 
 
 def failed(report: SyncReport) -> bool:

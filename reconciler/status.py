@@ -216,8 +216,9 @@ def _drift_list(drift: Sequence[DriftRecord]) -> list[DriftRecord]:
 
 
 def _drift(d: DriftRecord) -> dict[str, Any]:
-    """One drift entry: ``by`` is the user from the webhook's sealed drift mark, or ``unknown`` (a ``scale`` or a
-    change made while the webhook was off leaves no mark); ``manager`` is the field manager that owns the drifted
+    """One drift entry: ``by`` is the user from the webhook's sealed drift mark or its audit record of the change
+    (``AppState.attribute``: a warn-mode ``scale``), else ``unknown`` (a change made while the webhook was off);
+    ``manager`` is the field manager that owns the drifted
     fields now (never merely the last writer of the object)."""
     out: dict[str, Any] = {"object": str(d.ref), "fields": list(d.fields), "state": d.state, "at": d.at,
                            "by": d.by or UNKNOWN_USER}

@@ -12,6 +12,7 @@ import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard import cli
+from driftguard.core import audittrail
 from driftguard.kube import Kube
 
 pytestmark = pytest.mark.integration
@@ -146,3 +147,20 @@ def test_scale_drift_names_the_owner_of_replicas_and_no_user(harness: Harness, r
     assert entry["by"] == "unknown"
     assert entry["manager"] == "kubectl-scale (scale)"
     assert entry["state"] == "Unresolved"
+
+    # the webhook's audit of that warn-mode scale (an Event, as the webhook aggregates its records) names the user
+    record = {"decision": "warn", "time": entry["at"], "user": "alice", "operation": "UPDATE", "subresource": "scale",
+              "object": f"Deployment {harness.namespace}/web", "application": f"{harness.namespace}/svc",
+              "fields": [{"field": "spec.replicas", "declared": "2", "requested": "9"}]}
+    harness.admin.request("POST", f"/apis/events.k8s.io/v1/namespaces/{harness.namespace}/events", body={
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web.audit-warn", "labels": {audittrail.EVENT_LABEL: "true"},
+                     "annotations": {audittrail.RECORD_ANNOTATION: audittrail.encode_record(record)}},
+        "eventTime": entry["at"].replace("Z", ".000000Z"), "reportingController": "driftguard.io/webhook",
+        "reportingInstance": "webhook-0", "action": "Audit", "reason": "DriftWarned", "type": "Warning",
+        "note": "spec.replicas: 2 -> 9",
+        "regarding": {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": harness.namespace, "name": "web"}})
+    named = wait_for(lambda: next((d for d in harness.status("svc").get("drift") or []
+                                   if d["fields"] == ["spec.replicas"] and d["by"] == "alice"), None),
+                     what="the drift attributed to the audited user")
+    assert named["manager"] == "kubectl-scale (scale)"

@@ -117,3 +117,25 @@ def test_a_cycle_s_events_name_its_project() -> None:
     messages = [e.message for e in sync_events(report, {}, ready("True"))]
     assert messages == [f"{REV1.short} (Project team-a): {report.applied.summary()}",
                         f"{REV1.short} (Project team-a): deleted {WEB}"]
+
+
+def test_an_audit_record_names_the_user_of_a_drift_no_mark_named() -> None:
+    from driftguard.core.objects import ObjectRef
+    from reconciler.apply import DriftRecord
+    from reconciler.record import AppState
+
+    ref = ObjectRef("apps", "Deployment", "prod", "web")
+    state = AppState.new({"metadata": {"name": "svc", "namespace": "driftguard-system"}, "spec": {}})
+    scale = DriftRecord(ref, ("spec.replicas",), "", "kubectl (scale)", "2026-03-01T12:00:00Z", "Unresolved")
+    marked = DriftRecord(ref, ("spec.replicas",), "bob", "", "2026-03-01T12:00:00Z", "Reverted")
+    old = DriftRecord(ref, ("spec.replicas",), "", "", "2026-03-01T11:00:00Z", "Reverted")
+    state.drift[ref] = scale
+    state.reverted.extend([marked, old])
+    obj = "Deployment prod/web"
+    assert not state.attribute(obj, ("data.x",), "alice", "2026-03-01T12:00:01Z")  # another field
+    assert not state.attribute("Deployment prod/other", ("spec.replicas",), "alice", "2026-03-01T12:00:01Z")
+    assert not state.attribute(obj, ("spec.replicas",), "", "2026-03-01T12:00:01Z")  # no user
+    assert state.attribute(obj, ("spec.replicas",), "alice", "2026-03-01T12:00:01Z")
+    assert state.drift[ref].by == "alice"
+    assert [d.by for d in state.reverted] == ["bob", ""]  # a mark's user stays; an hour-old drift is another's
+    assert not state.attribute(obj, ("spec.replicas",), "carol", "not a time")
