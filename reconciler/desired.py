@@ -126,6 +126,11 @@ def _desired(manifest: Manifest, app: AppSpec, source: Source, namespaced: bool 
                               str(metadata.get("namespace") or ""))
     stamped = stamp(obj, application=str(app.key), source=source, enforcement=app.enforcement, ignore=rules)
     declared = decode_declared(stamped["metadata"]["annotations"][ANN_DECLARED])
+    if rules and not error:  # a rule that cannot be evaluated on git's own object is never applied around
+        problems = ignore.mask(rules, declared, stamped).problems
+        if problems:
+            error = (f"{manifest.path}:{manifest.line}: {obj['kind']} {metadata.get('name')}: "
+                     f"spec.ignoreDifferences: {'; '.join(problems)}")
     return Desired(
         ref=ObjectRef.of(stamped), api_version=str(stamped["apiVersion"]), obj=stamped, declared=declared,
         line=manifest.line, scope_known=namespaced is not None, error=error, traits=traits, ignore=rules,

@@ -146,3 +146,21 @@ def test_a_rule_that_cannot_be_evaluated_is_a_condition_naming_it(harness: Harne
     assert ("spec.ignoreDifferences[1].jsonPointers[0]: 'data/color' is not a JSON pointer (it starts with /, "
             "e.g. /spec/replicas)") in condition["message"]
     assert harness.cm("alpha") is None  # nothing applied under rules it cannot read
+
+
+def test_an_expression_that_is_no_path_on_the_object_fails_that_object_naming_it(harness: Harness,
+                                                                                  repo: Repo) -> None:
+    """It compiles, so only git's object shows it is no path (``to_entries`` builds new values): that object is
+    not applied, and the Applied condition says why; the others are."""
+    repo.write("app/c.yaml", configmap("alpha", {"color": "blue"}))
+    repo.write("app/s.yaml", configmap("sentinel", {"v": "1"}))
+    repo.commit("good")
+    harness.make_app("svc", repo, ignoreDifferences=[
+        {"kind": "ConfigMap", "name": "alpha", "jqPathExpressions": [".data | to_entries[] | .value"]}])
+    harness.start()
+    condition = wait_for(lambda: harness.condition("svc", "Applied").get("status") == "False"
+                         and harness.condition("svc", "Applied"), what="the Applied condition failing")
+    assert ("c.yaml:1: ConfigMap alpha: spec.ignoreDifferences: jq expression '.data | to_entries[] | .value' "
+            "failed on this object: Invalid path expression") in condition["message"]
+    assert harness.cm("alpha") is None
+    assert harness.cm("sentinel") is not None
