@@ -5,7 +5,7 @@ Only declared fields are compared, with the same semantics as the webhook and th
 managers' fields never show. The *live* side is the live object projected onto git's declared tree (each
 declared field's live value, each declared keyed-list element matched by its key); the *git* side is
 the declared tree. A value git keeps only as a digest (Secret data, very long strings) is shown as its
-digest on both sides, never in clear.
+digest on both sides, never in clear. Fields ``spec.ignoreDifferences`` names are on neither side.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import yaml
 
+from driftguard.core import ignore
 from driftguard.core.fields import (
     DIGEST_KEY,
     KEY_DEFAULTS,
@@ -32,8 +33,14 @@ from driftguard.core.objects import ObjectRef
 DIGEST_PREFIX: Final = "sha256:"
 
 
-def object_diff(ref: ObjectRef, declared: Mapping[str, Any], live: Mapping[str, Any] | None) -> str:
-    """The unified diff (live → git) of ``ref``'s declared fields; ``""`` when git's values are all live."""
+def object_diff(ref: ObjectRef, declared: Mapping[str, Any], live: Mapping[str, Any] | None,
+                rules: ignore.Ignore = ignore.NOTHING, identity: Mapping[str, Any] | None = None) -> str:
+    """The unified diff (live → git) of ``ref``'s declared fields; ``""`` when git's values are all live. What
+    ``rules`` (``spec.ignoreDifferences``) names is left out of both sides, as the reconciler and the webhook
+    leave it out (``identity``: the desired object, for expressions written against the whole object)."""
+    if rules:
+        masked = ignore.mask(rules, declared, live, identity=identity)
+        declared, live = masked.declared, masked.obj
     name = f"{ref.kind}/{ref.namespace + '/' if ref.namespace else ''}{ref.name}"
     want = _text(_shown(declared))
     if live is None:

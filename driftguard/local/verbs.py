@@ -215,7 +215,7 @@ def diffs(cluster: Cluster, desired: list[Desired], app: dict[str, Any]) -> tupl
             live = None  # its CRD is not installed yet: the sync creates both
         else:
             live = cluster.get(rt, d.ref.namespace, d.ref.name)
-        text = appdiff.object_diff(d.ref, d.declared, live)
+        text = appdiff.object_diff(d.ref, d.declared, live, d.ignore, identity=d.obj)
         if text:
             out.append(text)
     try:

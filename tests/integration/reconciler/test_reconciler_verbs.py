@@ -36,13 +36,17 @@ def test_diff_git_and_local_against_the_cluster(harness: Harness, repo: Repo, cl
     repo.write("app/d.yaml", deployment())
     repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
     sha = repo.commit("two")
-    harness.make_app("svc", repo, self_heal=False)
+    harness.make_app("svc", repo, self_heal=False, ignoreDifferences=[
+        {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]}])
     harness.start()
     harness.wait_synced("svc", sha)
     who = ("-n", harness.namespace, "--kubeconfig", str(cluster.admin_kubeconfig))
+    # an autoscaler's replicas: ignored by spec.ignoreDifferences, so not a difference
+    harness.admin.request("PATCH", f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web/scale",
+                          body={"spec": {"replicas": 7}}, content_type=MERGE)
 
     rc, out, err = run_cli(capsys, "diff", "svc", *who)
-    assert (rc, out) == (0, ""), err  # server defaults, status and other fields never show
+    assert (rc, out) == (0, ""), err  # server defaults, status, other fields and ignored ones never show
     assert f"0 of 2 declared objects differ from the cluster, 0 applied object(s) no longer declared (git {sha})" in err
 
     # someone changes a declared field (selfHeal is off, so it stays): git vs cluster shows it
@@ -59,14 +63,15 @@ def test_diff_git_and_local_against_the_cluster(harness: Harness, repo: Repo, cl
     checkout = tmp_path / "checkout"
     shutil.copytree(repo.path, checkout)
     (checkout / "app" / "a.yaml").unlink()
-    Repo(checkout).write("app/d.yaml", deployment(replicas=5))
+    Repo(checkout).write("app/d.yaml", deployment(replicas=5, image="nginx:1.28"))
     Repo(checkout).write("app/b.yaml", configmap("beta", {"k": "v"}))
     Repo(checkout).write("app/hook.yaml", configmap("pre-sync-hook", {"k": "v"},
                                                     annotations={"argocd.argoproj.io/hook": "PreSync"}))
     rc, out, err = run_cli(capsys, "diff", "svc", *who, "--local", str(checkout))
     assert rc == 1, err
     assert f"--- live/ConfigMap/{harness.namespace}/beta (absent: the sync creates it)" in out
-    assert "-  replicas: 2\n+  replicas: 5\n" in out
+    assert "replicas" not in out  # git changes 2 -> 5, but the field is ignored (the live 7 stays the HPA's)
+    assert "-      - image: nginx:1.27\n+      - image: nginx:1.28\n" in out
     assert "pre-sync-hook" not in out  # a hook is run by a sync, not a managed object to compare
     assert f"+++ git/ConfigMap/{harness.namespace}/alpha (no longer in git: a sync with prune deletes it)" in out
     assert ("2 of 2 declared objects differ from the cluster, 1 applied object(s) no longer declared "

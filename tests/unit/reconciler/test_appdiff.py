@@ -55,3 +55,13 @@ def test_projection_keeps_git_order_and_skips_what_live_lacks() -> None:
 def test_pruned() -> None:
     assert pruned_diff(ObjectRef("", "ConfigMap", "prod", "old")).splitlines()[1] == (
         "+++ git/ConfigMap/prod/old (no longer in git: a sync with prune deletes it)")
+
+
+def test_what_ignore_differences_names_is_on_neither_side() -> None:
+    from driftguard.core import ignore
+    rules, problems = ignore.parse_rules([{"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]}])
+    assert not problems
+    rule = ignore.for_object(rules, "apps", "Deployment", "web", "prod")
+    assert object_diff(REF, GIT, live(replicas=9), rule) == ""  # an HPA's replicas are not a difference
+    text = object_diff(REF, GIT, live(replicas=9, image="nginx:1.28"), rule)
+    assert "replicas" not in text and "+        image: nginx:1.27" in text
