@@ -75,8 +75,9 @@ def crd_scopes(manifests: Iterable[Manifest]) -> dict[tuple[str, str], bool]:
 
 
 def build(manifests: list[Manifest], *, app: AppSpec, revision: Revision, scope: Scope) -> list[Desired]:
-    """Place and stamp every manifest for ``app`` at ``revision``; hooks are placed, not stamped, and
-    ``Skip`` objects left out. ``ManifestError`` (file and line) when an Argo CD annotation cannot be read."""
+    """Place and stamp every manifest for ``app`` at ``revision``; hooks are placed, not stamped (``Skip``
+    objects are stamped like any other: the sync leaves them out). ``ManifestError`` (file and line) when an
+    Argo CD annotation cannot be read."""
     defined = crd_scopes(manifests)
     repo = redact_url(app.source.repo_url)
     out = []
@@ -86,8 +87,6 @@ def build(manifests: list[Manifest], *, app: AppSpec, revision: Revision, scope:
         except phases.PhaseError as e:
             name = (manifest.obj.get("metadata") or {}).get("name") or "(generateName)"
             raise ManifestError(manifest.path, manifest.line, f"{manifest.obj['kind']} {name}: {e}") from None
-        if traits.skip and not traits.hook:
-            continue
         group, _ = split_api_version(str(manifest.obj["apiVersion"]))
         namespaced = defined.get((group, manifest.ref.kind))
         if namespaced is None:

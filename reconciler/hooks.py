@@ -102,6 +102,8 @@ class Hooks:
         created: list[tuple[Desired, ResourceType | None, dict[str, Any] | None, HookRun | None]] = []
         for hook in hooks:
             try:
+                if hook.error:
+                    raise HookRefused(hook.error)
                 rt = self.cluster.discovery.resolve(hook.api_version, hook.ref.kind)
                 live = self._create(hook, rt, application)
                 created.append((hook, rt, live, None))

@@ -143,14 +143,13 @@ class Reconciler:
             report.renderer = memory.renderer
             desired, refused = self._permitted(project, rendered)
             report.refused = tuple((d.ref, str(v)) for d, v in refused)
-            hooks = [d for d in desired if d.hook]  # never stamped, inventoried, self-healed or pruned
-            desired = [d for d in desired if not d.hook]
+            desired, hooks, skipped = _split(desired)
             self._refuse_uncovered(desired)
             report.rendered, result.desired = len(rendered), desired
             on_desired(desired)
             # A refused object is not applied, and not pruned either: an entry it already had is kept.
             new = desired_set.inventory_of(desired).merge(e for e in desired_set.inventory_of(
-                d for d, _ in refused if not d.hook).entries if e in old.entries)
+                [*(d for d, _ in refused if not d.hook), *skipped]).entries if e in old.entries)
             if app.automated and not new.entries <= old.entries:
                 save_inventory(old.merge(new.entries))  # before creating anything
             if app.automated:
@@ -635,6 +634,13 @@ class Reconciler:
 def _where(source: SourceSpec, path: str) -> str:
     what = f"chart {source.render.chart}" if source.render.chart else path
     return f"{redact_url(source.repo_url)} {what}"
+
+
+def _split(desired: list[Desired]) -> tuple[list[Desired], list[Desired], list[Desired]]:
+    """The objects to apply; the hooks (never stamped, inventoried, self-healed or pruned); the ``Skip`` ones (not
+    applied, and not pruned either: an inventory entry they had is kept)."""
+    return ([d for d in desired if d.traits.applied], [d for d in desired if d.hook],
+            [d for d in desired if d.traits.skip and not d.hook])
 
 
 def _kept(new: Inventory, outcomes: list[Outcome], old: Inventory, not_reached: set[ObjectRef] | None = None

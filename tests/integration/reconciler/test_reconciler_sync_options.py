@@ -146,3 +146,18 @@ def test_retry_limit(harness: Harness, repo: Repo) -> None:
     time.sleep(3.0)  # three backoffs' worth: no third attempt comes
     assert len(jobs(harness, "check-")) == 2
     assert harness.cm("app") is None
+
+
+def test_skip_is_neither_applied_nor_pruned(harness: Harness, repo: Repo) -> None:
+    repo.write("app/a.yaml", configmap("held", {"k": "1"}))
+    repo.write("app/b.yaml", configmap("never", {"k": "1"}, annotations={"argocd.argoproj.io/hook": "Skip"}))
+    harness.make_app("svc", repo)
+    harness.start()
+    harness.wait_synced("svc", repo.commit("one applied, one skipped"))
+    assert harness.cm("never") is None, "Skip: not applied"
+
+    repo.write("app/a.yaml", configmap("held", {"k": "2"}, annotations={"argocd.argoproj.io/hook": "Skip"}))
+    harness.commit_and_sync(repo, "svc", "held is skipped from now on")
+    held = harness.cm("held")
+    assert held is not None and held["data"] == {"k": "1"}, "Skip: neither updated nor pruned"
+    assert any("held" in e["id"] for e in harness.status("svc")["inventory"])
