@@ -76,10 +76,11 @@ def succeeds(argv: Sequence[str]) -> bool:
         return False
 
 
-def run(argv: Sequence[str], *, check: bool = True, input_text: str | None = None) -> str:
+def run(argv: Sequence[str], *, check: bool = True, input_text: str | None = None, timeout: float = 60.0) -> str:
     """Run a host command (no shell) and return its stdout; raise HostError on failure when ``check``."""
     try:
-        result = subprocess.run(list(argv), capture_output=True, text=True, input=input_text, check=False, timeout=60)
+        result = subprocess.run(list(argv), capture_output=True, text=True, input=input_text, check=False,
+                                timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as error:
         if check:
             raise HostError(f"{' '.join(argv)}: {error}") from error

@@ -70,6 +70,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 NODE_NAME = "driftguard-node"
 APISERVER_PORT = 6443
+IMPORT_TIMEOUT = 300.0  # `ctr images import` of a ~200 MB image: well under a minute quietly, minutes on a loaded host
 PAUSE_IMAGE = "driftguard.local/pause:1"
 LOCK_FILE = Path("/run/driftguard-cluster.json")
 # Fixed ports (all below the ephemeral range, so tests' free_port() never collides with them).
@@ -133,9 +134,10 @@ class Cluster:
     def admin(self) -> Kube:
         return Kube(self.admin_kubeconfig)
 
-    def ctr(self, *args: str, check: bool = True) -> str:
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60.0) -> str:
         """Run ``ctr`` against this cluster's containerd, namespace k8s.io."""
-        return host.run(["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args], check=check)
+        return host.run(["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args], check=check,
+                        timeout=timeout)
 
     # -- up ---------------------------------------------------------------------------------------
     def up(self, timeout: float = 300.0) -> State:
@@ -367,7 +369,7 @@ class Cluster:
 
     def import_image(self, archive: Path) -> None:
         """Import an OCI (or docker) archive into the node's containerd, where kubelet sees it."""
-        self.ctr("images", "import", str(archive))
+        self.ctr("images", "import", str(archive), timeout=IMPORT_TIMEOUT)
 
     def _etcd_argv(self, binaries: dict[str, Path]) -> list[str]:
         return [
