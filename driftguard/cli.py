@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from certs import cli as certs_cli
 from driftguard.install import cli as install_cli
 from driftguard.local import commands as local_cli
-from driftguard.local import rendercmd, verbs
+from driftguard.local import rendercmd, suggest, verbs
 from driftguard.local.cluster import commands as cluster_cli
 from reconciler import cli as reconciler_cli
 from webhook import cli as webhook_cli
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconciler_cli.add_cli(subparsers)
     rendercmd.add_cli(subparsers)
     verbs.add_cli(subparsers)
+    suggest.add_cli(subparsers)
     return parser
 
 
