@@ -16,6 +16,7 @@ from driftguard.local import commands as local_cli
 from driftguard.local import rendercmd, suggest, verbs
 from driftguard.local.cluster import commands as cluster_cli
 from reconciler import cli as reconciler_cli
+from ui import cli as ui_cli
 from webhook import cli as webhook_cli
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     rendercmd.add_cli(subparsers)
     verbs.add_cli(subparsers)
     suggest.add_cli(subparsers)
+    ui_cli.add_cli(subparsers)
     return parser
 
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Protocol
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
@@ -39,30 +39,84 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KEEPALIVE = 75  # seconds; the API server's client keeps idle connections 90 s
 
 
-class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
-    def __init__(self, settings: Settings) -> None:
+class ServingSettings(Protocol):
+    """What the serving stack reads: the webhook's ``Settings`` and the UI's ``ui.settings.Settings`` both have it."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def cert_file(self) -> Path | None: ...
+    @property
+    def key_file(self) -> Path | None: ...
+    @property
+    def cert_warning_days(self) -> int: ...
+    @property
+    def client_ca_file(self) -> Path | None: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def worker_class(self) -> str: ...
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def request_timeout(self) -> float: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_body_bytes(self) -> int: ...
+    @property
+    def log_format(self) -> str: ...
+    @property
+    def log_level(self) -> str: ...
+
+
+AppLoader = Callable[[CertificateReloader], Any]
+
+
+class TLSServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn over TLS from rotating files with the event worker, for any WSGI app ``load_app`` builds
+    (in each worker, after the fork). The webhook and the web UI (``ui.serve``) both run on it."""
+
+    def __init__(self, settings: ServingSettings, load_app: AppLoader, *, name: str,
+                 hooks: dict[str, Callable[..., None]] | None = None) -> None:
         if settings.cert_file is None or settings.key_file is None:
-            raise ValueError("the webhook serves TLS only: give --cert-file and --key-file")
+            raise ValueError(f"the {name} serves TLS only: give --cert-file and --key-file")
         self.settings = settings
+        self.load_app = load_app
+        self.proc_name = f"driftguard-{name}"
+        self.hooks = hooks or {}
         self.reloader = CertificateReloader(settings.cert_file, settings.key_file,
                                             warn_within=dt.timedelta(days=settings.cert_warning_days),
                                             client_ca_file=settings.client_ca_file)
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in gunicorn_options(self.settings, self._ssl_context).items():
+        options = {**gunicorn_options(self.settings, self._ssl_context, proc_name=self.proc_name), **self.hooks}
+        for key, value in options.items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from webhook.app import create_app
-
-        app = create_app(self.settings, certificate=self.reloader)
+        app = self.load_app(self.reloader)
         _settle_garbage_collector()
         return app
 
     def _ssl_context(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         log.debug("TLS connection accepted")  # gunicorn 23 asks once per connection
         return self.reloader.context()
+
+
+class WebhookServer(TLSServer):
+    def __init__(self, settings: Settings) -> None:
+        def create(reloader: CertificateReloader) -> Any:
+            from webhook.app import create_app
+
+            return create_app(settings, certificate=reloader)
+
+        super().__init__(settings, create, name="webhook", hooks=dict(WEBHOOK_HOOKS))
 
 
 class WebhookLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
@@ -78,7 +132,8 @@ class WebhookLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
             super().access(resp, req, environ, request_time)
 
 
-def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLContext]) -> dict[str, Any]:
+def gunicorn_options(settings: ServingSettings, ssl_context: Callable[..., ssl.SSLContext], *,
+                     proc_name: str = "driftguard-webhook") -> dict[str, Any]:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return {
         "bind": [f"{host}:{settings.port}"],
@@ -96,13 +151,11 @@ def gunicorn_options(settings: Settings, ssl_context: Callable[..., ssl.SSLConte
         "logger_class": WebhookLogger,
         "logconfig_dict": logs.dict_config(settings.log_format, settings.log_level),
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108 - heartbeat, not data
-        "proc_name": "driftguard-webhook",
-        "child_exit": _child_exit,
-        "worker_exit": _worker_exit,
+        "proc_name": proc_name,
     }
 
 
-def worker_class(settings: Settings) -> type[Any] | str:
+def worker_class(settings: ServingSettings) -> type[Any] | str:
     """The gunicorn worker: ``WebhookWorker`` with these settings' limits, or gunicorn's own by name."""
     if settings.worker_class != "event":
         return settings.worker_class
@@ -174,3 +227,6 @@ def _child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+WEBHOOK_HOOKS: Final[dict[str, Callable[..., None]]] = {"child_exit": _child_exit, "worker_exit": _worker_exit}

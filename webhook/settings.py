@@ -25,6 +25,11 @@ WorkerClass = Literal["event", "gthread", "sync"]
 LogFormat = Literal["json", "text"]
 
 
+def meta(env: str, help: str, *, kind: str = "") -> dict[str, str]:
+    """A field's flag metadata (see the module docstring): its environment variable, help text and parser."""
+    return _meta(env, help, kind=kind)
+
+
 def _meta(env: str, help: str, *, kind: str = "") -> dict[str, str]:
     return {"env": env, "help": help, "kind": kind}
 
@@ -132,19 +137,23 @@ class Settings:
         return args
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting (default None, so ``from_sources`` can tell "not given")."""
-    for f in dataclasses.fields(Settings):
+def add_arguments(parser: argparse.ArgumentParser, settings_class: type[Any] = Settings) -> None:
+    """Add one flag per setting (default None, so ``from_sources`` can tell "not given").
+
+    ``settings_class`` is any dataclass declared like ``Settings`` (``_meta`` on each field): the web
+    UI's settings (``ui.settings``) use this same mechanism.
+    """
+    for f in dataclasses.fields(settings_class):
         parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
                             help=f"{f.metadata['help']} [env {f.metadata['env']}]")
 
 
-def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None,
-                 **overrides: Any) -> Settings:
-    """Settings from ``overrides``, then flags, then the environment, then defaults; ValueError if bad."""
+def values_from_sources(settings_class: type[Any], args: argparse.Namespace | None,
+                        environ: Mapping[str, str] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of ``settings_class``: overrides, then flags, then the environment."""
     environ = environ or {}
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
+    for f in dataclasses.fields(settings_class):
         if f.name in overrides:
             values[f.name] = overrides[f.name]
             continue
@@ -153,19 +162,29 @@ def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, s
             raw = environ.get(f.metadata["env"])
         if raw is not None:
             values[f.name] = _parse(f, str(raw))
-    settings = Settings(**values)
+    return values
+
+
+def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None,
+                 **overrides: Any) -> Settings:
+    """Settings from ``overrides``, then flags, then the environment, then defaults; ValueError if bad."""
+    settings = Settings(**values_from_sources(Settings, args, environ, overrides))
     _check(settings)
     return settings
 
 
-def reference() -> list[tuple[str, str, str, str]]:
+def reference(settings_class: type[Any] = Settings) -> list[tuple[str, str, str, str]]:
     """(flag, env, default, help) for every setting — the documentation table."""
     rows = []
-    for f in dataclasses.fields(Settings):
+    for f in dataclasses.fields(settings_class):
         default = f.default
         shown = ",".join(cast(Sequence[str], default)) if isinstance(default, tuple) else default
         rows.append((_flag(f.name), f.metadata["env"], "" if shown is None else str(shown), f.metadata["help"]))
     return rows
+
+
+def flag(name: str) -> str:
+    return _flag(name)
 
 
 def _flag(name: str) -> str:

@@ -109,6 +109,8 @@ def _print_usage(directory: Path, state: State) -> None:
         f"  webhook:     {info.get('webhook', '-')} (audit file {info.get('audit_file', '-')})\n"
         f"  reconciler:  {info.get('reconciler', '-')} (POST /refresh to sync now, with "
         f"Authorization: Bearer $(cat {info.get('refresh_token_file', '<dir>/refresh-token')}))\n"
+        f"  web UI:      {info.get('ui', '-')} (login token {info.get('ui_login_token', '-')}; signs in as the "
+        f"laptop user; CA {info.get('webhook_ca', '-')})\n"
         f"  kubectl:     {kubectl}  (version-matched)\n"
         "\n"
         "Act as an engineer's laptop (cluster-admin by RBAC; only admission can stop it):\n"

@@ -12,7 +12,11 @@ and recorded in ``state.json`` so ``local down`` stops it:
 2. the reconciler — ``driftguard reconcile`` with its ServiceAccount's token (bound to a Pod made for
    it, as a kubelet's would be), held to the ``driftguard-reconciler`` ClusterRole from ``manifests/``
    exactly as in a cluster; ``POST /refresh`` needs the bearer token in ``<dir>/refresh-token``
-   (generated once, 0600, passed in the environment, never on a command line or in a log).
+   (generated once, 0600, passed in the environment, never on a command line or in a log);
+3. the web UI — ``driftguard ui`` (the webhook's serving stack, TLS on 127.0.0.1 with the webhook's
+   local CA), reading as its ServiceAccount ``driftguard-ui`` (``manifests/rbac-ui.yaml``); the login
+   token in ``<dir>/ui-login-token`` (0600, new on every ``up``) signs in as the laptop user, and a
+   Kubernetes bearer token signs in as whoever it belongs to.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from driftguard.core.marks import MarkKey
 from driftguard.core.names import RECONCILER_SERVICE_ACCOUNT, RECONCILER_USER
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
-from driftguard.local.controlplane import ControlPlane
+from driftguard.local.controlplane import LAPTOP_GROUP, LAPTOP_USER, ControlPlane
 from driftguard.local.controlplane.binaries import resolve_render_tools
 from driftguard.local.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
 from webhook import registration
@@ -43,6 +47,8 @@ RECONCILER_SA: Final = RECONCILER_SERVICE_ACCOUNT
 BREAK_GLASS_GROUP: Final = "driftguard:break-glass"
 TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints fresh tokens
 REFRESH_TOKEN_FILE: Final = "refresh-token"  # noqa: S105 - a file name, not a secret
+UI_SA: Final = "driftguard-ui"
+UI_LOGIN_TOKEN_FILE: Final = "ui-login-token"  # noqa: S105 - a file name, not a secret
 MARK_KEY_FILE: Final = "mark-key"  # the webhook's and the reconciler's shared key for grants and drift marks
 HOST_RUN_KINDS: Final = frozenset({
     "Deployment", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
@@ -67,7 +73,11 @@ def start(plane: ControlPlane, timeout: float, progress: Progress) -> dict[str, 
         _wait_webhook_called(admin, timeout)
         progress(f"webhook registered; the API server calls it ({time.monotonic() - register_started:.1f}s)")
     reconciler_url = _start_reconciler(plane, timeout, progress)
+    ui_url = _start_ui(plane, ca, reconciler_url, timeout, progress)
     return {
+        "ui": ui_url,
+        "ui_login_token": login_token(directory),
+        "ui_login_token_file": str(directory / UI_LOGIN_TOKEN_FILE),
         "webhook": webhook_url,
         "webhook_ca": str(directory / "webhook" / "ca.crt"),
         "reconciler": reconciler_url,
@@ -99,6 +109,34 @@ def _start_webhook(
     _launch("webhook", argv, Readiness(f"{url}/readyz", str(tls / "ca.crt")), directory, timeout=timeout,
             progress=progress)
     return url, ca
+
+
+def login_token(directory: Path) -> str:
+    """The UI's login token: ``<dir>/ui-login-token`` (0600), standing for the laptop user."""
+    return (directory / UI_LOGIN_TOKEN_FILE).read_text().strip()
+
+
+def _start_ui(plane: ControlPlane, ca: CertificateAuthority, reconciler_url: str, timeout: float,
+              progress: Progress) -> str:
+    directory = plane.directory
+    tls = directory / "ui"
+    ca.issue_serving("driftguard-ui", ["localhost"], ["127.0.0.1"]).write(tls / "tls.crt", tls / "tls.key")
+    write_private(directory / UI_LOGIN_TOKEN_FILE, (secrets.token_urlsafe(24) + "\n").encode())
+    refresh_token(directory)
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "driftguard.cli", "ui", "--host", "127.0.0.1", "--port", str(port),
+        "--cert-file", str(tls / "tls.crt"), "--key-file", str(tls / "tls.key"),
+        "--kubeconfig", str(plane.kubeconfig_for_serviceaccount(install.NAMESPACE, UI_SA, TOKEN_SECONDS)),
+        "--audit-file", str(directory / "audit.jsonl"),
+        "--reconciler-url", reconciler_url, "--refresh-token-file", str(directory / REFRESH_TOKEN_FILE),
+        "--login-token-file", str(directory / UI_LOGIN_TOKEN_FILE),
+        "--login-user", LAPTOP_USER, "--login-groups", LAPTOP_GROUP, "--log-format", "json",
+    ]
+    _launch("ui", argv, Readiness(f"{url}/readyz", str(directory / "webhook" / "ca.crt")), directory,
+            timeout=timeout, progress=progress)
+    return url
 
 
 def refresh_token(directory: Path) -> str:

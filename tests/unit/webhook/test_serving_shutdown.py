@@ -44,4 +44,5 @@ def test_worker_exit_without_an_app_does_nothing() -> None:
 
 def test_gunicorn_runs_it_for_every_worker() -> None:
     options = serve.gunicorn_options(SETTINGS, lambda *args: None)  # type: ignore[arg-type]
-    assert options["worker_exit"] is serve._worker_exit
+    assert options["proc_name"] == "driftguard-webhook"
+    assert serve.WEBHOOK_HOOKS["worker_exit"] is serve._worker_exit  # WebhookServer sets them on gunicorn

@@ -1,0 +1,226 @@
+"""The UI's reads: through ``driftguard.kube`` as its own read-only ServiceAccount, filtered per user.
+
+Every object shown passes ``Reader.can(identity, get ...)`` (a SubjectAccessReview for the user, see
+``ui.access``); the UI's own wide read access is never what decides what a user sees. Audit records
+come from the webhook's audit file through ``webhook.auditcli.read`` — the code ``driftguard audit`` uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from driftguard.core import contract
+from driftguard.kube import Kube, KubeError
+from driftguard.kube.resources import PODS, Cluster, ResourceError, ResourceType
+from reconciler.crd import APPLICATIONS
+from ui.access import (
+    APPLICATIONS_GROUP,
+    REFRESH_VERB,
+    AccessCache,
+    Identity,
+    Question,
+    access_review,
+    allowed,
+    reviewed_identity,
+    token_review,
+)
+from webhook.auditcli import read as read_audit
+from webhook.records import AuditRecord
+
+log = logging.getLogger(__name__)
+REPLICASETS: Final = ResourceType("apps", "v1", "ReplicaSet", "replicasets", namespaced=True)
+JOBS: Final = ResourceType("batch", "v1", "Job", "jobs", namespaced=True)
+OWNED: Final = (REPLICASETS, PODS, JOBS)
+AUDIT_LIMIT: Final = 5000  # newest records kept in memory for the pages
+
+
+class ReadError(Exception):
+    """The API server could not answer a read (shown on the page, never a crash)."""
+
+
+class Reader:
+    def __init__(self, kube: Kube, *, audit_file: Path | None = None, access_ttl: float = 10.0,
+                 reconciler_url: str = "", refresh_token: str = "") -> None:
+        self.kube = kube
+        self.cluster = Cluster(kube)
+        self.audit_file = audit_file
+        self.access = AccessCache(self._review, ttl=access_ttl)
+        self.reconciler_url = reconciler_url.rstrip("/")
+        self.refresh_token = refresh_token
+        self._audit: list[AuditRecord] = []
+        self._audit_at = (0, 0)  # (inode, offset) already read
+        self._audit_lock = threading.Lock()
+
+    # ------------------------------------------------------------ identities and access
+    def authenticate(self, token: str) -> Identity | None:
+        """The user a Kubernetes bearer token belongs to (TokenReview), None when it is not valid."""
+        try:
+            answer = self.kube.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=token_review(token))
+        except KubeError as error:
+            log.warning("TokenReview failed: %s", error.message)
+            return None
+        return reviewed_identity(answer)
+
+    def _review(self, identity: Identity, question: Question) -> bool:
+        try:
+            answer = self.kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                                       body=access_review(identity, question))
+        except KubeError as error:
+            log.warning("SubjectAccessReview failed: %s", error.message)
+            return False
+        return allowed(answer)
+
+    def can(self, identity: Identity, verb: str, group: str, resource: str, namespace: str = "",  # noqa: PLR0917
+            name: str = "") -> bool:
+        return self.access.can(identity, Question(verb, group, resource, namespace, name))
+
+    def can_get_app(self, identity: Identity, namespace: str) -> bool:
+        return self.can(identity, "get", APPLICATIONS_GROUP, "applications", namespace)
+
+    def resource(self, api_version: str, kind: str) -> ResourceType | None:
+        try:
+            return self.cluster.discovery.resolve(api_version, kind)
+        except ResourceError:
+            return None
+
+    def can_get_object(self, identity: Identity, api_version: str, kind: str, namespace: str) -> bool:
+        rt = self.resource(api_version, kind)
+        return rt is not None and self.can(identity, "get", rt.group, rt.plural, namespace if rt.namespaced else "")
+
+    # ------------------------------------------------------------ Applications
+    def applications(self, identity: Identity) -> list[dict[str, Any]]:
+        """Every Application in a namespace where the user may ``get`` Applications."""
+        try:
+            items, _ = self.cluster.list(APPLICATIONS)
+        except ResourceError as error:
+            raise ReadError(f"cannot list Applications: {error}") from error
+        visible: dict[str, bool] = {}
+        out = []
+        for app in items:
+            namespace = str((app.get("metadata") or {}).get("namespace") or "")
+            if namespace not in visible:
+                visible[namespace] = self.can_get_app(identity, namespace)
+            if visible[namespace]:
+                out.append(app)
+        return out
+
+    def application(self, identity: Identity, namespace: str, name: str) -> dict[str, Any] | None:
+        if not self.can_get_app(identity, namespace):
+            return None
+        try:
+            return self.cluster.get(APPLICATIONS, namespace, name)
+        except ResourceError as error:
+            raise ReadError(f"cannot read Application {namespace}/{name}: {error}") from error
+
+    def live_objects(self, identity: Identity, app: Mapping[str, Any],
+                     refs: Iterable[tuple[str, str, str, str, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """The inventory's live objects the user may get: one labelled list per (kind, namespace), not a GET each."""
+        key = f"{(app.get('metadata') or {}).get('namespace')}/{(app.get('metadata') or {}).get('name')}"
+        wanted: dict[tuple[str, str, str], set[str]] = {}
+        for api_version, kind, namespace, name, _group in refs:
+            wanted.setdefault((api_version, kind, namespace), set()).add(name)
+        out: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for (api_version, kind, namespace), names in wanted.items():
+            rt = self.resource(api_version, kind)
+            if rt is None or not self.can(identity, "get", rt.group, rt.plural, namespace if rt.namespaced else ""):
+                continue
+            try:
+                items, _ = self.cluster.list(rt, namespace, label_selector=f"{contract.LABEL_MANAGED}=true")
+            except ResourceError as error:
+                log.warning("cannot list %s in %s: %s", kind, namespace or "the cluster", error)
+                continue
+            for obj in items:
+                meta = obj.get("metadata") or {}
+                if meta.get("name") in names and contract.annotations_of(obj).get(contract.ANN_APPLICATION) == key:
+                    out[(kind, namespace, str(meta.get("name")))] = obj
+        return out
+
+    def owned_objects(self, identity: Identity, namespaces: Iterable[str]) -> list[dict[str, Any]]:
+        """ReplicaSets, Pods and Jobs in these namespaces that the user may get (matched to owners by uid)."""
+        out: list[dict[str, Any]] = []
+        for namespace in sorted(set(namespaces)):
+            if not namespace:
+                continue
+            for rt in OWNED:
+                if not self.can(identity, "get", rt.group, rt.plural, namespace):
+                    continue
+                try:
+                    items, _ = self.cluster.list(rt, namespace)
+                except ResourceError:
+                    continue
+                out.extend(o for o in items if (o.get("metadata") or {}).get("ownerReferences"))
+        return out
+
+    def object(self, identity: Identity, api_version: str, kind: str, namespace: str,
+               name: str) -> dict[str, Any] | None:
+        rt = self.resource(api_version, kind)
+        if rt is None or not self.can(identity, "get", rt.group, rt.plural, namespace if rt.namespaced else ""):
+            return None
+        try:
+            return self.cluster.get(rt, namespace, name)
+        except ResourceError as error:
+            raise ReadError(f"cannot read {kind} {namespace}/{name}: {error}") from error
+
+    # ------------------------------------------------------------ audit
+    def audit_records(self) -> list[AuditRecord]:
+        """Every record of the audit file, oldest first (read incrementally: only what was appended)."""
+        if self.audit_file is None:
+            return []
+        with self._audit_lock:
+            try:
+                stat = self.audit_file.stat()
+            except FileNotFoundError:
+                return list(self._audit)
+            inode, offset = self._audit_at
+            if stat.st_ino != inode or stat.st_size < offset:
+                self._audit, offset = [], 0
+            if stat.st_size > offset:
+                with self.audit_file.open("rb") as stream:
+                    stream.seek(offset)
+                    data = stream.read()
+                complete = data[: data.rfind(b"\n") + 1]  # a line being written stays for the next read
+                lines = complete.decode("utf-8", errors="replace").splitlines()
+                self._audit.extend(read_audit(lines))
+                self._audit = self._audit[-AUDIT_LIMIT:]
+                self._audit_at = (stat.st_ino, offset + len(complete))
+            return list(self._audit)
+
+    def visible_audit(self, identity: Identity, records: Iterable[AuditRecord]) -> list[AuditRecord]:
+        """The records about objects the user may get (a record about a Secret shows no value: none is kept)."""
+        out = []
+        for record in records:
+            if self.can_get_object(identity, record.api_version, record.kind, record.namespace):
+                out.append(record)
+        return out
+
+    # ------------------------------------------------------------ actions
+    def refresh(self, identity: Identity, namespace: str, name: str) -> tuple[bool, str]:
+        """Ask the reconciler to fetch git for one Application now, if the user's RBAC allows verb refresh."""
+        if not self.can(identity, REFRESH_VERB, APPLICATIONS_GROUP, "applications", namespace, name):
+            return False, (f"{identity.user} may not refresh Application {namespace}/{name}: RBAC grants no verb "
+                           f"'{REFRESH_VERB}' on applications.{APPLICATIONS_GROUP} in namespace {namespace}")
+        if not self.reconciler_url or not self.refresh_token:
+            return False, "refresh is not configured: the UI has no --reconciler-url and --refresh-token-file"
+        if not self.reconciler_url.startswith(("http://", "https://")):
+            return False, f"--reconciler-url {self.reconciler_url!r} is not an http(s) URL"
+        request = urllib.request.Request(  # noqa: S310 - an http(s) URL, checked above
+            f"{self.reconciler_url}/refresh/{namespace}/{name}", method="POST", data=b"",
+                                         headers={"Authorization": f"Bearer {self.refresh_token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the configured URL, checked
+                json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            detail = error.read()[:200].decode(errors="replace")
+            return False, f"the reconciler refused the refresh ({error.code}): {detail}"
+        except (OSError, ValueError) as error:
+            return False, f"the reconciler did not answer the refresh: {error}"
+        return True, f"refresh of {namespace}/{name} requested at {dt.datetime.now(dt.UTC):%H:%M:%S} UTC"
+
