@@ -194,6 +194,10 @@ def tree(app: Mapping[str, Any], live: Mapping[tuple[str, str, str], Mapping[str
         found = live.get((kind, namespace, name))
         label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
         fields = drift.get(label, ())
+        if found is None and kind == "Secret" and not _group:
+            roots.append(Node(kind, namespace, name, api_version, "-", "Unknown",
+                              "the UI does not read Secrets: no page shows their values"))
+            continue
         if found is None:
             roots.append(Node(kind, namespace, name, api_version, "OutOfSync", "Missing", "not in the cluster"))
             continue
@@ -231,7 +235,8 @@ def flatten(nodes: Sequence[Node], depth: int = 0) -> list[tuple[int, Node]]:
 class ConditionRow:
     type: str
     words: str
-    ok: bool
+    holds: bool  # status True
+    ok: bool  # the good state (Fighting and Deleting are good when they do not hold)
     reason: str
     message: str
     since: str
@@ -244,7 +249,8 @@ def conditions(app: Mapping[str, Any], now: dt.datetime) -> list[ConditionRow]:
         type_ = str(c.get("type"))
         status = str(c.get("status"))
         good = status == "False" if type_ in ("Fighting", "Deleting") else status == "True"
-        out.append(ConditionRow(type_, CONDITION_WORDS.get(type_, type_), good, str(c.get("reason") or ""),
+        out.append(ConditionRow(type_, CONDITION_WORDS.get(type_, type_), status == "True", good,
+                                str(c.get("reason") or ""),
                                 str(c.get("message") or ""), age(c.get("lastTransitionTime"), now)))
     return out
 

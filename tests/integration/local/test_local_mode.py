@@ -79,7 +79,7 @@ def test_local_up_down_round_trip_leaves_no_process_behind(local_dir: Path) -> N
 
     state = json.loads((local_dir / "state.json").read_text())
     pids = {p["name"]: p["pid"] for p in state["processes"]}
-    assert sorted(pids) == ["etcd", "kube-apiserver", "reconciler", "webhook"]
+    assert sorted(pids) == ["etcd", "kube-apiserver", "reconciler", "ui", "webhook"]
     assert all(alive(pid) for pid in pids.values()), "up returned but its processes are not running"
 
     with Kube(local_dir / "laptop.kubeconfig") as laptop:  # usable after the CLI exited

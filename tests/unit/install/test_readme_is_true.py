@@ -9,6 +9,7 @@ import pytest
 
 from driftguard.cli import build_parser
 from reconciler import settings as reconciler_settings
+from ui import settings as ui_settings
 from webhook import settings
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
@@ -77,3 +78,9 @@ def test_pre_commit_runs_what_make_lint_runs() -> None:
     recipe = makefile.split("\nlint: venv\n", 1)[1].split("\n\n", 1)[0]
     commands = [line.strip().replace("$(VENV)", ".venv") for line in recipe.splitlines() if line.startswith("\t")]
     assert commands and entries == commands
+
+
+@pytest.mark.parametrize("row", ui_settings.reference(), ids=lambda row: row[0])
+def test_every_ui_setting_is_in_the_configuration_table(row: tuple[str, str, str, str]) -> None:
+    flag, env, default, help_text = row
+    assert f"| `{flag}` | `{env}` | {default} | {help_text} |" in README, "regenerate the table from reference()"

@@ -79,7 +79,7 @@ def _obj(kind: str, name: str, uid: str, owner: str = "", namespace: str = "team
 
 def test_tree_nests_what_objects_own_and_marks_missing_and_drift() -> None:
     application = app(inventory=[{"id": "team-a_web_apps_Deployment", "v": "apps/v1"},
-                                 {"id": "team-a_cfg__ConfigMap", "v": "v1"}],
+                                 {"id": "team-a_cfg__ConfigMap", "v": "v1"}, {"id": "team-a_pw__Secret", "v": "v1"}],
                       drift=[{"object": "Deployment team-a/web", "fields": ["spec.replicas"], "state": "Unresolved"}])
     live = {("Deployment", "team-a", "web"): _obj("Deployment", "web", "d1")}
     owned = [_obj("ReplicaSet", "web-1", "r1", owner="d1"), _obj("Pod", "web-1-a", "p1", owner="r1"),
@@ -90,6 +90,7 @@ def test_tree_nests_what_objects_own_and_marks_missing_and_drift() -> None:
         (0, "Deployment", "web", "OutOfSync", "Healthy"),
         (1, "ReplicaSet", "web-1", "-", "Healthy"),
         (2, "Pod", "web-1-a", "-", "Healthy"),
+        (0, "Secret", "pw", "-", "Unknown"),  # the UI never reads Secrets
     ]
     assert nodes[1][1].drift == ("spec.replicas",)
 
@@ -99,8 +100,8 @@ def test_conditions_in_plain_words() -> None:
         {"type": "Ready", "status": "False", "reason": "OutOfSync", "message": "m",
          "lastTransitionTime": "2026-01-02T11:00:00Z"},
         {"type": "Fighting", "status": "False", "reason": "NoFight", "message": "n"}]), NOW)
-    assert [(r.words, r.ok, r.since) for r in rows] == [("Ready", False, "1h"),
-                                                         ("Another writer keeps changing objects", True, "-")]
+    assert [(r.words, r.holds, r.ok, r.since) for r in rows] == [
+        ("Ready", False, False, "1h"), ("Another writer keeps changing objects", False, True, "-")]
 
 
 def test_history_newest_first_with_duration() -> None:
