@@ -157,7 +157,7 @@ def test_the_whole_story(local_dir: Path) -> None:
 
     state = json.loads((stack / "state.json").read_text())
     pids = [p["pid"] for p in state["processes"]]
-    assert {p["name"] for p in state["processes"]} == {"etcd", "kube-apiserver", "webhook", "reconciler"}
+    assert {p["name"] for p in state["processes"]} == {"etcd", "kube-apiserver", "webhook", "reconciler", "ui"}
     down = driftguard("local", "down", "--dir", str(stack))
     assert down.returncode == 0, down.stderr
     assert [pid for pid in pids if alive(pid)] == []
