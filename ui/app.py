@@ -62,7 +62,8 @@ def create_app(settings: Settings, *, session_key: bytes, reader: Reader | None 
     if reader is None:
         kube = Kube(settings.kubeconfig) if settings.kubeconfig else Kube()
         refresh = settings.refresh_token_file.read_text().strip() if settings.refresh_token_file else ""
-        reader = Reader(kube, audit_file=settings.audit_file, access_ttl=settings.access_cache_seconds,
+        reader = Reader(kube, audit_file=settings.audit_file, audit_namespace=settings.audit_namespace,
+                        access_ttl=settings.access_cache_seconds,
                         reconciler_url=settings.reconciler_url, refresh_token=refresh)
     if login_token is None and settings.login_token_file is not None:
         login_token = settings.login_token_file.read_text().strip()

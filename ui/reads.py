@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,7 @@ from ui.access import (
     token_review,
 )
 from webhook.auditcli import read as read_audit
+from webhook.auditcli import read_trail
 from webhook.records import AuditRecord
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ REPLICASETS: Final = ResourceType("apps", "v1", "ReplicaSet", "replicasets", nam
 JOBS: Final = ResourceType("batch", "v1", "Job", "jobs", namespaced=True)
 OWNED: Final = (REPLICASETS, PODS, JOBS)
 AUDIT_LIMIT: Final = 5000  # newest records kept in memory for the pages
+TRAIL_SECONDS: Final = 2.0  # the durable trail is re-read at most this often (pages poll every 2 s)
 
 
 class ReadError(Exception):
@@ -47,8 +50,8 @@ class ReadError(Exception):
 
 
 class Reader:
-    def __init__(self, kube: Kube, *, audit_file: Path | None = None, access_ttl: float = 10.0,
-                 reconciler_url: str = "", refresh_token: str = "") -> None:
+    def __init__(self, kube: Kube, *, audit_file: Path | None = None, audit_namespace: str = "",
+                 access_ttl: float = 10.0, reconciler_url: str = "", refresh_token: str = "") -> None:
         self.kube = kube
         self.cluster = Cluster(kube)
         self.audit_file = audit_file
@@ -58,6 +61,8 @@ class Reader:
         self._audit: list[AuditRecord] = []
         self._audit_at = (0, 0)  # (inode, offset) already read
         self._audit_lock = threading.Lock()
+        self.audit_namespace = audit_namespace
+        self._trail_read = -TRAIL_SECONDS
 
     # ------------------------------------------------------------ identities and access
     def authenticate(self, token: str) -> Identity | None:
@@ -171,9 +176,10 @@ class Reader:
 
     # ------------------------------------------------------------ audit
     def audit_records(self) -> list[AuditRecord]:
-        """Every record of the audit file, oldest first (read incrementally: only what was appended)."""
+        """Every audit record, oldest first: the audit file's (read incrementally: only what was appended) or,
+        without one, the cluster's durable audit trail and the audit Events not folded into it yet."""
         if self.audit_file is None:
-            return []
+            return self._trail() if self.audit_namespace else []
         with self._audit_lock:
             try:
                 stat = self.audit_file.stat()
@@ -191,6 +197,18 @@ class Reader:
                 self._audit.extend(read_audit(lines))
                 self._audit = self._audit[-AUDIT_LIMIT:]
                 self._audit_at = (stat.st_ino, offset + len(complete))
+            return list(self._audit)
+
+    def _trail(self) -> list[AuditRecord]:
+        with self._audit_lock:
+            if time.monotonic() - self._trail_read >= TRAIL_SECONDS:
+                try:
+                    found = read_trail(self.kube, self.audit_namespace, warn=log.warning)
+                except KubeError as error:
+                    log.warning("cannot read the audit trail in %s: %s", self.audit_namespace, error.message)
+                else:
+                    self._audit = sorted((f.record for f in found), key=lambda r: r.time)[-AUDIT_LIMIT:]
+                    self._trail_read = time.monotonic()
             return list(self._audit)
 
     def visible_audit(self, identity: Identity, records: Iterable[AuditRecord]) -> list[AuditRecord]:

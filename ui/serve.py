@@ -16,7 +16,7 @@ from webhook.tls import CertificateReloader
 
 
 def serve(settings: Settings) -> None:
-    key = secrets.token_bytes(32)
+    key = settings.session_key_file.read_bytes().strip() if settings.session_key_file else secrets.token_bytes(32)
 
     def create(reloader: CertificateReloader) -> Any:
         from ui.app import create_app

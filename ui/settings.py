@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from driftguard.core.names import NAMESPACE
 from webhook import settings as mechanism
 from webhook.settings import LogFormat, WorkerClass
 from webhook.settings import meta as _meta
@@ -19,7 +20,11 @@ class Settings:
     kubeconfig: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_UI_KUBECONFIG", "kubeconfig for the UI's own read-only API calls (unset: in-cluster if there)"))
     audit_file: Path | None = field(default=None, metadata=_meta(
-        "DRIFTGUARD_UI_AUDIT_FILE", "the webhook's JSONL audit file the Audit page reads (unset: no audit rows)"))
+        "DRIFTGUARD_UI_AUDIT_FILE", "the webhook's JSONL audit file the audit rows come from (local mode; unset: "
+        "the cluster's durable audit trail)"))
+    audit_namespace: str = field(default=NAMESPACE, metadata=_meta(
+        "DRIFTGUARD_UI_AUDIT_NAMESPACE", "where the durable audit trail's ConfigMaps are (the reconciler's "
+        "--audit-namespace), read with the audit Events not folded yet when --audit-file is unset"))
     reconciler_url: str = field(default="", metadata=_meta(
         "DRIFTGUARD_UI_RECONCILER_URL", "the reconciler's HTTP address, for Refresh (e.g. http://driftguard-"
         "reconciler.driftguard-system:8080; unset: Refresh is off)"))
@@ -40,6 +45,9 @@ class Settings:
         "X-Remote-User); only read when set, and only with --client-ca-file (the proxy's client certificate)"))
     proxy_groups_header: str = field(default="", metadata=_meta(
         "DRIFTGUARD_UI_PROXY_GROUPS_HEADER", "the proxy's header listing the user's groups, comma-separated"))
+    session_key_file: Path | None = field(default=None, metadata=_meta(
+        "DRIFTGUARD_UI_SESSION_KEY_FILE", "file holding the key that signs session cookies, shared by replicas "
+        "(unset: a random key per process; a restart signs everyone out)"))
     session_hours: float = field(default=8.0, metadata=_meta(
         "DRIFTGUARD_UI_SESSION_HOURS", "hours a sign-in lasts"))
     # --- HTTP edge and server (the webhook's serving stack)

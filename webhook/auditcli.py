@@ -18,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -122,28 +122,33 @@ def _open(args: argparse.Namespace) -> IO[str]:
 def read_cluster(kubeconfig: Path, context: str | None, namespace: str, app: str | None) -> list[Found]:
     """The trail (one Application's with ``app``) merged with the audit Events not folded yet, oldest first.
     Events that cannot be listed (no RBAC to list Events cluster-wide) are said on stderr, not fatal."""
+    with Kube(kubeconfig, context=context) as kube:
+        return read_trail(kube, namespace, app, warn=lambda text: print(f"driftguard audit: {text}", file=sys.stderr))
+
+
+def read_trail(kube: Kube, namespace: str, app: str | None = None,
+               warn: Callable[[str], None] = lambda text: None) -> list[Found]:
+    """``read_cluster`` with a client already made (the web UI's Audit page reads the trail through it)."""
     entries: list[audittrail.Entry] = []
     configmaps = f"/api/v1/namespaces/{quote(namespace)}/configmaps"
-    with Kube(kubeconfig, context=context) as kube:
-        if app:
-            try:
-                items = [kube.request("GET", f"{configmaps}/{quote(audittrail.trail_name(app))}")]
-            except KubeError as error:
-                if error.status != 404:
-                    raise
-                items = []
-        else:
-            items = list(_items(kube, configmaps, f"{audittrail.TRAIL_LABEL}=true"))
-        for item in items:
-            entries += audittrail.parse(str((item.get("data") or {}).get(audittrail.TRAIL_KEY) or ""))
+    if app:
         try:
-            for event in _items(kube, "/apis/events.k8s.io/v1/events", f"{audittrail.EVENT_LABEL}=true"):
-                entry = audittrail.entry_of_event(event)
-                if entry is not None:
-                    entries.append(entry)
+            items = [kube.request("GET", f"{configmaps}/{quote(audittrail.trail_name(app))}")]
         except KubeError as error:
-            print(f"driftguard audit: audit Events not read (only the trail, up to its last flush): {error}",
-                  file=sys.stderr)
+            if error.status != 404:
+                raise
+            items = []
+    else:
+        items = list(_items(kube, configmaps, f"{audittrail.TRAIL_LABEL}=true"))
+    for item in items:
+        entries += audittrail.parse(str((item.get("data") or {}).get(audittrail.TRAIL_KEY) or ""))
+    try:
+        for event in _items(kube, "/apis/events.k8s.io/v1/events", f"{audittrail.EVENT_LABEL}=true"):
+            entry = audittrail.entry_of_event(event)
+            if entry is not None:
+                entries.append(entry)
+    except KubeError as error:
+        warn(f"audit Events not read (only the trail, up to its last flush): {error}")
     found: list[Found] = []
     for entry in audittrail.merge(entries):
         try:

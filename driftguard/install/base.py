@@ -35,6 +35,9 @@ WEBHOOK_SERVICE: Final = "driftguard-webhook"
 WEBHOOK_SECRET: Final = "driftguard-webhook-tls"  # noqa: S105 - a Secret's name, not a password
 MARK_KEY_SECRET: Final = "driftguard-mark-key"  # noqa: S105 - key "key": hex; the webhook seals marks with it
 REFRESH_TOKEN_SECRET: Final = "driftguard-refresh-token"  # noqa: S105 - key "token": POST /refresh's bearer token
+UI_SERVICE: Final = "driftguard-ui"
+UI_SECRET: Final = "driftguard-ui-tls"  # noqa: S105 - a Secret's name: the web UI's serving certificate
+UI_SESSION_SECRET: Final = "driftguard-ui-session"  # noqa: S105 - key "key": signs the UI's session cookies
 SECRETS: Final = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
 AGGREGATED_ROLE: Final = "driftguard-reconciler"
 AGGREGATE_LABEL: Final = "driftguard.io/aggregate-to-reconciler"
@@ -89,12 +92,15 @@ def aggregate_cluster_roles(kube: Kube) -> int:
 
 
 def webhook_tls_secret(ca: CertificateAuthority, *, namespace: str = NAMESPACE,
-                       service: str = WEBHOOK_SERVICE, ips: Sequence[str] = ()) -> dict[str, Any]:
-    """The ``kubernetes.io/tls`` Secret the webhook Deployment mounts, with a fresh serving cert."""
-    serving = ca.issue_serving(f"{service}.{namespace}.svc", service_dns_names(service, namespace), list(ips))
+                       service: str = WEBHOOK_SERVICE, ips: Sequence[str] = (), name: str = WEBHOOK_SECRET,
+                       extra_names: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``kubernetes.io/tls`` Secret the webhook Deployment mounts (or, with ``name``, the UI's), with a fresh
+    serving cert."""
+    serving = ca.issue_serving(f"{service}.{namespace}.svc",
+                               [*service_dns_names(service, namespace), *extra_names], list(ips))
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": WEBHOOK_SECRET, "namespace": namespace,
+        "metadata": {"name": name, "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "driftguard"}},
         "data": {
             "tls.crt": base64.b64encode(serving.cert_pem).decode(),
@@ -107,9 +113,10 @@ def webhook_tls_secret(ca: CertificateAuthority, *, namespace: str = NAMESPACE,
 def generated_secrets() -> list[dict[str, Any]]:
     """The Secrets driftguard's pods mount besides TLS, each with a fresh random value: the mark key the
     webhook seals break-glass grants and drift marks with (and the reconciler verifies them with), and the
-    bearer token ``POST /refresh`` requires."""
+    bearer token ``POST /refresh`` requires, and the key the web UI's replicas sign session cookies with."""
     values = {MARK_KEY_SECRET: ("key", MarkKey.generate().to_text()),
-              REFRESH_TOKEN_SECRET: ("token", secrets.token_urlsafe(32))}
+              REFRESH_TOKEN_SECRET: ("token", secrets.token_urlsafe(32)),
+              UI_SESSION_SECRET: ("key", secrets.token_urlsafe(32))}
     return [{
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "driftguard"}},
@@ -153,6 +160,10 @@ def install_in_cluster(kube: Kube, ca: CertificateAuthority, *, progress: Progre
     if progress:
         progress(f"applied Secret {NAMESPACE}/{WEBHOOK_SECRET} (serving certificate for "
                  f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc; key not shown)")
+    cluster.apply(webhook_tls_secret(ca, service=UI_SERVICE, name=UI_SECRET, ips=["127.0.0.1"],
+                                     extra_names=["localhost"]))  # localhost: reached by kubectl port-forward
+    if progress:
+        progress(f"applied Secret {NAMESPACE}/{UI_SECRET} (the web UI's serving certificate; key not shown)")
     register_webhook(cluster, registration.service_client(WEBHOOK_SERVICE, NAMESPACE, ca.cert_pem))
     if progress:
         progress("applied ValidatingWebhookConfiguration and MutatingWebhookConfiguration driftguard (caBundle set), "

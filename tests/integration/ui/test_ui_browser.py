@@ -52,7 +52,7 @@ class Stack:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.info: dict[str, Any] = json.loads((directory / "state.json").read_text())["info"]
-        self.demo = Demo(directory, io.StringIO())
+        self.demo = Demo(directory, io.StringIO(), step_timeout=120.0)  # generous: the machine may be loaded
         self.admin = Kube(self.info["admin_kubeconfig"])
 
     def token_for(self, name: str, rules: list[dict[str, Any]]) -> str:

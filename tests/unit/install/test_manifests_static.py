@@ -29,7 +29,7 @@ def test_webhook_cluster_role_is_exactly_what_the_webhook_calls() -> None:
     assert role["rules"] == expected["rules"]
 
 
-@pytest.mark.parametrize("name", ["driftguard-webhook", "driftguard-reconciler"])
+@pytest.mark.parametrize("name", ["driftguard-webhook", "driftguard-reconciler", "driftguard-ui"])
 def test_container_args_are_accepted_by_the_cli(name: str) -> None:
     [deployment] = [d for d in objects("Deployment") if d["metadata"]["name"] == name]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
