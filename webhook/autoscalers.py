@@ -36,9 +36,9 @@ REPLICAS: Final = ("spec", "replicas")
 
 def is_autoscaler(request: Request) -> bool:
     """A CREATE or UPDATE of an HPA itself (not its status)."""
-    kind = request["kind"]
-    return ((kind["group"], kind["kind"]) == (GROUP, KIND) and not request.get("subResource")
-            and request["operation"] in ("CREATE", "UPDATE"))
+    kind = request.get("kind") or {}
+    return ((kind.get("group"), kind.get("kind")) == (GROUP, KIND) and not request.get("subResource")
+            and request.get("operation") in ("CREATE", "UPDATE"))
 
 
 def target(obj: Mapping[str, Any] | None, namespace: str) -> ObjectRef | None:
