@@ -60,18 +60,20 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._trails: dict[str, _Trail] = {}
         self._threads: list[threading.Thread] = []
+        self._seen: dict[str, int] = {}  # Event → the highest count heard (or stored) this term
+        # Called with each entry heard and how many occurrences are new this term (notifications).
+        self.on_new: Callable[[Entry, int], None] | None = None
 
     # ------------------------------------------------------------ running
 
     def start(self, done: threading.Event) -> None:
         """Watch and flush until ``done`` (a new term starts from what the trails hold)."""
         with self._lock:
-            self._trails = {}
+            self._trails, self._seen = {}, {}
         watcher = threading.Thread(target=self._watch, args=(done,), name="audit-watch", daemon=True)
-        flusher = threading.Thread(target=self._flush_loop, args=(done,), name="audit-flush", daemon=True)
+        flusher = threading.Thread(target=self._flush_loop, args=(done, watcher), name="audit-flush", daemon=True)
         self._threads = [watcher, flusher]
-        watcher.start()
-        flusher.start()
+        flusher.start()  # it reads the trails, then starts the watch: what they hold is not new
 
     def join(self, timeout: float) -> bool:
         """Wait for the writer (the watch only reads: it ends at its next event). True when it ended."""
@@ -109,9 +111,14 @@ class AuditTrail:
         with self._lock:
             trail = self._trails.setdefault(name, _Trail(entry.application, stale=True))
             trail.pending.append(entry)
+            new = entry.count - self._seen.get(entry.event, 0)
+            self._seen[entry.event] = max(entry.count, self._seen.get(entry.event, 0))
+        if new > 0 and self.on_new is not None:
+            self._guarded(lambda: self.on_new(entry, new) if self.on_new is not None else None)
 
-    def _flush_loop(self, done: threading.Event) -> None:
+    def _flush_loop(self, done: threading.Event, watcher: threading.Thread) -> None:
         self._guarded(self._load)
+        watcher.start()
         while not done.wait(self.flush_seconds):
             self._guarded(self.flush)
         self._guarded(self.flush)  # what the term heard last
@@ -140,6 +147,8 @@ class AuditTrail:
                 trail.entries = audittrail.parse(str((item.get("data") or {}).get(audittrail.TRAIL_KEY) or ""))
                 trail.version = str(metadata.get("resourceVersion") or "")
                 trail.stale = False
+                for entry in trail.entries:
+                    self._seen[entry.event] = max(entry.count, self._seen.get(entry.event, 0))
 
     def flush(self) -> int:
         """Write each trail whose folded content changed (new entries, or old ones past the retention);

@@ -35,13 +35,14 @@ from typing import Any
 from driftguard import logs
 from driftguard.core.audittrail import Entry
 from driftguard.core.changes import ChangeSet
+from driftguard.core.clock import format_time
 from driftguard.core.inventory import Inventory
 from driftguard.core.manifests import Limits
 from driftguard.core.marks import MarkKey, Marks
 from driftguard.core.objects import ObjectRef
 from driftguard.core.projects import Project
 from driftguard.kube.resources import NAMESPACES, Cluster, ResourceError, WatchEvent
-from reconciler import cycle, deletion, standby
+from reconciler import cycle, deletion, notifications, standby
 from reconciler.application import AppKey
 from reconciler.apply import Applier, Mode, Outcome
 from reconciler.audittrail import AuditTrail
@@ -54,10 +55,11 @@ from reconciler.gitsource import GitSource
 from reconciler.holders import Holders
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
+from reconciler.notifier import Notifier
 from reconciler.perimeter import Perimeter
 from reconciler.projects import ProjectSource
 from reconciler.reconcile import Reconciler, Result, Stop
-from reconciler.record import AppState, Operation, condition, failed, sync_events
+from reconciler.record import AppState, Event, Operation, condition, failed, sync_events
 from reconciler.renderer import MiB, Renderer, RenderLimits, RenderTools
 from reconciler.reporting import Reporter
 from reconciler.revision import Revision
@@ -136,6 +138,11 @@ class Controller:
             max_records=s.audit_max_records, flush_seconds=s.audit_flush, watch_timeout=s.watch_timeout,
             on_entry=self._audited,
         ) if s.audit_trail else None
+        self.notifier = Notifier(cluster, allow_loopback=s.notify_loopback)
+        self.reporter.on_event, self.reporter.on_status = self._notify_event, self._notify_status
+        self.reporter.on_perimeter = self._notify_perimeter
+        if self.audit_trail is not None:
+            self.audit_trail.on_new = self._notify_audit
         if elector is not None and elector.on_foreign is None:
             elector.on_foreign = self._lease_reclaimed
         self._selfheal: SelfHeal | None = None
@@ -184,6 +191,7 @@ class Controller:
             thread.start()
         if self.audit_trail is not None:
             self.audit_trail.start(done)
+        self.notifier.start(done)
         if self.perimeter is not None:
             # Not joined: like the Applications watch they end at their next event, and all they ever
             # write is the webhook registration, which any term may restore.
@@ -198,6 +206,7 @@ class Controller:
             thread.join(timeout=self.settings.stop_timeout)
         healers_done = self._selfheal.join(timeout=self.settings.stop_timeout)
         healers_done &= self.audit_trail.join(self.settings.stop_timeout) if self.audit_trail is not None else True
+        healers_done &= self.notifier.join(self.settings.stop_timeout)
         # The Applications and Projects watches (threads[:2]) only read, and return at their next event.
         self._wound_down = healers_done and not any(thread.is_alive() for thread in threads[2:])
         self.metrics.leader.set(0)
@@ -481,6 +490,40 @@ class Controller:
             if state.attribute(str(record.get("object") or ""), fields, str(record.get("user") or ""),
                                str(record.get("time") or "")):
                 state.status_dirty = True
+
+    # ------------------------------------------------------------ notifications (reconciler.notifier)
+
+    def _notice(self, state: AppState, trigger: str | None, obj: str, user: str, message: str, *, count: int = 1,
+                when: str = "") -> None:
+        if trigger is not None:
+            self.notifier.notify(state.obj, notifications.Notice(
+                trigger, str(state.key), obj, user, message, when or format_time(dt.datetime.now(dt.UTC)), count))
+
+    def _notify_event(self, state: AppState, event: Event) -> None:
+        about = f"{event.about.kind} {event.about.namespace}/{event.about.name}".replace(" /", " ") if event.about \
+            else f"Application {state.key}"
+        self._notice(state, notifications.trigger_of_event(event.type, event.reason, event.about is not None),
+                     about, "", f"{event.reason}: {event.message}")
+
+    def _notify_status(self, state: AppState, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        health = after.get("health") or {}
+        if notifications.degraded(before.get("health") or {}, health):
+            self._notice(state, "on-health-degraded", f"Application {state.key}", "",
+                         str(health.get("message") or "health is Degraded"))
+
+    def _notify_perimeter(self, obj: Mapping[str, Any], reason: str, message: str) -> None:
+        trigger = notifications.trigger_of_event("Warning", reason, True)
+        name = f"{obj.get('kind')} {(obj.get('metadata') or {}).get('name')}"
+        for state in list(self.states.values()):
+            self._notice(state, trigger, name, "", message)
+
+    def _notify_audit(self, entry: Entry, new: int) -> None:
+        record = entry.record
+        state = next((st for key, st in list(self.states.items()) if str(key) == entry.application), None)
+        if state is not None:
+            self._notice(state, notifications.trigger_of_decision(str(record.get("decision"))),
+                         str(record.get("object") or ""), str(record.get("user") or ""),
+                         str(record.get("reason") or ""), count=new, when=entry.last)
 
     def _flush_status(self, done: threading.Event) -> None:
         while not done.wait(0.1):

@@ -42,6 +42,10 @@ class Reporter:
         self.fights = fights
         self.tracker = tracker
         self.metrics = metrics
+        # Notifications (reconciler.notifier via the controller): every Event written, every status change.
+        self.on_event: Callable[[AppState, Event], None] | None = None
+        self.on_status: Callable[[AppState, Mapping[str, Any], Mapping[str, Any]], None] | None = None
+        self.on_perimeter: Callable[[Mapping[str, Any], str, str], None] | None = None
 
     def snapshot(self, state: AppState) -> Snapshot:
         fights = self.fights.fighting(self.tracker().refs(state.key))
@@ -61,8 +65,10 @@ class Reporter:
         except ResourceError as e:
             log.warning("Application %s: status not written: %s", state.key, e)
             return
-        state.status = current
+        before, state.status = state.status, current
         self.metrics.set_state(str(state.key), sync_state(self.snapshot(state)))
+        if self.on_status is not None:
+            self.on_status(state, before, current)
 
     def save_inventory(self, state: AppState, inventory: Inventory) -> None:
         with state.lock:
@@ -94,6 +100,8 @@ class Reporter:
         counters count the object Events of those reasons."""
         app = str(state.key)
         for event in events:
+            if self.on_event is not None:
+                self.on_event(state, event)
             if event.about is None:
                 self.cluster.create_event(state.obj, type_=event.type, reason=event.reason, message=event.message)
                 continue
@@ -108,6 +116,8 @@ class Reporter:
         """A Warning Event about one of driftguard's own objects put back (``reconciler.perimeter``, the
         Lease); counted in ``driftguard_perimeter_restored_total`` by the caller's cause."""
         self.cluster.create_event(obj, type_="Warning", reason=reason, message=message)
+        if self.on_perimeter is not None:
+            self.on_perimeter(obj, reason, message)
 
     def _involved(self, ref: ObjectRef) -> dict[str, Any]:
         found = self.tracker().lookup(ref)

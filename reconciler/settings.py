@@ -140,6 +140,9 @@ class Settings:
     audit_max_records: int = field(default=500, metadata=_meta(
         "DRIFTGUARD_AUDIT_MAX_RECORDS", "most entries (Event series) one trail keeps, the newest (and at most "
         "768 KiB)"))
+    notify_loopback: bool = field(default=False, metadata=_meta(
+        "DRIFTGUARD_NOTIFY_LOOPBACK", "allow notification receivers on loopback (a relay beside the reconciler, "
+        "tests); link-local addresses are always refused", kind="switch"))
     audit_flush: float = field(default=10.0, metadata=_meta(
         "DRIFTGUARD_AUDIT_FLUSH", "a trail is written at most this often, and only when it changed",
         kind="duration"))

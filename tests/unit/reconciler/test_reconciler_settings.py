@@ -78,4 +78,4 @@ def test_every_declared_setting_is_a_flag_and_a_table_row() -> None:
     assert len(rows) > 10
     assert {row[0] for row in rows} | {"--all-namespaces", "--help", "--no-leader-elect", "--no-install-crd",
                                           "--no-allow-local-repos", "--no-oci-plain-http-loopback",
-                                          "--no-audit-trail"} == flags
+                                          "--no-audit-trail", "--no-notify-loopback"} == flags
