@@ -11,91 +11,27 @@ The webhooks are sent AdmissionReviews as the API server sends them (the live, s
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.admission import SOURCE, edited, review
 from support.reconciler_harness import Harness, wait_for
 from support.webhook_harness import WebhookProcess, webhook_factory
+from support.webhook_reviews import Sender, deployment_in, webhook_kubeconfig
 
 from driftguard.core import audittrail, contract
 from driftguard.kube import Kube, KubeError
-from webhook import registration
 from webhook.cli import main
 
-__all__ = ["webhook_factory"]
+__all__ = ["webhook_factory", "webhook_kubeconfig"]
 
-RBAC = "/apis/rbac.authorization.k8s.io/v1"
 TRAILS = "/api/v1/namespaces/driftguard-system/configmaps"
-
-
-@pytest.fixture
-def webhook_kubeconfig(cluster: Any, admin: Kube, namespace: str) -> Iterator[Path]:
-    """The webhook's ServiceAccount (in the test's namespace) with the RBAC ``registration.rbac`` renders."""
-    if cluster.control_plane is None:
-        pytest.skip("the webhooks' kubeconfig is minted by the local control plane")
-    role, binding = registration.rbac("driftguard-webhook", namespace, name=f"{namespace}-webhook")
-    admin.request("POST", f"{RBAC}/clusterroles", body=role)
-    admin.request("POST", f"{RBAC}/clusterrolebindings", body=binding)
-    yield Path(cluster.control_plane.kubeconfig_for_serviceaccount(namespace, "driftguard-webhook"))
-    for kind, name in (("clusterrolebindings", binding), ("clusterroles", role)):
-        admin.request("DELETE", f"{RBAC}/{kind}/{name['metadata']['name']}")
-
-
-def _deployment(admin: Kube, namespace: str, name: str, application: str, enforcement: str = "deny",
-                ) -> dict[str, Any]:
-    manifest = {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name}},
-                                      "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}}}
-    stamped = contract.stamp(manifest, application=application, source=SOURCE, enforcement=enforcement)  # type: ignore[arg-type]
-    created: dict[str, Any] = admin.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                                            body=stamped)
-    return created
-
-
-class Sender:
-    """AdmissionReviews to one webhook over one kept-alive TLS connection, as the API server sends them."""
-
-    def __init__(self, webhook: WebhookProcess) -> None:
-        self.webhook = webhook
-        self.connection = webhook.connect()
-
-    def update(self, live: dict[str, Any], user: str, replicas: int = 9) -> dict[str, Any]:
-        body = review("UPDATE", old=live, new=edited(live, "spec", "replicas", replicas), user=user,
-                      uid=secrets.token_hex(8))
-        return self._post(body)
-
-    def create(self, obj: dict[str, Any], user: str) -> dict[str, Any]:
-        return self._post(review("CREATE", new=obj, user=user, uid=secrets.token_hex(8)))
-
-    def _post(self, body: Any) -> dict[str, Any]:
-        for attempt in (0, 1):
-            try:
-                self.connection.request("POST", "/validate", body=json.dumps(body).encode(),
-                                        headers={"Content-Type": "application/json"})
-                response = self.connection.getresponse()
-                answer: dict[str, Any] = json.loads(response.read())["response"]
-                return answer
-            except (http.client.HTTPException, OSError):
-                if attempt:
-                    raise
-                self.connection.close()
-                self.connection = self.webhook.connect()
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 def audit(admin_kubeconfig: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
@@ -133,9 +69,9 @@ def test_every_denial_through_two_webhooks_one_restarted_is_found_after_the_even
     app, other = f"{namespace}/shop", f"{namespace}/billing"
     for application in (app, other):
         _delete_trail(admin, application)
-    web = _deployment(admin, namespace, "web", app)
-    api = _deployment(admin, namespace, "api", app, enforcement="warn")
-    ledger = _deployment(admin, namespace, "ledger", other)
+    web = deployment_in(admin, namespace, "web", app)
+    api = deployment_in(admin, namespace, "api", app, enforcement="warn")
+    ledger = deployment_in(admin, namespace, "ledger", other)
     harness.start(audit_flush=0.5)
     first, second = (webhook_factory(kubeconfig=webhook_kubeconfig, event_flush_seconds=0.5) for _ in range(2))
     a, b = Sender(first), Sender(second)
@@ -210,7 +146,7 @@ def test_the_trail_keeps_the_newest_records_within_its_count_and_its_retention(
         webhook_factory: Callable[..., WebhookProcess]) -> None:
     app = f"{namespace}/bounded"
     _delete_trail(admin, app)
-    web = _deployment(admin, namespace, "web", app)
+    web = deployment_in(admin, namespace, "web", app)
     harness.start(audit_flush=0.5, audit_max_records=3, audit_retention=6.0)
     sender = Sender(webhook_factory(kubeconfig=webhook_kubeconfig, event_flush_seconds=0.3))
     for i in range(5):
@@ -247,7 +183,7 @@ def test_a_flood_of_10000_denials_is_a_bounded_number_of_writes(
         webhook_factory: Callable[..., WebhookProcess]) -> None:
     app, total, flush = f"{namespace}/flooded", 10_000, 1.0
     _delete_trail(admin, app)
-    web = _deployment(admin, namespace, "web", app)
+    web = deployment_in(admin, namespace, "web", app)
     harness.start(audit_flush=flush)
     webhooks = [webhook_factory(kubeconfig=webhook_kubeconfig, event_flush_seconds=flush) for _ in range(2)]
     processes = sum(w.settings.workers for w in webhooks)
