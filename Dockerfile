@@ -14,6 +14,7 @@ COPY driftguard ./driftguard
 COPY webhook ./webhook
 COPY reconciler ./reconciler
 COPY certs ./certs
+COPY ui ./ui
 RUN python3 -m venv /opt/driftguard \
  && /opt/driftguard/bin/pip install --no-cache-dir --disable-pip-version-check .
 
