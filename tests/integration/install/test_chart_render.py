@@ -85,10 +85,12 @@ def test_values_change_exactly_the_fields_they_name(tools: dict[str, Path], tmp_
                     "networkPolicy": {"podCIDRs": ["10.42.0.0/16", "fd00:42::/56"]}},
         "reconciler": {"replicas": 1, "resources": {"requests": {"cpu": "50m", "memory": "256Mi"},
                                                     "limits": {"memory": "1Gi"}}},
+        "ui": {"replicas": 1, "resources": {"requests": {"cpu": "20m", "memory": "128Mi"},
+                                            "limits": {"memory": "256Mi"}}},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     expected = copy.deepcopy(by_identity(run(tools["kustomize"], "build", manifests_dir())))
-    for component in ("webhook", "reconciler"):
+    for component in ("webhook", "reconciler", "ui"):
         deployment = expected[("Deployment", "driftguard-system", f"driftguard-{component}")]
         deployment["spec"]["replicas"] = values[component]["replicas"]
         [container] = deployment["spec"]["template"]["spec"]["containers"]
