@@ -9,14 +9,12 @@ the listener; each CGI call is a ``subprocess.run`` that is waited for (and kill
 
 from __future__ import annotations
 
-import base64
 import hmac
 import http.server
 import os
 import ssl
 import subprocess
 import sys
-import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from certs import CertificateAuthority
+from support.tls_server import LoopbackTLS, basic_login, serving_context
 
 _BACKEND = Path(subprocess.run(["git", "--exec-path"], check=True, capture_output=True, text=True).stdout.strip(),
                 "git-http-backend")
@@ -43,37 +42,25 @@ class GitHTTPSServer:
 
     def __init__(self, repo: Path, *, token: str, ca: CertificateAuthority, scratch: Path) -> None:
         self.repo, self.token = Path(repo), token
-        serving = ca.issue_serving("git-https-test", ip_addresses=["127.0.0.1"])
-        scratch.mkdir(parents=True, exist_ok=True)
-        serving.write(scratch / "tls.crt", scratch / "tls.key")
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.load_cert_chain(scratch / "tls.crt", scratch / "tls.key")
+        self._context = serving_context(ca, "git-https-test", scratch)
         self.requests: list[Request] = []
         self.errors: list[str] = []  # connection-level failures (e.g. a client that rejects the certificate)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._served: LoopbackTLS | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "not started"
-        return f"https://127.0.0.1:{self._server.server_address[1]}/{self.repo.name}"
+        assert self._served is not None, "not started"
+        return f"{self._served.base_url}/{self.repo.name}"
 
     def start(self) -> GitHTTPSServer:
         server = _Server(("127.0.0.1", 0), _Handler)
-        server.socket = self._context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         server.owner = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="git-https-server", daemon=True)
-        self._thread.start()
+        self._served = LoopbackTLS(server, self._context, name="git-https-server", handshake_in_handler=True)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._served is not None:
+            self._served.stop()
 
     def __enter__(self) -> GitHTTPSServer:
         return self.start()
@@ -83,18 +70,11 @@ class GitHTTPSServer:
         self.stop()
 
     def authorised(self, header: str | None) -> bool:
-        scheme, _, value = (header or "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(password.encode(), self.token.encode())
+        login = basic_login(header)
+        return login is not None and hmac.compare_digest(login[1].encode(), self.token.encode())
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
     owner: GitHTTPSServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -20,7 +20,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from certs import CertificateAuthority
 from driftguard.local.controlplane.binaries import resolve_render_tools, resolve_test_tools
+from support.tls_server import LoopbackTLS, basic_login, serving_context, write_serving
 
 
 class OCIRegistry:
@@ -73,10 +73,9 @@ class OCIRegistry:
             "http": http,
         }
         if self.ca is not None:
-            serving = self.ca.issue_serving("oci-registry-test", ip_addresses=["127.0.0.1"])
-            serving.write(self.scratch / "tls.crt", self.scratch / "tls.key")
+            cert, key = write_serving(self.ca, "oci-registry-test", self.scratch)
             self.ca_file.write_bytes(self.ca.cert_pem)
-            http["tls"] = {"certificate": str(self.scratch / "tls.crt"), "key": str(self.scratch / "tls.key")}
+            http["tls"] = {"certificate": str(cert), "key": str(key)}
             if self.token_auth:
                 self.tokens = TokenService(self.ca, self.users, self.scratch).start()
                 config["auth"] = {"token": {"realm": self.tokens.realm, "service": TokenService.SERVICE,
@@ -184,18 +183,14 @@ class TokenService:
         self._key = serialization.load_pem_private_key(signing.key_pem, password=None)
         self._x5c = base64.b64encode(x509.load_pem_x509_certificate(signing.cert_pem).public_bytes(
             serialization.Encoding.DER)).decode()
-        serving = ca.issue_serving("oci-token-service", ip_addresses=["127.0.0.1"])
-        serving.write(scratch / "token-tls.crt", scratch / "token-tls.key")
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.load_cert_chain(scratch / "token-tls.crt", scratch / "token-tls.key")
+        self._context = serving_context(ca, "oci-token-service", scratch, stem="token-tls")
         self.requests: list[tuple[str, bool]] = []  # (scope, granted)
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._served: LoopbackTLS | None = None
 
     @property
     def realm(self) -> str:
-        assert self._server is not None
-        return f"https://127.0.0.1:{self._server.server_address[1]}/token"
+        assert self._served is not None
+        return f"{self._served.base_url}/token"
 
     def start(self) -> TokenService:
         owner = self
@@ -221,29 +216,16 @@ class TokenService:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = self._context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="oci-token-service", daemon=True)
-        self._thread.start()
+        self._served = LoopbackTLS(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler), self._context,
+                                   name="oci-token-service")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._served is not None:
+            self._served.stop()
 
     def login(self, header: str) -> str | None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(value).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
+        user, password = basic_login(header) or ("", "")
         return user if user in self.users and secrets.compare_digest(self.users[user], password) else None
 
     def issue(self, user: str, scopes: list[str], seconds: int) -> str:

@@ -3,6 +3,7 @@ reconciler and Applications (the fixtures that build them are in this directory'
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -132,6 +133,15 @@ def configmap(name: str, data: dict[str, str], **metadata: Any) -> dict[str, Any
 
 
 @functools.cache
+def login_leaks(text: str, user: str, *passwords: str) -> list[str]:
+    """Every form of a password (or token) that could end up in ``text``: clear, base64, Basic credentials."""
+    forms = []
+    for password in passwords:
+        forms += [password, base64.b64encode(password.encode()).decode(),
+                  base64.b64encode(f"{user}:{password}".encode()).decode()]
+    return [form for form in forms if form in text]
+
+
 def render_tools() -> dict[str, Path]:
     """kustomize, helm and jsonnet as ``make tools`` built them (``make test-integration`` depends on it)."""
     return resolve_render_tools()
@@ -220,6 +230,16 @@ class Harness:
 
     def cm(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         return self.get(f"/api/v1/namespaces/{namespace or self.namespace}/configmaps/{name}")
+
+    def put_secret(self, name: str, string_data: dict[str, str]) -> None:
+        """Create or replace the Secret ``name`` in the test's namespace (a source's login, CA, url)."""
+        path = f"/api/v1/namespaces/{self.namespace}/secrets"
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
+        if self.get(f"{path}/{name}") is None:
+            self.admin.request("POST", path, body=body)
+        else:
+            self.admin.request("PUT", f"{path}/{name}", body=body)
 
     # -- the reconciler -------------------------------------------------------------------------
     def start(self, **settings: Any) -> Service:

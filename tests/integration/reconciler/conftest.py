@@ -7,6 +7,8 @@
 * ``repo`` (function): a real git repository in a temp dir.
 * ``harness`` (function): starts in-process reconcilers for the test's namespace as that SA (no leader
   election, random port) and stops them at teardown; creates and reads Applications.
+* ``ca`` (function): a test CA for the https sources' servers (git, OCI registry, Helm repository); the
+  Application's Secret carries it as ``ca.crt``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from support.reconciler_harness import (
     install_reconciler_access,
 )
 
+from certs import CertificateAuthority
 from driftguard.kube import Kube
 from driftguard.local.controlplane import serviceaccount_token
 from driftguard.local.controlplane.identities import write_token_kubeconfig
@@ -56,3 +59,8 @@ def harness(admin: Kube, namespace: str, reconciler_kubeconfig: Path, tmp_path: 
     yield h
     for service in h.services:
         service.stop()
+
+
+@pytest.fixture
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.generate("driftguard-test-source-ca")

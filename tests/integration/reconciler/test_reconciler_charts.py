@@ -7,15 +7,11 @@ naming what to fix, nothing applied or pruned — when the login is wrong or wou
 
 from __future__ import annotations
 
-import base64
 import functools
-import hmac
 import http.server
 import json
 import secrets
-import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 from support.oci_registry import OCIRegistry
-from support.reconciler_harness import Harness, Repo, render_tools, wait_for
+from support.reconciler_harness import Harness, Repo, login_leaks, render_tools, wait_for
+from support.tls_server import LoopbackTLS, basic_login, serving_context
 
 from certs import CertificateAuthority
 
@@ -40,25 +37,10 @@ EXTRA = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name
 
 
 @pytest.fixture
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.generate("oci-registry-test-ca")
-
-
-@pytest.fixture
 def registry(tmp_path: Path, ca: CertificateAuthority) -> Iterator[OCIRegistry]:
     with OCIRegistry(tmp_path / "registry", ca=ca, users={USER: PASSWORD}) as served:
         served.login(USER)
         yield served
-
-
-def put_secret(harness: Harness, name: str, string_data: dict[str, str]) -> None:
-    path = f"/api/v1/namespaces/{harness.namespace}/secrets"
-    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
-    if harness.get(f"{path}/{name}") is None:
-        harness.admin.request("POST", path, body=body)
-    else:
-        harness.admin.request("PUT", f"{path}/{name}", body=body)
 
 
 def chart_app(harness: Harness, name: str, repo_url: str, chart: str, target: str, *, secret: str = "",
@@ -75,18 +57,14 @@ def data(harness: Harness, name: str) -> dict[str, str]:
 
 
 def leaks(text: str) -> list[str]:
-    forms = []
-    for password in (PASSWORD, WRONG):
-        forms += [password, base64.b64encode(password.encode()).decode(),
-                  base64.b64encode(f"{USER}:{password}".encode()).decode()]
-    return [form for form in forms if form in text]
+    return login_leaks(text, USER, PASSWORD, WRONG)
 
 
 def test_a_chart_from_an_oci_registry_is_pulled_by_digest_synced_and_followed(
     registry: OCIRegistry, harness: Harness, ca: CertificateAuthority,
 ) -> None:
     first = registry.push("web", "1.0.0", TEMPLATE.format(origin="oci") + EXTRA)
-    put_secret(harness, "registry-creds", {"url": f"oci://{registry.host}/charts", "username": USER,
+    harness.put_secret("registry-creds", {"url": f"oci://{registry.host}/charts", "username": USER,
                                            "password": PASSWORD, "ca.crt": ca.cert_pem.decode()})
     chart_app(harness, "svc", f"oci://{registry.host}/charts", "web", "^1.0", secret="registry-creds")
     # Argo CD's scheme-less form, an exact version, the same Secret
@@ -119,7 +97,7 @@ def test_an_oci_chart_takes_value_files_from_a_ref_source_in_git(
     digest = registry.push("web", "1.0.0", "apiVersion: v1\nkind: ConfigMap\n"
                                            "metadata: {name: {{ .Release.Name }}-web}\n"
                                            "data: {color: {{ .Values.color | quote }}}\n")
-    put_secret(harness, "registry-creds", {"url": f"oci://{registry.host}", "username": USER,
+    harness.put_secret("registry-creds", {"url": f"oci://{registry.host}", "username": USER,
                                            "password": PASSWORD, "ca.crt": ca.cert_pem.decode()})
     repo.write("envs/prod.yaml", "color: purple\n")
     values = repo.commit("prod values")
@@ -153,7 +131,7 @@ def test_a_chart_dependency_in_a_private_registry_is_fetched_with_the_secret_tha
                                           "metadata: {name: {{ .Release.Name }}-own}\ndata: {from: git}\n")
     sha = repo.commit("a chart whose dependency is in a private registry")
     creds = {"username": USER, "password": PASSWORD, "ca.crt": ca.cert_pem.decode()}
-    put_secret(harness, "repos", {**creds, "url": repo.url})  # serves the git repository only
+    harness.put_secret("repos", {**creds, "url": repo.url})  # serves the git repository only
     harness.make_app("svc", repo, path="chart", refreshInterval="1s",
                      source={"helm": {"releaseName": "shop"}, "secretRef": {"name": "repos"}})
     harness.start()
@@ -161,7 +139,7 @@ def test_a_chart_dependency_in_a_private_registry_is_fetched_with_the_secret_tha
     assert "basic credential not found" in failed["message"], failed["message"]  # TLS trusted, no login sent
     assert harness.cm("shop-own") is None, "the login is not sent where the Secret does not say it serves"
 
-    put_secret(harness, "repos", {**creds, "url": f"{repo.url}, oci://{registry.host}/charts"})
+    harness.put_secret("repos", {**creds, "url": f"{repo.url}, oci://{registry.host}/charts"})
     repo.write("chart/values.yaml", "retry: 1\n")
     sha = repo.commit("retry once the Secret names the registry")
     harness.wait_synced("svc", sha, timeout=60)
@@ -174,10 +152,10 @@ def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_p
     first = registry.push("web", "1.0.0", TEMPLATE.format(origin="oci") + EXTRA)
     creds = {"url": f"oci://{registry.host}/charts", "username": USER, "password": PASSWORD,
              "ca.crt": ca.cert_pem.decode()}
-    put_secret(harness, "registry-creds", creds)
+    harness.put_secret("registry-creds", creds)
     chart_app(harness, "svc", f"oci://{registry.host}/charts", "web", "1.*", secret="registry-creds")
     chart_app(harness, "anonymous", f"oci://{registry.host}/charts", "web", "1.0.0", release="anonymous")
-    put_secret(harness, "ca-only", {"ca.crt": ca.cert_pem.decode()})
+    harness.put_secret("ca-only", {"ca.crt": ca.cert_pem.decode()})
     harness.patch_app("anonymous", {"spec": {"source": {"secretRef": {"name": "ca-only"}}}})
     harness.start()
     harness.wait_synced("svc", first.split(":", 1)[1][:40], timeout=60)
@@ -186,7 +164,7 @@ def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_p
     assert "asks for a login" in required["message"] and "spec.source.secretRef" in required["message"]
     assert harness.cm("anonymous-web") is None
 
-    put_secret(harness, "registry-creds", {**creds, "password": WRONG})
+    harness.put_secret("registry-creds", {**creds, "password": WRONG})
     registry.push("web", "1.1.0", TEMPLATE.format(origin="newer"))  # would change shop-web and prune shop-extra
     harness.refresh("svc")
     failed = harness.wait_condition("svc", "SourceReady", "False", "AuthenticationFailed", timeout=30)
@@ -200,12 +178,12 @@ def test_a_wrong_registry_login_is_a_clear_condition_and_nothing_is_applied_or_p
     events = json.dumps(harness.admin.request("GET", f"/api/v1/namespaces/{harness.namespace}/events")["items"])
     assert leaks(status) == [] and leaks(events) == [] and leaks(caplog.text) == []
 
-    put_secret(harness, "registry-creds", {**creds, "url": f"oci://{registry.host}/other-team"})
+    harness.put_secret("registry-creds", {**creds, "url": f"oci://{registry.host}/other-team"})
     harness.refresh("svc")
     refused = harness.wait_condition("svc", "SourceReady", "False", "CredentialsRefused", timeout=30)
     assert "is not under the URLs" in refused["message"]
 
-    put_secret(harness, "registry-creds", creds)  # fixed: the newer version is synced
+    harness.put_secret("registry-creds", creds)  # fixed: the newer version is synced
     harness.refresh("svc")
     wait_for(lambda: data(harness, "shop-web").get("version") == "1.1.0", timeout=60, what="synced once fixed")
 
@@ -220,9 +198,9 @@ def test_a_registry_with_a_token_service_is_read_with_a_login_or_with_a_token_al
         assert served.tokens is not None
         token = served.tokens.issue(USER, ["repository:charts/tok:pull"], 3600)
         base = {"url": f"oci://{served.host}/charts", "ca.crt": ca.cert_pem.decode()}
-        put_secret(harness, "login", {**base, "username": USER, "password": PASSWORD})
-        put_secret(harness, "token", {**base, "token": token})
-        put_secret(harness, "wrong", {**base, "username": USER, "password": WRONG})
+        harness.put_secret("login", {**base, "username": USER, "password": PASSWORD})
+        harness.put_secret("token", {**base, "token": token})
+        harness.put_secret("wrong", {**base, "username": USER, "password": WRONG})
         chart_app(harness, "with-login", f"oci://{served.host}/charts", "web", "1.0.0", secret="login",
                   release="with-login")
         chart_app(harness, "with-token", f"oci://{served.host}/charts", "tok", "1.0.0", secret="token",
@@ -255,7 +233,7 @@ def test_a_plain_http_registry_is_used_only_on_loopback_with_the_flag_and_never_
         for service in harness.services:
             service.stop()
 
-        put_secret(harness, "login", {"url": f"oci://{plain.host}/charts", "username": USER, "password": PASSWORD})
+        harness.put_secret("login", {"url": f"oci://{plain.host}/charts", "username": USER, "password": PASSWORD})
         chart_app(harness, "with-login", f"oci://{plain.host}/charts", "web", "0.3.0", secret="login",
                   release="with-login")
         harness.start(oci_plain_http_loopback=True)
@@ -269,13 +247,11 @@ def test_a_plain_http_registry_is_used_only_on_loopback_with_the_flag_and_never_
 # ---------------------------------------------------------------- a Helm repository behind Basic auth
 
 class _AuthHandler(http.server.SimpleHTTPRequestHandler):
-    expected = ""
-
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
-        if not hmac.compare_digest(self.headers.get("Authorization") or "", self.expected):
+        if basic_login(self.headers.get("Authorization")) != (USER, PASSWORD):
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="charts"')
             self.send_header("Content-Length", "0")
@@ -291,19 +267,11 @@ class PrivateChartRepository:
         self.helm, self.tmp = str(render_tools()["helm"]), tmp_path
         self.served = tmp_path / "served"
         self.served.mkdir(parents=True)
-        serving = ca.issue_serving("chart-repo-test", ip_addresses=["127.0.0.1"])
-        serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-        handler = type("Handler", (_AuthHandler,), {
-            "expected": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()})
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
-            handler, directory=str(self.served)))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/charts"
         (self.served / "charts").mkdir()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+            _AuthHandler, directory=str(self.served)))
+        self.https = LoopbackTLS(server, serving_context(ca, "chart-repo-test", tmp_path), name="chart-repository")
+        self.url = f"{self.https.base_url}/charts"
 
     def publish(self, version: str) -> str:
         source = self.tmp / f"lib-{version}" / "lib"
@@ -318,9 +286,7 @@ class PrivateChartRepository:
         return next(e["digest"] for e in index["entries"]["lib"] if e["version"] == version)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self.https.stop()
 
 
 def test_a_helm_repository_behind_basic_auth_is_read_with_the_repository_secret(
@@ -333,18 +299,18 @@ def test_a_helm_repository_behind_basic_auth_is_read_with_the_repository_secret(
         harness.start()
         required = harness.wait_condition("svc", "SourceReady", "False", "", timeout=30)
         assert required["reason"] in ("FetchFailed", "AuthenticationRequired"), required  # no CA, then no login
-        put_secret(harness, "ca-only", {"ca.crt": ca.cert_pem.decode()})
+        harness.put_secret("ca-only", {"ca.crt": ca.cert_pem.decode()})
         harness.patch_app("svc", {"spec": {"source": {"secretRef": {"name": "ca-only"}}}})
         required = harness.wait_condition("svc", "SourceReady", "False", "AuthenticationRequired", timeout=30)
         assert "asks for a login" in required["message"]
 
-        put_secret(harness, "repo-creds", {"url": served.url, "username": USER, "password": PASSWORD,
+        harness.put_secret("repo-creds", {"url": served.url, "username": USER, "password": PASSWORD,
                                            "ca.crt": ca.cert_pem.decode()})
         harness.patch_app("svc", {"spec": {"source": {"secretRef": {"name": "repo-creds"}}}})
         harness.wait_synced("svc", digest[:40], timeout=60)
         assert data(harness, "shop-lib") == {"version": "0.1.0", "from": "private"}
 
-        put_secret(harness, "repo-creds", {"url": served.url, "username": USER, "password": WRONG,
+        harness.put_secret("repo-creds", {"url": served.url, "username": USER, "password": WRONG,
                                            "ca.crt": ca.cert_pem.decode()})
         served.publish("0.1.1")
         harness.refresh("svc")
@@ -366,7 +332,7 @@ def test_a_chart_dependency_in_a_private_helm_repository_is_fetched_with_the_sec
         repo.write("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n"
                                        f"- name: lib\n  version: 0.1.0\n  repository: {served.url}\n")
         sha = repo.commit("a chart whose dependency is in a private Helm repository")
-        put_secret(harness, "repos", {"username": USER, "password": PASSWORD, "ca.crt": ca.cert_pem.decode(),
+        harness.put_secret("repos", {"username": USER, "password": PASSWORD, "ca.crt": ca.cert_pem.decode(),
                                       "url": f"{repo.url}\n{served.url}"})
         harness.make_app("svc", repo, path="chart", source={"helm": {"releaseName": "shop"},
                                                             "secretRef": {"name": "repos"}})

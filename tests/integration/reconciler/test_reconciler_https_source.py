@@ -9,7 +9,6 @@ stamped repository URL carries no credentials; without the CA the fetch fails on
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import secrets
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from support.git_https_server import GitHTTPSServer
-from support.reconciler_harness import Harness, Repo, configmap, wait_for
+from support.reconciler_harness import Harness, Repo, configmap, login_leaks, wait_for
 
 from certs import CertificateAuthority
 from driftguard.core.contract import read_stamp
@@ -32,24 +31,9 @@ USER = "driftguard-bot"
 
 
 @pytest.fixture
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.generate("git-https-test-ca")
-
-
-@pytest.fixture
 def git_server(repo: Repo, ca: CertificateAuthority, tmp_path: Path) -> Iterator[GitHTTPSServer]:
     with GitHTTPSServer(repo.path, token=TOKEN, ca=ca, scratch=tmp_path / "git-tls") as server:
         yield server
-
-
-def put_secret(harness: Harness, name: str, string_data: dict[str, str]) -> None:
-    path = f"/api/v1/namespaces/{harness.namespace}/secrets"
-    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
-    if harness.get(f"{path}/{name}") is None:
-        harness.admin.request("POST", path, body=body)
-    else:
-        harness.admin.request("PUT", f"{path}/{name}", body=body)
 
 
 def https_app(harness: Harness, server: GitHTTPSServer, secret: str) -> None:
@@ -58,12 +42,7 @@ def https_app(harness: Harness, server: GitHTTPSServer, secret: str) -> None:
 
 
 def leaks(text: str) -> list[str]:
-    """Every form of either token that could end up somewhere: clear, base64, Basic credentials."""
-    forms = []
-    for token in (TOKEN, WRONG):
-        forms += [token, base64.b64encode(token.encode()).decode(),
-                  base64.b64encode(f"{USER}:{token}".encode()).decode()]
-    return [form for form in forms if form in text]
+    return login_leaks(text, USER, TOKEN, WRONG)
 
 
 def events_text(harness: Harness) -> str:
@@ -79,7 +58,7 @@ def test_token_syncs_and_a_wrong_token_fails_clearly_and_safely(
     repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
     repo.write("app/b.yaml", configmap("beta", {"size": "3"}))
     first = repo.commit("first")
-    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN,
+    harness.put_secret("repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN,
                                        "ca.crt": ca.cert_pem.decode()})
     https_app(harness, git_server, "repo-creds")
     harness.start()
@@ -95,7 +74,7 @@ def test_token_syncs_and_a_wrong_token_fails_clearly_and_safely(
     assert any(r.path.endswith("/git-upload-pack") and r.status == 200 for r in git_server.requests)
 
     # The token is rotated wrongly; git meanwhile changes alpha and drops beta (a prune candidate).
-    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": WRONG,
+    harness.put_secret("repo-creds", {"url": git_server.url, "username": USER, "token": WRONG,
                                        "ca.crt": ca.cert_pem.decode()})
     repo.write("app/a.yaml", configmap("alpha", {"color": "green"}))
     repo.remove("app/b.yaml")
@@ -121,7 +100,7 @@ def test_token_syncs_and_a_wrong_token_fails_clearly_and_safely(
     assert "@127.0.0.1" not in json.dumps(status) + events_text(harness)
 
     # Put the right token back: the pending commit is applied and beta pruned, over the same server.
-    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN,
+    harness.put_secret("repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN,
                                        "ca.crt": ca.cert_pem.decode()})
     harness.refresh("svc")
     harness.wait_synced("svc", second, timeout=15)
@@ -136,7 +115,7 @@ def test_without_the_ca_the_certificate_is_refused_and_the_token_never_sent(
     caplog.set_level(logging.DEBUG)
     repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
     repo.commit("first")
-    put_secret(harness, "repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN})  # no ca.crt
+    harness.put_secret("repo-creds", {"url": git_server.url, "username": USER, "token": TOKEN})  # no ca.crt
     https_app(harness, git_server, "repo-creds")
     harness.start()
 
@@ -157,7 +136,7 @@ def test_credentials_in_the_repo_url_never_reach_stamps_status_events_or_logs(
     caplog.set_level(logging.DEBUG)
     repo.write("app/a.yaml", configmap("alpha", {"color": "blue"}))
     sha = repo.commit("first")
-    put_secret(harness, "repo-ca", {"ca.crt": ca.cert_pem.decode()})  # the CA only; the token is in the URL
+    harness.put_secret("repo-ca", {"ca.crt": ca.cert_pem.decode()})  # the CA only; the token is in the URL
     url = git_server.url.replace("https://", f"https://{USER}:{TOKEN}@")
     harness.make_app("svc", url, source={"repoURL": url, "targetRevision": "main", "path": "app",
                                          "secretRef": {"name": "repo-ca"}})
