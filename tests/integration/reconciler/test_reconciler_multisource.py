@@ -6,7 +6,6 @@ an object two sources declare is a condition naming both, and nothing is applied
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ CHART = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[tuple[OCIRegistry, CertificateAuthority]]:
-    ca = CertificateAuthority.generate("multi-source-ca")
+def registry(tmp_path: Path, ca: CertificateAuthority) -> Iterator[tuple[OCIRegistry, CertificateAuthority]]:
     with OCIRegistry(tmp_path / "registry", ca=ca, users={USER: PASSWORD}) as served:
         served.login(USER)
         yield served, ca
@@ -60,11 +58,8 @@ def test_several_rendered_sources_are_combined_each_by_its_own_renderer(
     overlay.write("base/cm.yaml", configmap("gamma", {"from": "kustomize"}))
     overlay.write("base/kustomization.yaml", {"resources": ["cm.yaml"]})
     overlay_sha = overlay.commit("overlay")
-    harness.admin.request("POST", f"/api/v1/namespaces/{harness.namespace}/secrets", body={
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in {
-            "url": f"oci://{served.host}", "username": USER, "password": PASSWORD,
-            "ca.crt": ca.cert_pem.decode()}.items()}})
+    harness.put_secret("registry", {"url": f"oci://{served.host}", "username": USER, "password": PASSWORD,
+                                    "ca.crt": ca.cert_pem.decode()})
     multi_app(harness, [
         {"repoURL": plain.url, "targetRevision": "main", "path": "app"},
         {"repoURL": overlay.url, "targetRevision": "main", "path": "base", "kustomize": {"namePrefix": "k-"}},
