@@ -226,5 +226,4 @@ def table(records: Sequence[AuditRecord | Found]) -> str:
 def _row(record: AuditRecord, count: int = 1) -> tuple[str, str, str, str, str, str]:
     decision = record.decision + (" (dry-run)" if record.dry_run else "") + (f" x{count}" if count > 1 else "")
     operation = record.operation + (f"/{record.subresource}" if record.subresource else "")
-    changed = "; ".join(f"{f.get('field')}: {f.get('declared')} -> {f.get('requested')}" for f in record.fields)
-    return record.time, decision, record.user, operation, record.object, changed or "-"
+    return record.time, decision, record.user, operation, record.object, record.attempted()

@@ -51,6 +51,19 @@ class AuditRecord:
     def timestamp(self) -> dt.datetime:
         return parse_time(self.time)
 
+    def attempted(self) -> str:
+        """What the request tried, in words, for a table cell (``driftguard audit``'s FIELDS, the web UI):
+        each changed field with git's value and the requested one; a DELETE or CREATE, which has no fields
+        of its own, is the whole object; a subresource's write (``status``, ``scale``) names the subresource.
+        ``-`` only when the record holds nothing more (an UPDATE judged as a whole, such as an Application's)."""
+        if self.fields:
+            return "; ".join(f"{f.get('field')}: {f.get('declared')} -> {f.get('requested')}" for f in self.fields)
+        if self.operation in ("DELETE", "CREATE"):
+            return f"whole object ({self.operation.lower()})"
+        if self.subresource:
+            return f"{self.subresource} subresource ({self.operation.lower()})"
+        return "-"
+
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _ALL_FIELDS}  # not asdict(): it deep-copies, slowly
         data["groups"] = list(self.groups)

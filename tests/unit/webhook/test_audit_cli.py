@@ -117,3 +117,36 @@ def test_the_webhooks_audit_file_variable_is_the_default(audit_file: Path, monke
 def test_a_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--file", str(tmp_path / "nope.jsonl")]) == 2
     assert "nope.jsonl" in capsys.readouterr().err
+
+
+def _decided(operation: str, **review_args: object) -> AuditRecord:
+    verdict = policy.validate(review(operation, **review_args)["request"], SETTINGS, NOW)  # type: ignore[arg-type]
+    assert verdict.record is not None, verdict
+    return verdict.record
+
+
+@pytest.mark.parametrize(("record", "attempted"), [
+    (RECORDS[0], "spec.replicas: 3 -> 9"),
+    (_decided("DELETE", old=live()), "whole object (delete)"),  # a managed Deployment deleted by the laptop
+    (_decided("DELETE", old=live(), dry_run=True), "whole object (delete)"),
+    (dataclasses.replace(RECORDS[0], operation="CREATE", fields=()), "whole object (create)"),
+    (dataclasses.replace(RECORDS[0], subresource="status", fields=()), "status subresource (update)"),
+    (dataclasses.replace(RECORDS[0], fields=()), "-"),  # an UPDATE judged as a whole: nothing more to say
+])
+def test_the_fields_column_says_what_was_attempted(record: AuditRecord, attempted: str) -> None:
+    assert record.attempted() == attempted
+    assert auditcli.table([record]).splitlines()[1].endswith(attempted)
+
+
+def test_a_delete_denial_shows_the_whole_object_in_the_table(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    deleted = _decided("DELETE", old=live())
+    assert deleted.decision == "deny" and deleted.operation == "DELETE" and deleted.fields == ()
+    path = tmp_path / "audit.jsonl"
+    path.write_text(json.dumps(deleted.to_dict()) + "\n")
+    code, out = _run(["--file", str(path)], capsys)
+    assert code == 0
+    [row] = out.splitlines()[1:]
+    assert "DELETE" in row and row.endswith("whole object (delete)")
+    code, out = _run(["--file", str(path), "--json"], capsys)
+    assert code == 0 and json.loads(out)["fields"] == []  # the JSON keeps the record's shape: no words added
