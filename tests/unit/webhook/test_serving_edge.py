@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +17,54 @@ from support.admission import LIVE_UID, NOW, SETTINGS, edited, live, review, sca
 
 from driftguard.core.marks import MarkKey, unseal
 from webhook import policy
-from webhook.app import create_app
+from webhook.app import EXTENSION, create_app
 from webhook.logs import JsonFormatter
 from webhook.reviews import Request
 from webhook.settings import Settings
 
 
 class FakeCluster:
+    """The webhook's cluster access: the parent it reads for a subresource, and the audit Events it writes
+    (the app gives its cluster access to the audit recorder as the Event sink)."""
+
     def __init__(self, parent: policy.Parent) -> None:
         self.parent = parent
         self.reads: list[str] = []
+        self.events: list[dict[str, Any]] = []
 
     def read_parent(self, request: Request) -> policy.Parent:
         self.reads.append(request.get("name", ""))
         return self.parent
 
+    def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        self.events.append(body)
 
-def make_app(settings: Settings = SETTINGS, cluster: Any = None) -> Flask:
-    return create_app(settings, cluster=cluster, clock=lambda: NOW)
+    def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        raise AssertionError(f"one denial, one Event: no patch of {name}")
+
+
+MakeApp = Callable[..., Flask]
 
 
 @pytest.fixture
-def client() -> FlaskClient:
+def make_app() -> Iterator[MakeApp]:
+    """``create_app`` whose audit recorders are closed at teardown: an app with cluster access starts the
+    recorder's writer thread on its first record, which must not outlive the test (it would flush, and log,
+    into whatever runs next)."""
+    apps: list[Flask] = []
+
+    def make(settings: Settings = SETTINGS, cluster: Any = None) -> Flask:
+        app = create_app(settings, cluster=cluster, clock=lambda: NOW)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions[EXTENSION].recorder.close()
+
+
+@pytest.fixture
+def client(make_app: MakeApp) -> FlaskClient:
     return make_app().test_client()
 
 
@@ -106,7 +133,7 @@ def test_broken_webhook_requests_get_400_plain_text(client: FlaskClient, body: A
     assert problem in response.get_data(as_text=True)
 
 
-def test_an_oversized_body_is_refused_without_being_parsed() -> None:
+def test_an_oversized_body_is_refused_without_being_parsed(make_app: MakeApp) -> None:
     app = make_app(Settings(max_body_bytes=2048))
     body = _valid()
     body["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * 4096
@@ -139,7 +166,7 @@ def test_an_allowed_review_is_minimal(client: FlaskClient) -> None:
     assert response.get_json()["response"] == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
 
 
-def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(tmp_path: Path) -> None:
+def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(tmp_path: Path, make_app: MakeApp) -> None:
     key_file = tmp_path / "mark-key"
     key_file.write_text(MarkKey.generate().to_text() + "\n")
     client = make_app(dataclasses.replace(SETTINGS, mark_key_file=key_file)).test_client()
@@ -154,7 +181,7 @@ def test_warn_mode_answers_with_warnings_and_the_mutation_with_a_patch(tmp_path:
     assert unseal(MarkKey.from_text(key_file.read_text()), LIVE_UID, patch[0]["value"]) is not None, "sealed"
 
 
-def test_an_unreadable_mark_key_file_names_the_file_and_shows_no_key(tmp_path: Path) -> None:
+def test_an_unreadable_mark_key_file_names_the_file_and_shows_no_key(tmp_path: Path, make_app: MakeApp) -> None:
     key_file = tmp_path / "mark-key"
     key_file.write_text("zz" * 40)
     with pytest.raises(ValueError, match=f"--mark-key-file {key_file}: mark key: not hex") as raised:
@@ -190,7 +217,8 @@ def test_any_exception_is_contained(client: FlaskClient, monkeypatch: pytest.Mon
     assert (answer["allowed"], answer["status"]["code"]) == (False, 500)
 
 
-def test_log_lines_carry_request_context_and_never_object_contents(caplog: pytest.LogCaptureFixture) -> None:
+def test_log_lines_carry_request_context_and_never_object_contents(caplog: pytest.LogCaptureFixture,
+                                                                  make_app: MakeApp) -> None:
     secret = live({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "production"},
                    "data": {"password": "czNjcjN0"}})
     body = review("UPDATE", old=secret, new=edited(secret, "data", "password", "aHVudGVyMg=="))
@@ -203,21 +231,24 @@ def test_log_lines_carry_request_context_and_never_object_contents(caplog: pytes
     assert not any("czNjcjN0" in line or "aHVudGVyMg" in line for line in lines)
 
 
-def test_scale_reads_the_parent_through_the_cluster_adapter() -> None:
+def test_scale_reads_the_parent_through_the_cluster_adapter(make_app: MakeApp) -> None:
     cluster = FakeCluster(policy.Parent(live()))
-    answer = post(make_app(cluster=cluster).test_client(), scale_review(9)).get_json()["response"]
+    app = make_app(cluster=cluster)
+    answer = post(app.test_client(), scale_review(9)).get_json()["response"]
     assert answer["allowed"] is False and "spec.replicas" in answer["status"]["message"]
     assert cluster.reads == ["my-service"]
+    app.extensions[EXTENSION].recorder.close()  # the denial's audit Event, written through the same access
+    assert [e["reason"] for e in cluster.events] == ["DriftguardDenied"]
 
 
-def test_scale_by_the_reconciler_reads_nothing() -> None:
+def test_scale_by_the_reconciler_reads_nothing(make_app: MakeApp) -> None:
     cluster = FakeCluster(policy.Parent(live()))
     body = scale_review(9, user=SETTINGS.reconciler_users[0])
     assert post(make_app(cluster=cluster).test_client(), body).get_json()["response"]["allowed"] is True
     assert cluster.reads == []
 
 
-def test_scale_without_cluster_access_fails_closed() -> None:
+def test_scale_without_cluster_access_fails_closed(make_app: MakeApp) -> None:
     answer = post(make_app(cluster=None).test_client(), scale_review(9)).get_json()["response"]
     assert answer["allowed"] is False
     assert "no cluster access configured" in answer["status"]["message"]
