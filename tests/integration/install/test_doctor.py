@@ -10,6 +10,7 @@ extra is not. The exit status is 1 on findings.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import uuid
@@ -30,6 +31,18 @@ SEAL = "driftguard.io/reconciler"  # the reconciler's seal userextra (webhook.id
 def doctor(cluster: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "driftguard.cli", "doctor", "--kubeconfig",
                            str(cluster.admin_kubeconfig)], capture_output=True, text=True, timeout=120, check=False)
+
+
+@contextlib.contextmanager
+def objects(admin: Kube, created: list[tuple[str, dict[str, Any]]]) -> Iterator[None]:
+    """The (collection path, object) pairs created for the block, deleted after it."""
+    for path, body in created:
+        admin.request("POST", path, body=body)
+    try:
+        yield
+    finally:
+        for path, body in created:
+            admin.request("DELETE", f"{path}/{body['metadata']['name']}")
 
 
 def cluster_grant(name: str, user: str, rule: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -74,11 +87,8 @@ def subjects(admin: Kube, namespace: str) -> Iterator[tuple[str, str]]:
                 "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": editor}]}),
     ]
-    for path, body in created:
-        admin.request("POST", path, body=body)
-    yield minter, editor
-    for path, body in created:
-        admin.request("DELETE", f"{path}/{body['metadata']['name']}")
+    with objects(admin, created):
+        yield minter, editor
 
 
 def test_doctor_names_who_can_mint_the_reconcilers_token_and_not_a_namespace_editor(
@@ -108,11 +118,8 @@ def sealers(admin: Kube) -> Iterator[tuple[str, str]]:
         *cluster_grant(f"scopes-{suffix}", other, {"verbs": ["impersonate"], "apiGroups": ["authentication.k8s.io"],
                                                    "resources": ["userextras/scopes"]}),
     ]
-    for path, body in created:
-        admin.request("POST", path, body=body)
-    yield sealer, other
-    for path, body in created:
-        admin.request("DELETE", f"{path}/{body['metadata']['name']}")
+    with objects(admin, created):
+        yield sealer, other
 
 
 def test_doctor_names_who_can_set_the_reconcilers_seal_userextra(
