@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from driftguard.core import contract, fields
+from driftguard.core import contract, fields, suggestion
 from driftguard.core.clock import format_time
 from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.marks import Marks
@@ -64,6 +64,7 @@ class Verdict:
     warnings: tuple[str, ...] = ()
     patch: tuple[PatchOp, ...] = ()
     record: AuditRecord | None = field(default=None, repr=False)
+    hint: str = ""  # the ``driftguard suggest`` line the message (or the warnings) end with; "" for none
 
     @property
     def allowed(self) -> bool:
@@ -116,13 +117,25 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
         if denial:
             verdict = _deny(request, _ref(request, new), request.get("oldObject") or {}, None, denial, now)
     posing = identity.posing(request, settings, marks.key, now)
-    if not posing or verdict.record is None:
+    if posing and verdict.record is not None:
+        note, before = f"driftguard identity: {posing}", verdict.record
+        if verdict.allowed:
+            record = dataclasses.replace(before, reason=f"{before.reason} ({note})")
+            verdict = dataclasses.replace(verdict, warnings=(*verdict.warnings, messages.cut(note)), record=record)
+        else:
+            message = f"{verdict.message} ({note})"
+            verdict = dataclasses.replace(verdict, message=message, record=dataclasses.replace(before, reason=message))
+    return _hinted(verdict)
+
+
+def _hinted(verdict: Verdict) -> Verdict:
+    """``verdict`` ending with its ``driftguard suggest`` line: the denial's last line, or the last warning."""
+    if not verdict.hint or verdict.record is None:
         return verdict
-    note = f"driftguard identity: {posing}"
     if verdict.allowed:
-        record = dataclasses.replace(verdict.record, reason=f"{verdict.record.reason} ({note})")
-        return dataclasses.replace(verdict, warnings=(*verdict.warnings, messages.cut(note)), record=record)
-    message = f"{verdict.message} ({note})"
+        record = dataclasses.replace(verdict.record, reason=f"{verdict.record.reason} {verdict.hint}")
+        return dataclasses.replace(verdict, warnings=(*verdict.warnings, verdict.hint), record=record)
+    message = f"{verdict.message}\n{verdict.hint}"
     return dataclasses.replace(verdict, message=message, record=dataclasses.replace(verdict.record, reason=message))
 
 
@@ -302,7 +315,7 @@ def _validate_update(edit: Edit, settings: Settings) -> Verdict:
         # a replace (or apply) of a manifest without driftguard's keys that also changes declared fields: the
         # user is told about their fields, not about keys they never wrote (they come back with git's values)
         text = f"{_drift_denial(edit)}. {messages.dropped_keys_note()}"
-        return _deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, drifts)
+        return _suggesting(_deny(edit.request, edit.ref, edit.old, edit.stamp, text, edit.now, drifts), edit)
     if tampered:
         text = messages.tampering(edit.ref, tampered, edit.stamp)
         if REASON_KEY in tampered and not edit.member:
@@ -322,8 +335,16 @@ def _validate_update(edit: Edit, settings: Settings) -> Verdict:
     if edit.stamp.enforcement == "warn":
         warnings = [*(messages.field_warnings(edit.ref, edit.stamp, changes) if changes else []),
                     *messages.guarded_warnings(edit.ref, guarded)]
-        return _admit(edit, "warn", drifts, warnings)
-    return _deny(edit.request, edit.ref, edit.old, edit.stamp, _drift_denial(edit), edit.now, drifts)
+        return _suggesting(_admit(edit, "warn", drifts, warnings), edit)
+    return _suggesting(_deny(edit.request, edit.ref, edit.old, edit.stamp, _drift_denial(edit), edit.now, drifts), edit)
+
+
+def _suggesting(verdict: Verdict, edit: Edit) -> Verdict:
+    """``verdict`` with the ``driftguard suggest`` line for its declared fields, when git's change is only theirs
+    (nothing guarded changed) and suggest can make it (``suggestion.command``)."""
+    if edit.guarded:
+        return verdict
+    return dataclasses.replace(verdict, hint=suggestion.command(edit.ref, edit.stamp, edit.changes) or "")
 
 
 def _drift_denial(edit: Edit) -> str:
@@ -422,9 +443,10 @@ def _validate_scale(request: Request, settings: Settings, now: dt.datetime, pare
     if not changes:
         return _noted(ALLOW, edit)
     if stamp.enforcement == "warn":
-        return _noted(_admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes)), edit)
-    return _noted(_deny(request, edit.ref, obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes),
-                  edit)
+        return _suggesting(_noted(_admit(edit, "warn", changes, messages.field_warnings(edit.ref, stamp, changes)),
+                                  edit), edit)
+    denial = _deny(request, edit.ref, obj, stamp, messages.field_denial(edit.ref, stamp, changes), now, changes)
+    return _suggesting(_noted(denial, edit), edit)
 
 
 def _noted(verdict: Verdict, edit: Edit) -> Verdict:

@@ -372,6 +372,77 @@ def render_path(path: Sequence[Segment]) -> str:
     return out
 
 
+def parse_path(text: str) -> tuple[Path, str]:
+    """``render_path``'s text back into a path, and what follows it (``=`` and a value, for ``--set``); ValueError
+    naming the position when ``text`` is not a path."""
+    path: list[Segment] = []
+    i = 0
+    decoder = json.JSONDecoder()
+    while i < len(text) and text[i] != "=":
+        if text[i] == "[" and text[i + 1:i + 2] == '"':
+            key, end = decoder.raw_decode(text, i + 1)
+            if not isinstance(key, str) or text[end:end + 1] != "]":
+                raise ValueError(f"{text!r}: a quoted key is [\"…\"] (at {i})")
+            path.append(key)
+            i = end + 1
+        elif text[i] == "[":
+            selector, i = _parse_list_key(text, i + 1, decoder)
+            path.append(selector)
+        elif text[i] == "." and path and i + 1 < len(text) and text[i + 1] not in ".[=":
+            i += 1
+        else:
+            end = i
+            while end < len(text) and text[end] not in ".[]=,":
+                end += 1
+            if end == i or (path and text[i - 1] not in "."):
+                raise ValueError(f"{text!r} is not a field path like spec.template.spec.containers[name=web].image "
+                                 f"(at {i})")
+            path.append(text[i:end])
+            i = end
+    if not path:
+        raise ValueError(f"{text!r} names no field")
+    return tuple(path), text[i:]
+
+
+def _parse_list_key(text: str, i: int, decoder: json.JSONDecoder) -> tuple[ListKey, int]:
+    pairs: list[tuple[str, object]] = []
+    while True:
+        equals = text.find("=", i)
+        if equals <= i or any(c in text[i:equals] for c in "[],\""):
+            raise ValueError(f"{text!r}: a list element is [key=value,…] (at {i})")
+        key = text[i:equals]
+        if text[equals + 1:equals + 2] == '"':
+            value, i = decoder.raw_decode(text, equals + 1)
+        else:
+            end = equals + 1
+            while end < len(text) and text[end] not in ",]":
+                end += 1
+            value, i = parse_scalar(text[equals + 1:end]), end
+        pairs.append((key, value))
+        if text[i:i + 1] == "]":
+            return ListKey(tuple(pairs)), i + 1
+        if text[i:i + 1] != ",":
+            raise ValueError(f"{text!r}: a list element is [key=value,…] (at {i})")
+        i += 1
+
+
+def parse_scalar(text: str) -> object:
+    """A value as ``render_value`` writes a scalar: JSON (a number, true, a quoted string…), else the bare string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def scalar_text(value: object) -> str | None:
+    """A one-line scalar as ``parse_scalar`` reads it back, or None (a list, a map, a control character)."""
+    if isinstance(value, Mapping | list | Digest) or value is MISSING:
+        return None
+    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return _scalar_text(value)
+
+
 def render_value(value: object, *, sensitive: bool = False, limit: int = 80) -> str:
     if value is MISSING:
         return "<absent>"

@@ -1,9 +1,11 @@
 """``driftguard suggest``: turn a denied change into the git change that would make it legitimate.
 
 From the same kubectl intent (``driftguard suggest -- scale deployment/my-service -n production --replicas=9``,
-the object's stamp read from the live object) or from an audit record (``--record``: a JSON line, a file, or
-``-``), find the manifest file the stamp names in a local clone (``--repo-dir``, else the stamp's repository
-cloned into a temporary directory), edit the object's document there with a round-trip YAML parser (comments,
+the object's stamp read from the live object), from fields set by path (``--set
+'spec.template.spec.containers[name=web].image=nginx:1.27' deployment/web -n prod``: the form a denial's last line
+gives for changes no kubectl verb says, ``driftguard.core.suggestion``) or from an audit record (``--record``: a
+JSON line, a file, or ``-``), find the manifest file the stamp names in a local clone (``--repo-dir``, else the stamp's
+repository cloned into a temporary directory), edit the object's document there with a round-trip YAML parser (comments,
 key order, quoting and flow style kept), print the unified diff, and with ``--commit`` commit it on a new
 branch (never pushed). A file that is a template, a kustomization's output or a chart's is said plainly to have
 no clear mapping.
@@ -19,26 +21,19 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from driftguard.core import fields
 from driftguard.core.contract import read_stamp
+from driftguard.core.fields import ListKey
+from driftguard.core.suggestion import KINDS, PLURALS, parse_set
 from driftguard.kube import Kube, KubeError
-
-# kubectl's short names for the kinds an intent names most
-KINDS = {"deployment": ("apps/v1", "Deployment"), "deploy": ("apps/v1", "Deployment"),
-         "statefulset": ("apps/v1", "StatefulSet"), "sts": ("apps/v1", "StatefulSet"),
-         "replicaset": ("apps/v1", "ReplicaSet"), "rs": ("apps/v1", "ReplicaSet"),
-         "configmap": ("v1", "ConfigMap"), "cm": ("v1", "ConfigMap"), "service": ("v1", "Service"),
-         "svc": ("v1", "Service")}
-PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "ReplicaSet": "replicasets",
-           "ConfigMap": "configmaps", "Service": "services"}
 
 
 class SuggestError(Exception):
@@ -47,13 +42,35 @@ class SuggestError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """Set ``path`` (keys) of object ``kind``/``name`` to ``value``."""
+    """Set ``path`` (keys; a keyed list's element by its ``ListKey``) of object ``kind``/``name`` to ``value``."""
 
     api_version: str
     kind: str
     namespace: str
     name: str
-    sets: tuple[tuple[tuple[str, ...], Any], ...]
+    sets: tuple[tuple[fields.Path, Any], ...]
+
+
+def parse_sets(texts: Sequence[str], target: Sequence[str], namespace: str | None) -> Change:
+    """``--set PATH=VALUE``… of the one object ``target`` names (``KIND/NAME``) in ``namespace``."""
+    if len(target) != 1:
+        raise SuggestError(f"--set changes one object: name it once as KIND/NAME (got {' '.join(target) or 'none'})")
+    api_version, kind, name = _target(target[0])
+    sets = []
+    for text in texts:
+        try:
+            sets.append(parse_set(text))
+        except ValueError as e:
+            raise SuggestError(str(e)) from None
+    return Change(api_version, kind, namespace or "default", name, tuple(sets))
+
+
+def _target(text: str) -> tuple[str, str, str]:
+    kind_text, _, name = text.partition("/")
+    if not name or kind_text.lower() not in KINDS:
+        raise SuggestError(f"{text!r}: name the object as KIND/NAME (one of {', '.join(sorted(KINDS))})")
+    api_version, kind = KINDS[kind_text.lower()]
+    return api_version, kind, name
 
 
 def parse_intent(argv: Sequence[str]) -> Change:
@@ -77,11 +94,8 @@ def parse_intent(argv: Sequence[str]) -> Change:
         raise SuggestError(f"`{' '.join(argv)}`: suggest understands kubectl scale, label and annotate "
                            "(KIND/NAME and their arguments); change other fields in git by hand")
     verb, target, args = rest[0], rest[1], rest[2:]
-    kind_text, _, name = target.partition("/")
-    if not name or kind_text.lower() not in KINDS:
-        raise SuggestError(f"{target!r}: name the object as KIND/NAME (one of {', '.join(sorted(KINDS))})")
-    api_version, kind = KINDS[kind_text.lower()]
-    sets: list[tuple[tuple[str, ...], Any]] = []
+    api_version, kind, name = _target(target)
+    sets: list[tuple[fields.Path, Any]] = []
     if verb == "scale":
         replicas = [a.split("=", 1)[1] for a in args if a.startswith("--replicas=")]
         if len(replicas) != 1 or not replicas[0].isdigit():
@@ -108,36 +122,19 @@ def parse_record(record: Mapping[str, Any]) -> tuple[Change, dict[str, str]]:
         field, requested = str(item.get("field", "")), str(item.get("requested", ""))
         if requested in ("<absent>", "<redacted>") or requested.startswith("<sha256:"):
             raise SuggestError(f"{field}: the record holds no value to write ({requested}); edit it in git by hand")
-        path = _path(field)
-        if path is None:
-            raise SuggestError(f"{field}: a field in a list ([name=…]) has no clear place in the file; edit it by hand")
-        sets.append((path, yaml.safe_load(requested) if requested else ""))
+        if len(requested) >= 80 and requested.endswith("…"):  # fields.render_value's limit: the value was cut
+            raise SuggestError(f"{field}: the record holds the value cut short; edit it in git by hand")
+        try:
+            path, rest = fields.parse_path(field)
+        except ValueError as e:
+            raise SuggestError(f"the record's field {e}") from None
+        if rest:
+            raise SuggestError(f"the record's field {field!r} is not a field path")
+        sets.append((path, fields.parse_scalar(requested)))
     if not sets:
         raise SuggestError("the record changes no declared field: nothing to write in git")
     change = Change(str(record.get("api_version") or ""), kind, str(record.get("namespace") or ""), name, tuple(sets))
     return change, {k: str(record.get(k) or "") for k in ("repo", "commit", "path")}
-
-
-def _path(field: str) -> tuple[str, ...] | None:
-    """``spec.replicas`` → (spec, replicas); ``metadata.labels["app.kubernetes.io/name"]`` → (…, name); a list
-    element (``containers[name=web]``) → None."""
-    out: list[str] = []
-    i = 0
-    while i < len(field):
-        if field[i] == "[":
-            end = field.index("]", i)
-            inner = field[i + 1:end]
-            if not inner.startswith('"'):
-                return None
-            out.append(json.loads(inner))
-            i = end + 1
-        elif field[i] == ".":
-            i += 1
-        else:
-            end = min([j for j in (field.find(".", i), field.find("[", i)) if j >= 0] or [len(field)])
-            out.append(field[i:end])
-            i = end
-    return tuple(out)
 
 
 def edit(text: str, change: Change, *, where: str) -> str:
@@ -161,12 +158,7 @@ def edit(text: str, change: Change, *, where: str) -> str:
             raise SuggestError(f"{where} declares no {change.kind} {change.name}: the object is rendered from it "
                                "(Kustomize, Helm) and the mapping is not clear; change the overlay or values by hand")
         for path, value in change.sets:
-            node: Any = target
-            for key in path[:-1]:
-                if node.get(key) is None:
-                    node[key] = {}
-                node = node[key]
-            node[path[-1]] = value
+            _set(target, path, value, where=f"{where}: {change.kind} {change.name}")
         out = io.StringIO()
         parser.dump_all(docs, out)
         result = out.getvalue()
@@ -174,6 +166,27 @@ def edit(text: str, change: Change, *, where: str) -> str:
             best = result
     assert best is not None
     return best
+
+
+def _set(node: Any, path: fields.Path, value: Any, *, where: str) -> None:
+    """``path`` = ``value`` in a parsed document: maps made where missing; a list element must be there, once."""
+    for i, segment in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(segment, ListKey):
+            found = [e for e in node if segment.matches(e)] if isinstance(node, list) else []
+            if len(found) != 1 or last:
+                shown = fields.render_path(path[:i + 1])
+                raise SuggestError(f"{where} has {len(found)} {shown} (a list element is changed only where the file "
+                                   "declares it exactly once); edit it by hand")
+            node = found[0]
+        elif not isinstance(node, MutableMapping):
+            raise SuggestError(f"{where}: {fields.render_path(path[:i])} is not a map in the file; edit it by hand")
+        elif last:
+            node[segment] = value
+        else:
+            if node.get(segment) is None:
+                node[segment] = {}
+            node = node[segment]
 
 
 def _changed_lines(a: str, b: str) -> int:
@@ -194,7 +207,12 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Edit the manifest named in the object's stamp (round-trip: comments and formatting kept) and "
                     "print the diff; --commit commits it on a new branch (never pushed). Exit 0: a diff; 2: no clear "
                     "mapping, or an error.")
-    parser.add_argument("intent", nargs="*", help="after --: the kubectl command that was denied")
+    parser.add_argument("intent", nargs="*",
+                        help="after --: the kubectl command that was denied; with --set: KIND/NAME")
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="set a field (spec.template.spec.containers[name=web].image=nginx:1.27; VALUE is JSON "
+                             "when it parses as JSON, else the string), as a denial's last line writes it")
+    parser.add_argument("-n", "--namespace", default=None, help="with --set: the object's namespace (default: default)")
     parser.add_argument("--record", default=None, help="an audit record: a JSON line, a file holding one, or -")
     parser.add_argument("--repo-dir", type=Path, default=None, help="a local clone (default: clone the stamp's repo)")
     parser.add_argument("--commit", action="store_true", help="commit the change on a new branch (never pushed)")
@@ -208,6 +226,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.record:
             change, source = parse_record(_read_record(args.record))
+        elif args.set:
+            change = parse_sets(args.set, args.intent, args.namespace)
+            source = _live_source(args, change)
         else:
             change = parse_intent(args.intent)
             source = _live_source(args, change)
@@ -233,7 +254,7 @@ def suggest(repo: Path, change: Change, path: str, *, commit: bool = False, bran
     file.write_text(after)
     if commit:
         name = branch or f"driftguard/suggest-{change.kind.lower()}-{change.name}"
-        what = ", ".join(f"{'.'.join(p)}={v}" for p, v in change.sets)
+        what = ", ".join(f"{fields.render_path(p)}={v}" for p, v in change.sets)
         _git(repo, "checkout", "-q", "-b", name)
         _git(repo, "add", "--", path)
         _git(repo, "commit", "-q", "-m", f"{change.kind} {change.namespace}/{change.name}: {what} (driftguard suggest)")

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from driftguard.local.suggest import Change, SuggestError, edit, parse_intent, parse_record, suggest
+from driftguard.core.fields import ListKey
+from driftguard.local.suggest import Change, SuggestError, edit, parse_intent, parse_record, parse_sets, suggest
 
 MANIFEST = """\
 # my-service: the production deployment
@@ -75,11 +76,17 @@ RECORD: dict[str, Any] = {
 def test_parse_record() -> None:
     change, source = parse_record(RECORD)
     assert change.sets == ((("spec", "replicas"), 9), (("metadata", "labels", "app.kubernetes.io/tier"), "web"))
+    listed, _ = parse_record({**RECORD, "fields": [
+        {"field": "spec.template.spec.containers[name=web].image", "requested": "x:2"},
+        {"field": 'metadata.labels["on"]', "requested": "yes"}, {"field": "metadata.labels.n", "requested": '"9"'}]})
+    assert listed.sets == ((("spec", "template", "spec", "containers", ListKey((("name", "web"),)), "image"), "x:2"),
+                           (("metadata", "labels", "on"), "yes"), (("metadata", "labels", "n"), "9"))
     assert source == {"repo": "https://git.example/org/k8s", "commit": "1a2b3c4",
                       "path": "services/my-service/deployment.yaml"}
     for field, requested, words in [("data.password", "<redacted>", "holds no value"),
                                     ("spec.x", "<absent>", "holds no value"),
-                                    ("spec.template.spec.containers[name=web].image", "x:2", "in a list")]:
+                                    ("spec.x", "0123456789" * 8 + "…", "cut short"),
+                                    ("spec.[x", "1", "not a field path")]:
         with pytest.raises(SuggestError, match=words):
             parse_record({**RECORD, "fields": [{"field": field, "requested": requested}]})
 
@@ -124,3 +131,56 @@ def test_commit_on_a_new_branch(tmp_path: Path) -> None:
     assert "spec.replicas=9" in git("log", "-1", "--format=%s")
     assert git("diff", "main", "--stat").count("\n") == 1  # one file changed
     assert suggest(tmp_path, change, "app/deployment.yaml") == "# app/deployment.yaml already declares that\n"
+
+
+@pytest.mark.parametrize(("sets", "target", "expected"), [
+    (["spec.template.spec.containers[name=web].image=nginx:1.27"], ["deployment/my-service"],
+     ((("spec", "template", "spec", "containers", ListKey((("name", "web"),)), "image"), "nginx:1.27"),)),
+    (['data.color="9"', "spec.x=9", "spec.y=true", 'metadata.labels["a.io/b"]=c=d'], ["cm/my-config"],
+     ((("data", "color"), "9"), (("spec", "x"), 9), (("spec", "y"), True), (("metadata", "labels", "a.io/b"), "c=d"))),
+])
+def test_parse_sets(sets: list[str], target: list[str], expected: tuple[Any, ...]) -> None:
+    change = parse_sets(sets, target, "production")
+    assert change.sets == expected and change.namespace == "production"
+
+
+@pytest.mark.parametrize(("sets", "target", "words"), [
+    (["spec.replicas"], ["deployment/x"], "PATH=VALUE"),
+    (["spec..replicas=1"], ["deployment/x"], "is not a field path"),
+    (["spec.replicas=1"], [], "name it once as KIND/NAME"),
+    (["spec.replicas=1"], ["deployment/x", "deployment/y"], "name it once"),
+    (["spec.replicas=1"], ["widget/x"], "name the object as KIND/NAME"),
+])
+def test_parse_sets_errors(sets: list[str], target: list[str], words: str) -> None:
+    with pytest.raises(SuggestError, match=words):
+        parse_sets(sets, target, None)
+
+
+IMAGE = "spec.template.spec.containers[name=web].image"
+
+
+@pytest.mark.parametrize(("sets", "changed"), [
+    ([f"{IMAGE}=registry.example/web:1.5.0"],  # its quotes kept
+     [('          image: "registry.example/web:1.4.2"', '          image: "registry.example/web:1.5.0"')]),
+    (["spec.template.spec.containers[name=web].imagePullPolicy=Always"],
+     [("          image: \"registry.example/web:1.4.2\"",
+       "          image: \"registry.example/web:1.4.2\"\n          imagePullPolicy: Always")]),
+])
+def test_a_list_element_is_edited_by_its_merge_key(sets: list[str], changed: list[tuple[str, str]]) -> None:
+    after = edit(MANIFEST, parse_sets(sets, ["deployment/my-service"], None), where="d.yaml")
+    before_lines = MANIFEST.split("---", 1)[0].splitlines()
+    after_lines = after.split("---", 1)[0].splitlines()
+    for old, new in changed:
+        assert old in before_lines
+        assert new.splitlines()[0] in after_lines and all(line in after_lines for line in new.splitlines())
+    assert len(after_lines) - len(before_lines) == sum(new.count("\n") for _, new in changed)
+    assert after.split("---", 1)[1] == MANIFEST.split("---", 1)[1]
+
+
+@pytest.mark.parametrize(("sets", "words"), [
+    (["spec.template.spec.containers[name=api].image=x:1"], "has 0 spec.template.spec.containers\\[name=api\\]"),
+    (["spec.replicas.x=1"], "spec.replicas is not a map"),
+])
+def test_a_list_element_the_file_lacks_is_said(sets: list[str], words: str) -> None:
+    with pytest.raises(SuggestError, match=words):
+        edit(MANIFEST, parse_sets(sets, ["deployment/my-service"], None), where="d.yaml")

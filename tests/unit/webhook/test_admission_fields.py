@@ -152,8 +152,11 @@ def test_the_message_reads_like_the_user_story() -> None:
     assert verdict.message == (
         "spec.replicas of Deployment production/my-service is declared in git (3) at "
         "services/my-service/production/deployment.yaml, commit 1a2b3c4 by alice@org; this request sets 9. "
-        "Change it in git: https://github.com/org/k8s-manifests"
+        "Change it in git: https://github.com/org/k8s-manifests\n"
+        "driftguard suggest -- scale deployment/my-service -n production --replicas=9"
+        "  # the git change instead: edits a clone, prints the diff"
     )
+    assert verdict.record is not None and verdict.record.reason == verdict.message
 
 
 def test_several_fields_are_all_listed_with_both_values() -> None:
@@ -164,7 +167,9 @@ def test_several_fields_are_all_listed_with_both_values() -> None:
         "Deployment production/my-service is declared in git at services/my-service/production/deployment.yaml, "
         "commit 1a2b3c4 by alice@org; this request changes 2 declared fields: spec.replicas (git: 3, requested: 9); "
         f"{WEB}.image (git: registry.example/my-service:1.4.2, requested: nginx:latest). "
-        "Change them in git: https://github.com/org/k8s-manifests"
+        "Change them in git: https://github.com/org/k8s-manifests\n"
+        "driftguard suggest --set spec.replicas=9 --set 'spec.template.spec.containers[name=web].image=nginx:latest' "
+        "deployment/my-service -n production  # the git change instead: edits a clone, prints the diff"
     )
 
 

@@ -107,7 +107,9 @@ def test_an_expression_that_fails_on_the_object_is_enforced_and_said() -> None:
     verdict = policy.validate(review("UPDATE", old=old, new=edited(old, "spec", "replicas", 9))["request"], SETTINGS,
                               NOW, marks=MARKS)
     assert verdict.outcome == "deny"
-    assert verdict.message.endswith("Also: Deployment production/my-service: spec.ignoreDifferences: jq expression "
+    text, hint = verdict.message.rsplit("\n", 1)
+    assert hint.startswith("driftguard suggest -- scale deployment/my-service -n production --replicas=9  # ")
+    assert text.endswith("Also: Deployment production/my-service: spec.ignoreDifferences: jq expression "
                                     "'.spec.replicas | error(\"no\")' failed on this object: no; those fields are "
                                     "enforced as declared until the Application's rule is fixed")
 

@@ -79,7 +79,9 @@ def test_a_write_that_drops_driftguard_keys_and_changes_fields_is_told_about_its
     assert verdict.outcome == "deny"
     assert verdict.message.startswith("spec.replicas of Deployment production/my-service is declared in git (3)")
     assert "label driftguard.io/managed" not in verdict.message
-    assert verdict.message.endswith("(the driftguard.io/ labels and annotations the request leaves out, as kubectl "
+    text, hint = verdict.message.rsplit("\n", 1)
+    assert hint.startswith("driftguard suggest -- scale deployment/my-service -n production --replicas=9  # ")
+    assert text.endswith("(the driftguard.io/ labels and annotations the request leaves out, as kubectl "
                                     "replace of a manifest does, are restored by driftguard when every declared "
                                     "field is git's)")
     assert verdict.record is not None and [f["field"] for f in verdict.record.fields] == ["spec.replicas"]
