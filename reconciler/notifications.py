@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -172,6 +172,41 @@ def payload(notice: Notice, service: str) -> dict[str, Any]:
             "text": text(notice)}
 
 
+# Cloud metadata services outside 169.254.0.0/16 (AWS's IPv6 IMDS, Alibaba Cloud's): refused like link-local
+METADATA: Final = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
+
+
+def address_refusal(text: str, *, allow_loopback: bool = False) -> str | None:
+    """Why driftguard may not connect to the address ``text`` (None: it may): link-local (169.254.0.0/16,
+    fe80::/10: cloud metadata), a metadata address, unspecified, multicast, loopback unless allowed; an
+    IPv4-mapped IPv6 address is judged as its IPv4 address."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return f"{text!r} is not an IP address"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_link_local or address in METADATA:
+        return f"{address} is a link-local or cloud metadata address"
+    if address.is_unspecified or address.is_multicast:
+        return f"{address} is an unspecified or multicast address"
+    if address.is_loopback and not allow_loopback:
+        return f"{address}: loopback is refused (--notify-loopback allows it)"
+    return None
+
+
+def check_addresses(host: str, addresses: Sequence[str], *, allow_loopback: bool = False) -> list[str]:
+    """``addresses`` (what ``host`` resolved to, in order) if every one may be connected to; ValueError naming the
+    first that may not — one bad address refuses the send, so a name cannot hide metadata among other answers."""
+    if not addresses:
+        raise ValueError(f"{host} resolves to no address")
+    for address in addresses:
+        refusal = address_refusal(address, allow_loopback=allow_loopback)
+        if refusal:
+            raise ValueError(f"{host} resolves to {refusal}; refused")
+    return list(addresses)
+
+
 def check_url(url: str, *, allow_loopback: bool = False) -> str:
     """``url`` if driftguard may POST to it (http or https; never link-local such as a cloud metadata
     address, never loopback unless allowed); ValueError saying why not."""
@@ -179,13 +214,12 @@ def check_url(url: str, *, allow_loopback: bool = False) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("the url must be http:// or https:// with a host")
     try:
-        address = ipaddress.ip_address(parts.hostname)
+        ipaddress.ip_address(parts.hostname)
     except ValueError:
         if parts.hostname.lower() == "localhost" and not allow_loopback:
             raise ValueError("the url names localhost (loopback is refused)") from None
-        return url.strip()
-    if address.is_link_local or address.is_unspecified or address.is_multicast:
-        raise ValueError(f"the url names {address}, a link-local, unspecified or multicast address")
-    if address.is_loopback and not allow_loopback:
-        raise ValueError(f"the url names {address} (loopback is refused)")
+        return url.strip()  # a name: its addresses are checked when it is resolved, once per send
+    refusal = address_refusal(parts.hostname, allow_loopback=allow_loopback)
+    if refusal:
+        raise ValueError(f"the url names {refusal}")
     return url.strip()

@@ -4,9 +4,11 @@
 reads the Application's subscriptions (``reconciler.notifications``), passes the notice through the
 rate limit and puts what is to be sent on a bounded queue — a full queue drops the message and counts
 it, it never blocks. The worker resolves each subscription's Secret (in the Application's namespace,
-key ``url``; cached for a minute), POSTs the JSON, and retries a failed send with backoff (unreachable,
-429, 5xx; at most ``MAX_ATTEMPTS``) from a schedule of its own, so a slow receiver delays only its
-own messages' retries. Held notices (a flood) go out as one summary when their window closes.
+key ``url``; cached for a minute), resolves the url's host once and refuses the send if any address is
+link-local, cloud metadata, unspecified, multicast or (unless allowed) loopback, POSTs the JSON to an address it
+checked (TLS still verifying the url's host name: no second lookup to rebind), and retries a failed send
+with backoff (unreachable, 429, 5xx; at most ``MAX_ATTEMPTS``) from a schedule of its own, so a slow
+receiver delays only its own messages' retries. Held notices (a flood) go out as one summary when their window closes.
 Receiver URLs are never logged (a Slack webhook URL is a credential).
 """
 
@@ -14,15 +16,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import heapq
+import http.client
 import itertools
 import json
 import logging
 import queue
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -37,19 +42,72 @@ SECRETS: Final = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
 SEND_TIMEOUT: Final = 5.0
 URL_TTL: Final = 60.0
 
-Post = Callable[[str, bytes], int]  # (url, body) → HTTP status (0: unreachable)
+Post = Callable[[str, bytes], int]  # (url, body) → HTTP status (0: unreachable); ValueError: refused, never retried
+Resolve = Callable[[str, int], list[str]]  # (host, port) → its addresses, in the resolver's order
 
 
-def http_post(url: str, body: bytes) -> int:
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked by notifications.check_url
-        url, data=body, method="POST", headers={"Content-Type": "application/json"})
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (getaddrinfo, TCP), once; an IP literal is itself."""
     try:
-        with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:  # noqa: S310
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise ValueError(f"{host} does not resolve ({e})") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to ``address``, whatever ``host`` (the Host header) resolves to now."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """An HTTPS connection to ``address`` whose TLS still names ``host``: SNI, and the certificate verified for it."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address, self.tls = address, context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        try:
+            self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
+
+
+def http_post(url: str, body: bytes, *, allow_loopback: bool = False, resolver: Resolve = resolve,
+              context: ssl.SSLContext | None = None) -> int:
+    """POST ``body`` to ``url``: its host resolved once, every address checked (``notifications.check_addresses``:
+    ValueError, one bad address refuses the send), then a connection to a checked address — never a second
+    resolution that could answer differently — with TLS verifying the certificate for the url's host."""
+    parts = urllib.parse.urlsplit(url)
+    host, https = parts.hostname or "", parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    addresses = notifications.check_addresses(host, resolver(host, port), allow_loopback=allow_loopback)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    for address in addresses:
+        connection: http.client.HTTPConnection = (
+            _PinnedHTTPS(host, port, address, SEND_TIMEOUT, context or ssl.create_default_context()) if https
+            else _PinnedHTTP(host, port, address, SEND_TIMEOUT))
+        try:
+            connection.request("POST", target, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
             return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except (OSError, ValueError):
-        return 0
+        except (OSError, http.client.HTTPException):
+            continue
+        finally:
+            connection.close()
+    return 0
 
 
 @dataclass(order=True)
@@ -64,9 +122,10 @@ class _Send:
 
 class Notifier:
     def __init__(self, cluster: Cluster, *, allow_loopback: bool = False, queue_size: int = 1000,
-                 window: float = notifications.WINDOW, post: Post = http_post,
+                 window: float = notifications.WINDOW, post: Post | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.cluster, self.allow_loopback, self.post, self.clock = cluster, allow_loopback, post, clock
+        self.cluster, self.allow_loopback, self.clock = cluster, allow_loopback, clock
+        self.post: Post = post or functools.partial(http_post, allow_loopback=allow_loopback)
         self.aggregator = Aggregator(window)
         self._queue: queue.Queue[_Send] = queue.Queue(queue_size)
         self._lock = threading.Lock()
@@ -148,7 +207,13 @@ class Notifier:
                         item.notice.trigger, item.subscription.service, item.namespace, item.subscription.secret, e)
             return
         body = json.dumps(notifications.payload(item.notice, item.subscription.service)).encode()
-        status = self.post(url, body)
+        try:
+            status = self.post(url, body)
+        except ValueError as e:  # the receiver's host resolves to an address driftguard never sends to
+            self.failed += 1
+            log.warning("Application %s: notification %s via %s (Secret %s) not sent: %s", item.notice.application,
+                        item.notice.trigger, item.subscription.service, item.subscription.secret, e)
+            return
         if 200 <= status < 300:
             self.sent += 1
             return

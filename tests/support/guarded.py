@@ -120,10 +120,21 @@ def deployment(name: str, namespace: str, replicas: int = 3, image: str = "regis
     }
 
 
-def story(guarded: Guarded, name: str, field: str = "spec.replicas", declared: str = "3", sets: str = "9") -> str:
-    return (f"{field} of Deployment {guarded.namespace}/{name} is declared in git ({declared}) at "
+def story(guarded: Guarded, name: str, field: str = "spec.replicas", declared: str = "3", sets: str = "9", *,
+          hint: bool = True) -> str:
+    """The denial of one field's change; it ends with the ``driftguard suggest`` line (``suggest_line``)."""
+    text = (f"{field} of Deployment {guarded.namespace}/{name} is declared in git ({declared}) at "
             f"services/my-service/production/deployment.yaml, commit 1a2b3c4 by alice@org; this request sets {sets}. "
             "Change it in git: https://github.com/org/k8s-manifests")
+    return f"{text}\n{suggest_line(guarded, name, field, sets)}" if hint else text
+
+
+def suggest_line(guarded: Guarded, name: str, field: str = "spec.replicas", sets: str = "9") -> str:
+    if field == "spec.replicas":
+        command = f"driftguard suggest -- scale deployment/{name} -n {guarded.namespace} --replicas={sets}"
+    else:
+        command = f"driftguard suggest --set '{field}={sets}' deployment/{name} -n {guarded.namespace}"
+    return f"{command}  # the git change instead: edits a clone, prints the diff"
 
 
 def aggregate_cluster_role(admin: Kube, name: str) -> list[Any]:

@@ -61,6 +61,20 @@ class Sender:
                       uid=secrets.token_hex(8))
         return self._post(body)
 
+    def edit(self, live: dict[str, Any], new: dict[str, Any], user: str) -> dict[str, Any]:
+        return self._post(review("UPDATE", old=live, new=new, user=user, uid=secrets.token_hex(8)))
+
+    def scale(self, live: dict[str, Any], user: str, replicas: int) -> dict[str, Any]:
+        """``kubectl scale``'s request: the Scale subresource of ``live`` (the webhook reads ``live`` itself)."""
+        metadata = {"name": live["metadata"]["name"], "namespace": live["metadata"]["namespace"]}
+        scales = [{"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": metadata, "spec": {"replicas": n}}
+                  for n in (live["spec"]["replicas"], replicas)]
+        body = review("UPDATE", old=scales[0], new=scales[1], user=user, uid=secrets.token_hex(8), subresource="scale")
+        group, _, version = str(live["apiVersion"]).rpartition("/")
+        body["request"]["kind"] = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+        body["request"]["resource"] = {"group": group, "version": version, "resource": live["kind"].lower() + "s"}
+        return self._post(body)
+
     def create(self, obj: dict[str, Any], user: str) -> dict[str, Any]:
         return self._post(review("CREATE", new=obj, user=user, uid=secrets.token_hex(8)))
 

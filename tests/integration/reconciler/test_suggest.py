@@ -1,17 +1,26 @@
-"""driftguard suggest against the real API server and the real reconciler: the kubectl intent a webhook would deny
-(`kubectl scale deployment/my-service --replicas=9`) becomes a minimal commit on a new branch of the commented
-manifest the live object's stamp names; once the Application follows that branch, the intent is in the cluster."""
+"""driftguard suggest against the real API server, a real ``driftguard webhook`` and the real reconciler: the
+webhook's denial of a change to a reconciled object (``kubectl scale deployment/my-service --replicas=9``, an image
+edit) ends with a ``driftguard suggest`` line; that line, run as it is against a clone, makes a minimal commit on a
+new branch of the commented manifest the live object's stamp names, and once the Application follows that branch,
+the denied intent is in the cluster."""
 
 from __future__ import annotations
 
+import copy
+import shlex
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.reconciler_harness import Harness, Repo, wait_for
+from support.webhook_harness import WebhookProcess, webhook_factory
+from support.webhook_reviews import Sender, webhook_kubeconfig
 
 from driftguard import cli
 
 pytestmark = pytest.mark.integration
+__all__ = ["webhook_factory", "webhook_kubeconfig"]
 
 MANIFEST = """\
 # my-service: production web tier
@@ -29,12 +38,37 @@ spec:
     spec:
       containers:
         - name: web
-          image: "registry.example/web:1.4.2"
+          image: "registry.example/web:1.4.2"  # pinned: see the release notes
 """
 
 
-def test_suggest_turns_a_scale_into_a_commit_the_reconciler_applies(
-        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def _scale(sender: Sender, live: dict[str, Any]) -> dict[str, Any]:
+    return sender.scale(live, "laptop", 9)
+
+
+def _image(sender: Sender, live: dict[str, Any]) -> dict[str, Any]:
+    new = copy.deepcopy(live)
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example/web:1.5.0"
+    return sender.edit(live, new, "laptop")
+
+
+@pytest.mark.parametrize(("request_", "line", "removed", "added", "in_cluster"), [
+    pytest.param(_scale, "driftguard suggest -- scale deployment/my-service -n {ns} --replicas=9",
+                 "  replicas: 3        # peak traffic: see the runbook",
+                 "  replicas: 9        # peak traffic: see the runbook",
+                 lambda d: d["spec"]["replicas"] == 9, id="kubectl scale"),
+    pytest.param(_image, "driftguard suggest --set "
+                 "'spec.template.spec.containers[name=web].image=registry.example/web:1.5.0' deployment/my-service "
+                 "-n {ns}",
+                 '          image: "registry.example/web:1.4.2"  # pinned: see the release notes',
+                 '          image: "registry.example/web:1.5.0"  # pinned: see the release notes',
+                 lambda d: d["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/web:1.5.0",
+                 id="an image edit"),
+])
+def test_the_denials_suggest_line_makes_the_commit_the_reconciler_applies(
+        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str], webhook_kubeconfig: Path,
+        webhook_factory: Callable[..., WebhookProcess], request_: Callable[[Sender, dict[str, Any]], dict[str, Any]],
+        line: str, removed: str, added: str, in_cluster: Callable[[dict[str, Any]], bool]) -> None:
     repo.write("app/deployment.yaml", MANIFEST)
     first = repo.commit("my-service")
     repo.git("config", "user.name", "Alice")
@@ -42,15 +76,23 @@ def test_suggest_turns_a_scale_into_a_commit_the_reconciler_applies(
     harness.make_app("svc", repo)
     harness.start()
     harness.wait_synced("svc", first)
+    path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/my-service"
+
+    sender = Sender(webhook_factory(kubeconfig=webhook_kubeconfig))
+    answer = request_(sender, harness.get(path))
+    sender.close()
+    assert not answer["allowed"], answer
+    hint = answer["status"]["message"].splitlines()[-1]
+    assert hint == line.format(ns=harness.namespace) + "  # the git change instead: edits a clone, prints the diff"
+    words = shlex.split(hint, comments=True)  # the line as a shell runs it
+    assert words[:2] == ["driftguard", "suggest"]
 
     code = cli.main(["suggest", "--kubeconfig", str(cluster.admin_kubeconfig), "--repo-dir", str(repo.path),
-                     "--commit", "--", "scale", "deployment/my-service", "-n", harness.namespace, "--replicas=9"])
+                     "--commit", *words[2:]])
     out = capsys.readouterr().out
     assert code == 0, out
-    removed = [line for line in out.splitlines() if line.startswith("-") and not line.startswith("---")]
-    added = [line for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    assert removed == ["-  replicas: 3        # peak traffic: see the runbook"]
-    assert added == ["+  replicas: 9        # peak traffic: see the runbook"]
+    assert [x for x in out.splitlines() if x.startswith("-") and not x.startswith("---")] == [f"-{removed}"]
+    assert [x for x in out.splitlines() if x.startswith("+") and not x.startswith("+++")] == [f"+{added}"]
     assert "committed on branch driftguard/suggest-deployment-my-service" in out
     assert repo.git("rev-parse", "--abbrev-ref", "HEAD") == "driftguard/suggest-deployment-my-service"
     assert repo.git("rev-parse", "main") == first, "main is untouched"
@@ -58,8 +100,7 @@ def test_suggest_turns_a_scale_into_a_commit_the_reconciler_applies(
     suggested = repo.git("rev-parse", "HEAD")
     harness.patch_app("svc", {"spec": {"source": {"targetRevision": "driftguard/suggest-deployment-my-service"}}})
     harness.wait_synced("svc", suggested)
-    path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/my-service"
-    live = wait_for(lambda: (d := harness.get(path)) and d["spec"]["replicas"] == 9 and d, what="replicas 9")
+    live = wait_for(lambda: (d := harness.get(path)) and in_cluster(d) and d, what="the suggested change applied")
     assert live["metadata"]["annotations"]["driftguard.io/commit"] == suggested
 
 

@@ -24,6 +24,7 @@ from support.guarded import (
     create_or_keep,
     delete_if_present,
     story,
+    suggest_line,
 )
 from support.webhook_harness import eventually
 
@@ -92,7 +93,7 @@ def test_the_reconcilers_name_by_impersonation_is_denied_and_recorded(guarded: G
     result = guarded.kubectl_as(kubeconfig, "scale", f"deployment/{name}", "--replicas=9",
                                 "--as", _reconciler(guarded))
     assert result.returncode != 0
-    assert story(guarded, name) in result.stderr
+    assert story(guarded, name, hint=False) in result.stderr
     assert IDENTITY_PATH.format(ns=guarded.namespace) in result.stderr
     deleted = guarded.kubectl_as(kubeconfig, "delete", f"deployment/{name}", "--as", _reconciler(guarded))
     assert deleted.returncode != 0
@@ -112,7 +113,8 @@ def test_a_token_from_kubectl_create_token_is_not_the_reconciler(guarded: Guarde
         with pytest.raises(KubeError) as denied:
             unbound.request("PATCH", guarded.path("minted"), body={"spec": {"replicas": 9}}, content_type=MERGE)
     text = guarded.denied_by_us(denied.value)
-    assert text == f"{story(guarded, 'minted')} {IDENTITY_PATH.format(ns=guarded.namespace)}"
+    assert text == (f"{story(guarded, 'minted', hint=False)} {IDENTITY_PATH.format(ns=guarded.namespace)}\n"
+                    f"{suggest_line(guarded, 'minted')}")
     guarded.wait_record("minted", decision="deny", user=_reconciler(guarded))
 
 

@@ -4,9 +4,12 @@ sending to a real HTTP receiver on 127.0.0.1 (its Secrets from an in-memory clus
 from __future__ import annotations
 
 import base64
+import functools
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +18,8 @@ from support.http_receiver import Receiver
 
 from reconciler import notifications
 from reconciler.notifications import Aggregator, Notice, Subscription
-from reconciler.notifier import Notifier
+from certs.authority import CertificateAuthority
+from reconciler.notifier import Notifier, http_post
 
 P = notifications.PREFIX
 
@@ -229,3 +233,90 @@ def test_a_missing_secret_or_a_refused_url_is_logged_without_the_url(caplog: pyt
     text = caplog.text
     assert "Secret prod/nope: not found" in text and "link-local" in text
     assert "secret-token" not in text
+
+
+# ---------------------------------------------------------------- resolved addresses (SSRF)
+
+@pytest.mark.parametrize(("addresses", "loopback", "error"), [
+    (["203.0.113.7", "2001:db8::7"], False, None),
+    (["127.0.0.1", "::1"], True, None),
+    (["::1"], False, "loopback is refused"),
+    (["203.0.113.7", "169.254.169.254"], False, "169.254.169.254 is a link-local or cloud metadata address"),
+    (["169.254.0.1"], True, "link-local"),
+    (["fe80::1%eth0"], True, "fe80::1 is a link-local"),
+    (["::ffff:169.254.169.254"], True, "169.254.169.254 is a link-local"),
+    (["fd00:ec2::254"], True, "cloud metadata"),
+    (["100.100.100.200"], True, "cloud metadata"),
+    (["0.0.0.0"], True, "unspecified"),
+    (["224.0.0.1"], True, "multicast"),
+    ([], True, "resolves to no address"),
+])
+def test_every_resolved_address_is_checked(addresses: list[str], loopback: bool, error: str | None) -> None:
+    if error is None:
+        assert notifications.check_addresses("hooks.example", addresses, allow_loopback=loopback) == addresses
+    else:
+        with pytest.raises(ValueError, match=error):
+            notifications.check_addresses("hooks.example", addresses, allow_loopback=loopback)
+
+
+def _pinned(answers: dict[str, list[str]]) -> Any:
+    """A resolver that knows only ``answers`` (tests make no lookups) and counts the lookups it is asked."""
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[host]
+    resolve.asked = asked  # type: ignore[attr-defined]
+    return resolve
+
+
+def test_a_name_is_resolved_once_checked_and_connected_to_at_the_checked_address(receiver: Receiver) -> None:
+    assert http_post(receiver.url("/real", host="localhost"), b"{}", allow_loopback=True) == 200  # the real resolver
+    resolver = _pinned({"hooks.example": ["127.0.0.1"]})
+    assert http_post(receiver.url("/pinned", host="hooks.example"), b"{}", allow_loopback=True,
+                     resolver=resolver) == 200
+    assert resolver.asked == ["hooks.example"]
+    assert [p for p, _ in receiver.received] == ["/real", "/pinned"]
+    assert receiver.hosts[1] == f"hooks.example:{receiver.port}", "the url's host, connected at its checked address"
+    hidden = _pinned({"hooks.example": ["127.0.0.1", "169.254.169.254"]})
+    with pytest.raises(ValueError, match="hooks.example resolves to 169.254.169.254 is a link-local"):
+        http_post(receiver.url("/hidden", host="hooks.example"), b"{}", allow_loopback=True, resolver=hidden)
+    with pytest.raises(ValueError, match="loopback is refused"):
+        http_post(receiver.url("/loop", host="localhost"), b"{}")
+    assert len(receiver.received) == 2
+
+
+def test_https_to_the_checked_address_keeps_sni_and_verifies_the_host_name(tmp_path: Path) -> None:
+    ca = CertificateAuthority.generate("notify-test-ca")
+    ca.issue_serving("hooks", dns_names=["hooks.example"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    client = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    receiver = Receiver(tls=server)
+    try:
+        resolver = _pinned({"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+        assert http_post(receiver.url("/tls", host="hooks.example"), b"{}", allow_loopback=True, resolver=resolver,
+                         context=client) == 200
+        assert receiver.sni == ["hooks.example"] and [p for p, _ in receiver.received] == ["/tls"]
+        assert http_post(receiver.url("/wrong", host="other.example"), b"{}", allow_loopback=True, resolver=resolver,
+                         context=client) == 0, "a certificate for another name is refused"
+        assert [p for p, _ in receiver.received] == ["/tls"]
+    finally:
+        receiver.close()
+
+
+def test_a_secret_whose_host_resolves_to_metadata_is_not_sent_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    resolver = _pinned({"hooks.example": ["169.254.169.254"]})
+    notifier = Notifier(_cluster(hook="http://hooks.example/secret-token"),  # type: ignore[arg-type]
+                        post=functools.partial(http_post, resolver=resolver))
+    done = threading.Event()
+    notifier.start(done)
+    try:
+        notifier.notify(_app("on-deny.webhook=hook"), _notice())
+        _wait(lambda: notifier.failed == 1)
+    finally:
+        done.set()
+        notifier.join(5)
+    assert notifier.sent == 0 and resolver.asked == ["hooks.example"], "refused once, never retried"
+    assert "hooks.example resolves to 169.254.169.254 is a link-local or cloud metadata address" in caplog.text
+    assert "secret-token" not in caplog.text
