@@ -16,9 +16,9 @@ import pytest
 from support.fake_cluster import FakeCluster
 from support.http_receiver import Receiver
 
+from certs.authority import CertificateAuthority
 from reconciler import notifications
 from reconciler.notifications import Aggregator, Notice, Subscription
-from certs.authority import CertificateAuthority
 from reconciler.notifier import Notifier, http_post
 
 P = notifications.PREFIX
@@ -279,7 +279,7 @@ def test_a_name_is_resolved_once_checked_and_connected_to_at_the_checked_address
     assert [p for p, _ in receiver.received] == ["/real", "/pinned"]
     assert receiver.hosts[1] == f"hooks.example:{receiver.port}", "the url's host, connected at its checked address"
     hidden = _pinned({"hooks.example": ["127.0.0.1", "169.254.169.254"]})
-    with pytest.raises(ValueError, match="hooks.example resolves to 169.254.169.254 is a link-local"):
+    with pytest.raises(ValueError, match=r"hooks\.example resolves to 169\.254\.169\.254 is a link-local"):
         http_post(receiver.url("/hidden", host="hooks.example"), b"{}", allow_loopback=True, resolver=hidden)
     with pytest.raises(ValueError, match="loopback is refused"):
         http_post(receiver.url("/loop", host="localhost"), b"{}")
