@@ -14,6 +14,7 @@ no clear mapping.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import io
 import json
@@ -21,7 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from ruamel.yaml.error import YAMLError
 
 from driftguard.core import fields
 from driftguard.core.contract import read_stamp
-from driftguard.core.fields import ListKey
+from driftguard.core.fields import MISSING, ListKey
 from driftguard.core.suggestion import KINDS, PLURALS, parse_set
 from driftguard.kube import Kube, KubeError
+
+KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
 class SuggestError(Exception):
@@ -49,6 +52,10 @@ class Change:
     namespace: str
     name: str
     sets: tuple[tuple[fields.Path, Any], ...]
+    declared: tuple[Any, ...] = ()  # git's value of each field, where known (MISSING: not known)
+
+    def was(self, i: int) -> Any:
+        return self.declared[i] if i < len(self.declared) else MISSING
 
 
 def parse_sets(texts: Sequence[str], target: Sequence[str], namespace: str | None) -> Change:
@@ -117,7 +124,7 @@ def parse_record(record: Mapping[str, Any]) -> tuple[Change, dict[str, str]]:
     if not kind or not name or not record.get("path"):
         raise SuggestError("the record names no object and manifest (kind, name, path): it is not a denial of a "
                            "change to a managed object")
-    sets = []
+    sets, declared = [], []
     for item in record.get("fields") or []:
         field, requested = str(item.get("field", "")), str(item.get("requested", ""))
         if requested in ("<absent>", "<redacted>") or requested.startswith("<sha256:"):
@@ -131,9 +138,12 @@ def parse_record(record: Mapping[str, Any]) -> tuple[Change, dict[str, str]]:
         if rest:
             raise SuggestError(f"the record's field {field!r} is not a field path")
         sets.append((path, fields.parse_scalar(requested)))
+        was = str(item.get("declared", ""))
+        declared.append(MISSING if was.startswith("<") or was.endswith("…") else fields.parse_scalar(was))
     if not sets:
         raise SuggestError("the record changes no declared field: nothing to write in git")
-    change = Change(str(record.get("api_version") or ""), kind, str(record.get("namespace") or ""), name, tuple(sets))
+    change = Change(str(record.get("api_version") or ""), kind, str(record.get("namespace") or ""), name, tuple(sets),
+                    tuple(declared))
     return change, {k: str(record.get(k) or "") for k in ("repo", "commit", "path")}
 
 
@@ -142,6 +152,21 @@ def edit(text: str, change: Change, *, where: str) -> str:
     if "{{" in text:
         raise SuggestError(f"{where} is a template (it holds {{{{ … }}}}): the mapping from the live object to a line "
                            "in it is not clear; change the values that feed it by hand")
+    def made(docs: list[Any]) -> None:
+        target: Any = next((d for d in docs if isinstance(d, Mapping) and d.get("kind") == change.kind
+                            and (d.get("metadata") or {}).get("name") == change.name), None)
+        if target is None:
+            raise SuggestError(f"{where} declares no {change.kind} {change.name}: the object is rendered from it "
+                               "(Kustomize, Helm) and the mapping is not clear; change the overlay or values by hand")
+        for path, value in change.sets:
+            _set(target, path, value, where=f"{where}: {change.kind} {change.name}")
+
+    return round_trip(text, made, where=where)
+
+
+def round_trip(text: str, mutate: Callable[[list[Any]], None], *, where: str) -> str:
+    """``text`` (YAML documents) changed by ``mutate`` and written back as it was formatted: comments, key order,
+    quoting and flow style kept, in the indentation that changes fewest lines."""
     best = None
     for indent in ((2, 2, 0), (2, 4, 2)):
         parser = YAML()
@@ -152,13 +177,7 @@ def edit(text: str, change: Change, *, where: str) -> str:
             docs = list(parser.load_all(text))
         except YAMLError as e:
             raise SuggestError(f"{where} is not YAML: {e}") from e
-        target: Any = next((d for d in docs if isinstance(d, Mapping) and d.get("kind") == change.kind
-                            and (d.get("metadata") or {}).get("name") == change.name), None)
-        if target is None:
-            raise SuggestError(f"{where} declares no {change.kind} {change.name}: the object is rendered from it "
-                               "(Kustomize, Helm) and the mapping is not clear; change the overlay or values by hand")
-        for path, value in change.sets:
-            _set(target, path, value, where=f"{where}: {change.kind} {change.name}")
+        mutate(docs)
         out = io.StringIO()
         parser.dump_all(docs, out)
         result = out.getvalue()
@@ -232,6 +251,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             change = parse_intent(args.intent)
             source = _live_source(args, change)
+        if not args.record:
+            change = dataclasses.replace(change, declared=tuple(source.pop("declared")))
         with tempfile.TemporaryDirectory(prefix="driftguard-suggest-") as scratch:
             repo = args.repo_dir or _clone(source["repo"], Path(scratch) / "repo")
             print(suggest(repo, change, source["path"], commit=args.commit, branch=args.branch), end="")
@@ -242,24 +263,231 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def suggest(repo: Path, change: Change, path: str, *, commit: bool = False, branch: str | None = None) -> str:
-    """Edit ``path`` in the clone ``repo``; the unified diff (and, with ``commit``, the branch it is on)."""
-    file = repo / path
-    if not file.is_file():
-        raise SuggestError(f"{path} does not exist in {repo}: is it a clone of the stamp's repository, at its commit?")
-    before = file.read_text()
-    after = edit(before, change, where=path)
-    diff = unified(before, after, path)
+    """Edit the file that declares ``change`` in the clone ``repo`` — ``path`` (the stamp's) itself, or for a
+    rendered object the overlay or values file (``propose``); the unified diff (and, with ``commit``, the branch)."""
+    proposal = propose(repo, change, path)
+    diff = unified(proposal.before, proposal.after, proposal.file)
     if not diff:
-        return f"# {path} already declares that\n"
-    file.write_text(after)
+        return f"# {proposal.file} already declares that\n"
+    (repo / proposal.file).write_text(proposal.after)
+    out = "".join(f"# {line}\n" for line in proposal.note.splitlines()) + diff
     if commit:
         name = branch or f"driftguard/suggest-{change.kind.lower()}-{change.name}"
         what = ", ".join(f"{fields.render_path(p)}={v}" for p, v in change.sets)
         _git(repo, "checkout", "-q", "-b", name)
-        _git(repo, "add", "--", path)
+        _git(repo, "add", "--", proposal.file)
         _git(repo, "commit", "-q", "-m", f"{change.kind} {change.namespace}/{change.name}: {what} (driftguard suggest)")
-        diff += f"# committed on branch {name} ({_git(repo, 'rev-parse', '--short', 'HEAD')}); push it for review\n"
-    return diff
+        out += f"# committed on branch {name} ({_git(repo, 'rev-parse', '--short', 'HEAD')}); push it for review\n"
+    return out
+
+
+# ---------------------------------------------------------------- where a rendered object's field is set
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """The edit of one file of the repository (``file``: its repository path) and why that file."""
+
+    file: str
+    before: str
+    after: str
+    note: str = ""
+
+
+def propose(repo: Path, change: Change, path: str) -> Proposal:
+    """The edit for ``change`` of the object the stamp's ``path`` names: the manifest file itself, a Kustomize
+    overlay's entry or patch (``kustomize build DIR``), a chart's values key (``helm template DIR``); SuggestError
+    saying so plainly when where the value comes from is not clear."""
+    if path.startswith("kustomize build "):
+        return kustomize(repo, path.removeprefix("kustomize build "), change)
+    if path.startswith("helm template "):
+        return helm(repo, path.removeprefix("helm template "), change)
+    if path.endswith((".jsonnet", ".libsonnet")):
+        raise SuggestError(f"{path}: the object is jsonnet's output, and which line of it makes the field is not "
+                           "clear; change it by hand")
+    return Proposal(path, before := _read(repo, path), edit(before, change, where=path))
+
+
+def _read(repo: Path, path: str) -> str:
+    file = repo / path
+    if not file.is_file():
+        raise SuggestError(f"{path} does not exist in {repo}: is it a clone of the stamp's repository, at its commit?")
+    return file.read_text()
+
+
+def _one_field(change: Change, source: str) -> tuple[fields.Path, Any, Any, str]:
+    if len(change.sets) != 1:
+        raise SuggestError(f"{source}: a rendered object's fields are proposed one at a time (this change sets "
+                           f"{len(change.sets)}); run suggest once per field")
+    (path, value), was = change.sets[0], change.was(0)
+    return path, value, was, f"{fields.render_path(path)} of {change.kind} {change.name}"
+
+
+def kustomize(repo: Path, root: str, change: Change) -> Proposal:
+    """A Kustomize overlay's ``replicas:`` entry for the object, its ``images:`` entry for the image, or a patch
+    file of the overlay that already sets the field."""
+    directory = root.strip("/") or "."
+    kfile = next((f"{directory}/{n}" for n in KUSTOMIZATIONS if (repo / directory / n).is_file()), None)
+    if kfile is None:
+        raise SuggestError(f"{directory} has no kustomization.yaml in {repo}: is it a clone of the stamp's repository?")
+    kfile = kfile.removeprefix("./")
+    path, value, was, what = _one_field(change, f"the Kustomize overlay {directory}")
+    text = _read(repo, kfile)
+    overlay = _safe(text, kfile)
+    if not isinstance(overlay, Mapping):
+        raise SuggestError(f"{kfile} is not a kustomization (a map)")
+    if path == ("spec", "replicas") and isinstance(value, int):
+        entries = [e for e in overlay.get("replicas") or [] if isinstance(e, Mapping) and e.get("name") == change.name]
+        if len(entries) == 1:
+            def count(docs: list[Any]) -> None:
+                next(e for e in docs[0]["replicas"] if e.get("name") == change.name)["count"] = value
+            return Proposal(kfile, text, round_trip(text, count, where=kfile),
+                            f"{what}: the replicas: entry for {change.name} in {kfile}")
+    if path[-1:] == ("image",) and len(path) > 1 and isinstance(path[-2], ListKey) and isinstance(value, str):
+        proposal = _kustomize_image(kfile, text, overlay, value, was, what)
+        if proposal is not None:
+            return proposal
+    for file, target in _patch_files(overlay, directory):
+        proposal = _patch(repo, file, target, change, path, value, what)
+        if proposal is not None:
+            return proposal
+    raise SuggestError(
+        f"{what} is rendered by Kustomize from {directory}, and neither a replicas:/images: entry of {kfile} nor a "
+        "patch file of the overlay sets it: where the value comes from (a base, a generator, the Application's "
+        f"spec.source.kustomize) is not clear. Add a patch to {kfile} by hand")
+
+
+def _kustomize_image(kfile: str, text: str, overlay: Mapping[str, Any], value: str, was: Any,  # noqa: PLR0917
+                     what: str) -> Proposal | None:
+    """The ``images:`` entry whose image (``newName`` or ``name``) is the requested one's or git's, once."""
+    new_name, new_tag, new_digest = _split_image(value)
+    names = {new_name} | ({_split_image(was)[0]} if isinstance(was, str) else set())
+    entries = [i for i, e in enumerate(overlay.get("images") or [])
+               if isinstance(e, Mapping) and (e.get("newName") or e.get("name")) in names]
+    if len(entries) != 1:
+        return None
+
+    def retag(docs: list[Any]) -> None:
+        entry = docs[0]["images"][entries[0]]
+        if (entry.get("newName") or entry.get("name")) != new_name:
+            entry["newName"] = new_name
+        for key, new in (("newTag", new_tag), ("digest", new_digest)):
+            if new:
+                entry[key] = new
+            elif key in entry:
+                del entry[key]
+
+    return Proposal(kfile, text, round_trip(text, retag, where=kfile),
+                    f"{what}: the images: entry for {new_name} in {kfile} (it sets every container using that image)")
+
+
+def _split_image(image: str) -> tuple[str, str, str]:
+    """``registry:5000/web:1.4@sha256:…`` → (name, tag, digest)."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:], digest
+    return name, "", digest
+
+
+def _patch_files(overlay: Mapping[str, Any], directory: str) -> list[tuple[str, Mapping[str, Any] | None]]:
+    """The overlay's patch files (repository paths) with the target each names (None: the patch names it)."""
+    out: list[tuple[str, Mapping[str, Any] | None]] = []
+    for entry in [*(overlay.get("patches") or []), *(overlay.get("patchesJson6902") or [])]:
+        if isinstance(entry, Mapping) and isinstance(entry.get("path"), str):
+            target = entry.get("target")
+            out.append((entry["path"], target if isinstance(target, Mapping) else None))
+    out += [(f, None) for f in overlay.get("patchesStrategicMerge") or [] if isinstance(f, str) and "\n" not in f]
+    return [(os.path.normpath(f"{directory}/{f}"), target) for f, target in out]
+
+
+def _patch(repo: Path, file: str, target: Mapping[str, Any] | None, change: Change,  # noqa: PLR0917
+           path: fields.Path, value: Any, what: str) -> Proposal | None:
+    """The edit of patch ``file`` when it already sets ``path`` of the object (strategic merge, or a JSON 6902
+    add/replace of exactly that pointer)."""
+    if not (repo / file).is_file():
+        return None
+    text = (repo / file).read_text()
+    docs = _safe_all(text, file)
+    if target is not None and (target.get("kind") not in (None, change.kind)
+                               or target.get("name") not in (None, change.name)):
+        return None
+    note = f"{what}: the patch {file} sets it"
+    if len(docs) == 1 and isinstance(docs[0], list):
+        if any(isinstance(s, ListKey) for s in path) or target is None:
+            return None
+        pointer = "/" + "/".join(str(s).replace("~", "~0").replace("/", "~1") for s in path)
+        ops = [i for i, op in enumerate(docs[0]) if isinstance(op, Mapping) and op.get("path") == pointer
+               and op.get("op") in ("add", "replace")]
+        if len(ops) != 1:
+            return None
+
+        def operate(parsed: list[Any]) -> None:
+            parsed[0][ops[0]]["value"] = value
+        return Proposal(file, text, round_trip(text, operate, where=file), note)
+    for i, doc in enumerate(docs):
+        named = isinstance(doc, Mapping) and (target is not None or (
+            doc.get("kind") == change.kind and (doc.get("metadata") or {}).get("name") == change.name))
+        if named and fields.lookup(doc, path) is not fields.MISSING:
+            def assign(parsed: list[Any], index: int = i) -> None:
+                _set(parsed[index], path, value, where=file)
+            return Proposal(file, text, round_trip(text, assign, where=file), note)
+    return None
+
+
+def helm(repo: Path, chart: str, change: Change) -> Proposal:
+    """The chart's values key whose value is git's rendered value and appears once (for an image, its tag's key
+    when only the tag changes)."""
+    directory = chart.strip("/") or "."
+    file = os.path.normpath(f"{directory}/values.yaml")
+    _, value, was, what = _one_field(change, f"the chart {directory}")
+    if was is MISSING:
+        raise SuggestError(f"{what}: git's rendered value is not known, so which values key makes it is not clear")
+    text = _read(repo, file)
+    leaves = list(_scalars(_safe(text, file)))
+    found = [keys for keys, v in leaves if fields.scalar_equal(v, was)]
+    why = f"its value is the rendered {fields.render_value(was)}"
+    if len(found) != 1 and isinstance(value, str) and isinstance(was, str):
+        old, new = _split_image(was), _split_image(value)
+        if old[0] == new[0] and old[1] and new[1] and not new[2]:
+            found = [keys for keys, v in leaves if str(v) == old[1] and isinstance(v, str | int | float)]
+            value, why = new[1], f"its value is the rendered image's tag {old[1]}"
+    if len(found) != 1:
+        held = ", ".join(".".join(k) for k in found[:5]) or "none"
+        raise SuggestError(f"{what} is rendered by Helm from {directory}, and {len(found)} keys of {file} hold its "
+                           f"value {fields.render_value(was)} ({held}): which one makes it is not clear; change the "
+                           "values (or the Application's spec.source.helm) by hand")
+    keys, new_value = found[0], value
+
+    def assign(docs: list[Any]) -> None:
+        node = docs[0]
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = new_value
+
+    return Proposal(file, text, round_trip(text, assign, where=file),
+                    f"{what}: the values key {'.'.join(keys)} of {file} ({why}, and only it);\n"
+                    "unless the Application's spec.source.helm values or parameters set it")
+
+
+def _scalars(node: Any, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, Mapping):
+        for key, child in node.items():
+            yield from _scalars(child, (*keys, str(key)))
+    elif not isinstance(node, list) and keys:
+        yield keys, node
+
+
+def _safe(text: str, where: str) -> Any:
+    docs = _safe_all(text, where)
+    return docs[0] if docs else None
+
+
+def _safe_all(text: str, where: str) -> list[Any]:
+    try:
+        return [d for d in YAML(typ="safe", pure=True).load_all(text) if d is not None]
+    except YAMLError as e:
+        raise SuggestError(f"{where} is not YAML: {e}") from e
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -290,7 +518,7 @@ def _read_record(text: str) -> dict[str, Any]:
     return record
 
 
-def _live_source(args: argparse.Namespace, change: Change) -> dict[str, str]:
+def _live_source(args: argparse.Namespace, change: Change) -> dict[str, Any]:
     group_version = change.api_version
     base = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
     try:
@@ -302,4 +530,5 @@ def _live_source(args: argparse.Namespace, change: Change) -> dict[str, str]:
     if stamp is None:
         raise SuggestError(f"{change.kind} {change.namespace}/{change.name} is not managed by driftguard: nothing in "
                            "git declares it")
-    return {"repo": stamp.source.repo, "commit": stamp.source.commit, "path": stamp.source.path}
+    return {"repo": stamp.source.repo, "commit": stamp.source.commit, "path": stamp.source.path,
+            "declared": [fields.lookup(stamp.declared, path) for path, _ in change.sets]}

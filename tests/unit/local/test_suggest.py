@@ -3,14 +3,24 @@ new branch of a real git repository when asked."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from driftguard.core.fields import ListKey
-from driftguard.local.suggest import Change, SuggestError, edit, parse_intent, parse_record, parse_sets, suggest
+from driftguard.core.fields import MISSING, ListKey
+from driftguard.local.suggest import (
+    Change,
+    SuggestError,
+    edit,
+    parse_intent,
+    parse_record,
+    parse_sets,
+    propose,
+    suggest,
+)
 
 MANIFEST = """\
 # my-service: the production deployment
@@ -184,3 +194,93 @@ def test_a_list_element_is_edited_by_its_merge_key(sets: list[str], changed: lis
 def test_a_list_element_the_file_lacks_is_said(sets: list[str], words: str) -> None:
     with pytest.raises(SuggestError, match=words):
         edit(MANIFEST, parse_sets(sets, ["deployment/my-service"], None), where="d.yaml")
+
+
+# ---------------------------------------------------------------- rendered sources: the overlay or values file
+
+REPLICAS = ("spec", "replicas")
+IMG = ("spec", "template", "spec", "containers", ListKey((("name", "web"),)), "image")
+KUSTOMIZATION = "resources: [../../base]\n"
+
+
+def _files(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _change(path: tuple[Any, ...], value: Any, was: Any) -> Change:
+    return Change("apps/v1", "Deployment", "prod", "web", ((path, value),), (was,))
+
+
+@pytest.mark.parametrize(("files", "change", "file", "old", "new"), [
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "replicas:\n  - name: web   # peak\n    count: 3\n"},
+                 _change(REPLICAS, 9, 3), "k/kustomization.yaml", "    count: 3", "    count: 9", id="replicas entry"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + 'images:\n- name: registry.example/web\n  newTag: "1.4.2"\n'},
+                 _change(IMG, "registry.example/web:1.5.0", "registry.example/web:1.4.2"), "k/kustomization.yaml",
+                 '  newTag: "1.4.2"', '  newTag: "1.5.0"', id="images entry"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "images:\n- name: web\n  newName: reg.example/web\n"
+                                                          "  digest: sha256:aaa\n"},
+                 _change(IMG, "reg.example/web:2", MISSING), "k/kustomization.yaml", "  digest: sha256:aaa",
+                 "  newTag: '2'", id="images entry by newName, a digest becomes a tag"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "patches:\n  - path: scale.yaml\n",
+                  "k/scale.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
+                                  "spec:\n  replicas: 5  # more in prod\n"},
+                 _change(REPLICAS, 9, 5), "k/scale.yaml", "  replicas: 5  # more in prod",
+                 "  replicas: 9  # more in prod", id="a strategic merge patch"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "patchesStrategicMerge: [image.yaml]\n",
+                  "k/image.yaml": "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n"
+                                  "      containers:\n      - name: web\n        image: reg/web:1\n"},
+                 _change(IMG, "reg/web:2", "reg/web:1"), "k/image.yaml", "        image: reg/web:1",
+                 "        image: reg/web:2", id="a patchesStrategicMerge file, a list element"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "patches:\n- path: ops.yaml\n"
+                                                          "  target: {kind: Deployment, name: web}\n",
+                  "k/ops.yaml": "- op: replace\n  path: /spec/replicas\n  value: 5\n"},
+                 _change(REPLICAS, 9, 5), "k/ops.yaml", "  value: 5", "  value: 9", id="a JSON 6902 patch"),
+    pytest.param({"chart/values.yaml": "# web\nreplicaCount: 3   # per zone\nimage:\n  repository: reg/web\n"},
+                 _change(REPLICAS, 9, 3), "chart/values.yaml", "replicaCount: 3   # per zone",
+                 "replicaCount: 9   # per zone", id="a values key holding the value once"),
+    pytest.param({"chart/values.yaml": 'replicaCount: 3\nimage:\n  repository: reg/web\n  tag: "1.4.2"\n'},
+                 _change(IMG, "reg/web:1.5.0", "reg/web:1.4.2"), "chart/values.yaml", '  tag: "1.4.2"',
+                 '  tag: "1.5.0"', id="an image's tag key"),
+])
+def test_a_rendered_objects_field_is_proposed_in_its_overlay_or_values(
+        tmp_path: Path, files: dict[str, str], change: Change, file: str, old: str, new: str) -> None:
+    repo = _files(tmp_path, files)
+    source = "helm template chart" if file.startswith("chart/") else "kustomize build k"
+    proposal = propose(repo, change, source)
+    assert proposal.file == file and proposal.before == files[file]
+    removed = [x for x in proposal.before.splitlines() if x not in proposal.after.splitlines()]
+    added = [x for x in proposal.after.splitlines() if x not in proposal.before.splitlines()]
+    assert (removed, added) == ([old], [new])
+    assert change.kind in proposal.note and file in proposal.note
+
+
+@pytest.mark.parametrize(("files", "source", "change", "words"), [
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION}, "kustomize build k", _change(REPLICAS, 9, 3),
+                 "neither a replicas:/images: entry of k/kustomization.yaml nor a patch", id="a base sets it"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "images:\n- {name: other/img, newTag: '1'}\n"},
+                 "kustomize build k", _change(IMG, "reg/web:2", "reg/web:1"), "is not clear", id="another image"),
+    pytest.param({"k/kustomization.yaml": KUSTOMIZATION + "patches:\n- path: p.yaml\n",
+                  "k/p.yaml": "kind: Deployment\nmetadata: {name: other}\nspec: {replicas: 5}\n"},
+                 "kustomize build k", _change(REPLICAS, 9, 5), "is not clear", id="a patch of another object"),
+    pytest.param({"k/x.yaml": ""}, "kustomize build k", _change(REPLICAS, 9, 3), "has no kustomization.yaml",
+                 id="no kustomization"),
+    pytest.param({"k/kustomization.yaml": "replicas: [{name: web, count: 3}]\n"}, "kustomize build k",
+                 Change("apps/v1", "Deployment", "p", "web", ((REPLICAS, 9), (IMG, "x:1"))), "one at a time",
+                 id="two fields"),
+    pytest.param({"chart/values.yaml": "replicaCount: 3\nmaxSurge: 3\n"}, "helm template chart",
+                 _change(REPLICAS, 9, 3), "2 keys of chart/values.yaml hold its value 3 (replicaCount, maxSurge)",
+                 id="the value twice"),
+    pytest.param({"chart/values.yaml": "replicaCount: 2\n"}, "helm template chart", _change(REPLICAS, 9, 3),
+                 "0 keys", id="the value in no key (a template's default)"),
+    pytest.param({"chart/values.yaml": "replicaCount: 3\n"}, "helm template chart", _change(REPLICAS, 9, MISSING),
+                 "git's rendered value is not known", id="git's value unknown"),
+    pytest.param({"j/main.jsonnet": "{}"}, "j/main.jsonnet", _change(REPLICAS, 9, 3), "jsonnet's output",
+                 id="jsonnet"),
+])
+def test_a_rendered_field_without_a_clear_place_is_said(tmp_path: Path, files: dict[str, str], source: str,
+                                                        change: Change, words: str) -> None:
+    with pytest.raises(SuggestError, match=re.escape(words)):
+        propose(_files(tmp_path, files), change, source)
