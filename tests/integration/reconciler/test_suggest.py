@@ -104,6 +104,84 @@ def test_the_denials_suggest_line_makes_the_commit_the_reconciler_applies(
     assert live["metadata"]["annotations"]["driftguard.io/commit"] == suggested
 
 
+BASE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.25
+"""
+OVERLAY = """\
+# production: more replicas, the pinned release
+resources:
+  - ../../base
+replicas:
+  - name: web
+    count: 3   # peak traffic
+images:
+  - name: nginx
+    newTag: "1.25"   # bump with the release
+"""
+
+
+def test_suggest_proposes_a_kustomize_overlays_entries_the_reconciler_renders(
+        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    repo.write("base/deployment.yaml", BASE)
+    repo.write("base/kustomization.yaml", "resources: [deployment.yaml]\n")
+    repo.write("overlays/prod/kustomization.yaml", OVERLAY)
+    first = repo.commit("web, with a prod overlay")
+    repo.git("config", "user.name", "Alice")
+    repo.git("config", "user.email", "alice@org")
+    harness.make_app("web", repo, path="overlays/prod")
+    harness.start()
+    harness.wait_synced("web", first)
+    path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web"
+    assert harness.get(path)["metadata"]["annotations"]["driftguard.io/path"] == "kustomize build overlays/prod"
+    common = ["suggest", "--kubeconfig", str(cluster.admin_kubeconfig), "--repo-dir", str(repo.path), "--commit"]
+
+    def changed(out: str) -> tuple[list[str], list[str]]:
+        lines = out.splitlines()
+        return ([x for x in lines if x.startswith("-") and not x.startswith("---")],
+                [x for x in lines if x.startswith("+") and not x.startswith("+++")])
+
+    assert cli.main([*common, "--", "scale", "deployment/web", "-n", harness.namespace, "--replicas=5"]) == 0
+    out = capsys.readouterr().out
+    assert "# spec.replicas of Deployment web: the replicas: entry for web in overlays/prod/kustomization.yaml" in out
+    assert changed(out) == (["-    count: 3   # peak traffic"], ["+    count: 5   # peak traffic"])
+    image = "spec.template.spec.containers[name=web].image=nginx:1.27"
+    assert cli.main([*common, "--branch", "release-1.27", "--set", image, "deployment/web",
+                     "-n", harness.namespace]) == 0
+    out = capsys.readouterr().out
+    assert "the images: entry for nginx in overlays/prod/kustomization.yaml" in out
+    assert changed(out) == (['-    newTag: "1.25"   # bump with the release'],
+                            ['+    newTag: "1.27"   # bump with the release'])
+    assert repo.git("rev-parse", "main") == first, "main is untouched"
+
+    suggested = repo.git("rev-parse", "HEAD")
+    harness.patch_app("web", {"spec": {"source": {"targetRevision": "release-1.27"}}})
+    harness.wait_synced("web", suggested)
+    live = wait_for(lambda: (d := harness.get(path)) and d["spec"]["replicas"] == 5 and d, what="replicas 5")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"
+
+    # what no entry or patch of the overlay sets is said plainly, and nothing is written
+    code = cli.main([*common, "--set", "spec.template.spec.containers[name=web].imagePullPolicy=Always",
+                     "deployment/web", "-n", harness.namespace])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "neither a replicas:/images: entry of overlays/prod/kustomization.yaml nor a patch" in err
+    assert repo.git("status", "--porcelain") == ""
+
+
 def test_suggest_says_when_the_object_is_not_managed(harness: Harness, capsys: pytest.CaptureFixture[str],
                                                      cluster: Any) -> None:
     harness.admin.request("POST", f"/api/v1/namespaces/{harness.namespace}/configmaps", body={
