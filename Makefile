@@ -96,6 +96,7 @@ bench-reconciler: venv controlplane tools
 	$(PY) bench/bench_reconciler_sync.py --objects 1000
 	$(PY) bench/bench_reconciler_sync.py --objects 10000
 	$(PY) bench/bench_render.py --objects 10000
+	$(PY) bench/bench_verify.py
 
 ## bench-tools: wrk, the webhook benchmarks' load generator (apt-get; without it they use a Python client)
 .PHONY: bench-tools

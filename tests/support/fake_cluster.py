@@ -18,7 +18,8 @@ from typing import Any
 from driftguard.kube.resources import Page, ResourceError, ResourceType
 
 TYPES = {"ConfigMap": ResourceType("", "v1", "ConfigMap", "configmaps", True),
-         "Namespace": ResourceType("", "v1", "Namespace", "namespaces", False)}
+         "Namespace": ResourceType("", "v1", "Namespace", "namespaces", False),
+         "Secret": ResourceType("", "v1", "Secret", "secrets", True)}
 
 
 class FakeDiscovery:
