@@ -5,6 +5,7 @@ real stamped objects: the webhook's ServiceAccount (``webhook_kubeconfig``, with
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import secrets
@@ -16,7 +17,7 @@ import pytest
 
 from driftguard.core import contract
 from driftguard.kube import Kube
-from support.admission import SOURCE, edited, review
+from support.admission import SOURCE, apply_patch, edited, review
 from support.webhook_harness import WebhookProcess
 from webhook import registration
 
@@ -75,13 +76,26 @@ class Sender:
         body["request"]["resource"] = {"group": group, "version": version, "resource": live["kind"].lower() + "s"}
         return self._post(body)
 
+    def break_glass(self, live: dict[str, Any], user: str, groups: list[str], reason: str,
+                    replicas: int = 9) -> dict[str, Any]:
+        """What the API server does with a break-glass edit: ``/mutate`` (the grant sealed on), then ``/validate``."""
+        new = edited(edited(live, "spec", "replicas", replicas), "metadata", "annotations",
+                     {**live["metadata"].get("annotations", {}), contract.ANN_BREAK_GLASS: reason})
+        groups = [*groups, "system:authenticated"]
+        patch = self._post(review("UPDATE", old=live, new=new, user=user, groups=tuple(groups),
+                                  uid=secrets.token_hex(8)), "/mutate").get("patch")
+        if patch:
+            new = apply_patch(new, json.loads(base64.b64decode(patch)))
+        return self._post(review("UPDATE", old=live, new=new, user=user, groups=tuple(groups),
+                                 uid=secrets.token_hex(8)))
+
     def create(self, obj: dict[str, Any], user: str) -> dict[str, Any]:
         return self._post(review("CREATE", new=obj, user=user, uid=secrets.token_hex(8)))
 
-    def _post(self, body: Any) -> dict[str, Any]:
+    def _post(self, body: Any, path: str = "/validate") -> dict[str, Any]:
         for attempt in (0, 1):
             try:
-                self.connection.request("POST", "/validate", body=json.dumps(body).encode(),
+                self.connection.request("POST", path, body=json.dumps(body).encode(),
                                         headers={"Content-Type": "application/json"})
                 response = self.connection.getresponse()
                 answer: dict[str, Any] = json.loads(response.read())["response"]

@@ -1,7 +1,8 @@
 """Notifications end to end: a real reconciler (against the real API server) sends an Application's
-subscribed notices to a real HTTP receiver on 127.0.0.1 — denials heard from a real ``driftguard webhook``
-process's audit Events (a flood is one message per object and user), a drift reverted by self-heal, a
-failed sync — with the receivers' URLs in Secrets of the Application's namespace."""
+subscribed notices to a real HTTP receiver on 127.0.0.1 — denials, warn-mode changes and break-glass heard
+from a real ``driftguard webhook`` process's audit Events (a flood is one message per object and user), a
+drift reverted by self-heal, a failed sync, degraded health, a deleted webhook configuration — with the
+receivers' URLs in Secrets of the Application's namespace."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import perimeter
 from support.http_receiver import Receiver
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 from support.webhook_harness import WebhookProcess, webhook_factory
@@ -85,3 +87,90 @@ def test_subscribed_notices_reach_the_receiver_rate_limited(
     failed = wait_for(lambda: got("/hook", "on-sync-failed"), timeout=30, what="the failed sync notified")
     assert failed[0]["object"] == f"Application {namespace}/shop" and failed[0]["user"] == ""
     assert not got("/slack", text="sync failed")
+
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: site}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: site}}
+  template:
+    metadata: {labels: {app: site}}
+    spec: {containers: [{name: web, image: registry.example/site:1}]}
+"""
+
+
+def test_warn_break_glass_and_degraded_health_reach_their_subscribers(
+        admin: Kube, namespace: str, harness: Harness, repo: Repo, receiver: Receiver, webhook_kubeconfig: Path,
+        webhook_factory: Callable[..., WebhookProcess]) -> None:
+    _secret(admin, namespace, "team-hook", receiver.url("/hook"))
+    repo.write("app/site.yaml", DEPLOYMENT)
+    sha = repo.commit("site")
+    harness.make_app("shop", repo)
+    harness.patch_app("shop", {"metadata": {"annotations": {
+        f"{PREFIX}on-warn.webhook": "team-hook", f"{PREFIX}on-break-glass.webhook": "team-hook",
+        f"{PREFIX}on-health-degraded.webhook": "team-hook"}}})
+    harness.start(notify_loopback=True, audit_flush=0.5)
+    harness.wait_synced("shop", sha)
+
+    def got(trigger: str) -> list[dict[str, Any]]:
+        return [body for p, body in receiver.received if p == "/hook" and body.get("trigger") == trigger]
+
+    # Warn mode: admitted with warnings, recorded; the audit Event is heard and sent on.
+    api = deployment_in(admin, namespace, "api", f"{namespace}/shop", enforcement="warn")
+    sender = Sender(webhook_factory(kubeconfig=webhook_kubeconfig, event_flush_seconds=0.3,
+                                    break_glass_groups=("sre",)))
+    warned = sender.update(api, "laptop", 7)
+    assert warned["allowed"] and warned.get("warnings"), warned
+    (warn,) = wait_for(lambda: got("on-warn"), timeout=20, what="the warn-mode change notified")
+    assert (warn["user"], warn["object"], warn["application"]) == ("laptop", f"Deployment {namespace}/api",
+                                                                   f"{namespace}/shop")
+    assert "spec.replicas" in warn["message"]
+
+    # Break-glass by a member of the break-glass group, with a reason: admitted, recorded, sent with the reason.
+    web = deployment_in(admin, namespace, "web", f"{namespace}/shop")
+    granted = sender.break_glass(web, "oncall", ["sre"], "INC-42 rollback")
+    sender.close()
+    assert granted["allowed"], granted
+    (glass,) = wait_for(lambda: got("on-break-glass"), timeout=20, what="the break-glass notified")
+    assert glass["user"] == "oncall" and glass["object"] == f"Deployment {namespace}/web"
+    assert "INC-42 rollback" in glass["message"]
+    assert not got("on-deny"), "not subscribed"
+
+    # The git Deployment stops progressing (its controller's status): the Application's health degrades.
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/site/status"
+    live = admin.request("GET", path)
+    live["status"] = {"observedGeneration": live["metadata"]["generation"], "replicas": 1, "unavailableReplicas": 1,
+                      "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                      "message": 'ReplicaSet "site-1" has timed out progressing.'}]}
+    admin.request("PUT", path, body=live)
+    harness.refresh("shop")
+    (degraded,) = wait_for(lambda: got("on-health-degraded"), timeout=30, what="the degraded health notified")
+    assert degraded["object"] == f"Application {namespace}/shop" and degraded["user"] == ""
+    assert "timed out progressing" in degraded["message"], degraded
+
+
+@pytest.fixture
+def registered(harness: Harness, admin: Kube) -> Iterator[dict[str, dict[str, Any]]]:
+    yield from perimeter.registered(harness, admin)
+
+
+def test_a_deleted_webhook_configuration_is_notified(
+        admin: Kube, namespace: str, harness: Harness, repo: Repo, receiver: Receiver,
+        registered: dict[str, dict[str, Any]]) -> None:
+    _secret(admin, namespace, "team-slack", receiver.url("/slack"))
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    sha = repo.commit("one")
+    harness.make_app("shop", repo)
+    harness.patch_app("shop", {"metadata": {"annotations": {f"{PREFIX}on-webhook-missing.slack": "team-slack"}}})
+    harness.start(notify_loopback=True)
+    harness.wait_synced("shop", sha)
+    admin.request("DELETE", perimeter.VALIDATING)
+    (sent,) = wait_for(lambda: [b for p, b in receiver.received if p == "/slack"], timeout=30,
+                       what="the missing webhook configuration notified")
+    assert sent["text"].startswith(f"[driftguard] {namespace}/shop: webhook configuration missing — "
+                                   "ValidatingWebhookConfiguration driftguard"), sent
+    assert "was deleted" in sent["text"]
+    wait_for(lambda: admin.request("GET", perimeter.VALIDATING), timeout=30, what="it is re-created")

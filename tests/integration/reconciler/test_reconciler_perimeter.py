@@ -21,23 +21,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import perimeter
+from support.guarded import delete_if_present
+from support.perimeter import CONFIGMAP, MUTATING, VALIDATING
 from support.reconciler_harness import Harness, wait_for
 
-from certs.authority import CertificateAuthority
-from driftguard import install
 from driftguard.core.clock import format_micro
 from driftguard.kube import Kube, KubeError
-from driftguard.kube.resources import Cluster
 from reconciler.perimeter import REGISTRATION_CONFIGMAP
 from reconciler.service import Options, start
 from reconciler.settings import Settings
-from webhook import registration
-
-ADMISSION = "/apis/admissionregistration.k8s.io/v1"
-VALIDATING = f"{ADMISSION}/validatingwebhookconfigurations/driftguard"
-MUTATING = f"{ADMISSION}/mutatingwebhookconfigurations/driftguard"
-CONFIGMAP = f"/api/v1/namespaces/driftguard-system/configmaps/{REGISTRATION_CONFIGMAP}"
-NOWHERE = {"matchLabels": {"driftguard-tests/perimeter": "never"}}
 
 
 def _get(kube: Kube, path: str) -> dict[str, Any] | None:
@@ -49,26 +42,9 @@ def _get(kube: Kube, path: str) -> dict[str, Any] | None:
         raise
 
 
-def _delete(kube: Kube, path: str) -> None:
-    try:
-        kube.request("DELETE", path)
-    except KubeError as e:
-        if e.status != 404:
-            raise
-
-
 @pytest.fixture
 def registered(harness: Harness, admin: Kube) -> Iterator[dict[str, dict[str, Any]]]:
-    """The registration as installed (live objects by path); the reconciler is stopped before cleanup,
-    or it would put them back."""
-    client = registration.url_client("https://127.0.0.1:1", CertificateAuthority.generate().cert_pem)
-    install.register_webhook(Cluster(admin, field_manager=install.INSTALL_MANAGER), client,
-                             namespace_selector=NOWHERE)
-    yield {path: admin.request("GET", path) for path in (VALIDATING, MUTATING)}
-    while harness.services:
-        harness.services.pop().stop()
-    for path in (VALIDATING, MUTATING, CONFIGMAP):
-        _delete(admin, path)
+    yield from perimeter.registered(harness, admin)
 
 
 def _events(admin: Kube, namespace: str, reason: str, name: str) -> list[dict[str, Any]]:
@@ -186,8 +162,8 @@ def test_a_foreign_lease_holder_is_taken_back_at_once(harness: Harness, laptop: 
     finally:
         harness.services.remove(service)
         service.stop()
-        _delete(admin, f"{leases}/{name}")
-        _delete(admin, f"{pods}/replica-{name}")
+        delete_if_present(admin, f"{leases}/{name}")
+        delete_if_present(admin, f"{pods}/replica-{name}")
 
 
 def test_objects_where_the_webhook_does_not_look_are_refused(
