@@ -80,12 +80,13 @@ def _target(text: str) -> tuple[str, str, str]:
     return api_version, kind, name
 
 
-def parse_intent(argv: Sequence[str]) -> Change:
-    """A kubectl command line's intent: ``scale KIND/NAME --replicas=N``, ``label``/``annotate KIND/NAME k=v``."""
+def parse_intent(argv: Sequence[str], namespace: str | None = None) -> Change:
+    """A kubectl command line's intent: ``scale KIND/NAME --replicas=N``, ``label``/``annotate KIND/NAME k=v``
+    (in ``namespace`` unless the line names one)."""
     words = list(argv)
     if words and words[0] == "kubectl":
         words = words[1:]
-    namespace, rest = "default", []
+    namespace, rest = namespace or "default", []
     i = 0
     while i < len(words):
         word = words[i]
@@ -231,7 +232,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="set a field (spec.template.spec.containers[name=web].image=nginx:1.27; VALUE is JSON "
                              "when it parses as JSON, else the string), as a denial's last line writes it")
-    parser.add_argument("-n", "--namespace", default=None, help="with --set: the object's namespace (default: default)")
+    parser.add_argument("-n", "--namespace", default=None,
+                        help="the object's namespace (default: default; a kubectl intent's -n wins)")
     parser.add_argument("--record", default=None, help="an audit record: a JSON line, a file holding one, or -")
     parser.add_argument("--repo-dir", type=Path, default=None, help="a local clone (default: clone the stamp's repo)")
     parser.add_argument("--commit", action="store_true", help="commit the change on a new branch (never pushed)")
@@ -249,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
             change = parse_sets(args.set, args.intent, args.namespace)
             source = _live_source(args, change)
         else:
-            change = parse_intent(args.intent)
+            change = parse_intent(args.intent, args.namespace)
             source = _live_source(args, change)
         if not args.record:
             change = dataclasses.replace(change, declared=tuple(source.pop("declared")))

@@ -62,6 +62,8 @@ data:
 ])
 def test_parse_intent(argv: list[str], expected: Change) -> None:
     assert parse_intent(argv) == expected
+    assert parse_intent(argv, "elsewhere").namespace == ("elsewhere" if expected.namespace == "default"
+                                                         else expected.namespace)
 
 
 @pytest.mark.parametrize(("argv", "words"), [
