@@ -85,7 +85,7 @@ class Guarded:
         """The text after kubectl's prefix, asserting the denial came from this module's ``webhook`` entry
         (default: ``validate``, or ``scale`` for scale requests)."""
         assert error.status == 403, error
-        webhook = webhook or ("validate" if "scale" not in error.message else "scale")
+        webhook = webhook or ("validate" if "scale" not in error.message.split("\n")[0] else "scale")
         prefix = f'admission webhook "{webhook}.{self.name}.io"'
         assert error.message.startswith(prefix + " denied the request: "), error.message
         return error.message.split(" denied the request: ", 1)[1]

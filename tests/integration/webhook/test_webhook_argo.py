@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support.guarded import MERGE, STRATEGIC, Guarded, deployment, story
+from support.guarded import MERGE, STRATEGIC, Guarded, deployment, story, suggest_line
 
 from driftguard.core import contract
 from driftguard.core.ignore import Ignore
@@ -138,9 +138,11 @@ def test_kubectl_replace_of_a_changed_manifest_names_only_the_changed_field(guar
     guarded.from_git("replaced-9")
     result = kubectl(guarded, "replace", "-f", str(manifest_file(guarded, tmp_path, "replaced-9", replicas=9)))
     assert result.returncode != 0
-    assert (f'admission webhook "validate.{guarded.name}.io" denied the request: ' + story(guarded, "replaced-9")
+    assert (f'admission webhook "validate.{guarded.name}.io" denied the request: '
+            + story(guarded, "replaced-9", hint=False)
             + ". (the driftguard.io/ labels and annotations the request leaves out, as kubectl replace of a "
-            "manifest does, are restored by driftguard when every declared field is git's)") in result.stderr
+            "manifest does, are restored by driftguard when every declared field is git's)\n"
+            + suggest_line(guarded, "replaced-9")) in result.stderr
     assert "driftguard.io/declared" not in result.stderr
     record = guarded.wait_record("replaced-9", decision="deny")
     assert record.fields == ({"field": "spec.replicas", "declared": "3", "requested": "9"},)
@@ -157,6 +159,7 @@ def test_warn_mode_warnings_put_the_fix_and_repository_first(guarded: Guarded) -
         "services/my-service/production/deployment.yaml, commit 1a2b3c4 by alice@org); admitted and recorded as "
         "drift, the reconciler restores git's value",
         f"spec.replicas of Deployment {guarded.namespace}/warned-first is declared in git (3); this request sets 9",
+        suggest_line(guarded, "warned-first"),  # last, so the line pastes as it is
     ]
     record = guarded.wait_record("warned-first", decision="warn")
     assert json.loads(json.dumps(record.fields)) == [{"field": "spec.replicas", "declared": "3", "requested": "9"}]
