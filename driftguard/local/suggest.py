@@ -445,6 +445,10 @@ def helm(repo: Path, chart: str, change: Change) -> Proposal:
     _, value, was, what = _one_field(change, f"the chart {directory}")
     if was is MISSING:
         raise SuggestError(f"{what}: git's rendered value is not known, so which values key makes it is not clear")
+    if not (repo / file).is_file():
+        raise SuggestError(f"{file} does not exist in {repo}: a chart from a chart repository (spec.source.chart) has "
+                           "no values in git — set the value in the Application's spec.source.helm — else pass a clone "
+                           "of the stamp's repository")
     text = _read(repo, file)
     leaves = list(_scalars(_safe(text, file)))
     found = [keys for keys, v in leaves if fields.scalar_equal(v, was)]

@@ -182,6 +182,65 @@ def test_suggest_proposes_a_kustomize_overlays_entries_the_reconciler_renders(
     assert repo.git("status", "--porcelain") == ""
 
 
+CHART = "apiVersion: v2\nname: web\nversion: 0.1.0\n"
+VALUES = """\
+# web: the values the team edits
+replicaCount: 2   # one per zone
+image:
+  repository: registry.example/web
+  tag: "1.4.2"
+"""
+TEMPLATE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {{ .Values.replicaCount }}
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+"""
+
+
+def test_suggest_proposes_a_charts_values_key_the_reconciler_renders(
+        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    repo.write("chart/Chart.yaml", CHART)
+    repo.write("chart/values.yaml", VALUES)
+    repo.write("chart/templates/deployment.yaml", TEMPLATE)
+    first = repo.commit("the web chart")
+    repo.git("config", "user.name", "Alice")
+    repo.git("config", "user.email", "alice@org")
+    harness.make_app("web", repo, path="chart")
+    harness.start()
+    harness.wait_synced("web", first)
+    path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web"
+    assert harness.get(path)["metadata"]["annotations"]["driftguard.io/path"] == "helm template chart"
+    common = ["suggest", "--kubeconfig", str(cluster.admin_kubeconfig), "--repo-dir", str(repo.path), "--commit"]
+
+    assert cli.main([*common, "--", "scale", "deployment/web", "-n", harness.namespace, "--replicas=4"]) == 0
+    out = capsys.readouterr().out
+    assert "the values key replicaCount of chart/values.yaml" in out and "spec.source.helm" in out
+    assert "-replicaCount: 2   # one per zone\n+replicaCount: 4   # one per zone" in out
+    image = "spec.template.spec.containers[name=web].image=registry.example/web:1.5.0"
+    assert cli.main([*common, "--branch", "web-1.5.0", "--set", image, "deployment/web", "-n", harness.namespace]) == 0
+    out = capsys.readouterr().out
+    assert "the values key image.tag of chart/values.yaml" in out
+    assert '-  tag: "1.4.2"\n+  tag: "1.5.0"' in out
+
+    suggested = repo.git("rev-parse", "HEAD")
+    harness.patch_app("web", {"spec": {"source": {"targetRevision": "web-1.5.0"}}})
+    harness.wait_synced("web", suggested)
+    live = wait_for(lambda: (d := harness.get(path)) and d["spec"]["replicas"] == 4 and d, what="replicas 4")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/web:1.5.0"
+
+
 def test_suggest_says_when_the_object_is_not_managed(harness: Harness, capsys: pytest.CaptureFixture[str],
                                                      cluster: Any) -> None:
     harness.admin.request("POST", f"/api/v1/namespaces/{harness.namespace}/configmaps", body={

@@ -281,6 +281,8 @@ def test_a_rendered_objects_field_is_proposed_in_its_overlay_or_values(
                  "git's rendered value is not known", id="git's value unknown"),
     pytest.param({"j/main.jsonnet": "{}"}, "j/main.jsonnet", _change(REPLICAS, 9, 3), "jsonnet's output",
                  id="jsonnet"),
+    pytest.param({"README": ""}, "helm template web", _change(REPLICAS, 9, 3),
+                 "web/values.yaml does not exist", id="a chart from a chart repository"),
 ])
 def test_a_rendered_field_without_a_clear_place_is_said(tmp_path: Path, files: dict[str, str], source: str,
                                                         change: Change, words: str) -> None:
