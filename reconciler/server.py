@@ -14,6 +14,9 @@
   refresh token grants nothing here. 200 with the result when it finished within ``wait`` seconds (default
   60), 202 when still running; 401 unauthenticated, 403 not allowed (naming the rule to grant), 404 unknown
   Application, 409 another sync is waiting, 503 this replica is a standby.
+  The web UI's ServiceAccount (``--ui-service-account``, only it) may instead name the user it signed in
+  (``X-Driftguard-User``/``X-Driftguard-Groups``): RBAC is then asked about that user, and the sync recorded
+  as ``alice via driftguard-ui`` (``reconciler.delegation``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import hmac
 import json
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -32,12 +36,12 @@ from driftguard.kube import KubeError
 from driftguard.kube.resources import ResourceError
 from reconciler.application import GROUP, AppKey
 from reconciler.controller import Busy, Controller, NotLeader
+from reconciler.delegation import GROUPS_HEADER, SYNC_VERB, USER_HEADER, Caller, Refused, caller_of
 from reconciler.record import Operation
 
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 1 << 20
-SYNC_VERB: Final = "sync"
 DEFAULT_WAIT: Final = 60.0
 MAX_WAIT: Final = 600.0
 
@@ -50,9 +54,11 @@ class Forbidden(Exception):
     """RBAC does not allow the caller to sync the Application."""
 
 
-def authorize_sync(kube: Any, token: str, key: AppKey) -> str:
-    """The user name of the caller presenting ``token``, when RBAC allows them to sync ``key``
-    (``Unauthorized`` / ``Forbidden`` otherwise; ``KubeError`` when the API server cannot answer)."""
+def authorize_sync(kube: Any, token: str, key: AppKey, headers: Mapping[str, Sequence[str]] | None = None,
+                   ui_account: str = "") -> Caller:
+    """Who the sync presenting ``token`` is for (see ``reconciler.delegation``: the caller, or the user the
+    UI's ServiceAccount ``ui_account`` names in ``headers``), when RBAC allows that user to sync ``key``
+    (``Unauthorized`` / ``Forbidden`` / ``Refused`` otherwise; ``KubeError`` when the API server cannot answer)."""
     if not token:
         raise Unauthorized("a Kubernetes bearer token is required (Authorization: Bearer <token>)")
     review = kube.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body={
@@ -62,20 +68,17 @@ def authorize_sync(kube: Any, token: str, key: AppKey) -> str:
     if not status.get("authenticated") or not user.get("username"):
         raise Unauthorized("the API server does not authenticate this token" +
                            (f": {status['error']}" if status.get("error") else ""))
-    spec: dict[str, Any] = {"user": user["username"], "groups": list(user.get("groups") or []),
+    caller = caller_of(user, headers or {}, ui_account)
+    spec: dict[str, Any] = {**caller.review_spec(),
                             "resourceAttributes": {"group": GROUP, "resource": "applications", "verb": SYNC_VERB,
                                                    "namespace": key.namespace, "name": key.name}}
-    if user.get("uid"):
-        spec["uid"] = user["uid"]
-    if user.get("extra"):
-        spec["extra"] = user["extra"]
     decision = kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})
     if not (decision.get("status") or {}).get("allowed"):
-        raise Forbidden(f"{user['username']} may not sync Application {key}: grant verb \"{SYNC_VERB}\" on "
-                        f"applications.{GROUP} in namespace {key.namespace} (a Role or ClusterRole rule "
-                        f"{{apiGroups: [{GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
-    return str(user["username"])
+        raise Forbidden(f"{caller.initiator} may not sync Application {key}: grant {caller.user} verb "
+                        f"\"{SYNC_VERB}\" on applications.{GROUP} in namespace {key.namespace} (a Role or ClusterRole "
+                        f"rule {{apiGroups: [{GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
+    return caller
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -142,15 +145,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         given = self.headers.get("Authorization", "")
         token = given[len("Bearer "):].strip() if given.startswith("Bearer ") else ""
+        named = {h.lower(): self.headers.get_all(h) or [] for h in (USER_HEADER, GROUPS_HEADER)}
         try:
-            user = authorize_sync(self.server.controller.cluster.kube, token, key)
+            caller = authorize_sync(self.server.controller.cluster.kube, token, key, named, self.server.ui_account)
+            user = caller.initiator
             operation = self.server.controller.sync(key, Operation(user, prune=prune, dry_run=dry_run), float(wait))
         except Unauthorized as e:
             self._send(401, {"error": str(e)})
             return
-        except Forbidden as e:
+        except (Forbidden, Refused) as e:
             log.warning("refused a sync of %s: %s", key, e)
-            self._send(403, {"error": str(e)})
+            self._send(e.status if isinstance(e, Refused) else 403, {"error": str(e)})
             return
         except Busy as e:
             self._send(409, {"error": str(e)})
@@ -225,10 +230,12 @@ def _dry(change: Change) -> str:
 class ReconcilerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], controller: Controller, refresh_token: str = "") -> None:
+    def __init__(self, address: tuple[str, int], controller: Controller, refresh_token: str = "",
+                 ui_account: str = "") -> None:
         super().__init__(address, _Handler)
         self.controller = controller
         self.refresh_token = refresh_token
+        self.ui_account = ui_account  # NAMESPACE/NAME of the UI's ServiceAccount, trusted to name its user
 
     @property
     def url(self) -> str:

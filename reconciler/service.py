@@ -101,7 +101,8 @@ def start(options: Options) -> Service:
                                                   options.identity))
     controller = Controller(cluster, settings, elector=elector)
     host, _, port = options.listen.rpartition(":")
-    server = ReconcilerServer((host or "127.0.0.1", int(port)), controller, options.refresh_token)
+    server = ReconcilerServer((host or "127.0.0.1", int(port)), controller, options.refresh_token,
+                              options.ui_service_account)
     server.start()
     stop = threading.Event()
     service = Service(controller, server, stop, threading.Thread())

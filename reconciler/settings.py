@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from driftguard.core.names import NAMESPACE, RECONCILER_SERVICE_ACCOUNT
 from reconciler.application import parse_duration
+from reconciler.delegation import parse_account
 
 LEASE_NAME: Final = RECONCILER_SERVICE_ACCOUNT
 LOG_FORMATS: Final = ("text", "json")
@@ -193,6 +194,9 @@ class Options:
         "DRIFTGUARD_INSTALL_CRD", "apply the Application and Project CRDs at start", kind="switch"))
     refresh_token: str = field(default="", metadata=_meta(
         "DRIFTGUARD_REFRESH_TOKEN", "bearer token required by POST /refresh (unset: POST /refresh is disabled)"))
+    ui_service_account: str = field(default="", metadata=_meta(
+        "DRIFTGUARD_UI_SERVICE_ACCOUNT", "NAMESPACE/NAME of the web UI's ServiceAccount, the only caller whose POST "
+        "/sync may name the user it is for (RBAC is asked about that user; unset: no one may)"))
     log_format: str = field(default="text", metadata=_meta("DRIFTGUARD_LOG_FORMAT", "log lines as text or json"))
     settings: Settings = field(default_factory=Settings)
 
@@ -313,3 +317,8 @@ def _check(options: Options) -> None:
             raise ValueError(f"{_flag(name)} must be a positive duration")
     if options.lease_duration <= 0:
         raise ValueError("--lease-duration must be a positive duration")
+    if options.ui_service_account:
+        try:
+            parse_account(options.ui_service_account)
+        except ValueError as e:
+            raise ValueError(f"--ui-service-account: {e}") from None

@@ -13,6 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from reconciler.delegation import SYNC_VERB
+
+__all__ = ["SYNC_VERB"]  # the verb `driftguard sync` and the reconciler's POST /sync check
+
 APPLICATIONS_GROUP: Final = "driftguard.io"
 REFRESH_VERB: Final = "refresh"  # an RBAC verb on applications.driftguard.io: "ask git now"; never edits objects
 

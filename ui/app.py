@@ -200,7 +200,9 @@ def _routes(app: Flask, state: _State) -> None:  # noqa: PLR0915 - one place lis
         audit = list(reversed(reader.visible_audit(identity, records)))[:AUDIT_ROWS]
         grants = [row for row in (views.grant_row(o, now) for o in live.values()) if row is not None]
         row = views.app_row(app_obj, denials=state.denials(records).get(key, 0), now=now)
-        return _page("application.html", app=row, obj=app_obj, nodes=nodes, conditions=views.conditions(app_obj, now),
+        may_sync = not row.automated and reader.may_sync(identity, namespace, name)
+        return _page("application.html", app=row, may_sync=may_sync, obj=app_obj, nodes=nodes,
+                     conditions=views.conditions(app_obj, now),
                      history=views.history(app_obj, now), drift=views.drift_rows(app_obj, now), audit=audit,
                      grants=grants, spec=app_obj.get("spec") or {})
 
@@ -259,6 +261,16 @@ def _routes(app: Flask, state: _State) -> None:  # noqa: PLR0915 - one place lis
         done, message = reader.refresh(identity, namespace, name)
         flash(message, "ok" if done else "refused")
         log.info("refresh of %s/%s by %s: %s", namespace, name, identity.user, "done" if done else "refused")
+        return redirect(url_for("application", namespace=namespace, name=name)), 303
+
+    @app.post("/applications/<namespace>/<name>/sync")
+    def sync(namespace: str, name: str) -> ResponseReturnValue:
+        identity: Identity = g.identity
+        prune = request.form.get("prune") == "on"
+        done, message = reader.sync(identity, namespace, name, prune=prune)
+        flash(message, "ok" if done else "refused")
+        log.info("sync of %s/%s by %s (prune %s): %s", namespace, name, identity.user, prune,
+                 "done" if done else "not done")
         return redirect(url_for("application", namespace=namespace, name=name)), 303
 
 

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,9 +23,11 @@ from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import PODS, Cluster, ResourceError, ResourceType
 from reconciler.crd import APPLICATIONS
+from reconciler.delegation import delegation_headers
 from ui.access import (
     APPLICATIONS_GROUP,
     REFRESH_VERB,
+    SYNC_VERB,
     AccessCache,
     Identity,
     Question,
@@ -42,6 +45,7 @@ REPLICASETS: Final = ResourceType("apps", "v1", "ReplicaSet", "replicasets", nam
 JOBS: Final = ResourceType("batch", "v1", "Job", "jobs", namespaced=True)
 OWNED: Final = (REPLICASETS, PODS, JOBS)
 AUDIT_LIMIT: Final = 5000  # newest records kept in memory for the pages
+SYNC_WAIT: Final = 20.0  # seconds the reconciler is asked to wait for a sync before answering "still running"
 TRAIL_SECONDS: Final = 2.0  # the durable trail is re-read at most this often (pages poll every 2 s)
 
 
@@ -227,18 +231,99 @@ class Reader:
                            f"'{REFRESH_VERB}' on applications.{APPLICATIONS_GROUP} in namespace {namespace}")
         if not self.reconciler_url or not self.refresh_token:
             return False, "refresh is not configured: the UI has no --reconciler-url and --refresh-token-file"
-        if not self.reconciler_url.startswith(("http://", "https://")):
-            return False, f"--reconciler-url {self.reconciler_url!r} is not an http(s) URL"
-        request = urllib.request.Request(  # noqa: S310 - an http(s) URL, checked above
-            f"{self.reconciler_url}/refresh/{namespace}/{name}", method="POST", data=b"",
-                                         headers={"Authorization": f"Bearer {self.refresh_token}"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the configured URL, checked
-                json.loads(answer.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            detail = error.read()[:200].decode(errors="replace")
-            return False, f"the reconciler refused the refresh ({error.code}): {detail}"
+            self._post(f"/refresh/{namespace}/{name}", b"", {"Authorization": f"Bearer {self.refresh_token}"}, 10.0)
+        except ReconcilerAnswer as answer:
+            return False, f"the reconciler refused the refresh ({answer.status}): {answer.message}"
         except (OSError, ValueError) as error:
             return False, f"the reconciler did not answer the refresh: {error}"
         return True, f"refresh of {namespace}/{name} requested at {dt.datetime.now(dt.UTC):%H:%M:%S} UTC"
 
+    def may_sync(self, identity: Identity, namespace: str, name: str) -> bool:
+        return self.can(identity, SYNC_VERB, APPLICATIONS_GROUP, "applications", namespace, name)
+
+    def sync(self, identity: Identity, namespace: str, name: str, *, prune: bool = False) -> tuple[bool, str]:
+        """Ask the reconciler to sync one Application now, for the signed-in user: the UI's own ServiceAccount
+        token names the user (``reconciler.delegation``), and the reconciler asks RBAC about that user again."""
+        key = f"{namespace}/{name}"
+        if not self.may_sync(identity, namespace, name):
+            return False, (f"{identity.user} may not sync Application {key}: grant them verb '{SYNC_VERB}' on "
+                           f"applications.{APPLICATIONS_GROUP} in namespace {namespace} (a Role rule {{apiGroups: "
+                           f"[{APPLICATIONS_GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
+        if not self.reconciler_url:
+            return False, "sync is not configured: the UI has no --reconciler-url"
+        token = self.kube.bearer_token()
+        if not token:
+            return False, ("the UI authenticates to the API server without a bearer token (a client certificate?), "
+                           "so the reconciler cannot tell it is the UI: run it as its ServiceAccount to sync")
+        try:
+            named = delegation_headers(identity.user, identity.groups)
+        except ValueError as error:
+            return False, f"cannot ask for a sync as {identity.user}: {error}"
+        body = json.dumps({"prune": prune, "dryRun": False, "wait": SYNC_WAIT}).encode()
+        try:
+            result = self._post(f"/sync/{namespace}/{name}", body, {
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json", **named}, SYNC_WAIT + 15)
+        except ReconcilerAnswer as answer:
+            return False, _refusal(key, answer)
+        except TimeoutError:
+            return False, (f"the reconciler did not answer the sync of {key} within {SYNC_WAIT + 15:.0f}s; it may "
+                           "still run: the History table shows it when it does")
+        except (OSError, ValueError) as error:
+            return False, f"the reconciler did not answer the sync of {key}: {error}"
+        return _synced(key, result)
+
+    def _post(self, path: str, body: bytes, headers: Mapping[str, str], timeout: float) -> dict[str, Any]:
+        """POST to the reconciler; its JSON answer (``ReconcilerAnswer`` for a status other than 2xx)."""
+        if not self.reconciler_url.startswith(("http://", "https://")):
+            raise ValueError(f"--reconciler-url {self.reconciler_url!r} is not an http(s) URL")
+        request = urllib.request.Request(  # noqa: S310 - an http(s) URL, checked above
+            f"{self.reconciler_url}{path}", method="POST", data=body, headers=dict(headers))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - the configured URL
+                found = json.loads(answer.read() or b"{}")
+                status = answer.status
+        except urllib.error.HTTPError as error:
+            raw = error.read()[:2000]
+            try:
+                detail = json.loads(raw)
+            except ValueError:
+                detail = {}
+            text = detail.get("error") if isinstance(detail, dict) else None
+            raise ReconcilerAnswer(error.code, str(text or raw[:200].decode(errors="replace")),
+                                   detail if isinstance(detail, dict) else {}) from None
+        out = found if isinstance(found, dict) else {}
+        out.setdefault("_status", status)
+        return out
+
+
+class ReconcilerAnswer(Exception):
+    """The reconciler answered with an error status."""
+
+    def __init__(self, status: int, message: str, body: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.status, self.message, self.body = status, message, body
+
+
+def _refusal(key: str, answer: ReconcilerAnswer) -> str:
+    if answer.status == HTTPStatus.CONFLICT:
+        return f"not synced: {answer.message}; try again when it has run (the History table shows it)"
+    if answer.status == HTTPStatus.SERVICE_UNAVAILABLE:
+        return f"not synced: the reconciler could not run it now: {answer.message}"
+    return f"the reconciler refused the sync of {key} ({answer.status}): {answer.message}"
+
+
+def _synced(key: str, result: Mapping[str, Any]) -> tuple[bool, str]:
+    if result.get("_status") == HTTPStatus.ACCEPTED:
+        return True, (f"sync of {key} started by {result.get('initiator')}; still running after {SYNC_WAIT:.0f}s: "
+                      "the History table shows it when it ends")
+    revision = str(result.get("revision") or "?")[:7]
+    outcome = str(result.get("result") or "?")
+    summary = result.get("summary") or "nothing to do"
+    text = f"synced {key} at {revision} by {result.get('initiator')}: {outcome} ({summary})"
+    if result.get("problem"):
+        text += f": {result['problem']}"
+    pending = result.get("pendingPrune") or []
+    if pending:
+        text += f"; {len(pending)} object(s) no longer in git kept (a sync with prune deletes them)"
+    return outcome == "Succeeded", text

@@ -167,6 +167,7 @@ def _start_reconciler(plane: ControlPlane, timeout: float, progress: Progress) -
         "--mark-key-file", str(mark_key_file(directory)),
         *(arg for tool, path in resolve_render_tools().items() for arg in (f"--{tool}", str(path))),
         "--allow-local-repos",  # local mode: the demo's repositories are directories on this machine
+        "--ui-service-account", f"{install.NAMESPACE}/{UI_SA}",  # the UI's Sync names its signed-in user
     ]
     env = {**os.environ, "DRIFTGUARD_REFRESH_TOKEN": refresh_token(directory)}  # not argv: ps shows argv
     _launch("reconciler", argv, Readiness(f"{url}/readyz"), directory, timeout=timeout, progress=progress, env=env)
