@@ -102,7 +102,7 @@ def app_row(app: Mapping[str, Any], *, denials: int, now: dt.datetime) -> AppRow
         health=str(health.get("status") or "Unknown"),
         health_message=str(health.get("message") or ""),
         enforcement=str(spec.get("enforcement") or "deny"),
-        automated=policy.get("automated") is not False,
+        automated=policy.get("automated") not in (None, False),  # as the reconciler reads it: present means on
         revision=str(sync.get("shortRevision") or str(sync.get("revision") or "")[:7] or "-"),
         author=str(sync.get("author") or "-"),
         subject=str(sync.get("message") or ""),

@@ -20,6 +20,13 @@ Fixtures (names are the API other tests use):
 - ``as_user`` (function) → ``(name, groups=()) -> Kube``.
 - ``as_serviceaccount`` (function) → ``(name, namespace=None) -> Kube``; ``None`` means the test's
   ``namespace``. The ServiceAccount is created if needed; the token comes from TokenRequest.
+- ``reconciler_kubeconfig`` (session) → ``Path``: the Application CRD and the reconciler's RBAC from
+  ``manifests/`` installed; a kubeconfig for ServiceAccount ``driftguard-system/driftguard-reconciler``
+  (TokenRequest). A bare control plane has no ClusterRole aggregation controller, so the SA is bound
+  to the aggregated roles' parts directly, plus a test-only role for CRDs and ``*.example.com``.
+- ``repo`` (function) → ``Repo``: a real git repository in a temp dir.
+- ``harness`` (function) → ``Harness``: starts in-process reconcilers for the test's namespace as that SA
+  (no leader election, random port) and stops them at teardown; creates and reads Applications.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from support.reconciler_harness import SA_NAME, SA_NAMESPACE, Harness, Repo, install_reconciler_access
 
 from driftguard.kube import Kube, KubeError
 from driftguard.local.controlplane import (
@@ -45,6 +53,7 @@ from driftguard.local.controlplane import (
     resolve_binaries,
     serviceaccount_token,
 )
+from driftguard.local.controlplane.identities import write_token_kubeconfig
 
 EXTERNAL_KUBECONFIG = "DRIFTGUARD_TEST_KUBECONFIG"
 _BINARIES = pytest.StashKey[Binaries | BinariesUnavailable]()
@@ -186,3 +195,32 @@ def _namespace_name(test_name: str) -> str:
     """``test_foo[bar-1]`` → ``test-foo-bar-1-3f9a1`` (a DNS label: ≤ 63 chars, unique per run)."""
     slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:50].strip("-")
     return f"{slug or 'test'}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="session")
+def reconciler_kubeconfig(cluster: Cluster, admin: Kube, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reconciler's own identity, with the RBAC this repository ships (see module docstring)."""
+    install_reconciler_access(admin)
+    if cluster.control_plane is not None:
+        return Path(cluster.control_plane.kubeconfig_for_serviceaccount(SA_NAMESPACE, SA_NAME))
+    ca = tmp_path_factory.mktemp("sa") / "ca.crt"
+    ca.write_text(Path(admin._api.configuration.ssl_ca_cert).read_text())
+    token = serviceaccount_token(admin, SA_NAMESPACE, SA_NAME)
+    return write_token_kubeconfig(ca.parent / "reconciler.kubeconfig", admin.server, ca, SA_NAME, token)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    path = tmp_path / "manifests-repo"
+    path.mkdir()
+    repository = Repo(path)
+    repository.git("init", "-q", "-b", "main")
+    return repository
+
+
+@pytest.fixture
+def harness(admin: Kube, namespace: str, reconciler_kubeconfig: Path, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(admin, namespace, reconciler_kubeconfig, tmp_path / "git-cache")
+    yield h
+    for service in h.services:
+        service.stop()

@@ -242,8 +242,9 @@ class Harness:
             self.admin.request("PUT", f"{path}/{name}", body=body)
 
     # -- the reconciler -------------------------------------------------------------------------
-    def start(self, **settings: Any) -> Service:
-        """An in-process reconciler for this namespace, as the reconciler's ServiceAccount."""
+    def start(self, *, ui_service_account: str = "", **settings: Any) -> Service:
+        """An in-process reconciler for this namespace, as the reconciler's ServiceAccount (trusting the UI's
+        ServiceAccount ``ui_service_account`` to name users, when given)."""
         for tool, path in render_tools().items():
             settings.setdefault(tool, str(path))
         if "mark_key_file" not in settings:
@@ -254,6 +255,7 @@ class Harness:
         options = Options(
             kubeconfig=str(self.kubeconfig), namespace=self.namespace, listen="127.0.0.1:0",
             cache_dir=self.cache_dir, leader_elect=False, refresh_token=REFRESH_TOKEN,
+            ui_service_account=ui_service_account,
             settings=Settings(**{"namespace": self.namespace, "cache_dir": self.cache_dir, "watch_timeout": 5.0,
                                  "allow_local_repos": True, **settings}),  # the tests' repositories are local
         )

@@ -54,7 +54,16 @@ def test_app_row_reads_status() -> None:
 def test_app_row_of_an_unsynced_application() -> None:
     row = views.app_row(app(), denials=0, now=NOW)
     assert (row.sync, row.health, row.revision, row.objects, row.last_sync, row.automated) == (
-        "Unknown", "Unknown", "-", 0, "-", True)
+        "Unknown", "Unknown", "-", 0, "-", False)
+
+
+@pytest.mark.parametrize(("policy", "automated"), [
+    ({}, False), ({"automated": None}, False), ({"automated": False}, False), ({"syncOptions": ["x"]}, False),
+    ({"automated": {}}, True), ({"automated": {"prune": True, "selfHeal": True}}, True),
+])
+def test_automated_as_the_reconciler_reads_it(policy: dict[str, Any], automated: bool) -> None:
+    """No ``automated`` is a manual Application (Argo CD's default): the page offers Sync for it."""
+    assert views.app_row(app(policy=policy), denials=0, now=NOW).automated is automated
 
 
 ROWS = [views.app_row(app("a", "ns1", project="p1", sync={"status": "Synced", "author": "Ann"}), denials=0, now=NOW),

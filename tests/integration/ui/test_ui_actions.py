@@ -1,0 +1,256 @@
+"""The UI's actions and sign-in modes over HTTP, against the real parts: a real API server, a real in-process
+reconciler, ``driftguard ui`` as a process (gunicorn, TLS) reading as its ServiceAccount ``driftguard-ui``.
+
+* Sync: the UI asks the reconciler with its own ServiceAccount token, naming the signed-in user; a user
+  RBAC lets ``sync`` syncs (recorded "… via driftguard-ui"), one it does not is refused with the rule to
+  grant (by the UI, and by the reconciler when asked directly), and the same header from a caller that
+  is not the UI's ServiceAccount is refused by the reconciler.
+* Proxy sign-in: with ``--client-ca-file``, a caller presenting a client certificate from that CA and
+  X-Remote-User/X-Remote-Group is that user (and may sync with that user's RBAC); the same headers with
+  no certificate, or one from another CA, reach nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from support.reconciler_harness import ROOT, Harness, Repo, apply_admin, configmap, wait_for
+
+from certs.authority import CertificateAuthority
+from driftguard.kube import Kube
+from driftguard.local.controlplane import serviceaccount_token
+from driftguard.local.controlplane.identities import write_token_kubeconfig
+from driftguard.local.controlplane.processes import free_port
+from reconciler.delegation import GROUPS_HEADER, USER_HEADER
+
+pytestmark = pytest.mark.integration
+UI_NS, UI_SA = "driftguard-system", "driftguard-ui"
+UI_ACCOUNT = f"{UI_NS}/{UI_SA}"
+LOGIN_USER, LOGIN_GROUP = "alice@example.org", "app-team"
+
+
+class UI:
+    """``driftguard ui`` as a process; ``session()`` a browser-like HTTP client trusting its CA."""
+
+    def __init__(self, url: str, ca: Path, process: subprocess.Popen[bytes], login_token: str) -> None:
+        self.url, self.ca, self.process, self.login_token = url, ca, process, login_token
+
+    def session(self, cert: tuple[str, str] | None = None) -> requests.Session:
+        http = requests.Session()
+        http.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise win over verify
+        http.verify = str(self.ca)
+        if cert is not None:
+            http.cert = cert
+        return http
+
+    def sign_in(self, token: str) -> requests.Session:
+        http = self.session()
+        page = http.get(f"{self.url}/login", timeout=10)
+        answer = http.post(f"{self.url}/login", data={"token": token, "csrf_token": csrf(page.text)}, timeout=10)
+        assert answer.status_code == 200 and "Sign out" in answer.text, answer.text[:500]
+        return http
+
+
+def csrf(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def flash(html: str) -> str:
+    found = re.search(r'<p class="flash (\w+)" role="status">(.*?)</p>', html, re.S)
+    assert found, "no message on the page"
+    return f"{found.group(1)}: {found.group(2)}".replace("&#39;", "'").replace("&#34;", '"').replace("&amp;", "&")
+
+
+@pytest.fixture(scope="module")
+def ui_kubeconfig(admin: Kube, reconciler_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The UI's own identity: ServiceAccount driftguard-ui with manifests/rbac-ui.yaml (read-only, no Secrets)."""
+    for document in yaml.safe_load_all((ROOT / "manifests" / "rbac-ui.yaml").read_text()):
+        if document:
+            apply_admin(admin, document)
+    ca = tmp_path_factory.mktemp("ui-sa") / "ca.crt"
+    ca.write_text(Path(admin._api.configuration.ssl_ca_cert).read_text())
+    token = serviceaccount_token(admin, UI_NS, UI_SA)
+    return write_token_kubeconfig(ca.parent / "ui.kubeconfig", admin.server, ca, UI_SA, token)
+
+
+@pytest.fixture
+def start_ui(ui_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., UI]]:
+    started: list[UI] = []
+
+    def start(reconciler_url: str, *extra: str) -> UI:
+        directory = tmp_path / f"ui-{len(started)}"
+        ca, _ = CertificateAuthority.load_or_generate(directory, "test-ui-ca")
+        ca.issue_serving("driftguard-ui", ["localhost"], ["127.0.0.1"]).write(directory / "tls.crt",
+                                                                              directory / "tls.key")
+        token = "login-" + directory.name + "-not-a-kubernetes-token"
+        (directory / "login").write_text(token + "\n")
+        port = free_port()
+        argv = [sys.executable, "-m", "driftguard.cli", "ui", "--kubeconfig", str(ui_kubeconfig),
+                "--port", str(port), "--cert-file", str(directory / "tls.crt"),
+                "--key-file", str(directory / "tls.key"), "--reconciler-url", reconciler_url,
+                "--login-token-file", str(directory / "login"), "--login-user", LOGIN_USER,
+                "--login-groups", LOGIN_GROUP, "--access-cache-seconds", "0.5", "--log-format", "text", *extra]
+        with (directory / "ui.log").open("wb") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        ui = UI(f"https://127.0.0.1:{port}", directory / "ca.crt", process, token)
+        started.append(ui)
+        context = ssl.create_default_context(cafile=str(ui.ca))
+
+        def ready() -> bool:
+            assert process.poll() is None, (directory / "ui.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{ui.url}/readyz", timeout=2, context=context) as answer:
+                    return bool(answer.status == 200)
+            except (OSError, urllib.error.URLError):
+                return False
+        wait_for(ready, 60, 0.2, what="the UI to answer /readyz")
+        return ui
+
+    yield start
+    for ui in started:
+        ui.process.terminate()
+        try:
+            ui.process.wait(15)
+        except subprocess.TimeoutExpired:
+            ui.process.kill()
+            ui.process.wait(5)
+
+
+def grant(admin: Kube, namespace: str, name: str, verbs: list[str], subject: dict[str, str]) -> None:
+    """A Role on applications.driftguard.io with ``verbs``, bound to ``subject``."""
+    base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    admin.request("POST", f"{base}/roles", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+        "rules": [{"apiGroups": ["driftguard.io"], "resources": ["applications"], "verbs": verbs}]})
+    admin.request("POST", f"{base}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", **subject} if subject["kind"] != "ServiceAccount"
+                     else subject]})
+
+
+def post_sync(url: str, token: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, method="POST", data=json.dumps({"wait": 30}).encode(), headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def initiators(harness: Harness, name: str) -> list[str]:
+    return [str(h.get("initiator")) for h in harness.status(name).get("history") or []]
+
+
+def test_sync_from_the_ui_runs_for_the_users_own_rbac_and_a_forged_delegation_is_refused(
+        harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube) -> None:
+    ns = harness.namespace
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    repo.write("auto/b.yaml", configmap("beta", {"k": "1"}))
+    sha = repo.commit("alpha, beta")
+    harness.make_app("manual", repo, automated=False)
+    harness.make_app("auto", repo, "auto")
+    service = harness.start(ui_service_account=UI_ACCOUNT)
+    harness.wait_condition("manual", "Ready", "False", "OutOfSync")
+    grant(admin, ns, "app-team", ["get", "list", "sync"], {"kind": "Group", "name": LOGIN_GROUP})
+    grant(admin, ns, "viewer", ["get", "list"], {"kind": "ServiceAccount", "name": "bob", "namespace": ns})
+    bob_token = serviceaccount_token(admin, ns, "bob", bound=False)
+    bob = f"system:serviceaccount:{ns}:bob"
+    ui = start_ui(service.url)
+    page_url = f"{ui.url}/applications/{ns}/manual"
+
+    # alice (local mode's login token: no Kubernetes token to forward) may sync: the button is enabled
+    alice = ui.sign_in(ui.login_token)
+    page = alice.get(page_url, timeout=10).text
+    assert '<button type="submit" id="sync">' in page
+    assert alice.post(f"{page_url}/sync", data={"csrf_token": "wrong"}, timeout=10).status_code == 403  # CSRF
+    assert initiators(harness, "manual") == []
+    answer = alice.post(f"{page_url}/sync", data={"csrf_token": csrf(page)}, timeout=60)
+    assert answer.status_code == 200
+    assert flash(answer.text) == (f"ok: synced {ns}/manual at {sha[:7]} by {LOGIN_USER} via driftguard-ui: Succeeded "
+                                  "(1 created)")
+    wait_for(lambda: initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"], 30,
+             what="the sync in status.history as alice via the UI")
+
+    # an automated Application has no Sync button: it says git syncs it, Refresh fetches now
+    auto = alice.get(f"{ui.url}/applications/{ns}/auto", timeout=10).text
+    assert 'id="sync"' not in auto and "Automated: git's changes are synced by themselves" in auto
+
+    # bob may only look: the button is disabled with the reason, and a POST anyway is refused by the UI
+    viewer = ui.sign_in(bob_token)
+    page = viewer.get(page_url, timeout=10).text
+    assert 'id="sync" disabled' in page and "that needs RBAC verb <code>sync</code>" in page
+    refused = viewer.post(f"{page_url}/sync", data={"csrf_token": csrf(page)}, timeout=30)
+    assert flash(refused.text) == (f"refused: {bob} may not sync Application {ns}/manual: grant them verb 'sync' on "
+                                   f"applications.driftguard.io in namespace {ns} (a Role rule {{apiGroups: "
+                                   "[driftguard.io], resources: [applications], verbs: [sync]})")
+
+    # the reconciler decides again: the UI's own token naming bob is refused for bob, naming the rule
+    ui_token = serviceaccount_token(admin, UI_NS, UI_SA)
+    sync_url = f"{service.url}/sync/{ns}/manual"
+    status, body = post_sync(sync_url, ui_token, {USER_HEADER: bob, GROUPS_HEADER: "system:authenticated"})
+    assert status == 403 and body["error"].startswith(
+        f"{bob} via driftguard-ui may not sync Application {ns}/manual: grant {bob} verb \"sync\"")
+    # a forged delegation: bob's own token naming alice is refused outright, whatever alice may do
+    status, body = post_sync(sync_url, bob_token, {USER_HEADER: LOGIN_USER, GROUPS_HEADER: LOGIN_GROUP})
+    assert status == 403 and f"{bob} sent {USER_HEADER}, which only the web UI's ServiceAccount {UI_ACCOUNT}" \
+        in body["error"]
+    # the UI's token naming alice is her sync, as the reconciler records it
+    status, body = post_sync(sync_url, ui_token, {USER_HEADER: LOGIN_USER, GROUPS_HEADER: LOGIN_GROUP})
+    assert status == 200 and body["initiator"] == f"{LOGIN_USER} via driftguard-ui"
+    assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"] * 2
+
+
+def test_proxy_sign_in_needs_the_proxys_client_certificate(
+        harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube, tmp_path: Path) -> None:
+    ns = harness.namespace
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    repo.commit("alpha")
+    harness.make_app("manual", repo, automated=False)
+    service = harness.start(ui_service_account=UI_ACCOUNT)
+    grant(admin, ns, "carol", ["get", "list", "sync"], {"kind": "Group", "name": "proxied-team"})
+    proxy_ca = CertificateAuthority.generate("test-front-proxy-ca")
+    proxy_ca.credential.write(tmp_path / "proxy-ca.crt", tmp_path / "proxy-ca.key")
+    proxy_ca.issue_client("front-proxy").write(tmp_path / "proxy.crt", tmp_path / "proxy.key")
+    CertificateAuthority.generate("someone-else").issue_client("front-proxy").write(
+        tmp_path / "stranger.crt", tmp_path / "stranger.key")
+    ui = start_ui(service.url, "--client-ca-file", str(tmp_path / "proxy-ca.crt"),
+                  "--proxy-user-header", "X-Remote-User", "--proxy-groups-header", "X-Remote-Group")
+    asserted = {"X-Remote-User": "carol", "X-Remote-Group": "proxied-team,system:authenticated"}
+
+    proxy = ui.session(cert=(str(tmp_path / "proxy.crt"), str(tmp_path / "proxy.key")))
+    page = proxy.get(f"{ui.url}/", headers=asserted, timeout=10)
+    assert page.status_code == 200 and '<span title="proxied-team, system:authenticated">carol</span>' in page.text
+    assert f"data-app='{ns}/manual'" in page.text or f'data-app="{ns}/manual"' in page.text
+    # carol has no Kubernetes token the UI could forward; her Sync goes by the UI's ServiceAccount, for her
+    app_page = proxy.get(f"{ui.url}/applications/{ns}/manual", headers=asserted, timeout=10).text
+    synced = proxy.post(f"{ui.url}/applications/{ns}/manual/sync", headers=asserted,
+                        data={"csrf_token": csrf(app_page)}, timeout=60)
+    assert flash(synced.text).startswith(f"ok: synced {ns}/manual at ") and "by carol via driftguard-ui" in synced.text
+    # through the proxy, no user header is nobody: the sign-in form
+    nobody = proxy.get(f"{ui.url}/", timeout=10, allow_redirects=False)
+    assert nobody.status_code == 302 and "/login" in nobody.headers["Location"]
+
+    # the same headers without the proxy's certificate, or with another CA's, reach nothing
+    for cert in (None, (str(tmp_path / "stranger.crt"), str(tmp_path / "stranger.key"))):
+        try:
+            answer = ui.session(cert=cert).get(f"{ui.url}/", headers=asserted, timeout=10, allow_redirects=False)
+        except requests.exceptions.RequestException:
+            continue  # the handshake failed
+        assert answer.status_code in (401, 403) and "carol" not in answer.text, (cert, answer.status_code)
+    assert initiators(harness, "manual") == ["carol via driftguard-ui"]
