@@ -87,7 +87,11 @@ def load_marks(settings: Settings) -> Marks:
 
 
 class NotLeader(Exception):
-    """This replica does not lead: it runs no sync."""
+    """This replica does not lead: it runs no sync. ``leader``: the Lease's holder as last seen ("" if none)."""
+
+    def __init__(self, message: str, leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader
 
 
 class Busy(Exception):
@@ -171,6 +175,19 @@ class Controller:
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading.is_set()
 
+    def not_leader(self) -> NotLeader:
+        """What a standby says to a sync: who leads (the Lease's holder), or that no one does right now."""
+        elector = self.elector
+        assert elector is not None
+        lease = f"Lease {elector.namespace}/{elector.name}"
+        holder = elector.holder
+        if not holder or holder == elector.identity:
+            return NotLeader(f"this reconciler replica ({elector.identity}) is a standby and no replica holds the "
+                             f"{lease} right now (a failover): try again in a few seconds")
+        return NotLeader(f"this reconciler replica ({elector.identity}) is a standby; the leader, which runs syncs, "
+                         f"is {holder} ({lease}): send the sync to it (`kubectl -n {elector.namespace} port-forward "
+                         f"pod/{holder} 8081:8080`, then `driftguard sync --server http://127.0.0.1:8081`)", holder)
+
     def _lead(self, done: threading.Event) -> None:
         self.metrics.leader.set(1)
         with self._cv:
@@ -244,7 +261,7 @@ class Controller:
         """Run ``operation`` (an on-demand sync, already authorised) on ``key`` by its next cycle, soon; wait up to
         ``timeout`` for it. None: no such Application. ``Busy``: another is waiting; ``NotLeader``: a standby."""
         if not self.leading:
-            raise NotLeader("this reconciler replica is a standby; the leader runs syncs")
+            raise self.not_leader()
         with self._cv:
             state = self.states.get(key)
             if state is None:

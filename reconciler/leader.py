@@ -93,6 +93,11 @@ class LeaderElector:
         self._seen: Observation | None = None
         self.leading = threading.Event()
 
+    @property
+    def holder(self) -> str:
+        """Who holds the Lease as last seen ("" when free or not read yet): a standby's answer to "who leads?"."""
+        return self.identity if self.leading.is_set() else (self._seen.record[0] if self._seen else "")
+
     def run(self, stop: threading.Event, lead: Callable[[threading.Event], None]) -> bool:
         """Campaign until elected, then call ``lead(lost)`` in this thread while renewing in another.
 

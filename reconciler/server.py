@@ -13,7 +13,8 @@
   ``sync`` on ``applications.driftguard.io`` — that Application, in its namespace (SubjectAccessReview). The
   refresh token grants nothing here. 200 with the result when it finished within ``wait`` seconds (default
   60), 202 when still running; 401 unauthenticated, 403 not allowed (naming the rule to grant), 404 unknown
-  Application, 409 another sync is waiting, 503 this replica is a standby.
+  Application, 409 another sync is waiting, 503 this replica is a standby (``leader``: the Lease's holder, named
+  in the message with how to reach it).
   The web UI's ServiceAccount (``--ui-service-account``, only it) may instead name the user it signed in
   (``X-Driftguard-User``/``X-Driftguard-Groups``): RBAC is then asked about that user, and the sync recorded
   as ``alice via driftguard-ui`` (``reconciler.delegation``).
@@ -75,7 +76,8 @@ def authorize_sync(kube: Any, token: str, key: AppKey, headers: Mapping[str, Seq
     decision = kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})
     if not (decision.get("status") or {}).get("allowed"):
-        raise Forbidden(f"{caller.initiator} may not sync Application {key}: grant {caller.user} verb "
+        whom = f"{caller.user} " if caller.via else ""  # delegated: say whose RBAC was asked
+        raise Forbidden(f"{caller.initiator} may not sync Application {key}: grant {whom}verb "
                         f"\"{SYNC_VERB}\" on applications.{GROUP} in namespace {key.namespace} (a Role or ClusterRole "
                         f"rule {{apiGroups: [{GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
     return caller
@@ -161,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(409, {"error": str(e)})
             return
         except NotLeader as e:
-            self._send(503, {"error": str(e)})
+            self._send(503, {"error": str(e), "leader": e.leader})
             return
         except (KubeError, ResourceError) as e:
             self._send(503, {"error": f"cannot authorise the sync: {e}"})

@@ -46,6 +46,7 @@ JOBS: Final = ResourceType("batch", "v1", "Job", "jobs", namespaced=True)
 OWNED: Final = (REPLICASETS, PODS, JOBS)
 AUDIT_LIMIT: Final = 5000  # newest records kept in memory for the pages
 SYNC_WAIT: Final = 20.0  # seconds the reconciler is asked to wait for a sync before answering "still running"
+STANDBY_TRIES: Final = 3  # a standby replica's answer is asked again, on a new connection, this many times in all
 TRAIL_SECONDS: Final = 2.0  # the durable trail is re-read at most this often (pages poll every 2 s)
 
 
@@ -261,9 +262,17 @@ class Reader:
         except ValueError as error:
             return False, f"cannot ask for a sync as {identity.user}: {error}"
         body = json.dumps({"prune": prune, "dryRun": False, "wait": SYNC_WAIT}).encode()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **named}
         try:
-            result = self._post(f"/sync/{namespace}/{name}", body, {
-                "Authorization": f"Bearer {token}", "Content-Type": "application/json", **named}, SYNC_WAIT + 15)
+            for attempt in range(1, STANDBY_TRIES + 1):
+                try:
+                    result = self._post(f"/sync/{namespace}/{name}", body, headers, SYNC_WAIT + 15)
+                    break
+                except ReconcilerAnswer as answer:
+                    standby = answer.status == HTTPStatus.SERVICE_UNAVAILABLE and "leader" in answer.body
+                    if not standby or attempt == STANDBY_TRIES:
+                        raise
+                    time.sleep(1.0)  # a new connection: through the Service it may reach the leader
         except ReconcilerAnswer as answer:
             return False, _refusal(key, answer)
         except TimeoutError:

@@ -14,12 +14,14 @@ import json
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import yaml
 
@@ -44,6 +46,9 @@ from reconciler.revision import Revision
 
 DEFAULT_SERVER = "http://127.0.0.1:8081"
 HISTORY_COLUMNS = ("ID", "REVISION", "AUTHOR", "COMMITTED", "STARTED", "FINISHED", "RESULT", "INITIATOR", "MESSAGE")
+
+STANDBY_TRIES: Final = 3  # a standby's 503 is asked again (after a pause) this many times in all
+STANDBY_PAUSE: Final = 2.0
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -231,8 +236,12 @@ def diffs(cluster: Cluster, desired: list[Desired], app: dict[str, Any]) -> tupl
 def _sync(args: argparse.Namespace) -> int:
     try:
         token = args.token or kubeconfig_token(args.kubeconfig, args.context)
-        status, body = post_sync(args.server, args.namespace, args.application, token, prune=args.prune,
-                                 dry_run=args.dry_run, wait=min(args.timeout, 600.0))
+        for attempt in range(1, STANDBY_TRIES + 1):
+            status, body = post_sync(args.server, args.namespace, args.application, token, prune=args.prune,
+                                     dry_run=args.dry_run, wait=min(args.timeout, 600.0))
+            if not standby(status, body) or attempt == STANDBY_TRIES:
+                break
+            time.sleep(STANDBY_PAUSE)  # a new connection: through the Service it may reach the leader; or failover
     except (ValueError, OSError) as e:
         print(f"driftguard sync: {e}", file=sys.stderr)
         return 2
@@ -245,6 +254,11 @@ def _sync(args: argparse.Namespace) -> int:
         return 2
     print_sync(body, sys.stdout)
     return 0 if body.get("result") == "Succeeded" else 1
+
+
+def standby(status: int, body: dict[str, Any]) -> bool:
+    """A reconciler replica that is not the leader answered (503 naming the Lease's holder, maybe none)."""
+    return status == HTTPStatus.SERVICE_UNAVAILABLE and "leader" in body
 
 
 def print_sync(body: dict[str, Any], out: TextIO) -> None:

@@ -242,9 +242,11 @@ class Harness:
             self.admin.request("PUT", f"{path}/{name}", body=body)
 
     # -- the reconciler -------------------------------------------------------------------------
-    def start(self, *, ui_service_account: str = "", **settings: Any) -> Service:
+    def start(self, *, ui_service_account: str = "", identity: str = "", **settings: Any) -> Service:
         """An in-process reconciler for this namespace, as the reconciler's ServiceAccount (trusting the UI's
-        ServiceAccount ``ui_service_account`` to name users, when given)."""
+        ServiceAccount ``ui_service_account`` to name users, when given). With an ``identity`` it campaigns for
+        a Lease of this test's (3 s, where the reconciler's RBAC allows Leases), so several started are one
+        leader and standbys."""
         for tool, path in render_tools().items():
             settings.setdefault(tool, str(path))
         if "mark_key_file" not in settings:
@@ -254,8 +256,10 @@ class Harness:
             settings["mark_key_file"] = key_file
         options = Options(
             kubeconfig=str(self.kubeconfig), namespace=self.namespace, listen="127.0.0.1:0",
-            cache_dir=self.cache_dir, leader_elect=False, refresh_token=REFRESH_TOKEN,
-            ui_service_account=ui_service_account,
+            cache_dir=self.cache_dir, leader_elect=bool(identity), refresh_token=REFRESH_TOKEN,
+            ui_service_account=ui_service_account, lease_namespace=SA_NAMESPACE,
+            lease_name=f"test-{self.namespace}"[:63], lease_duration=3.0,
+            **({"identity": identity} if identity else {}),
             settings=Settings(**{"namespace": self.namespace, "cache_dir": self.cache_dir, "watch_timeout": 5.0,
                                  "allow_local_repos": True, **settings}),  # the tests' repositories are local
         )

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.reconciler_harness import Harness, Repo, configmap
+from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard import cli
+from driftguard.local import verbs
 from driftguard.local.controlplane import serviceaccount_token
 
 pytestmark = pytest.mark.integration
@@ -152,3 +153,35 @@ def test_sync_on_demand_is_decided_by_rbac_and_recorded(harness: Harness, repo: 
 
     rc, _, err = run_cli(capsys, "sync", "manual", *who, "--token", deployer, "--server", "http://127.0.0.1:1")
     assert rc == 2 and "cannot reach the reconciler" in err
+
+
+def test_a_standby_names_the_leader_and_the_cli_says_how_to_reach_it(
+        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two replicas campaigning for one Lease: POST /sync to the standby answers 503 naming the leader (the
+    Lease's holder); ``driftguard sync`` asks it again, then says which Pod to port-forward; the leader syncs."""
+    ns = harness.namespace
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    repo.commit("alpha")
+    harness.make_app("manual", repo, automated=False)
+    first = harness.start(identity="replica-a")
+    wait_for(lambda: first.controller.leading, 30, what="replica-a to lead")
+    second = harness.start(identity="replica-b")
+    wait_for(lambda: second.controller.elector is not None and second.controller.elector.holder == "replica-a",
+             30, what="replica-b to see replica-a hold the Lease")
+    token = serviceaccount_token(harness.admin, ns, "admin-sa", bound=False)
+    harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "admin-sa"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "admin-sa", "namespace": ns}]})
+    who = ("-n", ns, "--kubeconfig", str(cluster.admin_kubeconfig), "--token", token)
+
+    status, body = verbs.post_sync(second.url, ns, "manual", token, prune=False, dry_run=False, wait=5)
+    assert status == 503 and body["leader"] == "replica-a"
+    assert body["error"].startswith("this reconciler replica (replica-b) is a standby; the leader, which runs syncs, "
+                                    "is replica-a (Lease driftguard-system/test-")
+    rc, _, err = run_cli(capsys, "sync", "manual", *who, "--server", second.url)
+    assert rc == 2 and "the leader, which runs syncs, is replica-a" in err and "HTTP 503" in err
+    assert "kubectl -n driftguard-system port-forward pod/replica-a 8081:8080" in err
+    assert not harness.status("manual").get("history")  # the standby ran nothing
+    rc, out, err = run_cli(capsys, "sync", "manual", *who, "--server", first.url)
+    assert rc == 0 and f"by system:serviceaccount:{ns}:admin-sa: Succeeded" in out.splitlines()[0], err
