@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from ui import settings
 
@@ -19,22 +18,13 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def run(args: argparse.Namespace) -> int:
     from ui import serve
-    from webhook import logs
-    from webhook.tls import CertificateFilesError
+    from webhook.cli import serve_command
 
-    try:
+    def load() -> settings.Settings:
         chosen = settings.from_sources(args, os.environ)
-    except ValueError as error:
-        print(f"driftguard ui: {error}", file=sys.stderr)
-        return 2
-    for path in (chosen.login_token_file, chosen.refresh_token_file):
-        if path is not None and not path.is_file():
-            print(f"driftguard ui: {path} does not exist or is not a file", file=sys.stderr)
-            return 2
-    logs.configure(chosen.log_format, chosen.log_level)
-    try:
-        serve.serve(chosen)
-    except CertificateFilesError as error:
-        print(f"driftguard ui: cannot serve TLS: {error}", file=sys.stderr)
-        return 1
-    return 0
+        for path in (chosen.login_token_file, chosen.refresh_token_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} does not exist or is not a file")
+        return chosen
+
+    return serve_command("ui", load, serve.serve)

@@ -11,11 +11,22 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from driftguard.core.names import NAMESPACE
 from webhook import auditcli, registration, settings
+
+
+class _Logged(Protocol):
+    @property
+    def log_format(self) -> str: ...
+    @property
+    def log_level(self) -> str: ...
+
+
+Served = TypeVar("Served", bound=_Logged)
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,21 +59,34 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-    from webhook import logs, serve
-    from webhook.tls import CertificateFilesError
+    from webhook import serve
 
-    try:
+    def load() -> settings.Settings:
         chosen = settings.from_sources(args, os.environ)
         if chosen.cert_file is None:
             raise ValueError("the webhook serves TLS only: give --cert-file and --key-file")
+        return chosen
+
+    return serve_command("webhook", load, serve.serve)
+
+
+def serve_command(command: str, load: Callable[[], Served], serve: Callable[[Served], None]) -> int:
+    """What ``driftguard webhook`` and ``driftguard ui`` share: ``load`` the settings (a ValueError is exit 2,
+    naming the problem), configure logging, ``serve`` TLS until stopped (certificate files that cannot be
+    served: exit 1)."""
+    from webhook import logs
+    from webhook.tls import CertificateFilesError
+
+    try:
+        chosen = load()
     except ValueError as error:
-        print(f"driftguard webhook: {error}", file=sys.stderr)
+        print(f"driftguard {command}: {error}", file=sys.stderr)
         return 2
     logs.configure(chosen.log_format, chosen.log_level)
     try:
-        serve.serve(chosen)
+        serve(chosen)
     except CertificateFilesError as error:
-        print(f"driftguard webhook: cannot serve TLS: {error}", file=sys.stderr)
+        print(f"driftguard {command}: cannot serve TLS: {error}", file=sys.stderr)
         return 1
     return 0
 
