@@ -255,3 +255,46 @@ def test_no_page_contains_a_secret_value(browser: Any, stack: Stack) -> None:
     assert "declared" in page.content()  # the object page: git's manifest beside the live object
     shot(page, "object")
     page.context.close()
+
+
+def test_sync_button_syncs_a_manual_application_for_the_signed_in_user(browser: Any, stack: Stack) -> None:
+    """A non-automated Application: Sync, clicked by the laptop user (signed in by the login token, so the UI
+    has no Kubernetes token of theirs), runs through the reconciler as "laptop via driftguard-ui"; a user
+    without the RBAC verb sync sees the button disabled and why."""
+    name = "manual-service"
+    (stack.demo.repo / "manual").mkdir(exist_ok=True)
+    (stack.demo.repo / "manual" / "settings.yaml").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "manual-settings", "namespace": NS},
+        "data": {"mode": "manual"}}))
+    stack.demo._commit("manual-service: settings applied on demand")
+    stack.admin.request("POST", f"/apis/driftguard.io/v1alpha1/namespaces/{APP_NS}/applications", body={
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application", "metadata": {"name": name},
+        "spec": {"project": "default", "source": {"repoURL": stack.demo.repo.as_uri(), "targetRevision": "main",
+                                                  "path": "manual"},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
+                 "refreshInterval": "2s"}})
+    app_path = f"/apis/driftguard.io/v1alpha1/namespaces/{APP_NS}/applications/{name}"
+    until(lambda: ((stack.admin.request("GET", app_path).get("status") or {}).get("sync") or {}).get("status")
+          == "OutOfSync", "the manual Application to be compared (OutOfSync: nothing applied yet)", timeout=60)
+
+    page = signed_in(browser, stack)  # the laptop user: cluster-admin
+    page.goto(stack.info["ui"] + f"/applications/{APP_NS}/{name}")
+    assert page.locator("#sync").is_enabled()
+    page.click("#sync")
+    message = page.inner_text(".flash")
+    assert f"synced {APP_NS}/{name} at " in message and "by laptop via driftguard-ui: Succeeded" in message, message
+    until(lambda: "laptop via driftguard-ui" in page.locator("table.history").inner_text(),
+          "the sync in the History table")
+    until(lambda: "Synced" in page.locator("h1").inner_text(), "the Application to say Synced")
+    shot(page, "sync")
+    page.goto(stack.info["ui"] + f"/applications/{APP_KEY}")  # the automated one: no button, and why
+    assert page.locator("#sync").count() == 0 and "synced by themselves" in page.inner_text("#sync-note")
+    page.context.close()
+
+    looker = stack.token_for("ui-looker", [{"apiGroups": ["driftguard.io"], "resources": ["applications"],
+                                            "verbs": ["get", "list"]}])
+    page = signed_in(browser, stack, looker)
+    page.goto(stack.info["ui"] + f"/applications/{APP_NS}/{name}")
+    assert page.locator("#sync").is_disabled()
+    assert "needs RBAC verb sync" in page.inner_text("#sync-note")
+    page.context.close()
