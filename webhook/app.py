@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from flask import Flask, Response
@@ -43,6 +43,7 @@ TEXT: Final = "text/plain; charset=utf-8"
 REVIEWS: Final[dict[str, Kind]] = {"/validate": "validate", "/mutate": "mutate"}
 Answer = tuple[str, str, bytes]
 EXTENSION: Final = "driftguard"
+DIRECT: Final = "driftguard.direct"  # webhook.worker's loop answers plain reviews through this extension
 CHUNK: Final = 64 * 1024
 
 
@@ -56,20 +57,50 @@ class Webhook:
     cluster: ClusterAccess | None
     clock: Callable[[], dt.datetime]
     marks: Marks = policy.UNKEYED
+    _counters: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _histograms: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def answer(self, kind: Kind, body: bytes, content_type: str) -> Answer:
         """(HTTP status line, content type, body) for one review."""
+        answer = self.begin(kind, body, content_type)
+        return answer() if callable(answer) else answer
+
+    def direct(self, path: str, content_type: str, body: bytes) -> Answer | Callable[[], Answer]:
+        """The worker loop's entry for ``POST /validate`` and ``/mutate`` (``DIRECT``): ``begin`` by path."""
+        return self.begin(REVIEWS[path], body, content_type)
+
+    def begin(self, kind: Kind, body: bytes, content_type: str) -> Answer | Callable[[], Answer]:
+        """The answer, or — when deciding needs an API read (a scale's parent, an Application's Project) —
+        the rest of the work as a function, for a thread: the caller's event loop must not wait on it."""
         started = time.perf_counter()
         try:
             review = _accept(body, content_type, self.settings.max_body_bytes)
         except reviews.BadReview as error:
-            self.metrics.decisions.labels(kind, "bad-request").inc()
+            self._count(kind, "bad-request")
             log.warning("rejected webhook request", extra={CTX: {"webhook": kind, "error": str(error)}})
             return "400 BAD REQUEST", TEXT, f"{error}\n".encode()
+        if kind == "validate" and self._reads(review["request"]):
+            return lambda: self._finish(kind, review, started)
+        return self._finish(kind, review, started)
+
+    def _reads(self, admission: reviews.Request) -> bool:
+        return policy.needs_parent(admission, self.settings) or (
+            self.cluster is not None and applications.needs_project(admission))
+
+    def _count(self, kind: Kind, result: str) -> None:
+        counter = self._counters.get((kind, result))
+        if counter is None:  # prometheus_client's labels() costs a lock and a dict build per call: once
+            counter = self._counters[kind, result] = self.metrics.decisions.labels(kind, result)
+        counter.inc()
+
+    def _finish(self, kind: Kind, review: reviews.Review, started: float) -> Answer:
         answer, result = self._decide(kind, review)
         elapsed = time.perf_counter() - started
-        self.metrics.decisions.labels(kind, result).inc()
-        self.metrics.latency.labels(kind).observe(elapsed)
+        self._count(kind, result)
+        histogram = self._histograms.get(kind)
+        if histogram is None:
+            histogram = self._histograms[kind] = self.metrics.latency.labels(kind)
+        histogram.observe(elapsed)
         level = logging.DEBUG if result == "allow" else logging.INFO
         if log.isEnabledFor(level):  # the context dict is not built for lines nobody writes (allowed reviews)
             log.log(level, "admission", extra={CTX: {**_context(review["request"]), "webhook": kind,
@@ -134,6 +165,7 @@ def create_app(
 
     app = Flask(__name__)
     app.extensions[EXTENSION] = webhook
+    app.extensions[DIRECT] = webhook.direct
     app.wsgi_app = _reviews_first(webhook, app.wsgi_app)  # type: ignore[method-assign,assignment]
 
     @app.get("/healthz")

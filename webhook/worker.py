@@ -21,6 +21,13 @@ pool, HTTP parser and WSGI plumbing, and changes who waits:
   answers 503 from the loop while requests are outstanding and none has finished for
   ``wedge_seconds`` (otherwise the app answers it, checking the certificate).
 
+* ``POST /validate`` and ``/mutate`` in their plain form (HTTP/1.1, one Content-Length, the whole body
+  buffered, nothing unusual in the header: ``review_head``) skip gunicorn's parser and WSGI environ and
+  are answered by the loop itself through the app's ``direct`` entry (``DIRECT``, in the Flask app's
+  extensions): no thread hand-off, no re-parse, the answer written in one TLS record. A review whose
+  decision needs an API read (a scale's parent, an Application's Project) comes back from ``direct``
+  as work for a thread, so the loop never waits on the network. Anything else takes the gunicorn path.
+
 Everything the loop does to a socket happens on the loop's thread; threads hand connections back
 through a deque and a wake-up pipe. gunicorn is imported here and in ``webhook.serve`` only.
 """
@@ -29,18 +36,21 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import email.utils
 import errno
 import io
+import logging
 import os
 import selectors
 import socket
 import ssl
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from gunicorn import http as ghttp
 from gunicorn import sock as gsock
@@ -51,11 +61,24 @@ HANDSHAKE: Final = "handshake"
 READING: Final = "reading"
 IDLE: Final = "idle"
 BUSY: Final = "busy"
+WRITING: Final = "writing"  # a loop-written answer the socket did not take at once
 READ_CHUNK: Final = 256 * 1024
 HEADER_LIMIT: Final = 64 * 1024  # more than gunicorn's own limits: its parser answers 400/431
 ACCEPT_BATCH: Final = 1  # one per wake-up: a worker taking a whole burst would keep it (keep-alive)
 DRAIN_SECONDS: Final = 2.0  # after SIGTERM: open connections still answered, each with Connection: close
 PROBES: Final = (b"GET /healthz", b"GET /readyz", b"GET /metrics")  # open without a client certificate
+NOTIFY_SECONDS: Final = 1.0  # the heartbeat (a utime on gunicorn's tmp file) at most this often, not every wake-up
+PIPELINE_BATCH: Final = 8  # requests answered from one connection's buffer before the loop looks at the others
+DIRECT: Final = "driftguard.direct"  # the app's extension the loop answers reviews with (webhook.app sets it)
+DIRECT_PATHS: Final = (b"/validate", b"/mutate")
+DIRECT_INLINE_BYTES: Final = 512 * 1024  # larger reviews are decoded on a thread: the loop stays quick
+REQUEST_LINE_LIMIT: Final = 4094  # gunicorn's limit_request_line default: longer takes its path (and its 414)
+FIELD_LIMIT: Final = 8190  # gunicorn's limit_request_field_size default
+FIELDS_LIMIT: Final = 100  # gunicorn's limit_request_fields default
+HEAD_BYTES: Final = bytes(range(32, 127)) + b"\t\r\n"  # what a plain header may hold
+TOKEN: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+Answer = tuple[str, str, bytes]  # status line, content type, body
+Direct = Callable[[str, str, bytes], "Answer | Callable[[], Answer]"]
 UNAUTHENTICATED: Final = (b"driftguard webhook: this endpoint answers only the API server, which presents its "
                           b"webhook client certificate (--client-ca-file); no certificate was presented\n")
 
@@ -73,9 +96,19 @@ class Limits:
     authenticate: bool = False  # only callers with a verified client certificate reach the app
 
 
+class ReviewHead(NamedTuple):
+    """A plain review request at the start of a buffer (``review_head``)."""
+
+    path: str  # /validate or /mutate, without the query
+    content_type: str
+    body_start: int
+    length: int
+    close: bool  # Connection: close
+
+
 class _Conn:
-    __slots__ = ("buffer", "client", "close_after", "parser", "server", "since", "sock", "state", "verified",
-                 "writing")
+    __slots__ = ("buffer", "client", "close_after", "outbox", "parser", "server", "since", "sock", "state",
+                 "verified", "writing")
 
     def __init__(self, sock: ssl.SSLSocket, client: Any, server: Any, now: float) -> None:
         self.sock, self.client, self.server, self.since = sock, client, server, now
@@ -85,6 +118,7 @@ class _Conn:
         self.close_after = False
         self.writing = False
         self.verified = False
+        self.outbox = b""  # an answer waiting for the socket to take it (state WRITING)
 
 
 class _Coalesced:
@@ -122,7 +156,10 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         self.tpool = futures.ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="request")
         self.poller = selectors.DefaultSelector()
         self._waiting: dict[str, OrderedDict[_Conn, float]] = {
-            HANDSHAKE: OrderedDict(), READING: OrderedDict(), IDLE: OrderedDict()}
+            HANDSHAKE: OrderedDict(), READING: OrderedDict(), IDLE: OrderedDict(), WRITING: OrderedDict()}
+        self._ready: list[_Conn] = []  # connections with requests left in their buffer (PIPELINE_BATCH)
+        self.direct: Direct | None = None
+        self._date = (0, b"")
         self._returned: collections.deque[tuple[_Conn, bool, bytes]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -139,15 +176,34 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
             listener.setblocking(False)
             self.poller.register(listener, selectors.EVENT_READ, (self._accept, listener.getsockname()))
         self.poller.register(self._wake_r, selectors.EVENT_READ, (self._take_back, None))
+        self.direct = self._direct_entry()
+        heartbeat = 0.0
         while self.alive:
-            self.notify()
-            for key, _ in self.poller.select(self._timeout()):
-                callback, argument = key.data
-                callback(key.fileobj, argument)
-            self._expire(time.monotonic())
-            if not self.is_parent_alive():
-                break
+            now = time.monotonic()
+            if now >= heartbeat:
+                self.notify()
+                if not self.is_parent_alive():
+                    break
+                heartbeat = now + NOTIFY_SECONDS
+            self._turn(0.0 if self._ready else self._timeout())
         self._shutdown()
+
+    def _turn(self, timeout: float) -> None:
+        for key, _ in self.poller.select(timeout):
+            callback, argument = key.data
+            callback(key.fileobj, argument)
+        ready, self._ready = self._ready, []
+        for conn in ready:
+            if conn.state == READING:
+                self._next_request(conn)
+        self._expire(time.monotonic())
+
+    def _direct_entry(self) -> Direct | None:
+        """The app's review entry, unless gunicorn's access log wants a line per request (its path writes it)."""
+        direct = getattr(self.wsgi, "extensions", {}).get(DIRECT)
+        if direct is None or self.log.access_log.isEnabledFor(logging.INFO):
+            return None
+        return direct  # type: ignore[no-any-return]
 
     def _timeout(self) -> float:
         nearest = 1.0
@@ -188,10 +244,7 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         real-cluster tier when a webhook pod is deleted during a stream of writes)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and (self._outstanding or any(self._waiting.values())):
-            for key, _ in self.poller.select(min(0.1, max(0.0, deadline - time.monotonic()))):
-                callback, argument = key.data
-                callback(key.fileobj, argument)
-            self._expire(time.monotonic())
+            self._turn(0.0 if self._ready else min(0.1, max(0.0, deadline - time.monotonic())))
 
     # ---------------------------------------------------------------- connections
     def _accept(self, listener: socket.socket, server: Any) -> None:
@@ -240,6 +293,8 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
     def _on_event(self, _: Any, conn: _Conn) -> None:
         if conn.state == HANDSHAKE:
             self._handshake(conn)
+        elif conn.state == WRITING:
+            self._flush(conn)
         else:
             self._read(conn)
 
@@ -294,21 +349,41 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         self._next_request(conn)
 
     def _next_request(self, conn: _Conn) -> None:
-        if not conn.buffer:
-            return
-        ready = request_ready(conn.buffer, self.limits.max_body_bytes)
-        if ready is None:
-            return
-        conn.close_after = not ready
-        if conn.buffer.startswith((b"GET /healthz ", b"GET /healthz?")):
-            self._answer(conn, b"200 OK", b"ok\n")
-        elif conn.buffer.startswith((b"GET /readyz ", b"GET /readyz?")) and self._wedged():
-            self._answer(conn, b"503 Service Unavailable", self._wedged_message())
-        elif self.limits.authenticate and not conn.verified and not conn.buffer.startswith(PROBES):
+        """Answer what ``conn``'s buffer holds: up to ``PIPELINE_BATCH`` requests the loop answers itself
+        (the rest on the next turn, so one pipelining client cannot hold the loop), or hand one to a thread."""
+        for _ in range(PIPELINE_BATCH):
+            if not conn.buffer or conn.state not in (READING, IDLE):
+                return
+            ready = request_ready(conn.buffer, self.limits.max_body_bytes)
+            if ready is None:
+                return
+            conn.close_after = not ready
+            if not self._one_request(conn):
+                return
+            if not conn.buffer and conn.sock.pending():
+                self._read(conn)  # TLS bytes already decrypted: no readiness event will come for them
+                return
+        if conn.state == READING and conn.buffer:
+            self._ready.append(conn)
+
+    def _one_request(self, conn: _Conn) -> bool:
+        """Answer or hand over the request at the start of the buffer; True if the loop answered it and the
+        connection waits for its next request (READING with a buffer, or IDLE)."""
+        buffer = conn.buffer
+        if buffer.startswith((b"GET /healthz ", b"GET /readyz ", b"GET /healthz?", b"GET /readyz?")):
+            if buffer.startswith((b"GET /healthz ", b"GET /healthz?")):
+                return self._answer(conn, b"200 OK", b"ok\n")
+            if self._wedged():
+                return self._answer(conn, b"503 Service Unavailable", self._wedged_message())
+        if self.limits.authenticate and not conn.verified and not buffer.startswith(PROBES):
             self.log.debug("refused a request without a client certificate from %s", conn.client)
-            self._answer(conn, b"403 Forbidden", UNAUTHENTICATED, close=True)
-        else:
-            self._dispatch(conn)
+            return self._answer(conn, b"403 Forbidden", UNAUTHENTICATED, close=True)
+        if self.direct is not None and not conn.close_after and buffer.startswith(b"POST /"):
+            head = review_head(buffer, self.limits.max_body_bytes)
+            if head is not None:
+                return self._review(conn, head, self.direct)
+        self._dispatch(conn)
+        return False
 
     # ---------------------------------------------------------------- answered by the loop
     def _wedged(self) -> bool:
@@ -319,44 +394,129 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         return (f"wedged: {self._outstanding} requests outstanding and none finished for {waited:.0f}s "
                 f"({self.cfg.threads} threads)\n").encode()
 
-    def _answer(self, conn: _Conn, status: bytes, body: bytes, *, close: bool = False) -> None:
+    def _answer(self, conn: _Conn, status: bytes, body: bytes, *, close: bool = False) -> bool:
         """A small response written by the loop; the request must have no body unless ``close``."""
         end = conn.buffer.find(b"\r\n\r\n") + 4
         head = bytes(conn.buffer[:end]).lower()
         del conn.buffer[:end]
         keep = (b"\r\nconnection: close" not in head and b" http/1.0\r\n" not in head and not conn.close_after
                 and not close and self.alive)
-        response = (b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
-                    + str(len(body)).encode() + b"\r\nConnection: " + (b"keep-alive" if keep else b"close")
-                    + b"\r\n\r\n" + body)
+        return self._write(conn, self._response(status.decode(), "text/plain", body, keep=keep), keep=keep)
+
+    def _review(self, conn: _Conn, head: ReviewHead, direct: Direct) -> bool:
+        """A plain review: the app answers it here, or gives back the part that must run on a thread."""
+        end = head.body_start + head.length
+        body = bytes(conn.buffer[head.body_start:end])
+        del conn.buffer[:end]
+        self._count_request()
+        keep = not head.close and self.alive and self.cfg.keepalive > 0
+        if head.length > DIRECT_INLINE_BYTES:
+            self._hand_over(conn, lambda: direct(head.path, head.content_type, body), keep=keep)
+            return False
+        answer = self._run(lambda: direct(head.path, head.content_type, body))
+        if callable(answer):
+            self._hand_over(conn, answer, keep=keep)
+            return False
+        keep = keep and self.alive
+        return self._write(conn, self._response(*answer, keep=keep), keep=keep)
+
+    def _run(self, work: Callable[[], Answer | Callable[[], Answer]]) -> Answer | Callable[[], Answer]:
+        try:
+            return work()
+        except Exception:  # fail closed: the API server applies the failurePolicy to a 500
+            self.log.exception("webhook request failed")
+            return "500 Internal Server Error", "text/plain", b"internal error\n"
+
+    def _count_request(self) -> None:
+        self.nr += 1
+        if self.nr >= self.max_requests and self.alive:
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = False
+
+    def _response(self, status: str, content_type: str, body: bytes, *, keep: bool) -> bytes:
+        second = int(time.time())
+        if self._date[0] != second:
+            self._date = (second, email.utils.formatdate(second, usegmt=True).encode())
+        return b"".join((b"HTTP/1.1 ", status.encode(), b"\r\nDate: ", self._date[1], b"\r\nContent-Type: ",
+                         content_type.encode(), b"\r\nContent-Length: ", str(len(body)).encode(),
+                         b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n",
+                         body))
+
+    def _write(self, conn: _Conn, response: bytes, *, keep: bool) -> bool:
+        """Send a loop-made answer; what the socket does not take now waits for it (WRITING)."""
         try:
             sent = conn.sock.send(response)
-        except (ssl.SSLError, OSError):
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
             sent = 0
-        if sent != len(response) or not keep:
+        except (ssl.SSLError, OSError):
             self._close(conn)
-            return
-        if conn.buffer:
+            return False
+        if sent < len(response):
+            conn.outbox = response[sent:]
+            conn.close_after = conn.close_after or not keep
+            self._wait(conn, WRITING, self.limits.request_timeout)
+            self._want(conn, write=True)
+            return False
+        return self._written(conn, keep=keep)
+
+    def _flush(self, conn: _Conn) -> None:
+        keep = not conn.close_after
+        response, conn.outbox = conn.outbox, b""
+        self._wait(conn, READING, self.limits.request_timeout)
+        self._want(conn, write=False)
+        if self._write(conn, response, keep=keep):
             self._next_request(conn)
+
+    def _written(self, conn: _Conn, *, keep: bool) -> bool:
+        if not keep:
+            self._close(conn)
+            return False
+        if conn.buffer:
+            self._wait(conn, READING, self.limits.request_timeout)
         else:
             self._wait(conn, IDLE, self.limits.keepalive)
+        return True
 
     # ---------------------------------------------------------------- handed to a thread
-    def _dispatch(self, conn: _Conn) -> None:
+    def _busy(self, conn: _Conn) -> None:
         if conn.state in self._waiting:
             self._waiting[conn.state].pop(conn, None)
         conn.state = BUSY
         self.poller.unregister(conn.sock)
         conn.writing = False
         conn.sock.settimeout(self.limits.request_timeout)
+        if self._outstanding == 0:
+            self._last_finished = time.monotonic()
+        self._outstanding += 1
+
+    def _dispatch(self, conn: _Conn) -> None:
+        self._busy(conn)
         if conn.parser is None:
             conn.parser = ghttp.RequestParser(self.cfg, conn.sock, conn.client)
         conn.parser.unreader.unread(bytes(conn.buffer))
         conn.buffer = bytearray()
-        if self._outstanding == 0:
-            self._last_finished = time.monotonic()
-        self._outstanding += 1
         self.tpool.submit(self._serve, conn)
+
+    def _hand_over(self, conn: _Conn, work: Callable[[], Answer | Callable[[], Answer]], *, keep: bool) -> None:
+        """A review's answer made on a thread (it reads the API); the buffer's pipelined rest stays for the loop."""
+        self._busy(conn)
+        self.tpool.submit(self._serve_direct, conn, work, keep)
+
+    def _serve_direct(self, conn: _Conn, work: Callable[[], Answer | Callable[[], Answer]], keep: bool) -> None:
+        sent = False
+        try:
+            answer = self._run(work)
+            while callable(answer):
+                answer = self._run(answer)
+            keep = keep and self.alive
+            conn.sock.sendall(self._response(*answer, keep=keep))
+            sent = True
+        except BaseException:  # the connection must go back to the loop whatever happened
+            sent = False
+        finally:
+            self._returned.append((conn, keep and sent, bytes(conn.buffer)))
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"\0")
 
     def _serve(self, conn: _Conn) -> None:
         keepalive, leftover = False, b""
@@ -496,3 +656,54 @@ def _leftover(parser: Any) -> bytes:
     return rest
 
 
+
+
+def review_head(buffer: bytearray, max_body: int) -> ReviewHead | None:
+    """The plain form of a review request at the start of ``buffer``, whole; None for anything else.
+
+    Plain: ``POST /validate`` or ``/mutate`` (a query allowed), ``HTTP/1.1``, header fields that are
+    ``token: visible ASCII``, exactly one Content-Length of digits within ``max_body``, the whole body
+    buffered, no Transfer-Encoding, no Expect, Connection only ``keep-alive`` or ``close``, and within
+    gunicorn's own line, field and count limits. What is not plain goes through gunicorn's parser, which
+    answers it (or refuses it) as it always did: this function only ever narrows what the loop takes.
+    """
+    end = buffer.find(b"\r\n\r\n", 0, HEADER_LIMIT)
+    if end < 0:
+        return None
+    head = bytes(buffer[:end])
+    lines = head.split(b"\r\n")
+    if head.translate(None, HEAD_BYTES) or head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
+        return None  # a control or non-ASCII byte, or a bare CR or LF
+    line = lines[0]
+    if len(line) > REQUEST_LINE_LIMIT or not line.startswith(b"POST /") or not line.endswith(b" HTTP/1.1"):
+        return None
+    target = line[5:-9]
+    path = target.split(b"?", 1)[0]
+    if path not in DIRECT_PATHS or b" " in target or len(lines) - 1 > FIELDS_LIMIT:
+        return None
+    length: int | None = None
+    content_type, close = "", False
+    for field in lines[1:]:
+        name, colon, value = field.partition(b":")
+        if not colon or not name or len(field) > FIELD_LIMIT or not TOKEN.issuperset(name):
+            return None
+        value = value.strip(b" \t")
+        name = name.lower()
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"content-type":
+            if content_type:
+                return None
+            content_type = value.decode()
+        elif name == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            if not tokens <= {b"keep-alive", b"close"}:
+                return None
+            close = b"close" in tokens
+        elif name in (b"transfer-encoding", b"expect"):
+            return None
+    if length is None or length > max_body or len(buffer) - end - 4 < length:
+        return None
+    return ReviewHead(path.decode(), content_type, end + 4, length, close)

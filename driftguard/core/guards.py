@@ -148,7 +148,7 @@ def _system_finalizer(name: object) -> bool:
 def _pod(location: tuple[str, ...], declared: Mapping[str, Any], old: Mapping[str, Any],
          new: Mapping[str, Any]) -> list[Guarded]:
     git, before, after = (_mapping(lookup(tree, location)) for tree in (declared, old, new))
-    if after is None:
+    if after is None or before == after:  # nothing under the template moved: no rule below can fire
         return []
     git, before = git or {}, before or {}
     found: list[Guarded] = []
