@@ -159,6 +159,7 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
             HANDSHAKE: OrderedDict(), READING: OrderedDict(), IDLE: OrderedDict(), WRITING: OrderedDict()}
         self._ready: list[_Conn] = []  # connections with requests left in their buffer (PIPELINE_BATCH)
         self.direct: Direct | None = None
+        self._chunk = memoryview(bytearray(READ_CHUNK))  # every recv lands here: no 256 KiB object per read
         self._date = (0, b"")
         self._returned: collections.deque[tuple[_Conn, bool, bytes]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -330,19 +331,23 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         self._waiting[state][conn] = time.monotonic() + seconds
 
     def _read(self, conn: _Conn) -> None:
+        """What the socket holds now. Stops when TLS has nothing decrypted left (``pending``): more bytes in
+        the kernel keep the socket readable (level-triggered), so the next turn reads them — one recv per
+        request instead of a second one that only raises SSLWantReadError."""
+        chunk = self._chunk
         while True:
             try:
-                data = conn.sock.recv(READ_CHUNK)
+                count = conn.sock.recv_into(chunk)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except (ssl.SSLError, OSError):
                 self._close(conn)
                 return
-            if not data:
+            if not count:
                 self._close(conn)
                 return
-            conn.buffer += data
-            if len(conn.buffer) > self.limits.max_body_bytes + HEADER_LIMIT:
+            conn.buffer += chunk[:count]
+            if len(conn.buffer) > self.limits.max_body_bytes + HEADER_LIMIT or not conn.sock.pending():
                 break
         if conn.state == IDLE and conn.buffer:
             self._wait(conn, READING, self.limits.request_timeout)
