@@ -49,7 +49,7 @@ from driftguard.core import contract  # noqa: E402
 from webhook.settings import Settings  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from floor import FloorServer  # noqa: E402
+from floor import FloorServer, run_queue_seconds  # noqa: E402
 
 SOURCE = contract.Source("https://github.com/org/k8s-manifests", "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
                          "alice@org", "2024-05-01T10:00:00Z", "services/my-service/production/deployment.yaml")
@@ -185,6 +185,11 @@ class Server:
             total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
         return total / os.sysconf("SC_CLK_TCK")
 
+    def run_queue_seconds(self) -> float:
+        """Time the server's threads spent runnable but not running so far (``/proc/*/task/*/schedstat``):
+        CPU it wanted and the machine's other load did not give it."""
+        return run_queue_seconds(self.process.pid)
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(20)
@@ -243,18 +248,19 @@ def measure(server: Server | FloorServer, body_file: Path, client: str, connecti
             seconds: int) -> dict[str, float]:
     if client == "wrk":
         run_wrk(server.url, body_file, connections, 1, 2)  # warm-up: workers import, TLS sessions, caches
-    cpu = server.cpu_seconds()
+    cpu, waited, started = server.cpu_seconds(), server.run_queue_seconds(), time.monotonic()
     if client == "wrk":
         result = run_wrk(server.url, body_file, connections, seconds, 2)
     else:
         result = run_python(server, body_file.read_bytes(), connections, seconds)
     result["cpu_us"] = (server.cpu_seconds() - cpu) / max(1, result["requests"]) * 1e6
+    result["runq"] = (server.run_queue_seconds() - waited) / (time.monotonic() - started)
     return result
 
 
 def row(label: str, result: dict[str, float]) -> str:
     return (f"{label:<34} {result['rps']:>9.0f} {result['p50']:>8.2f} {result['p99']:>8.2f} {result['max']:>8.2f}"
-            f" {result['cpu_us']:>9.0f} {int(result['errors']):>6}")
+            f" {result['cpu_us']:>9.0f} {result['runq']:>7.2f} {int(result['errors']):>6}")
 
 
 def main() -> int:
@@ -277,7 +283,7 @@ def main() -> int:
     print(f"client: {args.client}; {os.cpu_count()} CPUs; {args.seconds}s per run; review sizes: "
           + ", ".join(f"{case} {len(review(case))} B" for case in args.case))
     print(f"{'server / case / concurrency':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-          f" {'cpu us/req':>9} {'errors':>6}")
+          f" {'cpu us/req':>9} {'runq/s':>7} {'errors':>6}")
     with tempfile.TemporaryDirectory(prefix="dg-webhook-bench-") as tmp:
         directory = Path(tmp)
         for case in args.case:

@@ -8,6 +8,7 @@ fresh CA, exposing the same ``url``/``ca_file``/``cpu_seconds()``/``stop()`` as 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -87,7 +88,23 @@ class FloorServer:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def run_queue_seconds(self) -> float:
+        return run_queue_seconds(self.process.pid)
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(20)
         self.log.close()
+
+
+def run_queue_seconds(root: int) -> float:
+    pids = [root]
+    children = Path(f"/proc/{root}/task/{root}/children")
+    if children.exists():
+        pids += [int(pid) for pid in children.read_text().split()]
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9

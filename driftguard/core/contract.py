@@ -312,8 +312,14 @@ def own_metadata(obj: Mapping[str, Any] | None) -> dict[str, str]:
 
 def changed_own_metadata(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
     """The driftguard label/annotation keys that differ between two versions of an object."""
-    before, after = own_metadata(old), own_metadata(new)
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed: list[str] = []
+    for name, bag in (("label", labels_of), ("annotation", annotations_of)):
+        before, after = bag(old), bag(new)
+        if before == after:  # the common case (one C comparison): nothing of ours moved either
+            continue
+        changed += [f"{name}:{k}" for k in before.keys() | after.keys()
+                    if k.startswith(PREFIX) and before.get(k) != after.get(k)]
+    return sorted(changed)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

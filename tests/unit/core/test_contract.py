@@ -95,6 +95,12 @@ def test_secret_string_data_is_declared_as_data_and_never_in_clear() -> None:
         ({"labels": {contract.LABEL_MANAGED: "true"}}, {"labels": {}}, [f"label:{contract.LABEL_MANAGED}"]),
         ({}, {"annotations": {contract.ANN_ENFORCEMENT: "off"}}, [f"annotation:{contract.ANN_ENFORCEMENT}"]),
         ({"annotations": {contract.ANN_COMMIT: "a"}}, {"annotations": {contract.ANN_COMMIT: "a", "x": "y"}}, []),
+        ({"labels": {"a": "1", contract.LABEL_MANAGED: "true"}, "annotations": {contract.ANN_COMMIT: "a"}},
+         {"labels": {"a": "1", contract.LABEL_MANAGED: "true"}, "annotations": {contract.ANN_COMMIT: "a"}}, []),
+        ({"labels": {contract.LABEL_MANAGED: "true"}, "annotations": {contract.ANN_COMMIT: "a", "x": "1"}},
+         {"labels": {contract.LABEL_MANAGED: "false"}, "annotations": {contract.ANN_COMMIT: "b", "x": "1"}},
+         [f"annotation:{contract.ANN_COMMIT}", f"label:{contract.LABEL_MANAGED}"]),  # both bags, sorted together
+        ({"labels": None}, {"labels": {contract.LABEL_MANAGED: "true"}}, [f"label:{contract.LABEL_MANAGED}"]),
     ],
 )
 def test_changed_own_metadata(old_meta: dict[str, Any], new_meta: dict[str, Any], changed: list[str]) -> None:
