@@ -34,6 +34,8 @@ KINDS: Final[Mapping[str, tuple[str, str]]] = {
 PLURALS: Final[Mapping[str, str]] = {"Deployment": "deployments", "StatefulSet": "statefulsets",
                                      "DaemonSet": "daemonsets", "ReplicaSet": "replicasets",
                                      "ConfigMap": "configmaps", "Service": "services"}
+_NAMES: Final[Mapping[tuple[str, str], str]] = {
+    (api_version.rpartition("/")[0], kind): name for name, (api_version, kind) in reversed(list(KINDS.items()))}
 SCALABLE: Final = frozenset({"Deployment", "StatefulSet", "ReplicaSet"})
 PLAIN_SUFFIXES: Final = (".yaml", ".yml")
 COMMENT: Final = "  # the git change instead: edits a clone, prints the diff"
@@ -42,8 +44,7 @@ LIMIT: Final = 256  # an admission warning's size (webhook.messages.WARNING_LIMI
 
 def kind_name(ref: ObjectRef) -> str | None:
     """``deployment`` for an apps/v1 Deployment; None for a kind suggest does not edit."""
-    return next((name for name, (api_version, kind) in KINDS.items()
-                 if kind == ref.kind and api_version.rpartition("/")[0] == ref.group), None)
+    return _NAMES.get((ref.group, ref.kind))
 
 
 def plain_file(path: str) -> bool:
@@ -58,12 +59,13 @@ def command(ref: ObjectRef, stamp: Stamp, changes: Sequence[FieldDrift], *, limi
     if kind is None or not changes or stamp.sensitive or not plain_file(stamp.source.path) or not ref.namespace:
         return None
     target = [f"{kind}/{ref.name}", "-n", ref.namespace]
-    values = [(c.path, fields.scalar_text(c.actual) if c.actual is not MISSING else None) for c in changes]
-    if any(v is None for _, v in values):
-        return None
-    words = _verb(ref, target, changes) or ["driftguard", "suggest",
-                                            *(w for p, v in values for w in ("--set", f"{fields.render_path(p)}={v}")),
-                                            *target]
+    words = _verb(ref, target, changes)
+    if words is None:
+        values = [(c.path, fields.scalar_text(c.actual) if c.actual is not MISSING else None) for c in changes]
+        if any(v is None for _, v in values):
+            return None
+        words = ["driftguard", "suggest", *(w for p, v in values for w in ("--set", f"{fields.render_path(p)}={v}")),
+                 *target]
     line = shlex.join(words) + COMMENT
     return line if len(line) <= limit else None
 
@@ -76,7 +78,8 @@ def _verb(ref: ObjectRef, target: list[str], changes: Sequence[FieldDrift]) -> l
         return ["driftguard", "suggest", "--", "scale", *target, f"--replicas={changes[0].actual}"]
     for section, verb in (("labels", "label"), ("annotations", "annotate")):
         if all(len(c.path) == 3 and c.path[:2] == ("metadata", section) and isinstance(c.path[2], str)
-               and "=" not in c.path[2] and isinstance(c.actual, str) for c in changes):
+               and "=" not in c.path[2] and isinstance(c.actual, str) and fields.scalar_text(c.actual) is not None
+               for c in changes):
             return ["driftguard", "suggest", "--", verb, *target, *(f"{c.path[2]}={c.actual}" for c in changes)]
     return None
 
