@@ -10,14 +10,17 @@ labels and annotations, break-glass reasons, drift marks), picks an operation, s
 groups, and sometimes breaks the envelope or the bytes. Then it runs exactly what the HTTP edge runs:
 ``parse_review`` (a ``BadReview`` is a correct answer), ``policy.validate`` and ``policy.mutate``.
 
-Two properties are checked on every input:
+Three properties are checked on every input:
 
 * no exception escapes the parser or the policy (a crash would be a fail-closed 500 in production,
   but here it is a bug);
 * an untrusted UPDATE/scale/DELETE of an object whose old stamp says ``deny`` is never allowed when an
   *oracle* — the unpruned definition: every declared leaf the new object no longer has at git's
   value and whose value the old object did not already have, or a DELETE that has not begun — says
-  it changes git's state, unless the user is an authorised break-glass member.
+  it changes git's state, unless the user is an authorised break-glass member;
+* a denial's (or warning's) ``driftguard suggest`` line is its last, fits in one warning, is never given for
+  a Secret, and reads back — split as a shell splits it, parsed as suggest parses it — to exactly what the
+  request sets.
 
 Standard library only (seeded ``random``), so it runs anywhere the webhook runs.
 """
@@ -29,6 +32,7 @@ import copy
 import datetime as dt
 import json
 import random
+import shlex
 import sys
 import time
 import traceback
@@ -38,8 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from driftguard.core import contract, fields
-from webhook import identity, policy, reviews
+from driftguard.core import contract, fields, suggestion
+from webhook import identity, messages, policy, reviews
 from webhook.settings import RECONCILER_USER, Settings
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -303,7 +307,43 @@ def run(count: int, seed: int, *, verbose: bool = True) -> Counter[str]:
                 print(f"allowed although the oracle says: {why}\n{json.dumps(review)[:2000]}", file=sys.stderr)
         elif why:
             tally["oracle-required denials, denied"] += 1
+        if verdict.hint:
+            wrong = suggest_line_problem(request, verdict, parent)
+            tally["SUGGEST LINE WRONG" if wrong else "suggest lines read back to the request"] += 1
+            if wrong and verbose:
+                print(f"{wrong}\n{verdict.hint}\n{json.dumps(review)[:2000]}", file=sys.stderr)
     return tally
+
+
+def suggest_line_problem(request: dict[str, Any], verdict: policy.Verdict, parent: policy.Parent) -> str:
+    """What is wrong with a verdict's ``driftguard suggest`` line ("" when nothing): it must be the message's last
+    line (or the last warning), fit in a warning, never be given for a Secret, and read back — as a shell splits
+    it, as suggest parses it — to exactly the values the request sets."""
+    line = verdict.hint
+    if (verdict.message.splitlines() or [""])[-1] != line and (verdict.warnings or ("",))[-1] != line:
+        return "the line is not the message's last"
+    if len(line) > messages.WARNING_LIMIT or "\n" in line:
+        return "the line does not fit in one warning"
+    old = (parent.obj if request.get("subResource") == "scale" else request.get("oldObject")) or {}
+    stamp = contract.read_stamp(old)
+    if old.get("kind") == "Secret" or stamp is None or stamp.sensitive:
+        return "a line for a Secret or an unmanaged object"
+    words = shlex.split(line, comments=True)
+    new = request.get("object") or {}
+    if words[:4] == ["driftguard", "suggest", "--", "scale"]:
+        return "" if words[-1] == f"--replicas={(new.get('spec') or {}).get('replicas')}" else "the wrong replicas"
+    if words[:3] == ["driftguard", "suggest", "--"]:
+        section = {"label": "labels", "annotate": "annotations"}[words[3]]
+        pairs = [w.split("=", 1) for w in words[7:]]
+        given = ((new.get("metadata") or {}).get(section) or {})
+        return "" if all(given.get(k) == v for k, v in pairs) else f"the wrong {section}"
+    for i, word in enumerate(words):
+        if word == "--set":
+            path, value = suggestion.parse_set(words[i + 1])
+            actual = fields.lookup(new, path)
+            if not fields.scalar_equal(actual, value):
+                return f"--set {words[i + 1]} reads back as {value!r}, the request sets {actual!r}"
+    return ""
 
 
 def main() -> int:
@@ -319,8 +359,9 @@ def main() -> int:
         print(f"  {key:<40} {value:>8}")
     crashes = sum(v for k, v in tally.items() if k.startswith("CRASH"))
     escapes = tally["ALLOWED A CHANGE TO A DECLARED FIELD"]
-    print(f"crashes: {crashes}; declared-field changes allowed: {escapes}")
-    return 1 if crashes or escapes else 0
+    wrong = tally["SUGGEST LINE WRONG"]
+    print(f"crashes: {crashes}; declared-field changes allowed: {escapes}; wrong suggest lines: {wrong}")
+    return 1 if crashes or escapes or wrong else 0
 
 
 if __name__ == "__main__":
