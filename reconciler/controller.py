@@ -89,9 +89,9 @@ def load_marks(settings: Settings) -> Marks:
 class NotLeader(Exception):
     """This replica does not lead: it runs no sync. ``leader``: the Lease's holder as last seen ("" if none)."""
 
-    def __init__(self, message: str, leader: str = "") -> None:
+    def __init__(self, message: str, leader: str = "", replica: str = "") -> None:
         super().__init__(message)
-        self.leader = leader
+        self.leader, self.replica = leader, replica  # the Lease's holder; this replica
 
 
 class Busy(Exception):
@@ -183,10 +183,11 @@ class Controller:
         holder = elector.holder
         if not holder or holder == elector.identity:
             return NotLeader(f"this reconciler replica ({elector.identity}) is a standby and no replica holds the "
-                             f"{lease} right now (a failover): try again in a few seconds")
+                             f"{lease} right now (a failover): try again in a few seconds", replica=elector.identity)
         return NotLeader(f"this reconciler replica ({elector.identity}) is a standby; the leader, which runs syncs, "
                          f"is {holder} ({lease}): send the sync to it (`kubectl -n {elector.namespace} port-forward "
-                         f"pod/{holder} 8081:8080`, then `driftguard sync --server http://127.0.0.1:8081`)", holder)
+                         f"pod/{holder} 8081:8080`, then `driftguard sync --server http://127.0.0.1:8081`)", holder,
+                         elector.identity)
 
     def _lead(self, done: threading.Event) -> None:
         self.metrics.leader.set(1)

@@ -13,8 +13,9 @@
   ``sync`` on ``applications.driftguard.io`` — that Application, in its namespace (SubjectAccessReview). The
   refresh token grants nothing here. 200 with the result when it finished within ``wait`` seconds (default
   60), 202 when still running; 401 unauthenticated, 403 not allowed (naming the rule to grant), 404 unknown
-  Application, 409 another sync is waiting, 503 this replica is a standby (``leader``: the Lease's holder, named
-  in the message with how to reach it).
+  Application, 409 another sync is waiting. A standby passes the sync on to the leader's Pod (its IP and
+  ``http`` port, read from the API server; once, marked ``X-Driftguard-Forwarded-By``) and answers what it
+  answered; when it cannot, 503 (``leader``: the Lease's holder, named in the message with how to reach it).
   The web UI's ServiceAccount (``--ui-service-account``, only it) may instead name the user it signed in
   (``X-Driftguard-User``/``X-Driftguard-Groups``): RBAC is then asked about that user, and the sync recorded
   as ``alice via driftguard-ui`` (``reconciler.delegation``).
@@ -26,7 +27,9 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 MAX_BODY: Final = 1 << 20
 DEFAULT_WAIT: Final = 60.0
 MAX_WAIT: Final = 600.0
+FORWARDED_HEADER: Final = "X-Driftguard-Forwarded-By"  # a standby passed this sync on: never pass it on again
 
 
 class Unauthorized(Exception):
@@ -163,7 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(409, {"error": str(e)})
             return
         except NotLeader as e:
-            self._send(503, {"error": str(e), "leader": e.leader})
+            if not self._forward(key, raw, e):
+                self._send(503, {"error": str(e), "leader": e.leader})
             return
         except (KubeError, ResourceError) as e:
             self._send(503, {"error": f"cannot authorise the sync: {e}"})
@@ -178,6 +183,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(202, {"application": str(key), "initiator": user, "state": "Running"})
             return
         self._send(200, sync_result(key, operation))
+
+    def _forward(self, key: AppKey, raw: bytes, standby: NotLeader) -> bool:
+        """A standby passes a sync on to the leader's Pod, once (never a forwarded one again); the leader
+        authenticates and authorises it afresh. False when it cannot: no leader, or its Pod not found."""
+        locate = self.server.locate_leader
+        if locate is None or not standby.leader or self.headers.get(FORWARDED_HEADER):
+            return False
+        url = locate(standby.leader)
+        if url is None:
+            return False
+        headers = {h: v for h in ("Authorization", "Content-Type", USER_HEADER, GROUPS_HEADER)
+                   if (v := self.headers.get(h)) is not None}
+        request = urllib.request.Request(  # noqa: S310 - http://<the leader Pod's IP>:<its http port>
+            f"{url}/sync/{key.namespace}/{key.name}", data=raw, method="POST",
+            headers={**headers, FORWARDED_HEADER: standby.replica})
+        wait = float(json.loads(raw or b"{}").get("wait", DEFAULT_WAIT))
+        try:
+            with urllib.request.urlopen(request, timeout=wait + 30) as answer:  # noqa: S310
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        except OSError as error:
+            log.warning("could not pass the sync of %s on to the leader %s at %s: %s", key, standby.leader, url, error)
+            return False
+        self._raw(status, body, "application/json")
+        return True
 
     def _authorised(self) -> bool:
         token = self.server.refresh_token
@@ -233,8 +264,11 @@ class ReconcilerServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], controller: Controller, refresh_token: str = "",
-                 ui_account: str = "") -> None:
+                 ui_account: str = "", locate_leader: Callable[[str], str | None] | None = None) -> None:
+        """``locate_leader(holder)``: the base URL of the Lease holder's own server (a standby passes a sync on to
+        it), None when it cannot be found."""
         super().__init__(address, _Handler)
+        self.locate_leader = locate_leader
         self.controller = controller
         self.refresh_token = refresh_token
         self.ui_account = ui_account  # NAMESPACE/NAME of the UI's ServiceAccount, trusted to name its user

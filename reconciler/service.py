@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from driftguard.core.names import NAMESPACE, RECONCILER_SERVICE_ACCOUNT
 from driftguard.kube import Kube
@@ -61,6 +62,32 @@ def pod_of(cluster: Cluster, namespace: str, service_account: str, me: str) -> C
 
     return legitimate
 
+def leader_url(cluster: Cluster, namespace: str, service_account: str) -> Callable[[str], str | None]:
+    """Where a Lease holder serves (``pod_url`` of its Pod in ``namespace``, read from the API server; None for a
+    holder that is no such Pod: local mode, a forged name). A standby passes syncs on to it."""
+    def locate(holder: str) -> str | None:
+        try:
+            pod = cluster.get(PODS, namespace, holder)
+        except ResourceError as e:
+            log.warning("cannot find the leader's Pod %s: %s", holder, e)
+            return None
+        return pod_url(pod, service_account) if pod is not None else None
+
+    return locate
+
+
+def pod_url(pod: Mapping[str, Any], service_account: str) -> str | None:
+    """``http://<IP>:<container port named http>`` of a running, not deleting Pod of ``service_account``; else None."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    ip = str(status.get("podIP") or "")
+    ports = [p.get("containerPort") for c in spec.get("containers") or [] for p in c.get("ports") or []
+             if p.get("name") == "http" and isinstance(p.get("containerPort"), int)]
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or spec.get("serviceAccountName") != service_account \
+            or status.get("phase") != "Running" or not ip or not ports:
+        return None
+    return f"http://[{ip}]:{ports[0]}" if ":" in ip else f"http://{ip}:{ports[0]}"
+
+
 @dataclass
 class Service:
     controller: Controller
@@ -91,6 +118,7 @@ def start(options: Options) -> Service:
     if settings.namespace != options.namespace or settings.cache_dir != options.cache_dir:
         settings = Settings(**{**settings.__dict__, "namespace": options.namespace, "cache_dir": options.cache_dir})
     elector = None
+    locate = None
     if options.leader_elect:
         lease_namespace = options.lease_namespace or options.namespace or NAMESPACE
         elector = LeaderElector(cluster, lease_namespace, options.lease_name, options.identity,
@@ -99,10 +127,11 @@ def start(options: Options) -> Service:
                                 retry_period=max(0.2, options.lease_duration / 7.5),
                                 legitimate=pod_of(cluster, lease_namespace, RECONCILER_SERVICE_ACCOUNT,
                                                   options.identity))
+        locate = leader_url(cluster, lease_namespace, RECONCILER_SERVICE_ACCOUNT)
     controller = Controller(cluster, settings, elector=elector)
     host, _, port = options.listen.rpartition(":")
     server = ReconcilerServer((host or "127.0.0.1", int(port)), controller, options.refresh_token,
-                              options.ui_service_account)
+                              options.ui_service_account, locate)
     server.start()
     stop = threading.Event()
     service = Service(controller, server, stop, threading.Thread())

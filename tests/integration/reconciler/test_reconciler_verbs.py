@@ -3,7 +3,11 @@ against the cluster, declared fields only, exit 0/1/2 as kubectl diff) and ``dri
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard import cli
+from driftguard.kube import KubeError
 from driftguard.local import verbs
 from driftguard.local.controlplane import serviceaccount_token
 
@@ -185,3 +190,58 @@ def test_a_standby_names_the_leader_and_the_cli_says_how_to_reach_it(
     assert not harness.status("manual").get("history")  # the standby ran nothing
     rc, out, err = run_cli(capsys, "sync", "manual", *who, "--server", first.url)
     assert rc == 0 and f"by system:serviceaccount:{ns}:admin-sa: Succeeded" in out.splitlines()[0], err
+
+
+def test_a_standby_passes_a_sync_on_to_the_leaders_pod(harness: Harness, repo: Repo) -> None:
+    """In a cluster the Service reaches standbys too: a standby passes POST /sync on to the leader's Pod (IP and
+    ``http`` port as the API server has them), once, and answers what the leader answered. The Pods here are
+    made by hand (no kubelet), at 127.0.0.1 and each replica's port."""
+    ns, system = harness.namespace, "driftguard-system"
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    sha = repo.commit("alpha")
+    harness.make_app("manual", repo, automated=False)
+    suffix = ns[-6:]
+    names = (f"reconciler-a-{suffix}", f"reconciler-b-{suffix}")
+    pods = f"/api/v1/namespaces/{system}/pods"
+
+    def pod_for(name: str, url: str) -> None:
+        harness.admin.request("POST", pods, body={
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"serviceAccountName": "driftguard-reconciler", "automountServiceAccountToken": False,
+                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "reconciler", "image": "driftguard:test",
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}},
+                                     "ports": [{"name": "http", "containerPort": int(url.rpartition(":")[2])}]}]}})
+        harness.admin.request("PATCH", f"{pods}/{name}/status", content_type=MERGE, body={
+            "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}})
+
+    try:
+        leader = harness.start(identity=names[0])
+        pod_for(names[0], leader.url)
+        wait_for(lambda: leader.controller.leading, 30, what="replica a to lead")
+        standby = harness.start(identity=names[1])
+        pod_for(names[1], standby.url)
+        wait_for(lambda: standby.controller.elector is not None and standby.controller.elector.holder == names[0],
+                 30, what="replica b to see replica a hold the Lease")
+        token = serviceaccount_token(harness.admin, ns, "syncer-sa", bound=False)
+        harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body={
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "syncer-sa"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "syncer-sa", "namespace": ns}]})
+
+        status, body = verbs.post_sync(standby.url, ns, "manual", token, prune=False, dry_run=False, wait=30)
+        assert status == 200 and body["result"] == "Succeeded" and body["revision"] == sha, body
+        history = harness.status("manual")["history"]
+        assert [h["initiator"] for h in history] == [f"system:serviceaccount:{ns}:syncer-sa"]
+        assert harness.cm("alpha") is not None
+        # a sync a standby already passed on is never passed on again (no loops between replicas)
+        request = urllib.request.Request(f"{standby.url}/sync/{ns}/manual", method="POST", data=b"{}", headers={
+            "Authorization": f"Bearer {token}", "X-Driftguard-Forwarded-By": "someone"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 503 and json.loads(refused.value.read())["leader"] == names[0]
+    finally:
+        for name in names:
+            with contextlib.suppress(KubeError):  # not made, if the test failed before
+                harness.admin.request("DELETE", f"{pods}/{name}", query={"gracePeriodSeconds": "0"})
