@@ -109,8 +109,9 @@ class Settings:
         "DRIFTGUARD_WEBHOOK_THREADS", "request threads per worker (event and gthread)"))
     worker_class: WorkerClass = field(default="event", metadata=_meta(
         "DRIFTGUARD_WEBHOOK_WORKER_CLASS",
-        "event (an event loop does TLS and reads whole requests under deadlines, threads run the app), "
-        "gthread or sync (gunicorn's own, for comparison)"))
+        "event (an event loop does TLS and reads whole requests under deadlines and answers plain reviews "
+        "itself; threads run what reads the API and everything else), gthread or sync (gunicorn's own, for "
+        "comparison)"))
     handshake_timeout: float = field(default=5.0, metadata=_meta(
         "DRIFTGUARD_HANDSHAKE_TIMEOUT", "seconds a new connection may take to finish its TLS handshake (event)"))
     request_timeout: float = field(default=10.0, metadata=_meta(
