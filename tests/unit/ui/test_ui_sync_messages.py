@@ -1,0 +1,40 @@
+"""What the UI's Sync says for each answer of the reconciler (``ui.reads``): in words, with what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ui.reads import ReconcilerAnswer, _refusal, _synced
+
+KEY = "team-a/web"
+
+
+@pytest.mark.parametrize(("result", "done", "says"), [
+    ({"_status": 200, "result": "Succeeded", "revision": "abcdef1234", "initiator": "ann via driftguard-ui",
+      "summary": "1 created"}, True, "synced team-a/web at abcdef1 by ann via driftguard-ui: Succeeded (1 created)"),
+    ({"_status": 200, "result": "Failed", "revision": "abcdef1234", "initiator": "ann via driftguard-ui",
+      "summary": "1 failed", "problem": "ConfigMap x: forbidden"}, False,
+     "synced team-a/web at abcdef1 by ann via driftguard-ui: Failed (1 failed): ConfigMap x: forbidden"),
+    ({"_status": 200, "result": "Succeeded", "revision": "abcdef1234", "initiator": "ann", "summary": "",
+      "pendingPrune": ["ConfigMap team-a/old"]}, True,
+     "(nothing to do); 1 object(s) no longer in git kept (a sync with prune deletes them)"),
+    ({"_status": 202, "initiator": "ann via driftguard-ui"}, True,
+     "sync of team-a/web started by ann via driftguard-ui; still running after 20s: the History table shows it"),
+])
+def test_a_sync_that_ran(result: dict[str, Any], done: bool, says: str) -> None:
+    ok, message = _synced(KEY, result)
+    assert ok is done and says in message
+
+
+@pytest.mark.parametrize(("status", "error", "says"), [
+    (409, "a sync of team-a/web asked by bob is waiting to run",
+     "not synced: a sync of team-a/web asked by bob is waiting to run; try again when it has run"),
+    (503, "this reconciler replica (r-1) is a standby; the leader, which runs syncs, is r-0",
+     "not synced: the reconciler could not run it now: this reconciler replica (r-1) is a standby; the leader"),
+    (403, "ann via driftguard-ui may not sync Application team-a/web: grant ann verb \"sync\"",
+     "the reconciler refused the sync of team-a/web (403): ann via driftguard-ui may not sync"),
+])
+def test_a_sync_the_reconciler_refused(status: int, error: str, says: str) -> None:
+    assert _refusal(KEY, ReconcilerAnswer(status, error, {"error": error})).startswith(says)
