@@ -112,10 +112,7 @@ def _say(line: str) -> None:
 @pytest.fixture(scope="session")
 def deployed(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
     """`make deploy` against the cluster: kubectl apply -k manifests/, driftguard certs install, rollouts."""
-    state = real_cluster.state()
-    assert state is not None
-    deployed = Deployed(real_cluster, Path(state.info["kubectl"]), tmp_path_factory.mktemp("deploy") / "cluster-ca",
-                        REPO)
+    deployed = Deployed.on(real_cluster, tmp_path_factory.mktemp("deploy") / "cluster-ca", REPO)
     result = deployed.make("deploy")
     assert result.returncode == 0, f"make deploy failed:\n{result.stdout}\n{result.stderr}"
     eventually(lambda: webhook_answers(deployed), "the webhook answering through its Service")

@@ -23,139 +23,49 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.real_cluster import Deployed, Repo, eventually, secret_for
+from support.real_cluster import SYSTEM, Deployed, Repo, eventually, help_job, pause_deployment
 
-from driftguard.local.cluster import image
-from driftguard.local.cluster.node import PAUSE_IMAGE
-
-SYSTEM = "driftguard-system"
 NS = "controlled"
 APP = "controlled"
 PATH_IN_REPO = "apps/controlled"
 
-
-def deployment(cpu: str) -> str:
-    return f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: {NS}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      containers:
-        - name: web
-          image: {PAUSE_IMAGE}
-          imagePullPolicy: Never
-          resources:
-            requests: {{cpu: {cpu}, memory: 16Mi}}
-            limits: {{memory: 32Mi}}
-"""
-
-
 FILES = {
-    "deployment.yaml": deployment("10m"),
+    "deployment.yaml": pause_deployment("web", NS, replicas=2),
     "configmap.yaml": f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {NS}\n"
                       "data:\n  LOG_LEVEL: info\n",
 }
-
-JOB = f"""\
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: migrate
-  namespace: {NS}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: migrate
-          image: {image.IMAGE}
-          imagePullPolicy: Never
-          args: ["--help"]
-          resources:
-            requests: {{cpu: 10m, memory: 32Mi}}
-            limits: {{memory: 128Mi}}
-"""
+JOB = help_job(NS, name="migrate", container="migrate")
 
 
 class Controlled:
     def __init__(self, deployed: Deployed, repo: Repo) -> None:
         self.deployed, self.repo = deployed, repo
+        self.get, self.must, self.laptop = deployed.get, deployed.must, deployed.laptop
+        self.denials_of_controllers = deployed.denials_of_controllers
         self.head = ""
 
-    def get(self, *args: str) -> dict[str, Any] | None:
-        result = self.deployed.kubectl_run("get", *args, "-o", "json", check=False)
-        if result.returncode != 0:
-            assert "NotFound" in result.stderr, result.stderr
-            return None
-        value: dict[str, Any] = json.loads(result.stdout)
-        return value
-
-    def must(self, *args: str) -> dict[str, Any]:
-        value = self.get(*args)
-        assert value is not None, f"{args} not found"
-        return value
-
-    def laptop(self, *args: str, stdin: str | None = None) -> Any:
-        return self.deployed.kubectl_run(*args, kubeconfig=self.deployed.cluster.laptop_kubeconfig, stdin=stdin,
-                                         check=False)
-
     def status(self) -> dict[str, Any]:
-        return (self.get("application", APP, "-n", SYSTEM) or {}).get("status") or {}
+        return self.deployed.application_status(APP)
 
     def synced_at_head(self) -> bool:
-        sync = self.status().get("sync") or {}
-        return sync.get("status") == "Synced" and sync.get("revision") == self.head
+        return self.deployed.synced(APP, self.head) is not None
 
     def commit(self, files: dict[str, str], message: str) -> None:
         self.repo.write(files)
         self.head = self.repo.commit(message)
         eventually(self.synced_at_head, f"Synced at {self.head[:7]} ({message})")
 
-    def denials_of_controllers(self) -> list[dict[str, Any]]:
-        """Audit records (deny or warn) whose user is a control-plane identity, from the webhook pods' logs."""
-        logs = self.deployed.kubectl_run("logs", "-n", SYSTEM, "-l", "app.kubernetes.io/name=driftguard-webhook",
-                                         "--tail=-1", "--prefix=false").stdout
-        audit = self.deployed.driftguard("audit", "-", "--json", stdin=logs)
-        assert audit.returncode == 0, audit.stderr
-        records = [json.loads(line) for line in audit.stdout.splitlines() if line.strip()]
-        return [r for r in records if str(r.get("user", "")).startswith("system:")]
-
 
 @pytest.fixture(scope="module")
 def app(deployed: Deployed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controlled]:
-    cluster = deployed.cluster
-    info = (cluster.state() or pytest.fail("no state")).info
-    repo = Repo(tmp_path_factory.mktemp("controllers") / "work", cluster.git_root / "controllers.git", PATH_IN_REPO)
+    repo = Repo(tmp_path_factory.mktemp("controllers") / "work", deployed.cluster.git_root / "controllers.git",
+                PATH_IN_REPO)
     fixture = Controlled(deployed, repo)
     # the namespace is the cluster's, not git's: only the reconciler's holds-managed mark guards it
     deployed.kubectl_run("create", "namespace", NS)
     repo.write(FILES)
     fixture.head = repo.commit("controlled: Deployment, ConfigMap")
-    application = {
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": APP, "namespace": SYSTEM},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": f"{info['git_url']}/controllers.git", "targetRevision": "main",
-                       "path": PATH_IN_REPO, "secretRef": {"name": "controllers-repo"}},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
-            "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-            "enforcement": "deny",
-            "refreshInterval": "2s",
-        },
-    }
-    deployed.kubectl_run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-        secret_for(info, "controllers-repo"), application]}))
+    deployed.apply_application(APP, repo="controllers", path=PATH_IN_REPO, namespace=NS)
     eventually(fixture.synced_at_head, "the controlled Application Synced")
     yield fixture
 
@@ -185,7 +95,7 @@ def test_the_deployment_controllers_writes_to_a_managed_deployment_are_admitted(
     assert len(owned()) == 1
 
     # a rollout from git: the controller writes revision 2, a second ReplicaSet, and scales the first down
-    app.commit({"deployment.yaml": deployment("20m")}, "controlled: more cpu for web")
+    app.commit({"deployment.yaml": pause_deployment("web", NS, replicas=2, cpu="20m")}, "controlled: more cpu for web")
     eventually(lambda: rolled_out("2"), "the Deployment controller: revision 2 rolled out", timeout=240)
     sets = owned()
     assert len(sets) == 2, [rs["metadata"]["name"] for rs in sets]

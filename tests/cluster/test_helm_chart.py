@@ -16,57 +16,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.real_cluster import Deployed, Repo, eventually, secret_for, webhook_answers
+from support.real_cluster import SYSTEM, Deployed, Repo, WriteStream, eventually, webhook_answers
 
 from driftguard.install import manifests_dir
 from driftguard.local.cluster import Cluster, image
 from driftguard.local.controlplane.binaries import resolve_render_tools
 
-SYSTEM = "driftguard-system"
 NS = "charted"
 APP = "charted"
 CHART = manifests_dir().parent / "charts" / "driftguard"
 REPO = manifests_dir().parent
-
-
-def gone(deployed: Deployed, *args: str) -> bool:
-    result = deployed.kubectl_run("get", *args, check=False)
-    return result.returncode != 0 and "NotFound" in result.stderr
-
-
-class WriteStream:
-    """Admitted writes through the webhook, back to back, as the laptop user: annotating the managed
-    ConfigMap with an undeclared annotation (the webhook is called and allows it). Records failures."""
-
-    def __init__(self, deployed: Deployed, laptop: Path) -> None:
-        self.deployed, self.laptop = deployed, laptop
-        self.results: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        count = 0
-        while not self._stop.is_set():
-            count += 1
-            result = self.deployed.kubectl_run("annotate", "configmap", APP, "-n", NS, f"stream={count}",
-                                               "--overwrite", kubeconfig=self.laptop, check=False)
-            self.results.append((result.returncode, result.stderr.strip()))
-
-    def __enter__(self) -> WriteStream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
-
-    def failures(self) -> list[str]:
-        return [err for code, err in self.results if code != 0]
 
 
 class Helm:
@@ -83,14 +46,11 @@ class Helm:
 @pytest.fixture(scope="module")
 def fresh(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
     """A handle on the cluster with no driftguard in it (make undeploy if an earlier module left one)."""
-    state = real_cluster.state()
-    assert state is not None
-    deployed = Deployed(real_cluster, Path(state.info["kubectl"]), tmp_path_factory.mktemp("helm") / "cluster-ca",
-                        REPO)
-    if not gone(deployed, "namespace", SYSTEM):
+    deployed = Deployed.on(real_cluster, tmp_path_factory.mktemp("helm") / "cluster-ca", REPO)
+    if not deployed.gone("namespace", SYSTEM):
         result = deployed.make("undeploy")
         assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    eventually(lambda: gone(deployed, "namespace", SYSTEM), f"namespace {SYSTEM} gone before helm install")
+    eventually(lambda: deployed.gone("namespace", SYSTEM), f"namespace {SYSTEM} gone before helm install")
     return deployed
 
 
@@ -115,7 +75,7 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
     for name in ("driftguard-webhook", "driftguard-reconciler"):
         deployed.kubectl_run("-n", SYSTEM, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
     eventually(lambda: webhook_answers(deployed), "the webhook answering through its Service")
-    pods = json.loads(deployed.kubectl_run("get", "pods", "-n", SYSTEM, "-o", "json").stdout)["items"]
+    pods = deployed.must("pods", "-n", SYSTEM)["items"]
     by_component = {c: [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/name") == c]
                     for c in ("driftguard-webhook", "driftguard-reconciler")}
     assert {c: len(p) for c, p in by_component.items()} == {"driftguard-webhook": 2, "driftguard-reconciler": 1}
@@ -126,36 +86,17 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
 
     # an Application on the in-cluster git server; its ConfigMap is managed
     cluster = deployed.cluster
-    info = (cluster.state() or pytest.fail("no state")).info
     repo = Repo(tmp_path / "work", cluster.git_root / "charted.git", "apps/charted")
     repo.write({"namespace.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n",
                 "configmap.yaml": f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {APP}\n  namespace: {NS}\n"
                                   "data:\n  LOG_LEVEL: info\n"})
     commit = repo.commit("charted: a ConfigMap")
-    application = {
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": APP, "namespace": SYSTEM},
-        "spec": {"project": "default",
-                 "source": {"repoURL": f"{info['git_url']}/charted.git", "targetRevision": "main",
-                            "path": "apps/charted", "secretRef": {"name": "charted-repo"}},
-                 "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
-                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-                 "enforcement": "deny", "refreshInterval": "2s"},
-    }
-    deployed.kubectl_run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-        secret_for(info, "charted-repo"), application]}))
-
-    def synced() -> bool:
-        got = deployed.kubectl_run("get", "application", APP, "-n", SYSTEM, "-o", "json", check=False)
-        sync = (json.loads(got.stdout).get("status") or {}).get("sync") or {} if got.returncode == 0 else {}
-        return sync.get("status") == "Synced" and sync.get("revision") == commit
-
-    eventually(synced, "the Application Synced through the Helm-installed reconciler")
+    deployed.apply_application(APP, repo="charted", path="apps/charted", namespace=NS)
+    eventually(lambda: deployed.synced(APP, commit), "the Application Synced through the Helm-installed reconciler")
 
     # the laptop's out-of-band write, denied by the webhook pods through their Service
-    laptop = cluster.laptop_kubeconfig
-    patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
-                                 "-p", '{"data": {"LOG_LEVEL": "debug"}}', kubeconfig=laptop, check=False)
+    patch = deployed.laptop("patch", "configmap", APP, "-n", NS, "--type", "merge",
+                                 "-p", '{"data": {"LOG_LEVEL": "debug"}}')
     assert patch.returncode != 0, patch.stdout
     assert 'admission webhook "validate.driftguard.io" denied the request' in patch.stderr, patch.stderr
     assert "data.LOG_LEVEL of ConfigMap" in patch.stderr and "declared in git" in patch.stderr, patch.stderr
@@ -163,25 +104,24 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
     # upgrade as the README says: no --force-conflicts (the chart sets no caBundle, which `certs install`
     # owns, and no rules of the aggregated ClusterRole, which the aggregation controller owns) and no
     # certs install after it; admitted writes to the managed object go on throughout, none failing
-    with WriteStream(deployed, laptop) as stream:
-        eventually(lambda: len(stream.results) >= 3, "the write stream running")
+    stream = WriteStream(lambda count: deployed.laptop("annotate", "configmap", APP, "-n", NS, f"stream={count}",
+                                                       "--overwrite"))
+    with stream:
         helm("upgrade", "driftguard", str(CHART), "--namespace", "default", "--reuse-values",
              "--set", "webhook.replicas=3")
         deployed.kubectl_run("-n", SYSTEM, "rollout", "status", "deployment/driftguard-webhook", "--timeout=180s",
                              timeout=200)
-        seen = len(stream.results)
-        eventually(lambda: len(stream.results) >= seen + 3, "writes after the upgrade")
+        stream.more("the upgrade")
     assert stream.failures() == [], stream.failures()[:3]
-    webhook = json.loads(deployed.kubectl_run("get", "deployment", "driftguard-webhook", "-n", SYSTEM, "-o",
-                                              "json").stdout)
+    webhook = deployed.must("deployment", "driftguard-webhook", "-n", SYSTEM)
     assert webhook["spec"]["replicas"] == 3 and webhook["status"].get("readyReplicas") == 3, webhook["status"]
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-        live = json.loads(deployed.kubectl_run("get", kind, "driftguard", "-o", "json").stdout)
+        live = deployed.must(kind, "driftguard")
         assert all(hook["clientConfig"].get("caBundle") for hook in live["webhooks"]), f"{kind}: caBundle blanked"
-    role = json.loads(deployed.kubectl_run("get", "clusterrole", "driftguard-reconciler", "-o", "json").stdout)
+    role = deployed.must("clusterrole", "driftguard-reconciler")
     assert role.get("rules"), "the aggregated ClusterRole's rules are gone after the upgrade"
-    patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
-                                 "-p", '{"data": {"LOG_LEVEL": "trace"}}', kubeconfig=laptop, check=False)
+    patch = deployed.laptop("patch", "configmap", APP, "-n", NS, "--type", "merge",
+                                 "-p", '{"data": {"LOG_LEVEL": "trace"}}')
     assert patch.returncode != 0 and "declared in git" in patch.stderr, patch.stderr
 
     # uninstall as a Helm user does, nothing first: Helm deletes the webhook configurations before
@@ -200,12 +140,12 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
                  ("validatingwebhookconfiguration", "driftguard"), ("mutatingwebhookconfiguration", "driftguard"),
                  ("validatingadmissionpolicy", "driftguard-protect-webhooks"),
                  ("clusterrole", "driftguard-reconciler"), ("clusterrole", "driftguard-webhook")):
-        assert gone(deployed, *args), args
+        assert deployed.gone(*args), args
 
     # nothing blocked: the formerly managed ConfigMap and its namespace are the laptop's again
-    patch = deployed.kubectl_run("patch", "configmap", APP, "-n", NS, "--type", "merge",
-                                 "-p", '{"data": {"LOG_LEVEL": "debug"}}', kubeconfig=laptop, check=False)
+    patch = deployed.laptop("patch", "configmap", APP, "-n", NS, "--type", "merge",
+                                 "-p", '{"data": {"LOG_LEVEL": "debug"}}')
     assert patch.returncode == 0, patch.stderr
-    delete = deployed.kubectl_run("delete", "namespace", NS, "--wait=false", kubeconfig=laptop, check=False)
+    delete = deployed.laptop("delete", "namespace", NS, "--wait=false")
     assert delete.returncode == 0, delete.stderr
-    eventually(lambda: gone(deployed, "namespace", NS), f"namespace {NS} deleted by the laptop")
+    eventually(lambda: deployed.gone("namespace", NS), f"namespace {NS} deleted by the laptop")

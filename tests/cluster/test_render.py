@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.real_cluster import Deployed, Repo, eventually, secret_for
+from support.real_cluster import SYSTEM, Deployed, Repo, eventually, pause_deployment
 
-from driftguard.local.cluster.node import PAUSE_IMAGE
-
-SYSTEM = "driftguard-system"
 NS = "rendered"
 APP = "rendered"
 PATH_IN_REPO = "apps/rendered"
@@ -25,27 +22,7 @@ PATH_IN_REPO = "apps/rendered"
 BASE = {
     "kustomization.yaml": "resources: [configmap.yaml, deployment.yaml]\n",
     "configmap.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  LOG_LEVEL: info\n",
-    "deployment.yaml": f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      containers:
-        - name: web
-          image: {PAUSE_IMAGE}
-          imagePullPolicy: Never
-          resources:
-            requests: {{cpu: 10m, memory: 16Mi}}
-            limits: {{memory: 32Mi}}
-""",
+    "deployment.yaml": pause_deployment("web"),
 }
 OVERLAY = {
     "kustomization.yaml": f"""\
@@ -63,15 +40,12 @@ patches:
 
 
 def managed(deployed: Deployed, kind: str) -> list[dict[str, Any]]:
-    got = deployed.kubectl_run("get", kind, "-n", NS, "-l", "driftguard.io/managed=true", "-o", "json")
-    return list(json.loads(got.stdout)["items"])
+    return list(deployed.must(kind, "-n", NS, "-l", "driftguard.io/managed=true")["items"])
 
 
 @pytest.mark.timeout(420)
 def test_a_kustomize_overlay_is_rendered_by_the_kustomize_in_the_image(deployed: Deployed, tmp_path: Path) -> None:
-    cluster = deployed.cluster
-    info = (cluster.state() or pytest.fail("no cluster state")).info
-    repo = Repo(tmp_path / "work", cluster.git_root / "rendered.git", PATH_IN_REPO)
+    repo = Repo(tmp_path / "work", deployed.cluster.git_root / "rendered.git", PATH_IN_REPO)
     for folder, files in (("base", BASE), ("overlays/prod", OVERLAY)):
         (repo.work / PATH_IN_REPO / folder).mkdir(parents=True)
         for name, text in files.items():
@@ -80,26 +54,9 @@ def test_a_kustomize_overlay_is_rendered_by_the_kustomize_in_the_image(deployed:
 
     deployed.kubectl_run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
                                                                "metadata": {"name": NS}}))
-    application = {
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": APP, "namespace": SYSTEM},
-        "spec": {"project": "default",
-                 "source": {"repoURL": f"{info['git_url']}/rendered.git", "targetRevision": "main",
-                            "path": f"{PATH_IN_REPO}/overlays/prod", "secretRef": {"name": "rendered-repo"}},
-                 "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
-                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-                 "enforcement": "deny", "refreshInterval": "2s"},
-    }
-    deployed.kubectl_run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-        secret_for(info, "rendered-repo"), application]}))
-
-    def synced() -> dict[str, Any] | None:
-        got = deployed.kubectl_run("get", "application", APP, "-n", SYSTEM, "-o", "json", check=False)
-        status = (json.loads(got.stdout).get("status") or {}) if got.returncode == 0 else {}
-        sync = status.get("sync") or {}
-        return status if sync.get("status") == "Synced" and sync.get("revision") == commit else None
-
-    status = eventually(synced, "the kustomize Application Synced by the reconciler pod", timeout=240)
+    deployed.apply_application(APP, repo="rendered", path=f"{PATH_IN_REPO}/overlays/prod", namespace=NS)
+    status = eventually(lambda: deployed.synced(APP, commit), "the kustomize Application Synced by the reconciler pod",
+                        timeout=240)
     rendered_by = status["sync"].get("renderedBy", "")
     assert rendered_by.startswith("kustomize v5.8.1"), status["sync"]
 
@@ -109,13 +66,12 @@ def test_a_kustomize_overlay_is_rendered_by_the_kustomize_in_the_image(deployed:
     assert "prod-settings" in configmaps, configmaps
     [flags] = [name for name in configmaps if name.startswith("prod-flags-")]
     assert len(flags) == len("prod-flags-") + 10, "configMapGenerator's hash suffix"
-    eventually(lambda: (json.loads(deployed.kubectl_run("get", "deployment", "prod-web", "-n", NS, "-o",
-                                                        "json").stdout).get("status") or {}).get("readyReplicas") == 2,
-               "the rendered Deployment's pods Ready")
+    eventually(lambda: (deployed.must("deployment", "prod-web", "-n", NS).get("status") or {}).get("readyReplicas")
+               == 2, "the rendered Deployment's pods Ready")
 
     # the pod ran the tool on its PATH: what the image carries, at the version the status names
     selector = "app.kubernetes.io/name=driftguard-reconciler"
-    pods = json.loads(deployed.kubectl_run("get", "pods", "-n", SYSTEM, "-l", selector, "-o", "json").stdout)["items"]
+    pods = deployed.must("pods", "-n", SYSTEM, "-l", selector)["items"]
     assert pods, "no reconciler pod"
     version = deployed.kubectl_run("exec", "-n", SYSTEM, pods[0]["metadata"]["name"], "--", "kustomize", "version")
     assert version.stdout.strip().startswith("v5.8.1"), version.stdout

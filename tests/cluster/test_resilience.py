@@ -12,66 +12,32 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from support.real_cluster import Deployed, Repo, eventually, secret_for
+from support.real_cluster import SYSTEM, Deployed, Repo, WriteStream, eventually, pause_deployment
 
 from driftguard.local.cluster.node import PAUSE_IMAGE
 
-SYSTEM = "driftguard-system"
 NS = "resilience"
 APP = "resilient"
 
 
-def deployment(replicas: int | None, image: str = PAUSE_IMAGE) -> str:
-    spec_replicas = f"  replicas: {replicas}\n" if replicas is not None else ""
-    return f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {APP}
-  namespace: {NS}
-spec:
-{spec_replicas}  selector:
-    matchLabels: {{app: {APP}}}
-  template:
-    metadata:
-      labels: {{app: {APP}}}
-    spec:
-      containers:
-        - name: app
-          image: {image}
-          imagePullPolicy: Never
-          resources:
-            requests: {{cpu: 10m, memory: 16Mi}}
-            limits: {{memory: 32Mi}}
-"""
+def deployment(cpu: str = "10m") -> str:
+    """git declares no replicas: they are the cluster's (the HPA's)."""
+    return pause_deployment(APP, NS, replicas=None, container="app", cpu=cpu)
 
 
 class Fixture:
     def __init__(self, deployed: Deployed, repo: Repo) -> None:
         self.deployed, self.repo = deployed, repo
-
-    def get(self, *args: str) -> dict[str, Any] | None:
-        result = self.deployed.kubectl_run("get", *args, "-o", "json", check=False)
-        if result.returncode != 0:
-            assert "NotFound" in result.stderr, result.stderr
-            return None
-        value: dict[str, Any] = json.loads(result.stdout)
-        return value
+        self.get, self.laptop = deployed.get, deployed.laptop
 
     def deploy(self) -> dict[str, Any]:
-        value = self.get("deployment", APP, "-n", NS)
-        assert value is not None
-        return value
-
-    def laptop(self, *args: str) -> Any:
-        return self.deployed.kubectl_run(*args, kubeconfig=self.deployed.cluster.laptop_kubeconfig, check=False)
+        return self.deployed.must("deployment", APP, "-n", NS)
 
     def pods(self, component: str) -> list[dict[str, Any]]:
         pods = self.get("pods", "-n", SYSTEM, "-l", f"app.kubernetes.io/name=driftguard-{component}") or {}
@@ -81,70 +47,25 @@ class Fixture:
         lease = self.get("lease", "driftguard-reconciler", "-n", SYSTEM) or {}
         return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
+    def write_stream(self) -> WriteStream:
+        """Admitted writes as the laptop user: an undeclared annotation on the managed Deployment (the webhook
+        is called and allows it)."""
+        return WriteStream(lambda count: self.laptop("annotate", f"deployment/{APP}", "-n", NS, f"stream={count}",
+                                                     "--overwrite"))
+
 
 @pytest.fixture(scope="module")
 def app(deployed: Deployed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
-    cluster = deployed.cluster
-    info = (cluster.state() or pytest.fail("no state")).info
-    repo = Repo(tmp_path_factory.mktemp("resilience") / "work", cluster.git_root / "resilience.git",
+    repo = Repo(tmp_path_factory.mktemp("resilience") / "work", deployed.cluster.git_root / "resilience.git",
                 path="apps/resilient")
     repo.write({"namespace.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n",
-                "deployment.yaml": deployment(replicas=None)})
+                "deployment.yaml": deployment()})
     first = repo.commit("resilient: initial")
-    url = f"{info['git_url']}/resilience.git"
-    application = {
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": APP, "namespace": SYSTEM},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": url, "targetRevision": "main", "path": "apps/resilient",
-                       "secretRef": {"name": "resilience-repo"}},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
-            "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-            "enforcement": "warn",
-            "refreshInterval": "2s",
-        },
-    }
-    documents = {"apiVersion": "v1", "kind": "List", "items": [secret_for(info, "resilience-repo"), application]}
-    deployed.kubectl_run("apply", "-f", "-", stdin=json.dumps(documents))
+    deployed.apply_application(APP, repo="resilience", path="apps/resilient", namespace=NS, enforcement="warn")
     fixture = Fixture(deployed, repo)
-
-    def synced() -> bool:
-        status = (fixture.get("application", APP, "-n", SYSTEM) or {}).get("status") or {}
-        revision = (status.get("sync") or {}).get("revision")
-        return revision == first and fixture.get("deployment", APP, "-n", NS) is not None
-
-    eventually(synced, "the resilience Application synced")
+    eventually(lambda: deployed.synced(APP, first) and fixture.get("deployment", APP, "-n", NS) is not None,
+               "the resilience Application synced")
     yield fixture
-
-
-class WriteStream:
-    """Admitted writes through the webhook, back to back, as the laptop user: annotating the managed
-    Deployment with an undeclared annotation (the webhook is called and allows it). Records failures."""
-
-    def __init__(self, fixture: Fixture) -> None:
-        self.fixture = fixture
-        self.results: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        count = 0
-        while not self._stop.is_set():
-            count += 1
-            result = self.fixture.laptop("annotate", f"deployment/{APP}", "-n", NS, f"stream={count}", "--overwrite")
-            self.results.append((result.returncode, result.stderr.strip()))
-
-    def __enter__(self) -> WriteStream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
-
-    def failures(self) -> list[str]:
-        return [err for code, err in self.results if code != 0]
 
 
 def test_pods_ready_two_replicas_nonroot_readonly_with_pdb(deployed: Deployed, app: Fixture) -> None:
@@ -165,15 +86,13 @@ def test_pods_ready_two_replicas_nonroot_readonly_with_pdb(deployed: Deployed, a
 
 def test_deleting_a_webhook_pod_during_writes_fails_no_admission(app: Fixture) -> None:
     victim = app.pods("webhook")[0]["metadata"]["name"]
-    with WriteStream(app) as stream:
-        eventually(lambda: len(stream.results) >= 3, "the write stream running")
+    with app.write_stream() as stream:
         app.deployed.kubectl_run("delete", "pod", "-n", SYSTEM, victim, "--wait=false")
         eventually(lambda: victim not in {p["metadata"]["name"] for p in app.pods("webhook")}
                    and len(app.pods("webhook")) == 2
                    and all(c["ready"] for p in app.pods("webhook") for c in p["status"]["containerStatuses"]),
                    "a replacement webhook pod Ready")
-        seen = len(stream.results)
-        eventually(lambda: len(stream.results) >= seen + 3, "writes after the replacement")
+        stream.more("the replacement")
     assert stream.failures() == [], stream.failures()[:3]
     assert len(stream.results) >= 6
 
@@ -192,8 +111,7 @@ def test_rotating_the_serving_certificate_restarts_nothing_and_fails_no_admissio
     pods = app.pods("webhook")
     before = {p["metadata"]["name"]: (p["status"]["containerStatuses"][0]["restartCount"],
                                      served_serial(p["status"]["podIP"], ca_file)) for p in pods}
-    with WriteStream(app) as stream:
-        eventually(lambda: len(stream.results) >= 3, "the write stream running")
+    with app.write_stream() as stream:
         rotated = deployed.driftguard("certs", "install", "--dir", str(deployed.ca_dir))
         assert rotated.returncode == 0, rotated.stderr
 
@@ -203,8 +121,7 @@ def test_rotating_the_serving_certificate_restarts_nothing_and_fails_no_admissio
 
         eventually(all_rotated, "both webhook pods serving the new certificate (kubelet updates the Secret volume)",
                    timeout=240)
-        seen = len(stream.results)
-        eventually(lambda: len(stream.results) >= seen + 3, "writes after the rotation")
+        stream.more("the rotation")
     assert stream.failures() == [], stream.failures()[:3]
     after = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"] for p in app.pods("webhook")}
     assert after == {name: restarts for name, (restarts, _) in before.items()}
@@ -231,8 +148,7 @@ def test_deleting_the_lease_holder_hands_over_and_sync_and_self_heal_go_on(app: 
         raise AssertionError(f"{error}\nlease: {lease}\nlogs: {json.dumps(logs, indent=1)}") from None
 
     # git moves on: the new leader syncs it
-    app.repo.write({"deployment.yaml": deployment(replicas=None, image="driftguard.local/pause:1")
-                    .replace("cpu: 10m", "cpu: 20m")})
+    app.repo.write({"deployment.yaml": deployment(cpu="20m")})
     app.repo.commit("resilient: more cpu")
     eventually(lambda: app.deploy()["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
                == "20m", "the new leader applies the commit")

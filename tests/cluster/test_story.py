@@ -14,42 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.real_cluster import AUTHOR, Deployed, Repo, eventually, secret_for
+from support.real_cluster import AUTHOR, SYSTEM, Deployed, Repo, eventually, pause_deployment
 
 from driftguard.local.cluster.node import PAUSE_IMAGE
 
 NS = "production"
 APP = "my-service"
 PATH_IN_REPO = "services/my-service/production"
-SYSTEM = "driftguard-system"
 
 
 def manifests(replicas: int) -> dict[str, str]:
     return {
         "namespace.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n",
-        "deployment.yaml": f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {APP}
-  namespace: {NS}
-  labels: {{app.kubernetes.io/name: {APP}}}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app.kubernetes.io/name: {APP}}}
-  template:
-    metadata:
-      labels: {{app.kubernetes.io/name: {APP}}}
-    spec:
-      containers:
-        - name: app
-          image: {PAUSE_IMAGE}
-          imagePullPolicy: Never
-          resources:
-            requests: {{cpu: 10m, memory: 16Mi}}
-            limits: {{memory: 32Mi}}
-""",
+        "deployment.yaml": pause_deployment(APP, NS, replicas=replicas, labels={"app.kubernetes.io/name": APP},
+                                            container="app"),
         "configmap.yaml": f"""\
 apiVersion: v1
 kind: ConfigMap
@@ -65,26 +43,13 @@ data:
 class Story:
     def __init__(self, deployed: Deployed) -> None:
         self.deployed = deployed
-        self.laptop = deployed.cluster.laptop_kubeconfig
-
-    def as_laptop(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.deployed.kubectl_run(*args, kubeconfig=self.laptop, stdin=stdin, check=False)
+        self.get, self.as_laptop = deployed.get, deployed.laptop
 
     def as_admin(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return self.deployed.kubectl_run(*args, stdin=stdin)
 
-    def get(self, *args: str) -> dict[str, Any] | None:
-        result = self.deployed.kubectl_run("get", *args, "-o", "json", check=False)
-        if result.returncode != 0:
-            assert "NotFound" in result.stderr, result.stderr
-            return None
-        value: dict[str, Any] = json.loads(result.stdout)
-        return value
-
     def deployment(self) -> dict[str, Any]:
-        deploy = self.get("deployment", APP, "-n", NS)
-        assert deploy is not None
-        return deploy
+        return self.deployed.must("deployment", APP, "-n", NS)
 
     def replicas(self) -> int:
         return int(self.deployment()["spec"]["replicas"])
@@ -93,9 +58,7 @@ class Story:
         return str(self.deployment()["spec"]["template"]["spec"]["containers"][0]["image"])
 
     def synced(self, revision: str) -> bool:
-        app = self.get("application", APP, "-n", SYSTEM) or {}
-        sync = (app.get("status") or {}).get("sync") or {}
-        return sync.get("status") == "Synced" and sync.get("revision") == revision
+        return self.deployed.synced(APP, revision) is not None
 
     def set_enforcement(self, mode: str) -> None:
         self.as_admin("patch", "application", APP, "-n", SYSTEM, "--type", "merge",
@@ -111,29 +74,12 @@ def story(deployed: Deployed) -> Story:
 
 def test_the_whole_story_in_cluster(story: Story, deployed: Deployed, tmp_path: Path) -> None:
     cluster = deployed.cluster
-    info = (cluster.state() or pytest.fail("no state")).info
     repo = Repo(tmp_path / "work", cluster.git_root / "platform.git", PATH_IN_REPO)
     repo.write(manifests(replicas=3))
     first = repo.commit("my-service: initial production manifests")
-    url = f"{info['git_url']}/platform.git"
 
     # the Application, with the https repository's credentials and CA in a Secret
-    secret = secret_for(info, "platform-repo")
-    application = {
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": APP, "namespace": SYSTEM},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": url, "targetRevision": "main", "path": PATH_IN_REPO,
-                       "secretRef": {"name": "platform-repo"}},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": NS},
-            "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-            "enforcement": "deny",
-            "refreshInterval": "2s",
-        },
-    }
-    story.as_admin("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                           "items": [secret, application]}))
+    url = deployed.apply_application(APP, repo="platform", path=PATH_IN_REPO, namespace=NS)
     eventually(lambda: story.synced(first), "the Application Synced at the first commit")
     assert story.replicas() == 3
     # the Deployment controller's own writes to the managed Deployment were admitted: it is available
@@ -185,11 +131,8 @@ def test_the_whole_story_in_cluster(story: Story, deployed: Deployed, tmp_path: 
     eventually(lambda: story.replicas() == 3, "replicas back to 3 after git revert")
 
     # driftguard audit, from the webhook pods' logs
-    logs = deployed.kubectl_run("logs", "-n", SYSTEM, "-l", "app.kubernetes.io/name=driftguard-webhook",
-                                "--tail=-1", "--prefix=false").stdout
-    audit = deployed.driftguard("audit", "-", "--user", "laptop", "--json", stdin=logs)
-    assert audit.returncode == 0, audit.stderr
-    records = [json.loads(line) for line in audit.stdout.splitlines() if line.strip()]
+    records = deployed.audit_records("--user", "laptop")
+    assert records, "no audit record of the laptop's denials"
     decisions = {(r["decision"], r["operation"]) for r in records}
     assert {("deny", "UPDATE"), ("deny", "DELETE"), ("warn", "UPDATE")} <= decisions, decisions
     assert all(r["user"] == "laptop" for r in records)

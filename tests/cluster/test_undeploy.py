@@ -9,11 +9,6 @@ from support.real_cluster import Deployed, eventually
 from driftguard.local.cluster.node import PAUSE_IMAGE
 
 
-def gone(deployed: Deployed, *args: str) -> bool:
-    result = deployed.kubectl_run("get", *args, check=False)
-    return result.returncode != 0 and "NotFound" in result.stderr
-
-
 def test_make_undeploy_removes_everything_and_leaves_nothing_blocked(deployed: Deployed) -> None:
     # a managed object exists (the story's, or one made here when this test runs alone)
     managed = deployed.kubectl_run("get", "deployments", "-A", "-l", "driftguard.io/managed=true", "-o", "json")
@@ -30,18 +25,17 @@ def test_make_undeploy_removes_everything_and_leaves_nothing_blocked(deployed: D
     result = deployed.make("undeploy")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
 
-    assert gone(deployed, "validatingwebhookconfiguration", "driftguard")
-    assert gone(deployed, "mutatingwebhookconfiguration", "driftguard")
-    eventually(lambda: gone(deployed, "namespace", "driftguard-system"), "namespace driftguard-system deleted")
-    eventually(lambda: gone(deployed, "crd", "applications.driftguard.io"), "the Application CRD deleted")
-    assert gone(deployed, "clusterrole", "driftguard-reconciler")
+    assert deployed.gone("validatingwebhookconfiguration", "driftguard")
+    assert deployed.gone("mutatingwebhookconfiguration", "driftguard")
+    eventually(lambda: deployed.gone("namespace", "driftguard-system"), "namespace driftguard-system deleted")
+    eventually(lambda: deployed.gone("crd", "applications.driftguard.io"), "the Application CRD deleted")
+    assert deployed.gone("clusterrole", "driftguard-reconciler")
 
     # what driftguard managed is the laptop's again: scale and delete go through
-    laptop = deployed.cluster.laptop_kubeconfig
     for item in items:
         meta = item["metadata"]
         target = ["-n", meta["namespace"], f"deployment/{meta['name']}"]
-        scale = deployed.kubectl_run("scale", *target, "--replicas=0", kubeconfig=laptop, check=False)
+        scale = deployed.laptop("scale", *target, "--replicas=0")
         assert scale.returncode == 0, scale.stderr
-        delete = deployed.kubectl_run("delete", *target, "--wait=false", kubeconfig=laptop, check=False)
+        delete = deployed.laptop("delete", *target, "--wait=false")
         assert delete.returncode == 0, delete.stderr
