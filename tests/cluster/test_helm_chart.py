@@ -69,16 +69,19 @@ def test_helm_install_certs_install_deny_then_uninstall_leaves_nothing(fresh: De
          "--set", "image.pullPolicy=Never", "--set", "reconciler.replicas=1")
     assert json.loads(helm("list", "--namespace", "default", "-o", "json"))[0]["status"] == "deployed"
 
-    # the TLS Secret and caBundle, then both rollouts: what `make deploy` does after `kubectl apply -k`
+    # the TLS Secrets and caBundle, then the rollouts: what `make deploy` does after `kubectl apply -k`, and
+    # the UI's too — every pod below must be Ready, and the UI's start only once certs install made its Secret
     certs = deployed.driftguard("certs", "install", "--dir", str(deployed.ca_dir))
     assert certs.returncode == 0, certs.stderr
-    for name in ("driftguard-webhook", "driftguard-reconciler"):
+    replicas = {"driftguard-webhook": 2, "driftguard-reconciler": 1, "driftguard-ui": 2}
+    for name in replicas:
         deployed.kubectl_run("-n", SYSTEM, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
     eventually(lambda: webhook_answers(deployed), "the webhook answering through its Service")
     pods = deployed.must("pods", "-n", SYSTEM)["items"]
     by_component = {c: [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/name") == c]
-                    for c in ("driftguard-webhook", "driftguard-reconciler")}
-    assert {c: len(p) for c, p in by_component.items()} == {"driftguard-webhook": 2, "driftguard-reconciler": 1}
+                    for c in replicas}
+    assert {c: len(p) for c, p in by_component.items()} == replicas
+    assert len(pods) == sum(replicas.values()), [p["metadata"]["name"] for p in pods]
     for pod in pods:
         [container] = pod["spec"]["containers"]
         assert container["image"] == image.IMAGE and container["imagePullPolicy"] == "Never", container
