@@ -93,6 +93,7 @@ bench-reconciler: venv controlplane tools
 	$(PY) bench/bench_reconciler_drift.py
 	$(PY) bench/bench_perimeter.py
 	$(PY) bench/bench_projects.py
+	$(PY) bench/bench_sync.py
 	$(PY) bench/bench_reconciler_sync.py --objects 1000
 	$(PY) bench/bench_reconciler_sync.py --objects 10000
 	$(PY) bench/bench_render.py --objects 10000
