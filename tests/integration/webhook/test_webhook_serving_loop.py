@@ -163,3 +163,20 @@ def test_an_oversized_review_is_refused_without_being_read(client: Client) -> No
     client.send(_post(b"x" * (65 * 1024)))
     status, _, body = client.answer()
     assert status == 400 and b"exceeds 65536 bytes" in body
+
+
+def test_a_large_review_is_read_over_many_records_and_decided_on_a_thread(
+    webhook_factory: Callable[..., WebhookProcess],
+) -> None:
+    """Over 512 KiB (``worker.DIRECT_INLINE_BYTES``) the decode runs on a thread; the loop still reads it whole."""
+    webhook = webhook_factory(workers=1, threads=2)
+    old = live()
+    new = edited(old, "metadata", "annotations", "padding", "x" * (1024 * 1024))
+    body = json.dumps(review("UPDATE", old=old, new=new, uid="large")).encode()
+    client = Client(webhook)
+    try:
+        client.send(_post(body) + _post(_body("small")))
+        assert _verdict(client.answer()) == (200, "large", True)
+        assert _verdict(client.answer()) == (200, "small", True)
+    finally:
+        client.close()
