@@ -19,6 +19,10 @@ The load generator is ``wrk`` (``make bench-tools`` installs it with apt-get) in
 POSTs the review over keep-alive TLS connections, like the API server's client. Python cannot drive
 2,000 TLS requests/s from the same 2 cores without measuring itself, so the ``python`` client runs
 one process per connection group and is reported as a lower bound only.
+
+``cpu us/req`` is the server's user + system CPU per request (master and workers, from /proc); ``runq/s``
+is how long per second its threads were runnable but not running (``schedstat``): on a shared, loaded
+machine throughput follows the CPU share the kernel gives the server, not its efficiency.
 """
 
 from __future__ import annotations
