@@ -191,13 +191,15 @@ class GitSource:
         """What ``refs/tags/<name>`` is in the fetched cache: an annotated tag (its id and raw object), a
         lightweight one (a commit id), or none."""
         with self._lock(url, credentials), self._open(url, credentials) as repo:
+            # the ref read in-process (loose or packed-refs) and the object by one `git cat-file --batch`, not a
+            # `git rev-parse`, a --batch-check and a --batch: starting git was most of a Tag-mode resync
             try:
-                target = repo.git.rev_parse("--verify", "--quiet", f"refs/tags/{name}")
-            except GitCommandError:
+                target = git.Reference.dereference_recursive(repo, f"refs/tags/{name}")
+            except (ValueError, OSError):  # no such tag, or not a valid ref name
                 return TagRef("none")
-            if repo.odb.info(bytes.fromhex(target)).type != b"tag":
-                return TagRef("lightweight", target)
-            return TagRef("annotated", target, bytes(repo.odb.stream(bytes.fromhex(target)).read()))
+            stream = repo.odb.stream(bytes.fromhex(target))
+            raw = bytes(stream.read())  # read whole before the repository closes, whatever the type
+            return TagRef("annotated", target, raw) if stream.type == b"tag" else TagRef("lightweight", target)
 
     def _fetch(self, repo: git.Repo, url: str, refspecs: list[str], env: Mapping[str, str]) -> None:
         try:

@@ -188,3 +188,19 @@ def test_the_cache_is_partitioned_by_credential(origin: Path, source: GitSource)
     assert len(caches) == 3 and not any("b-token" in name for name in caches)
     assert cache_key(str(origin), None) == str(origin), "no credentials: the cache a URL always had"
     assert "b-token" not in cache_key(str(origin), team_b)
+
+
+def test_tag_objects_loose_packed_lightweight_missing_and_malformed(origin: Path, source: GitSource) -> None:
+    git(origin, "tag", "light")
+    git(origin, "tag", "-a", "v2", "-m", "release 2")
+    git(origin, "pack-refs", "--all")
+    git(origin, "tag", "-a", "v3", "-m", "release 3")  # loose, beside the packed ones
+    source.resolve(str(origin), "main")  # fetches every tag into the cache
+    for name in ("v1", "v2", "v3"):
+        tag = source.tag_object(str(origin), name)
+        assert (tag.kind, tag.id) == ("annotated", git(origin, "rev-parse", f"refs/tags/{name}"))
+        assert f"tag {name}\n".encode() in tag.raw
+    light = source.tag_object(str(origin), "light")
+    assert (light.kind, light.id) == ("lightweight", git(origin, "rev-parse", "HEAD"))
+    for name in ("nope", "../HEAD", "v1^{}", "v1 x"):
+        assert source.tag_object(str(origin), name).kind == "none"

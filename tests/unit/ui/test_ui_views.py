@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 
+import ui
 from driftguard.core import contract
 from ui import access, settings, views
+from webhook.records import AuditRecord
 
 NOW = dt.datetime(2026, 1, 2, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -214,3 +218,20 @@ def test_settings_from_environment() -> None:
     chosen = settings.from_sources(None, {"DRIFTGUARD_UI_CERT_FILE": "c", "DRIFTGUARD_UI_KEY_FILE": "k",
                                           "DRIFTGUARD_UI_LOGIN_GROUPS": "a,b", "DRIFTGUARD_UI_PORT": "9000"})
     assert (chosen.login_groups, chosen.port, chosen.host) == (("a", "b"), 9000, "127.0.0.1")
+
+
+@pytest.mark.parametrize(("operation", "subresource", "fields", "cell"), [
+    ("DELETE", "", (), "whole object (delete)"),
+    ("UPDATE", "status", (), "status subresource (update)"),
+    ("UPDATE", "", ({"field": "spec.replicas", "declared": "3", "requested": "9"},), "spec.replicas</code>: 3 → 9"),
+])
+def test_audit_rows_say_what_a_request_without_fields_attempted(
+        operation: str, subresource: str, fields: tuple[dict[str, str], ...], cell: str) -> None:
+    record = AuditRecord(time="2026-12-03T10:00:00Z", uid="u", user="alice", groups=(), operation=operation,
+                         subresource=subresource, object="Deployment prod/web", api_version="apps/v1",
+                         kind="Deployment", namespace="prod", name="web", object_uid="", application="argocd/web",
+                         decision="deny", reason="denied", fields=fields, dry_run=False)
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(ui.__file__).parent / "templates"),
+                                   autoescape=True)
+    html = templates.get_template("_audit_table.html").render(audit=[record])
+    assert cell in html
