@@ -16,7 +16,7 @@ import urllib.request
 from reconciler_bench import Repo, bulk, create_namespace, environment, make_app, parser, reconciler, summary, wait
 
 from driftguard.local.controlplane import serviceaccount_token
-from reconciler.delegation import GROUPS_HEADER, USER_HEADER
+from reconciler.delegation import AUDIENCE, GROUPS_HEADER, USER_HEADER
 
 NS = "bench-sync"
 UI_SA = "bench-ui"
@@ -45,7 +45,7 @@ def main() -> None:
         repo.commit("20 ConfigMaps")
         make_app(admin, NS, "manual", repo, NS, syncPolicy={})
         user_token = serviceaccount_token(admin, NS, "bench-user", bound=False)
-        ui_token = serviceaccount_token(admin, NS, UI_SA, bound=False)
+        ui_token = serviceaccount_token(admin, NS, UI_SA, bound=False, audiences=[AUDIENCE])  # as ui.yaml projects
         admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings", body={
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "bench-user"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},

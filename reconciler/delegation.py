@@ -9,6 +9,12 @@ headers only when the TokenReview says the caller is the ServiceAccount it was c
 never about the UI. From anyone else the headers are refused outright (not ignored: a caller that
 sends them believes it is delegating, and must learn it is not). The sync is recorded as
 ``alice via driftguard-ui``.
+
+The UI's token for this is not its API-server token: it is a ServiceAccount token for the audience
+``driftguard-reconciler`` (a projected volume in its Pod; local mode mints one with TokenRequest), and a
+delegated request's TokenReview asks for that audience only (``review_audiences``, ``audience_refusal``).
+Taken from the plain-HTTP hop between UI and reconciler, such a token is refused by the API server
+itself; and the API-server token a thief might hold instead cannot delegate.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ USER_HEADER: Final = "X-Driftguard-User"
 GROUPS_HEADER: Final = "X-Driftguard-Groups"
 MAX_NAME: Final = 512
 MAX_GROUPS: Final = 100
+AUDIENCE: Final = "driftguard-reconciler"  # the audience of the UI's delegation token, and only of it
 
 
 class Refused(Exception):
-    """A delegation the reconciler does not accept; ``status`` is the HTTP answer (400 or 403)."""
+    """A delegation the reconciler does not accept; ``status`` is the HTTP answer (400, 401 or 403)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -85,6 +92,35 @@ def delegation_headers(user: str, groups: Sequence[str]) -> dict[str, str]:
     return {USER_HEADER: user, GROUPS_HEADER: ",".join(groups)}
 
 
+def delegating(headers: Mapping[str, Sequence[str]]) -> bool:
+    """Whether ``headers`` (lower-cased name → every value sent) name someone a sync is for."""
+    return bool(headers.get(USER_HEADER.lower())) or bool(headers.get(GROUPS_HEADER.lower()))
+
+
+def review_audiences(headers: Mapping[str, Sequence[str]]) -> list[str]:
+    """The TokenReview's ``spec.audiences``: ``[AUDIENCE]`` for a delegated request, none (the API server's
+    own) for a caller's own token."""
+    return [AUDIENCE] if delegating(headers) else []
+
+
+def audience_refusal(status: Mapping[str, Any], headers: Mapping[str, Sequence[str]]) -> Refused | None:
+    """Why a delegated request's token is not accepted (None when it is, or when nothing is delegated):
+    the TokenReview (``status``, asked for ``review_audiences``) must authenticate it *and* list ``AUDIENCE``
+    among ``status.audiences`` — the API server's own tokens are for its audience, not this one."""
+    if not delegating(headers):
+        return None
+    audiences = [str(a) for a in status.get("audiences") or ()]
+    if status.get("authenticated") and AUDIENCE in audiences:
+        return None
+    said = f" (the API server: {status['error']})" if status.get("error") else ""
+    if status.get("authenticated"):
+        said = f" (its audiences: {', '.join(audiences) or 'none'})"
+    return Refused(401, f"a sync on someone's behalf ({USER_HEADER}) needs a ServiceAccount token for audience "
+                        f"{AUDIENCE}, and this token is not one{said}: the web UI sends the token in its "
+                        f"--reconciler-token-file (a projected serviceAccountToken volume with audience: {AUDIENCE}, "
+                        "manifests/ui.yaml), not its API-server token")
+
+
 def caller_of(authenticated: Mapping[str, Any], headers: Mapping[str, Sequence[str]], ui_account: str) -> Caller:
     """Whom to authorise: the TokenReview's ``status.user`` (``authenticated``) itself when ``headers``
     (lower-cased name → every value sent) name nobody; the named user when they do and the caller is
@@ -92,7 +128,7 @@ def caller_of(authenticated: Mapping[str, Any], headers: Mapping[str, Sequence[s
     me = str(authenticated.get("username") or "")
     users = list(headers.get(USER_HEADER.lower()) or ())
     groups_sent = list(headers.get(GROUPS_HEADER.lower()) or ())
-    if not users and not groups_sent:
+    if not delegating(headers):
         return Caller(me, tuple(str(g) for g in authenticated.get("groups") or ()),
                       str(authenticated.get("uid") or ""), dict(authenticated.get("extra") or {}))
     if not ui_account:

@@ -17,8 +17,9 @@
   ``http`` port, read from the API server; once, marked ``X-Driftguard-Forwarded-By``) and answers what it
   answered; when it cannot, 503 (``leader``: the Lease's holder, named in the message with how to reach it).
   The web UI's ServiceAccount (``--ui-service-account``, only it) may instead name the user it signed in
-  (``X-Driftguard-User``/``X-Driftguard-Groups``): RBAC is then asked about that user, and the sync recorded
-  as ``alice via driftguard-ui`` (``reconciler.delegation``).
+  (``X-Driftguard-User``/``X-Driftguard-Groups``), with its token for the audience ``driftguard-reconciler``
+  (401 for any other): RBAC is then asked about that user, and the sync recorded as ``alice via
+  driftguard-ui`` (``reconciler.delegation``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,16 @@ from driftguard.kube import KubeError
 from driftguard.kube.resources import ResourceError
 from reconciler.application import GROUP, AppKey
 from reconciler.controller import Busy, Controller, NotLeader
-from reconciler.delegation import GROUPS_HEADER, SYNC_VERB, USER_HEADER, Caller, Refused, caller_of
+from reconciler.delegation import (
+    GROUPS_HEADER,
+    SYNC_VERB,
+    USER_HEADER,
+    Caller,
+    Refused,
+    audience_refusal,
+    caller_of,
+    review_audiences,
+)
 from reconciler.record import Operation
 
 log = logging.getLogger(__name__)
@@ -66,14 +76,18 @@ def authorize_sync(kube: Any, token: str, key: AppKey, headers: Mapping[str, Seq
     (``Unauthorized`` / ``Forbidden`` / ``Refused`` otherwise; ``KubeError`` when the API server cannot answer)."""
     if not token:
         raise Unauthorized("a Kubernetes bearer token is required (Authorization: Bearer <token>)")
-    review = kube.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body={
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
-    status = review.get("status") or {}
+    named = headers or {}
+    status = _token_review(kube, token, review_audiences(named))  # delegated: the reconciler's audience only
+    if (refusal := audience_refusal(status, named)) is not None:
+        plain = _token_review(kube, token, [])  # whose token it is, for the answer: a stranger's is told so
+        if plain.get("authenticated") and (plain.get("user") or {}).get("username"):
+            caller_of(plain["user"], named, ui_account)  # Refused unless it is the UI's (API-server) token
+        raise refusal
     user = status.get("user") or {}
     if not status.get("authenticated") or not user.get("username"):
         raise Unauthorized("the API server does not authenticate this token" +
                            (f": {status['error']}" if status.get("error") else ""))
-    caller = caller_of(user, headers or {}, ui_account)
+    caller = caller_of(user, named, ui_account)
     spec: dict[str, Any] = {**caller.review_spec(),
                             "resourceAttributes": {"group": GROUP, "resource": "applications", "verb": SYNC_VERB,
                                                    "namespace": key.namespace, "name": key.name}}
@@ -85,6 +99,14 @@ def authorize_sync(kube: Any, token: str, key: AppKey, headers: Mapping[str, Seq
                         f"\"{SYNC_VERB}\" on applications.{GROUP} in namespace {key.namespace} (a Role or ClusterRole "
                         f"rule {{apiGroups: [{GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
     return caller
+
+
+def _token_review(kube: Any, token: str, audiences: list[str]) -> dict[str, Any]:
+    """The TokenReview's status for ``token`` (for ``audiences``; none: the API server's own)."""
+    spec: dict[str, Any] = {"token": token, **({"audiences": audiences} if audiences else {})}
+    review = kube.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body={
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec})
+    return dict(review.get("status") or {})
 
 
 class _Handler(BaseHTTPRequestHandler):

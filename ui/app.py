@@ -64,7 +64,8 @@ def create_app(settings: Settings, *, session_key: bytes, reader: Reader | None 
         refresh = settings.refresh_token_file.read_text().strip() if settings.refresh_token_file else ""
         reader = Reader(kube, audit_file=settings.audit_file, audit_namespace=settings.audit_namespace,
                         access_ttl=settings.access_cache_seconds,
-                        reconciler_url=settings.reconciler_url, refresh_token=refresh)
+                        reconciler_url=settings.reconciler_url, refresh_token=refresh,
+                        reconciler_token_file=settings.reconciler_token_file)
     if login_token is None and settings.login_token_file is not None:
         login_token = settings.login_token_file.read_text().strip()
     clock = now or (lambda: dt.datetime.now(dt.UTC))

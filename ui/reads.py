@@ -23,7 +23,7 @@ from driftguard.core import contract
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import PODS, Cluster, ResourceError, ResourceType
 from reconciler.crd import APPLICATIONS
-from reconciler.delegation import delegation_headers
+from reconciler.delegation import AUDIENCE, delegation_headers
 from ui.access import (
     APPLICATIONS_GROUP,
     REFRESH_VERB,
@@ -56,13 +56,15 @@ class ReadError(Exception):
 
 class Reader:
     def __init__(self, kube: Kube, *, audit_file: Path | None = None, audit_namespace: str = "",
-                 access_ttl: float = 10.0, reconciler_url: str = "", refresh_token: str = "") -> None:
+                 access_ttl: float = 10.0, reconciler_url: str = "", refresh_token: str = "",
+                 reconciler_token_file: Path | None = None) -> None:
         self.kube = kube
         self.cluster = Cluster(kube)
         self.audit_file = audit_file
         self.access = AccessCache(self._review, ttl=access_ttl)
         self.reconciler_url = reconciler_url.rstrip("/")
         self.refresh_token = refresh_token
+        self.reconciler_token_file = reconciler_token_file  # Sync's token (audience driftguard-reconciler)
         self._audit: list[AuditRecord] = []
         self._audit_at = (0, 0)  # (inode, offset) already read
         self._audit_lock = threading.Lock()
@@ -245,7 +247,8 @@ class Reader:
 
     def sync(self, identity: Identity, namespace: str, name: str, *, prune: bool = False) -> tuple[bool, str]:
         """Ask the reconciler to sync one Application now, for the signed-in user: the UI's own ServiceAccount
-        token names the user (``reconciler.delegation``), and the reconciler asks RBAC about that user again."""
+        token for the reconciler's audience (``--reconciler-token-file``) names the user
+        (``reconciler.delegation``), and the reconciler asks RBAC about that user again."""
         key = f"{namespace}/{name}"
         if not self.may_sync(identity, namespace, name):
             return False, (f"{identity.user} may not sync Application {key}: grant them verb '{SYNC_VERB}' on "
@@ -253,10 +256,9 @@ class Reader:
                            f"[{APPLICATIONS_GROUP}], resources: [applications], verbs: [{SYNC_VERB}]}})")
         if not self.reconciler_url:
             return False, "sync is not configured: the UI has no --reconciler-url"
-        token = self.kube.bearer_token()
-        if not token:
-            return False, ("the UI authenticates to the API server without a bearer token (a client certificate?), "
-                           "so the reconciler cannot tell it is the UI: run it as its ServiceAccount to sync")
+        token, problem = reconciler_token(self.reconciler_token_file)
+        if problem:
+            return False, problem
         try:
             named = delegation_headers(identity.user, identity.groups)
         except ValueError as error:
@@ -336,3 +338,19 @@ def _synced(key: str, result: Mapping[str, Any]) -> tuple[bool, str]:
     if pending:
         text += f"; {len(pending)} object(s) no longer in git kept (a sync with prune deletes them)"
     return outcome == "Succeeded", text
+
+
+def reconciler_token(path: Path | None) -> tuple[str, str]:
+    """``(token, "")``: the UI's token for the reconciler's audience, read afresh from ``path`` (the kubelet
+    rotates it); ``("", why not)`` when there is none to send."""
+    if path is None:
+        return "", "sync is not configured: the UI has no --reconciler-token-file"
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        return "", (f"sync is not configured: cannot read the UI's token for the reconciler "
+                    f"(--reconciler-token-file {path}: {error.strerror or error}); mount a projected "
+                    f"serviceAccountToken with audience: {AUDIENCE} there (manifests/ui.yaml)")
+    if not token:
+        return "", f"sync is not configured: --reconciler-token-file {path} is empty"
+    return token, ""

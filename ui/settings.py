@@ -13,6 +13,9 @@ from webhook import settings as mechanism
 from webhook.settings import LogFormat, WorkerClass
 from webhook.settings import meta as _meta
 
+# where manifests/ui.yaml projects the UI's token for the reconciler (audience driftguard-reconciler)
+RECONCILER_TOKEN_PATH = Path("/var/run/secrets/driftguard/reconciler/token")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -30,6 +33,9 @@ class Settings:
         "reconciler.driftguard-system:8080; unset: Refresh is off)"))
     refresh_token_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_UI_REFRESH_TOKEN_FILE", "file holding the reconciler's refresh token (its --refresh-token)"))
+    reconciler_token_file: Path | None = field(default=RECONCILER_TOKEN_PATH, metadata=_meta(
+        "DRIFTGUARD_UI_RECONCILER_TOKEN_FILE", "file holding the UI's ServiceAccount token for audience "
+        "driftguard-reconciler, which Sync presents (a projected volume; re-read on each use)"))
     access_cache_seconds: float = field(default=10.0, metadata=_meta(
         "DRIFTGUARD_UI_ACCESS_CACHE_SECONDS", "seconds an RBAC answer (SubjectAccessReview) for a user is reused"))
     # --- authentication

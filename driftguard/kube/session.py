@@ -84,13 +84,6 @@ class Kube:
         """The API server's base URL, e.g. ``https://127.0.0.1:6443``."""
         return str(self._api.configuration.host)
 
-    def bearer_token(self) -> str:
-        """The bearer token this client authenticates with now ("" with a client certificate or none); an
-        in-cluster ServiceAccount's projected token is re-read as it rotates."""
-        value = str(self._api.configuration.get_api_key_with_prefix("authorization") or "")
-        scheme, _, token = value.partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else ""
-
     def with_token(self, token: str) -> Kube:
         """A client for the same server and CA that authenticates with a bearer ``token`` instead."""
         source = self._api.configuration

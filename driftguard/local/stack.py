@@ -16,7 +16,9 @@ and recorded in ``state.json`` so ``local down`` stops it:
 3. the web UI — ``driftguard ui`` (the webhook's serving stack, TLS on 127.0.0.1 with the webhook's
    local CA), reading as its ServiceAccount ``driftguard-ui`` (``manifests/rbac-ui.yaml``); the login
    token in ``<dir>/ui-login-token`` (0600, new on every ``up``) signs in as the laptop user, and a
-   Kubernetes bearer token signs in as whoever it belongs to.
+   Kubernetes bearer token signs in as whoever it belongs to. Its Sync presents ``<dir>/ui-reconciler-token``
+   (0600, new on every ``up``): its ServiceAccount's TokenRequest token for the audience
+   ``driftguard-reconciler`` only, as the projected volume in ``manifests/ui.yaml`` is.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ from driftguard.core.marks import MarkKey
 from driftguard.core.names import RECONCILER_SERVICE_ACCOUNT, RECONCILER_USER
 from driftguard.kube import Kube, KubeError
 from driftguard.kube.resources import Cluster
-from driftguard.local.controlplane import LAPTOP_GROUP, LAPTOP_USER, ControlPlane
+from driftguard.local.controlplane import LAPTOP_GROUP, LAPTOP_USER, ControlPlane, serviceaccount_token
 from driftguard.local.controlplane.binaries import resolve_render_tools
 from driftguard.local.controlplane.processes import Readiness, free_port, record, spawn, wait_ready
+from reconciler.delegation import AUDIENCE
 from webhook import registration
 
 WEBHOOK_SA: Final = "driftguard-webhook"
@@ -49,6 +52,7 @@ TOKEN_SECONDS: Final = 7 * 24 * 3600  # local mode only; `local up` again mints 
 REFRESH_TOKEN_FILE: Final = "refresh-token"  # noqa: S105 - a file name, not a secret
 UI_SA: Final = "driftguard-ui"
 UI_LOGIN_TOKEN_FILE: Final = "ui-login-token"  # noqa: S105 - a file name, not a secret
+UI_RECONCILER_TOKEN_FILE: Final = "ui-reconciler-token"  # noqa: S105 - a file name: the UI's Sync token
 MARK_KEY_FILE: Final = "mark-key"  # the webhook's and the reconciler's shared key for grants and drift marks
 HOST_RUN_KINDS: Final = frozenset({
     "Deployment", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
@@ -123,6 +127,9 @@ def _start_ui(plane: ControlPlane, ca: CertificateAuthority, reconciler_url: str
     ca.issue_serving("driftguard-ui", ["localhost"], ["127.0.0.1"]).write(tls / "tls.crt", tls / "tls.key")
     write_private(directory / UI_LOGIN_TOKEN_FILE, (secrets.token_urlsafe(24) + "\n").encode())
     refresh_token(directory)
+    with plane.admin() as admin:  # what manifests/ui.yaml projects: a token for the reconciler's audience only
+        token = serviceaccount_token(admin, install.NAMESPACE, UI_SA, TOKEN_SECONDS, audiences=[AUDIENCE])
+    write_private(directory / UI_RECONCILER_TOKEN_FILE, (token + "\n").encode())
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     argv = [
@@ -131,6 +138,7 @@ def _start_ui(plane: ControlPlane, ca: CertificateAuthority, reconciler_url: str
         "--kubeconfig", str(plane.kubeconfig_for_serviceaccount(install.NAMESPACE, UI_SA, TOKEN_SECONDS)),
         "--audit-file", str(directory / "audit.jsonl"),
         "--reconciler-url", reconciler_url, "--refresh-token-file", str(directory / REFRESH_TOKEN_FILE),
+        "--reconciler-token-file", str(directory / UI_RECONCILER_TOKEN_FILE),
         "--login-token-file", str(directory / UI_LOGIN_TOKEN_FILE),
         "--login-user", LAPTOP_USER, "--login-groups", LAPTOP_GROUP, "--log-format", "json",
     ]

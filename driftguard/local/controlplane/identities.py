@@ -8,6 +8,7 @@ the token inline and are written 0600. The RBAC objects driftguard's test identi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +49,20 @@ def ensure_laptop_binding(admin: Kube, user: str = LAPTOP_USER) -> None:
 
 
 def serviceaccount_token(admin: Kube, namespace: str, name: str, seconds: int = TOKEN_SECONDS, *,
-                         bound: bool = True) -> str:
+                         bound: bool = True, audiences: Sequence[str] = ()) -> str:
     """Create ServiceAccount ``namespace/name`` if needed and return a fresh TokenRequest token.
 
     ``bound`` (the default) binds the token to a Pod ``<name>-token-holder`` of that ServiceAccount,
     created for the purpose (``token_holder``): the API server then adds the Pod's name and uid to the
     token's ``userInfo.extra``, as it does for a kubelet-projected token, and driftguard's webhook trusts
     its reconciler only with such a token. ``bound=False`` is what ``kubectl create token`` mints.
+    ``audiences`` (none: the API server's own) is who the token is for, as a projected volume's ``audience``.
     """
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
     _create_or_keep(admin, f"/api/v1/namespaces/{namespace}/serviceaccounts", account)
     spec: dict[str, Any] = {"expirationSeconds": seconds}
+    if audiences:
+        spec["audiences"] = list(audiences)
     if bound:
         pod = token_holder(admin, namespace, name)
         spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],

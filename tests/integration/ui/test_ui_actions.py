@@ -1,10 +1,12 @@
 """The UI's actions and sign-in modes over HTTP, against the real parts: a real API server, a real in-process
 reconciler, ``driftguard ui`` as a process (gunicorn, TLS) reading as its ServiceAccount ``driftguard-ui``.
 
-* Sync: the UI asks the reconciler with its own ServiceAccount token, naming the signed-in user; a user
-  RBAC lets ``sync`` syncs (recorded "… via driftguard-ui"), one it does not is refused with the rule to
-  grant (by the UI, and by the reconciler when asked directly), and the same header from a caller that
-  is not the UI's ServiceAccount is refused by the reconciler.
+* Sync: the UI asks the reconciler with its own ServiceAccount token for the audience driftguard-reconciler
+  (``--reconciler-token-file``, as the projected volume in manifests/ui.yaml), naming the signed-in user; a
+  user RBAC lets ``sync`` syncs (recorded "… via driftguard-ui"), one it does not is refused with the rule
+  to grant (by the UI, and by the reconciler when asked directly), the same header from a caller that is
+  not the UI's ServiceAccount is refused by the reconciler, and so is the UI's plain API-server token with
+  it (and the reconciler's token is refused by the API server).
 * Proxy sign-in: with ``--client-ca-file``, a caller presenting a client certificate from that CA and
   X-Remote-User/X-Remote-Group is that user (and may sync with that user's RBAC); the same headers with
   no certificate, or one from another CA, reach nothing.
@@ -29,11 +31,11 @@ import yaml
 from support.reconciler_harness import ROOT, Harness, Repo, apply_admin, configmap, wait_for
 
 from certs.authority import CertificateAuthority
-from driftguard.kube import Kube
+from driftguard.kube import Kube, KubeError
 from driftguard.local.controlplane import serviceaccount_token
 from driftguard.local.controlplane.identities import write_token_kubeconfig
 from driftguard.local.controlplane.processes import free_port
-from reconciler.delegation import GROUPS_HEADER, USER_HEADER
+from reconciler.delegation import AUDIENCE, GROUPS_HEADER, USER_HEADER
 
 pytestmark = pytest.mark.integration
 UI_NS, UI_SA = "driftguard-system", "driftguard-ui"
@@ -87,8 +89,17 @@ def ui_kubeconfig(admin: Kube, reconciler_kubeconfig: Path, tmp_path_factory: py
     return write_token_kubeconfig(ca.parent / "ui.kubeconfig", admin.server, ca, UI_SA, token)
 
 
+@pytest.fixture(scope="module")
+def ui_reconciler_token(admin: Kube, ui_kubeconfig: Path) -> Path:
+    """What manifests/ui.yaml projects for the UI's Sync: its ServiceAccount's token for the reconciler only."""
+    token = serviceaccount_token(admin, UI_NS, UI_SA, audiences=[AUDIENCE])
+    path = ui_kubeconfig.parent / "reconciler-token"
+    path.write_text(token + "\n")
+    return path
+
+
 @pytest.fixture
-def start_ui(ui_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., UI]]:
+def start_ui(ui_kubeconfig: Path, ui_reconciler_token: Path, tmp_path: Path) -> Iterator[Callable[..., UI]]:
     started: list[UI] = []
 
     def start(reconciler_url: str, *extra: str) -> UI:
@@ -102,6 +113,7 @@ def start_ui(ui_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., UI]]
         argv = [sys.executable, "-m", "driftguard.cli", "ui", "--kubeconfig", str(ui_kubeconfig),
                 "--port", str(port), "--cert-file", str(directory / "tls.crt"),
                 "--key-file", str(directory / "tls.key"), "--reconciler-url", reconciler_url,
+                "--reconciler-token-file", str(ui_reconciler_token),
                 "--login-token-file", str(directory / "login"), "--login-user", LOGIN_USER,
                 "--login-groups", LOGIN_GROUP, "--access-cache-seconds", "0.5", "--log-format", "text", *extra]
         with (directory / "ui.log").open("wb") as log:
@@ -158,7 +170,7 @@ def initiators(harness: Harness, name: str) -> list[str]:
 
 
 def test_sync_from_the_ui_runs_for_the_users_own_rbac_and_a_forged_delegation_is_refused(
-        harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube) -> None:
+        harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube, ui_reconciler_token: Path) -> None:
     ns = harness.namespace
     repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
     repo.write("auto/b.yaml", configmap("beta", {"k": "1"}))
@@ -201,7 +213,7 @@ def test_sync_from_the_ui_runs_for_the_users_own_rbac_and_a_forged_delegation_is
                                    "[driftguard.io], resources: [applications], verbs: [sync]})")
 
     # the reconciler decides again: the UI's own token naming bob is refused for bob, naming the rule
-    ui_token = serviceaccount_token(admin, UI_NS, UI_SA)
+    ui_token = ui_reconciler_token.read_text().strip()
     sync_url = f"{service.url}/sync/{ns}/manual"
     status, body = post_sync(sync_url, ui_token, {USER_HEADER: bob, GROUPS_HEADER: "system:authenticated"})
     assert status == 403 and body["error"].startswith(
@@ -213,6 +225,16 @@ def test_sync_from_the_ui_runs_for_the_users_own_rbac_and_a_forged_delegation_is
     # the UI's token naming alice is her sync, as the reconciler records it
     status, body = post_sync(sync_url, ui_token, {USER_HEADER: LOGIN_USER, GROUPS_HEADER: LOGIN_GROUP})
     assert status == 200 and body["initiator"] == f"{LOGIN_USER} via driftguard-ui"
+    assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"] * 2
+    # the UI's plain API-server token (what it reads with) naming alice is refused, saying which token to use
+    plain = serviceaccount_token(admin, UI_NS, UI_SA)
+    status, body = post_sync(sync_url, plain, {USER_HEADER: LOGIN_USER, GROUPS_HEADER: LOGIN_GROUP})
+    assert status == 401 and f"needs a ServiceAccount token for audience {AUDIENCE}" in body["error"] \
+        and "--reconciler-token-file" in body["error"], body
+    # and the reconciler's token, taken from the wire, is worth nothing against the API server
+    with pytest.raises(KubeError) as stolen:
+        admin.with_token(ui_token).request("GET", f"/api/v1/namespaces/{ns}/configmaps")
+    assert stolen.value.status == 401
     assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"] * 2
 
 

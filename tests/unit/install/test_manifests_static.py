@@ -9,6 +9,8 @@ import pytest
 
 from driftguard.cli import build_parser
 from driftguard.install import base_manifests, manifests_dir, render_webhook_configurations
+from reconciler.delegation import AUDIENCE
+from ui.settings import RECONCILER_TOKEN_PATH
 from webhook import registration
 
 BASE = base_manifests()
@@ -120,3 +122,45 @@ def test_the_project_crd_ships_and_the_reconciler_may_read_projects() -> None:
     projects = {"apiGroups": ["driftguard.io"], "resources": ["projects"], "verbs": ["get", "list", "watch"]}
     assert projects in core["rules"]
     assert not [p for p in objects("Project")], "no default Project shipped: the built-in default applies (README)"
+
+
+def pod_labels(name: str) -> dict[str, str]:
+    [deployment] = [d for d in objects("Deployment") if d["metadata"]["name"] == name]
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels is read here: {selector}"
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def test_the_reconcilers_port_is_reachable_only_from_the_ui_and_other_reconcilers() -> None:
+    [policy] = [p for p in objects("NetworkPolicy") if p["metadata"]["name"] == "driftguard-reconciler"]
+    spec = policy["spec"]
+    deployments = [d["metadata"]["name"] for d in objects("Deployment")]
+    assert [d for d in deployments if selects(spec["podSelector"], pod_labels(d))] == ["driftguard-reconciler"]
+    assert spec["policyTypes"] == ["Ingress"] and policy["metadata"]["namespace"] == "driftguard-system"
+    [rule] = spec["ingress"]
+    [deployment] = [d for d in objects("Deployment") if d["metadata"]["name"] == "driftguard-reconciler"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    [port] = [p["containerPort"] for p in container["ports"] if p["name"] == "http"]
+    assert container["args"][container["args"].index("--listen") + 1] == f"0.0.0.0:{port}"
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    # pod peers only (same namespace): no ipBlock, no namespaceSelector; each peer selects exactly one component
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"]), rule["from"]
+    reached = sorted(d for d in deployments for peer in rule["from"] if selects(peer["podSelector"], pod_labels(d)))
+    assert reached == ["driftguard-reconciler", "driftguard-ui"]
+
+
+def test_the_ui_syncs_with_a_projected_token_for_the_reconcilers_audience_only() -> None:
+    [deployment] = [d for d in objects("Deployment") if d["metadata"]["name"] == "driftguard-ui"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--reconciler-token-file" not in container["args"]  # the default, RECONCILER_TOKEN_PATH
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(RECONCILER_TOKEN_PATH.parent)]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    [source] = volume["projected"]["sources"]
+    assert source == {"serviceAccountToken": {"path": RECONCILER_TOKEN_PATH.name, "audience": AUDIENCE,
+                                              "expirationSeconds": 3600}}
+    assert pod.get("automountServiceAccountToken") is not False  # its reads still use its API-server token

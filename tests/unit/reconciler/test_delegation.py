@@ -7,14 +7,17 @@ from typing import Any
 import pytest
 
 from reconciler.delegation import (
+    AUDIENCE,
     GROUPS_HEADER,
     USER_HEADER,
     Caller,
     Refused,
     account_user,
+    audience_refusal,
     caller_of,
     delegation_headers,
     parse_account,
+    review_audiences,
 )
 
 UI = "driftguard-system/driftguard-ui"
@@ -105,3 +108,47 @@ def test_the_ui_sends_what_the_reconciler_reads_back() -> None:
 def test_names_the_ui_cannot_carry(user: str, groups: tuple[str, ...], says: str) -> None:
     with pytest.raises(ValueError, match=says):
         delegation_headers(user, groups)
+
+
+FOR_US = {"authenticated": True, "user": UI_TOKEN, "audiences": [AUDIENCE]}
+PLAIN_REFUSED = {"authenticated": False, "error": "[invalid bearer token, token audiences [\"https://kubernetes."
+                 "default.svc\"] is invalid for the target audiences [\"driftguard-reconciler\"]]"}
+
+
+@pytest.mark.parametrize(("headers", "audiences"), [
+    ({}, []),  # the caller's own token: the API server's audiences, as before
+    ({U: [], G: []}, []),
+    ({U: ["bob"]}, [AUDIENCE]),  # a delegation: the reconciler's audience only
+    ({G: ["ops"]}, [AUDIENCE]),  # groups alone still claim a delegation (refused later, but for this audience)
+])
+def test_which_audience_the_token_review_asks_for(headers: dict[str, list[str]], audiences: list[str]) -> None:
+    assert review_audiences(headers) == audiences
+
+
+@pytest.mark.parametrize(("status", "headers", "says"), [
+    # not delegated: whatever the review says is for the usual checks (401 when unauthenticated)
+    ({"authenticated": False}, {}, None),
+    ({"authenticated": True, "user": ALICE_TOKEN}, {}, None),
+    # delegated with the UI's token for the reconciler: accepted
+    (FOR_US, {U: ["bob"]}, None),
+    ({**FOR_US, "audiences": ["other", AUDIENCE]}, {U: ["bob"]}, None),
+    # delegated with an API-server token: the API server refuses it for this audience; the answer says which token
+    (PLAIN_REFUSED, {U: ["bob"]}, "token audiences [\"https://kubernetes.default.svc\"] is invalid"),
+    ({"authenticated": False}, {U: ["bob"]}, "this token is not one: the web UI sends the token in its "
+                                             "--reconciler-token-file"),
+    # authenticated, but the status does not list the audience (an authenticator that ignored it): refused
+    ({**FOR_US, "audiences": []}, {U: ["bob"]}, "(its audiences: none)"),
+    ({**FOR_US, "audiences": ["https://kubernetes.default.svc"]}, {G: ["ops"]},
+     "(its audiences: https://kubernetes.default.svc)"),
+    ({"authenticated": True, "user": UI_TOKEN}, {U: ["bob"]}, "(its audiences: none)"),
+])
+def test_a_delegation_needs_the_token_for_the_reconcilers_audience(
+        status: dict[str, Any], headers: dict[str, list[str]], says: str | None) -> None:
+    refusal = audience_refusal(status, headers)
+    if says is None:
+        assert refusal is None
+        return
+    assert refusal is not None and refusal.status == 401
+    assert says in str(refusal)
+    assert f"needs a ServiceAccount token for audience {AUDIENCE}" in str(refusal)
+    assert "projected serviceAccountToken volume with audience: driftguard-reconciler" in str(refusal)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ui.reads import ReconcilerAnswer, _refusal, _synced
+from ui.reads import ReconcilerAnswer, _refusal, _synced, reconciler_token
 
 KEY = "team-a/web"
 
@@ -38,3 +39,25 @@ def test_a_sync_that_ran(result: dict[str, Any], done: bool, says: str) -> None:
 ])
 def test_a_sync_the_reconciler_refused(status: int, error: str, says: str) -> None:
     assert _refusal(KEY, ReconcilerAnswer(status, error, {"error": error})).startswith(says)
+
+
+@pytest.mark.parametrize(("content", "token", "says"), [
+    ("eyJ.token.sig\n", "eyJ.token.sig", ""),  # the projected file, as the kubelet writes it
+    (None, "", "cannot read the UI's token for the reconciler (--reconciler-token-file {path}: No such file or "
+               "directory); mount a projected serviceAccountToken with audience: driftguard-reconciler there"),
+    ("  \n", "", "--reconciler-token-file {path} is empty"),
+    ("unset", "", "the UI has no --reconciler-token-file"),
+])
+def test_the_token_sync_presents_is_read_from_its_file_each_time(
+        tmp_path: Path, content: str | None, token: str, says: str) -> None:
+    path: Path | None = tmp_path / "token"
+    if content == "unset":
+        path = None
+    elif content is not None:
+        (tmp_path / "token").write_text(content)
+    found, problem = reconciler_token(path)
+    assert found == token
+    assert says.format(path=path) in problem and bool(problem) == bool(says)
+    if content and content != "unset":  # rotated: the next Sync reads the new token
+        (tmp_path / "token").write_text("rotated\n")
+        assert reconciler_token(path) == ("rotated", "")
