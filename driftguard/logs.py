@@ -18,7 +18,10 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import os
+import queue
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
@@ -86,6 +89,77 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         return text + "".join(f" {k}={json.dumps(v, default=str)}" for k, v in context_of(record).items())
+
+
+class BackgroundHandler(logging.Handler):
+    """Lines formatted by the caller and written to ``stream`` (default ``sys.stderr``) by a thread of the
+    handler's own, so a caller never waits for the stream: the webhook's serving loop logs a denial on
+    the thread that answers every connection, and a container's stderr is a pipe that blocks when the log
+    collector stalls. At most ``capacity`` lines wait; beyond that lines are dropped and counted, and the
+    count is written as a line of its own once the stream takes lines again. The thread is started in the
+    process that first logs (gunicorn forks workers after configuring logging, and threads do not survive a
+    fork); ``flush`` — called by ``logging.shutdown`` at exit — waits up to ``drain_seconds`` for it."""
+
+    def __init__(self, stream: Any = None, capacity: int = 10_000, drain_seconds: float = 2.0) -> None:
+        super().__init__()
+        self._stream = stream
+        self._capacity = capacity
+        self._drain_seconds = drain_seconds
+        self._pid = -1
+        self._lines: queue.Queue[str] = queue.Queue(capacity)
+        self._dropped = 0
+        self._start = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if self._pid != os.getpid():
+            self._begin()
+        try:
+            self._lines.put_nowait(line)
+        except queue.Full:
+            self._dropped += 1  # racy by a count at worst; never blocks
+
+    def flush(self) -> None:
+        if self._pid != os.getpid():
+            return
+        deadline = threading.Event()
+        timer = threading.Timer(self._drain_seconds, deadline.set)
+        timer.daemon = True
+        timer.start()
+        try:
+            while not deadline.is_set() and self._lines.unfinished_tasks:
+                deadline.wait(0.01)
+        finally:
+            timer.cancel()
+
+    def _begin(self) -> None:
+        with self._start:
+            if self._pid == os.getpid():
+                return
+            self._lines = queue.Queue(self._capacity)  # a forked child's copy may hold the parent's lines
+            self._dropped = 0
+            self._pid = os.getpid()
+            threading.Thread(target=self._write, name="driftguard-log-writer", daemon=True).start()
+
+    def _write(self) -> None:
+        lines = self._lines
+        while True:
+            line = lines.get()
+            try:
+                stream = self._stream if self._stream is not None else sys.stderr
+                dropped, self._dropped = self._dropped, 0
+                if dropped:
+                    stream.write(f"driftguard: {dropped} log lines dropped: the log stream was not taking lines\n")
+                stream.write(line + "\n")
+                stream.flush()
+            except Exception:  # noqa: S110 - a broken stream must not end the thread
+                pass
+            finally:
+                lines.task_done()
 
 
 def formatter(fmt: str) -> logging.Formatter:

@@ -15,9 +15,11 @@ __all__ = ["CTX", "JsonFormatter", "TextFormatter", "configure", "dict_config"]
 
 def dict_config(fmt: str, level: str) -> dict[str, Any]:
     """The same setup as ``configure``, as a ``logging.config.dictConfig`` dict (what gunicorn's
-    ``logconfig_dict`` takes)."""
+    ``logconfig_dict`` takes), except that lines reach stderr through ``BackgroundHandler``."""
     formatter = f"driftguard.logs.{'JsonFormatter' if fmt == 'json' else 'TextFormatter'}"
-    handler = {"class": "logging.StreamHandler", "formatter": "driftguard", "stream": "ext://sys.stderr"}
+    # written by a thread of its own: the serving loop answers reviews and logs denials on one thread, which
+    # must never wait for a stalled stderr pipe
+    handler = {"class": "driftguard.logs.BackgroundHandler", "formatter": "driftguard"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
