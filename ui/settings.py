@@ -29,8 +29,8 @@ class Settings:
         "DRIFTGUARD_UI_AUDIT_NAMESPACE", "where the durable audit trail's ConfigMaps are (the reconciler's "
         "--audit-namespace), read with the audit Events not folded yet when --audit-file is unset"))
     reconciler_url: str = field(default="", metadata=_meta(
-        "DRIFTGUARD_UI_RECONCILER_URL", "the reconciler's HTTP address, for Refresh (e.g. http://driftguard-"
-        "reconciler.driftguard-system:8080; unset: Refresh is off)"))
+        "DRIFTGUARD_UI_RECONCILER_URL", "the reconciler's HTTP address, for Refresh and Sync (e.g. http://driftguard-"
+        "reconciler.driftguard-system:8080; unset: both are off)"))
     refresh_token_file: Path | None = field(default=None, metadata=_meta(
         "DRIFTGUARD_UI_REFRESH_TOKEN_FILE", "file holding the reconciler's refresh token (its --refresh-token)"))
     reconciler_token_file: Path | None = field(default=RECONCILER_TOKEN_PATH, metadata=_meta(
