@@ -22,6 +22,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
@@ -126,15 +127,9 @@ class BackgroundHandler(logging.Handler):
     def flush(self) -> None:
         if self._pid != os.getpid():
             return
-        deadline = threading.Event()
-        timer = threading.Timer(self._drain_seconds, deadline.set)
-        timer.daemon = True
-        timer.start()
-        try:
-            while not deadline.is_set() and self._lines.unfinished_tasks:
-                deadline.wait(0.01)
-        finally:
-            timer.cancel()
+        deadline = time.monotonic() + self._drain_seconds
+        while self._lines.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _begin(self) -> None:
         with self._start:

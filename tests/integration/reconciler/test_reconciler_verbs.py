@@ -173,11 +173,7 @@ def test_a_standby_names_the_leader_and_the_cli_says_how_to_reach_it(
     second = harness.start(identity="replica-b")
     wait_for(lambda: second.controller.elector is not None and second.controller.elector.holder == "replica-a",
              30, what="replica-b to see replica-a hold the Lease")
-    token = serviceaccount_token(harness.admin, ns, "admin-sa", bound=False)
-    harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body={
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "admin-sa"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "admin-sa", "namespace": ns}]})
+    token = _admin_token(harness, "admin-sa")
     who = ("-n", ns, "--kubeconfig", str(cluster.admin_kubeconfig), "--token", token)
 
     status, body = verbs.post_sync(second.url, ns, "manual", token, prune=False, dry_run=False, wait=5)
@@ -190,6 +186,17 @@ def test_a_standby_names_the_leader_and_the_cli_says_how_to_reach_it(
     assert not harness.status("manual").get("history")  # the standby ran nothing
     rc, out, err = run_cli(capsys, "sync", "manual", *who, "--server", first.url)
     assert rc == 0 and f"by system:serviceaccount:{ns}:admin-sa: Succeeded" in out.splitlines()[0], err
+
+
+def _admin_token(harness: Harness, name: str) -> str:
+    """A token of ServiceAccount ``name`` in the test namespace, bound to cluster-admin there."""
+    ns = harness.namespace
+    token = serviceaccount_token(harness.admin, ns, name, bound=False)
+    harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]})
+    return token
 
 
 def test_a_standby_passes_a_sync_on_to_the_leaders_pod(harness: Harness, repo: Repo) -> None:
@@ -224,11 +231,7 @@ def test_a_standby_passes_a_sync_on_to_the_leaders_pod(harness: Harness, repo: R
         pod_for(names[1], standby.url)
         wait_for(lambda: standby.controller.elector is not None and standby.controller.elector.holder == names[0],
                  30, what="replica b to see replica a hold the Lease")
-        token = serviceaccount_token(harness.admin, ns, "syncer-sa", bound=False)
-        harness.admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body={
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "syncer-sa"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-            "subjects": [{"kind": "ServiceAccount", "name": "syncer-sa", "namespace": ns}]})
+        token = _admin_token(harness, "syncer-sa")
 
         status, body = verbs.post_sync(standby.url, ns, "manual", token, prune=False, dry_run=False, wait=30)
         assert status == 200 and body["result"] == "Succeeded" and body["revision"] == sha, body

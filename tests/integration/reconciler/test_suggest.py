@@ -134,20 +134,29 @@ images:
 """
 
 
-def test_suggest_proposes_a_kustomize_overlays_entries_the_reconciler_renders(
-        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    repo.write("base/deployment.yaml", BASE)
-    repo.write("base/kustomization.yaml", "resources: [deployment.yaml]\n")
-    repo.write("overlays/prod/kustomization.yaml", OVERLAY)
-    first = repo.commit("web, with a prod overlay")
+def _rendered_web(harness: Harness, repo: Repo, cluster: Any, files: dict[str, str], app_path: str,
+                  stamped: str) -> tuple[list[str], str]:
+    """Deployment web rendered from ``files`` at ``app_path`` and synced, its stamp naming ``stamped``: the
+    ``driftguard suggest`` arguments that edit and commit in that repository, and the synced commit."""
+    for name, text in files.items():
+        repo.write(name, text)
+    first = repo.commit("web, rendered")
     repo.git("config", "user.name", "Alice")
     repo.git("config", "user.email", "alice@org")
-    harness.make_app("web", repo, path="overlays/prod")
+    harness.make_app("web", repo, path=app_path)
     harness.start()
     harness.wait_synced("web", first)
     path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web"
-    assert harness.get(path)["metadata"]["annotations"]["driftguard.io/path"] == "kustomize build overlays/prod"
-    common = ["suggest", "--kubeconfig", str(cluster.admin_kubeconfig), "--repo-dir", str(repo.path), "--commit"]
+    assert harness.get(path)["metadata"]["annotations"]["driftguard.io/path"] == stamped
+    return ["suggest", "--kubeconfig", str(cluster.admin_kubeconfig), "--repo-dir", str(repo.path), "--commit"], first
+
+
+def test_suggest_proposes_a_kustomize_overlays_entries_the_reconciler_renders(
+        harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    common, first = _rendered_web(harness, repo, cluster, {"base/deployment.yaml": BASE, "base/kustomization.yaml":
+                           "resources: [deployment.yaml]\n", "overlays/prod/kustomization.yaml": OVERLAY},
+                           "overlays/prod", "kustomize build overlays/prod")
+    path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web"
 
     def changed(out: str) -> tuple[list[str], list[str]]:
         lines = out.splitlines()
@@ -211,18 +220,9 @@ spec:
 
 def test_suggest_proposes_a_charts_values_key_the_reconciler_renders(
         harness: Harness, repo: Repo, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    repo.write("chart/Chart.yaml", CHART)
-    repo.write("chart/values.yaml", VALUES)
-    repo.write("chart/templates/deployment.yaml", TEMPLATE)
-    first = repo.commit("the web chart")
-    repo.git("config", "user.name", "Alice")
-    repo.git("config", "user.email", "alice@org")
-    harness.make_app("web", repo, path="chart")
-    harness.start()
-    harness.wait_synced("web", first)
+    common, _ = _rendered_web(harness, repo, cluster, {"chart/Chart.yaml": CHART, "chart/values.yaml": VALUES,
+                           "chart/templates/deployment.yaml": TEMPLATE}, "chart", "helm template chart")
     path = f"/apis/apps/v1/namespaces/{harness.namespace}/deployments/web"
-    assert harness.get(path)["metadata"]["annotations"]["driftguard.io/path"] == "helm template chart"
-    common = ["suggest", "--kubeconfig", str(cluster.admin_kubeconfig), "--repo-dir", str(repo.path), "--commit"]
 
     assert cli.main([*common, "--", "scale", "deployment/web", "-n", harness.namespace, "--replicas=4"]) == 0
     out = capsys.readouterr().out
