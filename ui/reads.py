@@ -36,6 +36,7 @@ from ui.access import (
     reviewed_identity,
     token_review,
 )
+from ui.settings import RECONCILER_TOKEN_PATH
 from webhook.auditcli import read as read_audit
 from webhook.auditcli import read_trail
 from webhook.records import AuditRecord
@@ -345,12 +346,38 @@ def reconciler_token(path: Path | None) -> tuple[str, str]:
     rotates it); ``("", why not)`` when there is none to send."""
     if path is None:
         return "", "sync is not configured: the UI has no --reconciler-token-file"
-    try:
-        token = path.read_text().strip()
-    except OSError as error:
+    token, unreadable = _read_token(path)
+    if unreadable:
         return "", (f"sync is not configured: cannot read the UI's token for the reconciler "
-                    f"(--reconciler-token-file {path}: {error.strerror or error}); mount a projected "
+                    f"(--reconciler-token-file {path}: {unreadable}); mount a projected "
                     f"serviceAccountToken with audience: {AUDIENCE} there (manifests/ui.yaml)")
     if not token:
         return "", f"sync is not configured: --reconciler-token-file {path} is empty"
     return token, ""
+
+
+def sync_token_problem(reconciler_url: str, path: Path | None) -> str:
+    """The one warning the UI logs at start-up when Sync is on (``--reconciler-url``) but its token file is
+    missing, unreadable or empty; "" when there is nothing to say. Never the token: the UI serves anyway,
+    and Sync answers ``reconciler_token``'s message until the file is there."""
+    if not reconciler_url:
+        return ""
+    if path is None:
+        wrong = "--reconciler-token-file is unset"
+    else:
+        token, unreadable = _read_token(path)
+        if token:
+            return ""
+        wrong = f"--reconciler-token-file {path} " + (f"cannot be read ({unreadable})" if unreadable else "is empty")
+    return (f"Sync will not work: {wrong}. Mount the projected volume from manifests/ui.yaml (a "
+            f"serviceAccountToken with audience: {AUDIENCE}, at {RECONCILER_TOKEN_PATH}) or pass "
+            "--reconciler-token-file a file holding that token; the UI serves on, and Sync answers that it is "
+            "not configured until the file is there")
+
+
+def _read_token(path: Path) -> tuple[str, str]:
+    """``(the file's token, "")``, ``("", "")`` for an empty file, ``("", why it cannot be read)``."""
+    try:
+        return path.read_text().strip(), ""
+    except OSError as error:
+        return "", str(error.strerror or error)

@@ -10,6 +10,8 @@ reconciler, ``driftguard ui`` as a process (gunicorn, TLS) reading as its Servic
 * Proxy sign-in: with ``--client-ca-file``, a caller presenting a client certificate from that CA and
   X-Remote-User/X-Remote-Group is that user (and may sync with that user's RBAC); the same headers with
   no certificate, or one from another CA, reach nothing.
+* Sync's token file missing at start-up: one warning naming the flag, the path and the fix; the UI serves,
+  and Sync answers that it is not configured. A token that is there is never logged.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ LOGIN_USER, LOGIN_GROUP = "alice@example.org", "app-team"
 class UI:
     """``driftguard ui`` as a process; ``session()`` a browser-like HTTP client trusting its CA."""
 
-    def __init__(self, url: str, ca: Path, process: subprocess.Popen[bytes], login_token: str) -> None:
-        self.url, self.ca, self.process, self.login_token = url, ca, process, login_token
+    def __init__(self, url: str, ca: Path, process: subprocess.Popen[bytes], login_token: str, log: Path) -> None:
+        self.url, self.ca, self.process, self.login_token, self.log = url, ca, process, login_token, log
 
     def session(self, cert: tuple[str, str] | None = None) -> requests.Session:
         http = requests.Session()
@@ -118,7 +120,7 @@ def start_ui(ui_kubeconfig: Path, ui_reconciler_token: Path, tmp_path: Path) -> 
                 "--login-groups", LOGIN_GROUP, "--access-cache-seconds", "0.5", "--log-format", "text", *extra]
         with (directory / "ui.log").open("wb") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        ui = UI(f"https://127.0.0.1:{port}", directory / "ca.crt", process, token)
+        ui = UI(f"https://127.0.0.1:{port}", directory / "ca.crt", process, token, directory / "ui.log")
         started.append(ui)
         context = ssl.create_default_context(cafile=str(ui.ca))
 
@@ -153,6 +155,16 @@ def grant(admin: Kube, namespace: str, name: str, verbs: list[str], subject: dic
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", **subject} if subject["kind"] != "ServiceAccount"
                      else subject]})
+
+
+def manual_app(harness: Harness, repo: Repo, admin: Kube, group: str) -> str:
+    """Application ``manual`` (one ConfigMap, no ``automated``) in the test's namespace, which ``group`` may
+    sync; the namespace."""
+    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
+    repo.commit("alpha")
+    harness.make_app("manual", repo, automated=False)
+    grant(admin, harness.namespace, group, ["get", "list", "sync"], {"kind": "Group", "name": group})
+    return harness.namespace
 
 
 def post_sync(url: str, token: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -236,16 +248,35 @@ def test_sync_from_the_ui_runs_for_the_users_own_rbac_and_a_forged_delegation_is
         admin.with_token(ui_token).request("GET", f"/api/v1/namespaces/{ns}/configmaps")
     assert stolen.value.status == 401
     assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"] * 2
+    logged = ui.log.read_text()
+    assert "Sync will not work" not in logged and ui_token not in logged
+
+
+def test_a_missing_sync_token_is_one_warning_at_start_up_and_the_ui_serves_on(
+        harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube, tmp_path: Path) -> None:
+    ns = manual_app(harness, repo, admin, LOGIN_GROUP)
+    missing = tmp_path / "not-mounted" / "token"
+    ui = start_ui("http://127.0.0.1:9", "--reconciler-token-file", str(missing))  # serving: /readyz answered
+
+    warnings = [line for line in ui.log.read_text().splitlines() if "Sync will not work" in line]
+    assert len(warnings) == 1, warnings
+    assert "WARNING" in warnings[0] and (
+        f"--reconciler-token-file {missing} cannot be read (No such file or directory). Mount the projected "
+        "volume from manifests/ui.yaml (a serviceAccountToken with audience: driftguard-reconciler") in warnings[0]
+    alice = ui.sign_in(ui.login_token)
+    page_url = f"{ui.url}/applications/{ns}/manual"
+    page = alice.get(page_url, timeout=10).text
+    answer = alice.post(f"{page_url}/sync", data={"csrf_token": csrf(page)}, timeout=30)
+    assert answer.status_code == 200
+    assert flash(answer.text).startswith("refused: sync is not configured: cannot read the UI's token for the "
+                                         f"reconciler (--reconciler-token-file {missing}: No such file")
+    assert len([line for line in ui.log.read_text().splitlines() if "Sync will not work" in line]) == 1
 
 
 def test_proxy_sign_in_needs_the_proxys_client_certificate(
         harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube, tmp_path: Path) -> None:
-    ns = harness.namespace
-    repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
-    repo.commit("alpha")
-    harness.make_app("manual", repo, automated=False)
+    ns = manual_app(harness, repo, admin, "proxied-team")
     service = harness.start(ui_service_account=UI_ACCOUNT)
-    grant(admin, ns, "carol", ["get", "list", "sync"], {"kind": "Group", "name": "proxied-team"})
     proxy_ca = CertificateAuthority.generate("test-front-proxy-ca")
     proxy_ca.credential.write(tmp_path / "proxy-ca.crt", tmp_path / "proxy-ca.key")
     proxy_ca.issue_client("front-proxy").write(tmp_path / "proxy.crt", tmp_path / "proxy.key")

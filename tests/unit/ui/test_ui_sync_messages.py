@@ -1,4 +1,5 @@
-"""What the UI's Sync says for each answer of the reconciler (``ui.reads``): in words, with what to do."""
+"""What the UI's Sync says for each answer of the reconciler (``ui.reads``): in words, with what to do; and the
+warning the UI logs at start-up when Sync's token file will not do."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ui.reads import ReconcilerAnswer, _refusal, _synced, reconciler_token
+from ui.reads import ReconcilerAnswer, _refusal, _synced, reconciler_token, sync_token_problem
 
 KEY = "team-a/web"
 
@@ -61,3 +62,30 @@ def test_the_token_sync_presents_is_read_from_its_file_each_time(
     if content and content != "unset":  # rotated: the next Sync reads the new token
         (tmp_path / "token").write_text("rotated\n")
         assert reconciler_token(path) == ("rotated", "")
+
+
+FIX = ("Mount the projected volume from manifests/ui.yaml (a serviceAccountToken with audience: driftguard-reconciler, "
+       "at /var/run/secrets/driftguard/reconciler/token) or pass --reconciler-token-file a file holding that token; "
+       "the UI serves on, and Sync answers that it is not configured until the file is there")
+
+
+@pytest.mark.parametrize(("url", "content", "says"), [
+    ("http://reconciler:8080", "eyJ.secret.sig\n", ""),  # the projected file: nothing to say
+    ("", None, ""),  # no --reconciler-url: Sync is off, and says so when asked
+    ("http://reconciler:8080", None,
+     "Sync will not work: --reconciler-token-file {path} cannot be read (No such file or directory). " + FIX),
+    ("http://reconciler:8080", "directory",
+     "Sync will not work: --reconciler-token-file {path} cannot be read (Is a directory). " + FIX),
+    ("http://reconciler:8080", " \n", "Sync will not work: --reconciler-token-file {path} is empty. " + FIX),
+    ("http://reconciler:8080", "unset", "Sync will not work: --reconciler-token-file is unset. " + FIX),
+])
+def test_the_start_up_check_of_syncs_token_file(tmp_path: Path, url: str, content: str | None, says: str) -> None:
+    path: Path | None = tmp_path / "token"
+    if content == "unset":
+        path = None
+    elif content == "directory":
+        (tmp_path / "token").mkdir()
+    elif content is not None:
+        (tmp_path / "token").write_text(content)
+    problem = sync_token_problem(url, path)
+    assert problem == says.format(path=path)
