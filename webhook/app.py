@@ -2,9 +2,10 @@
 
 Two error channels, mapped here and only here (kopf / controller-runtime style):
 
-* a broken *webhook request* — wrong content type, a body over ``--max-body-bytes``, not JSON, not an
-  ``admission.k8s.io/v1`` AdmissionReview, no request uid — is answered HTTP 400 with a plain message,
-  so the API server applies the webhook's failurePolicy (Fail);
+* a broken *webhook request* — wrong content type, not JSON, not an ``admission.k8s.io/v1``
+  AdmissionReview, no request uid — is answered HTTP 400 with a plain message, and a body over
+  ``--max-body-bytes`` HTTP 413 naming the cap and the setting, so the API server applies the webhook's
+  failurePolicy (Fail);
 * a failure *while deciding* — an exception in the policy — is answered 200 with ``allowed: false``,
   code 500, and logged with the request uid (fail closed).
 
@@ -45,6 +46,11 @@ Answer = tuple[str, str, bytes]
 EXTENSION: Final = "driftguard"
 DIRECT: Final = "driftguard.direct"  # webhook.worker's loop answers plain reviews through this extension
 CHUNK: Final = 64 * 1024
+TOO_LARGE: Final = "413 Payload Too Large"
+
+
+class _TooLarge(reviews.BadReview):
+    """The body is over ``--max-body-bytes`` (HTTP 413)."""
 
 
 @dataclass
@@ -78,7 +84,7 @@ class Webhook:
         except reviews.BadReview as error:
             self._count(kind, "bad-request")
             log.warning("rejected webhook request", extra={CTX: {"webhook": kind, "error": str(error)}})
-            return "400 BAD REQUEST", TEXT, f"{error}\n".encode()
+            return TOO_LARGE if isinstance(error, _TooLarge) else "400 BAD REQUEST", TEXT, f"{error}\n".encode()
         if kind == "validate" and self._reads(review["request"]):
             return lambda: self._finish(kind, review, started)
         return self._finish(kind, review, started)
@@ -259,10 +265,11 @@ def _body(environ: dict[str, Any], cap: int) -> bytes:
 
 
 def _accept(body: bytes, content_type: str, cap: int) -> reviews.Review:
+    if len(body) > cap:
+        raise _TooLarge(f"the AdmissionReview is over {cap} bytes, the most this webhook accepts "
+                        f"(--max-body-bytes, DRIFTGUARD_MAX_BODY_BYTES): raise it to admit larger objects")
     if content_type.split(";", maxsplit=1)[0].strip().lower() != JSON:
         raise reviews.BadReview(f"Content-Type must be {JSON}, not {content_type or 'missing'!r}")
-    if len(body) > cap:
-        raise reviews.BadReview(f"body exceeds {cap} bytes")
     return reviews.parse_review(body)
 
 

@@ -130,6 +130,12 @@ def start_webhook(directory: Path, *, serving: Callable[[CertificateAuthority], 
     return running
 
 
+def too_large(cap: int) -> bytes:
+    """The webhook's answer (413) to a body over ``cap`` (``--max-body-bytes``)."""
+    return (f"the AdmissionReview is over {cap} bytes, the most this webhook accepts (--max-body-bytes, "
+            "DRIFTGUARD_MAX_BODY_BYTES): raise it to admit larger objects\n").encode()
+
+
 def driftguard_command() -> list[str]:
     script = Path(sys.executable).parent / "driftguard"
     if script.exists():

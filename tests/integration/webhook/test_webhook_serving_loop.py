@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from support.admission import edited, live, review, scale_review
-from support.webhook_harness import WebhookProcess
+from support.webhook_harness import WebhookProcess, too_large
 
 pytestmark = pytest.mark.integration
 Answer = tuple[int, dict[str, str], bytes]
@@ -159,10 +159,15 @@ def test_a_malformed_request_gets_gunicorns_refusal(client: Client, headers: str
     assert client.answer()[0] == status
 
 
-def test_an_oversized_review_is_refused_without_being_read(client: Client) -> None:
-    client.send(_post(b"x" * (65 * 1024)))
-    status, _, body = client.answer()
-    assert status == 400 and b"exceeds 65536 bytes" in body
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(_post(b"x" * (65 * 1024)), id="content-length"),
+    pytest.param(_chunked(b"x" * (65 * 1024)), id="chunked"),
+])
+def test_an_oversized_review_is_413_naming_the_cap_and_its_setting(client: Client, request_bytes: bytes) -> None:
+    client.send(request_bytes)
+    status, headers, body = client.answer()
+    assert (status, headers["connection"], body) == (413, "close", too_large(64 * 1024))
+    assert client.closed_by_server()
 
 
 def test_a_large_review_is_read_over_many_records_and_decided_on_a_thread(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -133,13 +134,28 @@ def test_broken_webhook_requests_get_400_plain_text(client: FlaskClient, body: A
     assert problem in response.get_data(as_text=True)
 
 
-def test_an_oversized_body_is_refused_without_being_parsed(make_app: MakeApp) -> None:
-    app = make_app(Settings(max_body_bytes=2048))
+@pytest.mark.parametrize(("content_type", "chunked"), [
+    ("application/json", False), ("text/plain", False), ("application/json", True)],
+    ids=["content-length", "wrong-type-too", "chunked"])
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+def test_an_oversized_body_is_413_naming_the_cap_and_its_setting(
+        make_app: MakeApp, content_type: str, chunked: bool, path: str) -> None:
+    cap = len(json.dumps(_valid())) + 16  # the plain review fits, and is answered
+    app = make_app(Settings(max_body_bytes=cap))
     body = _valid()
-    body["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * 4096
-    response = post(app.test_client(), body)
-    assert response.status_code == 400
-    assert "body exceeds 2048 bytes" in response.get_data(as_text=True)
+    body["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * 32
+    data = json.dumps(body).encode()
+    if chunked:  # no Content-Length, a stream that ends (gunicorn's chunked body): read to one byte over the cap
+        response = app.test_client().post(path, input_stream=io.BytesIO(data), content_type=content_type,
+                                          headers={"Transfer-Encoding": "chunked"},
+                                          environ_overrides={"wsgi.input_terminated": True})
+    else:
+        response = app.test_client().post(path, data=data, content_type=content_type)
+    assert (response.status_code, response.mimetype) == (413, "text/plain")
+    assert response.get_data(as_text=True) == (
+        f"the AdmissionReview is over {cap} bytes, the most this webhook accepts (--max-body-bytes, "
+        "DRIFTGUARD_MAX_BODY_BYTES): raise it to admit larger objects\n")
+    assert post(app.test_client(), _valid(), path).status_code == 200  # under the cap: answered
 
 
 def test_a_body_under_the_default_cap_passes(client: FlaskClient) -> None:

@@ -51,7 +51,7 @@ def test_the_plain_form_is_taken_by_the_loop(buffer: bytes, path: str, content_t
     plain().replace(b"Content-Length: 26", b"Content-Length: +26"),
     plain().replace(b"Content-Length: 26", b"Content-Length: 0x1a"),
     plain().replace(b"Content-Length: 26", b"Content-Length: -1"),
-    plain(body=b"x" * (CAP + 1)),  # over the cap: the app answers "body exceeds" (400) on gunicorn's path
+    plain(body=b"x" * (CAP + 1)),  # over the cap: the app answers 413 on gunicorn's path
     HEAD + b"Transfer-Encoding: chunked\r\n\r\n1a\r\n" + BODY + b"\r\n0\r\n\r\n",
     plain(b"Transfer-Encoding: chunked\r\n"),  # both: never the loop's call which one wins
     plain(b"Expect: 100-continue\r\n"),
