@@ -33,7 +33,7 @@ tools: venv
 test-tools: venv
 	$(PY) -m driftguard.local.controlplane test-tools
 
-## lint: ruff, mypy --strict, import contracts
+## lint: ruff, mypy --strict (the packages and bench/), import contracts
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -16,6 +16,7 @@ next). Target: p99 ≤ 2 s past that ("within seconds").
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from reconciler_bench import create_namespace, environment, parser, reconciler, summary, wait
@@ -28,6 +29,14 @@ from webhook import registration
 
 PATH = "/apis/admissionregistration.k8s.io/v1/{kind}/driftguard"
 NOWHERE = {"matchLabels": {"driftguard-bench/perimeter": "never"}}
+
+
+def recreated(admin: Kube, uid: str) -> Callable[[], bool]:
+    """A ``wait`` probe: the ValidatingWebhookConfiguration is there again, as another object than ``uid``."""
+    def again() -> bool:
+        found = live(admin, "validatingwebhookconfigurations")
+        return found is not None and found["metadata"]["uid"] != uid
+    return again
 
 
 def live(admin: Kube, kind: str) -> dict[str, Any] | None:
@@ -57,8 +66,7 @@ def main() -> None:
                 uid = live(admin, "validatingwebhookconfigurations")["metadata"]["uid"]  # type: ignore[index]
                 admin.request("DELETE", PATH.format(kind="validatingwebhookconfigurations"))
                 gone = time.monotonic()
-                wait(lambda uid=uid: (live(admin, "validatingwebhookconfigurations") or {"metadata": {"uid": uid}})
-                     ["metadata"]["uid"] != uid, 30, "re-created", interval=0.005)
+                wait(recreated(admin, uid), 30, "re-created", interval=0.005)
                 deleted.append(time.monotonic() - gone)
                 admin.request("PATCH", PATH.format(kind="mutatingwebhookconfigurations"),
                               body=[{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}],

@@ -17,6 +17,7 @@ import time
 from reconciler_bench import (
     Repo,
     app_status,
+    becomes,
     configmap,
     create_namespace,
     environment,
@@ -72,7 +73,7 @@ def main() -> None:
                               body={"spec": {"namespaceResourceBlacklist": blacklist}})
                 changed = time.monotonic()
                 want = "False" if narrow else "True"
-                wait(lambda want=want: permitted() == want, 30, f"ProjectPermitted={want}", interval=0.005)
+                wait(becomes(permitted, want), 30, f"ProjectPermitted={want}", interval=0.005)
                 effective.append(time.monotonic() - changed)
         print(f"  Project changed → effective (watch, no refresh): {summary(effective)}")
 

@@ -22,6 +22,7 @@ from reconciler_bench import (
     configmap,
     create_namespace,
     environment,
+    field_is,
     make_app,
     parser,
     reconciler,
@@ -53,8 +54,8 @@ def main() -> None:
                               body={"data": {"color": f"red-{i}"}}, content_type="application/merge-patch+json",
                               query={"fieldManager": "kubectl-edit"})
                 accepted = time.monotonic()
-                watcher.wait(target, lambda data, i=i: data.get("color") == f"red-{i}", timeout=10)
-                reverted = watcher.wait(target, lambda data: data.get("color") == "blue", timeout=10)
+                watcher.wait(target, field_is("color", f"red-{i}"), timeout=10)
+                reverted = watcher.wait(target, field_is("color", "blue"), timeout=10)
                 samples.append(reverted - accepted)
                 time.sleep(0.05)
             metrics = rec.metrics()

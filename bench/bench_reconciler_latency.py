@@ -16,14 +16,15 @@ import time
 from reconciler_bench import (
     Repo,
     Watcher,
-    app_status,
     configmap,
     create_namespace,
     environment,
+    field_is,
     make_app,
     parser,
     reconciler,
     summary,
+    synced,
     wait,
 )
 
@@ -46,7 +47,7 @@ def main() -> None:
             make_app(admin, ns, "push", repos["push"], ns, refreshInterval="1h")
             make_app(admin, ns, "poll", repos["poll"], ns, refreshInterval=args.interval)
             for name in ("push", "poll"):
-                wait(lambda n=name: app_status(admin, ns, n).get("sync", {}).get("status") == "Synced", 30, name)
+                wait(synced(admin, ns, name), 30, name)
             results = {}
             for mode, count in (("push", args.push), ("poll", args.poll)):
                 repo, samples = repos[mode], []
@@ -58,7 +59,7 @@ def main() -> None:
                     started = time.monotonic()
                     if mode == "push":
                         rec.refresh(ns, "push")
-                    seen = watcher.wait(mode, lambda data, i=i: data.get("n") == str(i), timeout=30)
+                    seen = watcher.wait(mode, field_is("n", str(i)), timeout=30)
                     samples.append(seen - started)
                     time.sleep(0.05)
                 results[mode] = samples

@@ -82,10 +82,10 @@ def main() -> None:
             resyncs = []
             for _ in range(args.resyncs):
                 done_before = app_status(admin, ns, "bulk").get("lastSyncTime")
-                cycles = _cycles(rec)
+                cycles = rec.synced_cycles()
                 started = time.monotonic()
                 rec.refresh(ns, "bulk")
-                wait(lambda c=cycles: _cycles(rec) > c, 120, "the resync", interval=0.02)
+                wait(rec.cycled_past(cycles), 120, "the resync", interval=0.02)
                 resyncs.append((time.monotonic() - started, app_status(admin, ns, "bulk")["lastSyncDuration"]))
                 time.sleep(1.0)
                 assert done_before is not None
@@ -106,11 +106,6 @@ def main() -> None:
         print(f"  all API requests during the resyncs: {delta}")
         print(f"reconciler RSS: idle {idle_rss:.0f} MiB; after first sync {rss_after_first[0]:.0f} MiB; "
               f"now {rss_now:.0f} MiB; peak {rss_peak:.0f} MiB  (target ≤ 250 MiB at 10,000 objects)")
-
-
-def _cycles(rec: object) -> float:
-    metrics = rec.metrics()  # type: ignore[attr-defined]
-    return sum(v for k, v in metrics.items() if k.startswith("driftguard_reconcile_total") and 'result="synced"' in k)
 
 
 if __name__ == "__main__":

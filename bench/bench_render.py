@@ -29,6 +29,7 @@ from typing import Any
 
 from bench_reconciler_sync import WRITES, versions
 from reconciler_bench import (
+    Reconciler,
     Repo,
     app_status,
     configmap,
@@ -51,7 +52,7 @@ from reconciler.gitsource import Credentials
 from reconciler.ociref import parse_reference
 from reconciler.ocisource import OCISource
 from reconciler.renderer import Renderer, RenderTools
-from reconciler.sources import parse_options
+from reconciler.sources import Kind, parse_options
 
 BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
@@ -79,7 +80,8 @@ def tool_runs() -> None:
             "{{- range $i := until (int .Values.count) }}\n---\napiVersion: v1\nkind: ConfigMap\n"
             "metadata: {name: cm-{{ $i }}}\ndata: {i: {{ $i | quote }}}\n{{- end }}\n")
         paths = [str(p.relative_to(repo.path)) for p in repo.path.rglob("*") if p.is_file() and ".git" not in p.parts]
-        for kind, root in (("kustomize", "prod"), ("helm", "chart")):
+        cases: tuple[tuple[Kind, str], ...] = (("kustomize", "prod"), ("helm", "chart"))
+        for kind, root in cases:
             times = []
             for _ in range(6):
                 started = time.perf_counter()
@@ -139,7 +141,7 @@ def oci() -> None:
               f"{statistics.median(renders_) * 1000:.0f} ms")
 
 
-def renders(rec: Any) -> float:
+def renders(rec: Reconciler) -> float:
     return sum(v for k, v in rec.metrics().items() if k.startswith("driftguard_render_duration_seconds_count"))
 
 
@@ -174,10 +176,10 @@ def cached(args: Any) -> None:
             before, counts_before = versions(admin, ns), rec.requests()
             walls = []
             for _ in range(args.resyncs):
-                cycles = _cycles(rec)
+                cycles = rec.synced_cycles()
                 started = time.monotonic()
                 rec.refresh(ns, "bulk")
-                wait(lambda c=cycles: _cycles(rec) > c, 120, "the resync", interval=0.02)
+                wait(rec.cycled_past(cycles), 120, "the resync", interval=0.02)
                 walls.append((time.monotonic() - started, app_status(admin, ns, "bulk")["lastSyncDuration"]))
                 time.sleep(1.0)
             counts_after, after = rec.requests(), versions(admin, ns)
@@ -232,10 +234,6 @@ def bombs(args: Any) -> None:
             peak = rec.rss_mib()[1]
         print(f"reconciler RSS: idle {idle:.0f} MiB, peak over every bomb {peak:.0f} MiB (VmHWM)  target < 512 MiB")
 
-
-def _cycles(rec: Any) -> float:
-    return sum(v for k, v in rec.metrics().items()
-               if k.startswith("driftguard_reconcile_total") and 'result="synced"' in k)
 
 
 def main() -> None:

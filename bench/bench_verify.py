@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -27,8 +28,10 @@ from support.fake_cluster import FakeCluster
 from support.signing_keys import GpgKey, SshKey, git, gpg_key, secret_data, signed_commit, ssh_key
 
 from driftguard.core import signatures
-from reconciler.application import parse_application
+from driftguard.core.signatures import Policy
+from reconciler.application import AppSpec, parse_application
 from reconciler.gitsource import GitSource
+from reconciler.revision import Revision
 from reconciler.signing import Verifier
 from reconciler.verification import SourceVerification
 
@@ -60,6 +63,11 @@ def _times(call: Callable[[], object], rounds: int) -> list[float]:
         call()
         out.append(time.perf_counter() - started)
     return out
+
+
+def _sync(step: SourceVerification, *, spec: AppSpec, policy: Policy, revision: Revision) -> str:
+    """One sync's signature check of ``revision``: who signed it."""
+    return step.check(spec, policy, revision, lambda _: None).verified_by
 
 
 def _shown(seconds: list[float]) -> str:
@@ -96,19 +104,15 @@ def main() -> None:
                                                project_namespace="driftguard-system")
                     assert policy is not None
                     revision = source.resolve(url, spec.source.target_revision)
-                    fetches += _times(lambda url=url, spec=spec: source.resolve(url, spec.source.target_revision),
-                                      3)
-
-                    def sync(step: SourceVerification, spec=spec, policy=policy, revision=revision) -> str:
-                        return step.check(spec, policy, revision, lambda _: None).verified_by
-
+                    fetches += _times(partial(source.resolve, url, spec.source.target_revision), 3)
+                    sync = partial(_sync, spec=spec, policy=policy, revision=revision)
                     cold_steps = [SourceVerification(cluster, source, Verifier())  # type: ignore[arg-type]
                                   for _ in range(args.rounds)]
-                    cold = [t for step in cold_steps for t in _times(lambda step=step: sync(step), 1)]
+                    cold = [t for step in cold_steps for t in _times(partial(sync, step), 1)]
                     warm = SourceVerification(cluster, source, Verifier())  # type: ignore[arg-type]
                     signer = sync(warm)
                     assert signer, f"{name} {mode}: not verified"
-                    cached = _times(lambda warm=warm: sync(warm), args.rounds)
+                    cached = _times(partial(sync, warm), args.rounds)
                     runs = cold_steps[0].verifier.runs
                     print(f"{name:8s} {mode:11s} {_shown(cold):>34s} {_shown(cached):>26s} {runs:>10d}")
             print(f"\nfor scale: the no-op fetch of every poll (GitSource.resolve, local repository): "

@@ -162,8 +162,12 @@ class Server:
         self._wait_ready()
 
     @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.settings.port}/validate"
+        return f"https://127.0.0.1:{self.port}/validate"
 
     def _wait_ready(self) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -232,10 +236,10 @@ def _python_worker(args: tuple[str, int, str, bytes, float, int]) -> list[float]
     return latencies
 
 
-def run_python(server: Server, body: bytes, connections: int, seconds: int) -> dict[str, float]:
+def run_python(server: Server | FloorServer, body: bytes, connections: int, seconds: int) -> dict[str, float]:
     processes = min(connections, os.cpu_count() or 1)
     per = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
-    jobs = [("127.0.0.1", server.settings.port, str(server.ca_file), body, float(seconds), n) for n in per]
+    jobs = [("127.0.0.1", server.port, str(server.ca_file), body, float(seconds), n) for n in per]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         started = time.perf_counter()
         results = pool.map(_python_worker, jobs)

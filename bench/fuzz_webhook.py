@@ -43,8 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from driftguard.core import contract, fields, suggestion
+from driftguard.core.names import RECONCILER_USER
 from webhook import identity, messages, policy, reviews
-from webhook.settings import RECONCILER_USER, Settings
+from webhook.settings import Settings
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
 SETTINGS = Settings(break_glass_groups=("sre",))
@@ -315,7 +316,7 @@ def run(count: int, seed: int, *, verbose: bool = True) -> Counter[str]:
     return tally
 
 
-def suggest_line_problem(request: dict[str, Any], verdict: policy.Verdict, parent: policy.Parent) -> str:
+def suggest_line_problem(request: reviews.Request, verdict: policy.Verdict, parent: policy.Parent) -> str:
     """What is wrong with a verdict's ``driftguard suggest`` line ("" when nothing): it must be the message's last
     line (or the last warning), fit in a warning, never be given for a Secret, and read back — as a shell splits
     it, as suggest parses it — to exactly the values the request sets."""

@@ -146,6 +146,21 @@ def wait(probe: Callable[[], Any], timeout: float, what: str, interval: float = 
     raise SystemExit(f"timed out after {timeout}s waiting for {what}")
 
 
+def synced(admin: Kube, namespace: str, name: str) -> Callable[[], bool]:
+    """A ``wait`` probe: the Application's status says Synced."""
+    return lambda: app_status(admin, namespace, name).get("sync", {}).get("status") == "Synced"
+
+
+def becomes(probe: Callable[[], object], value: object) -> Callable[[], bool]:
+    """A ``wait`` probe: ``probe()`` equals ``value``."""
+    return lambda: probe() == value
+
+
+def field_is(key: str, value: str) -> Callable[[dict[str, Any]], bool]:
+    """A ``Watcher.wait`` predicate: the watched object's data holds ``value`` at ``key``."""
+    return lambda data: data.get(key) == value
+
+
 def warm_up(admin: Kube, namespace: str, scratch: Path) -> None:
     """Sync one tiny Application first: a freshly installed CRD's watch cache, discovery and the git
     cache are start-up costs of a new cluster and a new process, not of a sync."""
@@ -189,6 +204,15 @@ class Reconciler:
                 key, _, value = line.rpartition(" ")
                 out[key] = float(value)
         return out
+
+    def synced_cycles(self) -> float:
+        """Reconcile cycles that ended synced, over every Application."""
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("driftguard_reconcile_total") and 'result="synced"' in k)
+
+    def cycled_past(self, count: float) -> Callable[[], bool]:
+        """A ``wait`` probe: more synced cycles than ``count``."""
+        return lambda: self.synced_cycles() > count
 
     def requests(self) -> dict[str, float]:
         prefix = 'driftguard_apiserver_requests_total{verb="'

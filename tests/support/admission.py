@@ -13,8 +13,9 @@ from typing import Any, cast
 from driftguard.core import contract
 from driftguard.core.contract import Enforcement, Source
 from driftguard.core.marks import MarkKey, Marks
+from driftguard.core.names import RECONCILER_USER
 from webhook.reviews import Review
-from webhook.settings import RECONCILER_USER, Settings
+from webhook.settings import Settings
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 REPO = "https://github.com/org/k8s-manifests"
