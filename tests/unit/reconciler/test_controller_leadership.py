@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+from support.threads import every_thread_joined
+
 from driftguard.kube.resources import Cluster, ResourceError, ResourceType, WatchEvent
 from reconciler.controller import Controller, Settings
 from reconciler.cycle import Requeue
@@ -147,13 +149,14 @@ def test_a_lost_term_that_will_not_stop_still_exits(tmp_path: Path) -> None:
 
     controller._cycle = stuck_cycle  # type: ignore[method-assign]
     stop = threading.Event()
-    thread, result = run_in_thread(controller, stop)
-    try:
-        wait(entered.is_set, "the sync under way")
-        api.down.set()
-        thread.join(10)
-        assert result == [1]
-    finally:
-        release.set()
-        stop.set()
-        thread.join(10)
+    with every_thread_joined():  # the stuck sync the controller left behind too, once released
+        thread, result = run_in_thread(controller, stop)
+        try:
+            wait(entered.is_set, "the sync under way")
+            api.down.set()
+            thread.join(10)
+            assert result == [1]
+        finally:
+            release.set()
+            stop.set()
+            thread.join(10)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.threads import every_thread_joined
 
 from reconciler.gitsource import Credentials, GitSource, SourceError, _environment, _git_message, cache_key
 from reconciler.revision import redact_url
@@ -91,7 +92,9 @@ def test_bad_paths(origin: Path, source: GitSource) -> None:
 
 
 def test_unreachable_repository(tmp_path: Path, source: GitSource) -> None:
-    with pytest.raises(SourceError) as error:
+    # git fetch runs under GitPython's watchdog (a Timer for kill_after_timeout), cancelled, not joined, when git
+    # exits: the failure is raised before that thread has ended
+    with every_thread_joined(), pytest.raises(SourceError) as error:
         source.resolve(str(tmp_path / "absent"), "main")
     assert error.value.reason == "FetchFailed" and "cannot fetch" in str(error.value)
 
