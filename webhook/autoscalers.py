@@ -21,6 +21,7 @@ from driftguard.core import contract, fields, ignore
 from driftguard.core.contract import ContractError
 from driftguard.core.objects import ObjectRef, split_api_version
 from webhook import messages
+from webhook.edits import STAMPS
 from webhook.reviews import KubeObject, Request
 
 GROUP: Final = "autoscaling"
@@ -86,7 +87,7 @@ def warnings(request: Request, found: KubeObject | None, error: str = "") -> lis
     if found is None:
         return []
     try:
-        stamp = contract.read_stamp(found)
+        stamp = STAMPS.read(found)
     except ContractError:
         return []
     if stamp is None or stamp.enforcement == "off":

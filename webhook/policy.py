@@ -49,7 +49,7 @@ from driftguard.core.contract import ContractError, DriftMark, Stamp
 from driftguard.core.marks import Marks
 from driftguard.core.objects import ObjectRef
 from webhook import applications, autoscalers, identity, messages
-from webhook.edits import REASON_KEY, Edit, new_grant, permitted, standing_grant
+from webhook.edits import REASON_KEY, STAMPS, Edit, new_grant, permitted, standing_grant
 from webhook.records import AuditRecord, Decision
 from webhook.reviews import KubeObject, PatchOp, Request, object_problem
 from webhook.settings import Settings
@@ -160,7 +160,7 @@ def _validate(request: Request, settings: Settings, now: dt.datetime, parent: Pa
         return _validate_unmanaged(request, None, request.get("object"), now)
     old = request.get("oldObject") or {}
     try:
-        stamp = contract.read_stamp(old)
+        stamp = STAMPS.read(old)
     except ContractError as e:
         ref = _ref(request, old)
         return _deny(request, ref, old, None, messages.unreadable_stamp(ref, e), now)
@@ -183,7 +183,7 @@ def mutate(request: Request, settings: Settings, now: dt.datetime, *, marks: Mar
         return ALLOW
     old, new = request.get("oldObject") or {}, request.get("object")
     try:
-        stamp = contract.read_stamp(old)
+        stamp = STAMPS.read(old)
     except ContractError:
         return ALLOW  # validate denies it
     if stamp is None or stamp.enforcement == "off" or new is None:
@@ -207,7 +207,7 @@ def dropped_all(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) ->
     git (``kubectl replace -f``) sends. A write that removes some of them (``kubectl label … driftguard.io/
     managed-``) meant to, and is judged as tampering. (Admission cannot tell a PUT from a PATCH: the API
     server hands both to webhooks as an UPDATE with UpdateOptions.)"""
-    return bool(contract.own_metadata(old)) and not contract.own_metadata(new)
+    return not contract.has_own_metadata(new) and contract.has_own_metadata(old)
 
 
 def dropped_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
@@ -401,7 +401,7 @@ def _managed_parent(request: Request, parent: Parent | None, now: dt.datetime,
         return _deny(request, ref, {}, None, messages.unreadable_parent(ref, f"the object {malformed}", subresource),
                      now)
     try:
-        stamp = contract.read_stamp(parent.obj)
+        stamp = STAMPS.read(parent.obj)
     except ContractError as e:
         ref = _ref(request, parent.obj)
         return _deny(request, ref, parent.obj, None, messages.unreadable_stamp(ref, e), now)

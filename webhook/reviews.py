@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, NotRequired, TypedDict, cast, get_args
 
+from driftguard.core import jsontext
+
 API_VERSIONS: Final = ("admission.k8s.io/v1",)
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 OPERATIONS: Final[tuple[str, ...]] = get_args(Operation)
@@ -99,9 +101,11 @@ class BadReview(ValueError):
 def parse_review(body: bytes) -> Review:
     """Decode and check an AdmissionReview request; BadReview says what is wrong."""
     try:
-        document = json.loads(body)
+        document = jsontext.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadReview(f"body is not JSON: {e}") from e
+    except RecursionError:
+        raise BadReview("body is not an AdmissionReview: nested too deeply") from None
     if not isinstance(document, dict):
         raise BadReview("body is not a JSON object")
     if document.get("kind") != "AdmissionReview":

@@ -22,12 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, cast, get_args
 
-from driftguard.core import fields
+from driftguard.core import fields, frozen, jsontext
 from driftguard.core.ignore import NOTHING, Ignore
 
 PREFIX: Final = "driftguard.io/"
@@ -232,7 +233,7 @@ def decode_declared(text: str) -> dict[str, Any]:
     try:
         if text.startswith(_COMPRESSED):
             text = zlib.decompress(base64.b64decode(text[len(_COMPRESSED):], validate=True)).decode()
-        value = json.loads(text)
+        value = jsontext.loads(text)
     except (ValueError, zlib.error, binascii.Error) as e:
         raise ContractError(f"annotation {ANN_DECLARED} is not valid: {e}") from e
     if not isinstance(value, dict):
@@ -282,6 +283,57 @@ def read_stamp(obj: Mapping[str, Any] | None) -> Stamp | None:
     )
 
 
+class StampCache:
+    """``read_stamp`` for a reader that sees the same stamps over and over (the webhook: every edit of an object
+    carries its stamp): each distinct stamp is decoded once and the same ``Stamp`` given back for it, with its
+    declared tree read-only (``driftguard.core.frozen``), since every request shares it. Keyed by everything
+    ``read_stamp`` reads (the stamp annotations and what makes an object sensitive), so the answer is always
+    ``read_stamp``'s; an unreadable stamp raises each time and is not kept. Bounded by the stamps' text:
+    beyond ``budget`` characters, the oldest entries go."""
+
+    def __init__(self, budget: int = 2 * 1024 * 1024) -> None:
+        self.budget = budget
+        self._entries: dict[tuple[object, ...], tuple[Stamp, int]] = {}
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def read(self, obj: Mapping[str, Any] | None) -> Stamp | None:
+        if not is_managed(obj):
+            return None
+        annotations = annotations_of(obj)
+        key = (*(annotations.get(k) for k in _STAMP_KEYS), is_sensitive(obj or {}))
+        try:
+            entry = self._entries.get(key)
+        except TypeError:  # an annotation value that is not a string: read_stamp says what it makes of it
+            return read_stamp(obj)
+        if entry is not None:
+            return entry[0]
+        stamp = read_stamp(obj)
+        if stamp is None:  # not reached: managed, checked above
+            return None
+        stamp = Stamp(stamp.application, stamp.source, stamp.enforcement, frozen.freeze(stamp.declared),
+                      stamp.sensitive, stamp.ignore)
+        size = sum(len(v) for v in key if isinstance(v, str))
+        with self._lock:
+            if size <= self.budget and key not in self._entries:
+                self._entries[key] = (stamp, size)
+                self._size += size
+                while self._size > self.budget:
+                    self._size -= self._entries.pop(next(iter(self._entries)))[1]
+        return stamp
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._size = 0
+
+
+_STAMP_KEYS: Final = (*STAMP_ANNOTATIONS, ANN_VERIFIED_BY, ANN_IGNORE)
+
+
 def _read_ignore(annotations: Mapping[str, str]) -> Ignore:
     text = annotations.get(ANN_IGNORE)
     if text is None:
@@ -308,6 +360,11 @@ def own_metadata(obj: Mapping[str, Any] | None) -> dict[str, str]:
     out = {f"label:{k}": v for k, v in labels_of(obj).items() if k.startswith(PREFIX)}
     out.update({f"annotation:{k}": v for k, v in annotations_of(obj).items() if k.startswith(PREFIX)})
     return out
+
+
+def has_own_metadata(obj: Mapping[str, Any] | None) -> bool:
+    """Whether ``obj`` carries any ``driftguard.io/`` label or annotation (``bool(own_metadata(obj))``, cheaper)."""
+    return any(k.startswith(PREFIX) for k in labels_of(obj)) or any(k.startswith(PREFIX) for k in annotations_of(obj))
 
 
 def changed_own_metadata(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
-from driftguard.core import fields
+from driftguard.core import fields, jsontext
 from driftguard.core.fields import ListKey
 
 try:  # the C binding of libjq; without it a jq expression is a problem, never a guess
@@ -88,7 +88,7 @@ class Ignore:
     def decode(cls, text: str) -> Ignore:
         """The annotation's rules; ValueError naming what is wrong."""
         try:
-            data = json.loads(text)
+            data = jsontext.loads(text)
         except ValueError as e:
             raise ValueError(f"not JSON ({e})") from None
         if not isinstance(data, dict):
