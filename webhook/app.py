@@ -16,7 +16,6 @@ the decision and cannot change it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from typing import Any, Final, Literal
 from flask import Flask, Response
 from werkzeug.wsgi import get_content_length, get_input_stream
 
+from driftguard.core import jsontext
 from driftguard.core.marks import MarkKey, Marks
 from webhook import applications, identity, policy, reviews
 from webhook.audit import Recorder
@@ -111,7 +111,7 @@ class Webhook:
         if log.isEnabledFor(level):  # the context dict is not built for lines nobody writes (allowed reviews)
             log.log(level, "admission", extra={CTX: {**_context(review["request"]), "webhook": kind,
                                                      "result": result, "ms": round(elapsed * 1000, 3)}})
-        return "200 OK", JSON, json.dumps(answer, separators=(",", ":")).encode()
+        return "200 OK", JSON, jsontext.dumps(answer)
 
     def _decide(self, kind: Kind, review: reviews.Review) -> tuple[reviews.ReviewResponse, str]:
         admission = review["request"]

@@ -185,11 +185,11 @@ def prune(declared: Mapping[str, Any], old: object, new: object) -> dict[str, An
     """The part of a declared (sub)tree under which ``old`` and ``new`` are not identical."""
     out: dict[str, Any] = {}
     for key, branch in declared.items():
-        before = old.get(key, fields.MISSING) if isinstance(old, Mapping) else fields.MISSING
-        after = new.get(key, fields.MISSING) if isinstance(new, Mapping) else fields.MISSING
+        before = old.get(key, fields.MISSING) if isinstance(old, (dict, Mapping)) else fields.MISSING
+        after = new.get(key, fields.MISSING) if isinstance(new, (dict, Mapping)) else fields.MISSING
         if same(before, after):
             continue
-        if _descendable(branch) and isinstance(before, Mapping) and isinstance(after, Mapping):
+        if _descendable(branch) and isinstance(before, (dict, Mapping)) and isinstance(after, (dict, Mapping)):
             kept = prune(branch, before, after)
             if kept:
                 out[key] = kept

@@ -55,7 +55,9 @@ def username(user: UserInfo) -> str:
 def extra(user: UserInfo, key: str) -> Sequence[str]:
     """The values of ``userInfo.extra[key]`` (empty when absent or malformed)."""
     bag = user.get("extra")
-    values = bag.get(key) if isinstance(bag, Mapping) else None
+    if not bag:  # most users: no extra (and no ABC check for None)
+        return []
+    values = bag.get(key) if isinstance(bag, (dict, Mapping)) else None
     return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
 
 

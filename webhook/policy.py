@@ -86,17 +86,19 @@ class Parent:
     error: str = ""
 
 
+PARENT_READS: Final = {"scale": "UPDATE", "eviction": "CREATE"}  # subresource: the operation that reads the parent
+
+
 # ---------------------------------------------------------------- entry points
 
 def needs_parent(request: Request, settings: Settings) -> bool:
     """Whether ``validate`` needs the parent object read (scale and eviction requests from untrusted users), or
     an HPA's target (``autoscalers.needs_target``; ``kubeio.parent_path`` knows which)."""
-    if identity.trusted(request, settings):
-        return False
     if autoscalers.is_autoscaler(request):
-        return autoscalers.needs_target(request)
-    wanted = {"scale": "UPDATE", "eviction": "CREATE"}.get(request.get("subResource", ""))
-    return wanted == request["operation"]
+        needed = autoscalers.needs_target(request)
+    else:
+        needed = PARENT_READS.get(request.get("subResource", "")) == request["operation"]
+    return needed and not identity.trusted(request, settings)  # most requests: no identity check here
 
 
 def validate(request: Request, settings: Settings, now: dt.datetime, parent: Parent | None = None, *,

@@ -131,10 +131,10 @@ def _check_request(request: Mapping[str, Any]) -> None:
     if not isinstance(user, dict) or not isinstance(user.get("username", ""), str):
         raise BadReview(f"request {uid}: userInfo is malformed")
     groups = user.get("groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+    if not isinstance(groups, list) or not set(map(type, groups)) <= _STRINGS:
         raise BadReview(f"request {uid}: userInfo.groups is malformed")
     for key in ("object", "oldObject", "options"):
-        if not isinstance(request.get(key), dict | None):
+        if not isinstance(request.get(key), (dict, type(None))):
             raise BadReview(f"request {uid}: {key} is not an object")
     for key in _REQUIRED_OBJECTS.get(request["operation"], ()):
         if request.get(key) is None:
@@ -150,6 +150,7 @@ def _check_request(request: Mapping[str, Any]) -> None:
         raise BadReview(f"request {uid}: dryRun is not a boolean")
 
 
+_STRINGS: Final = frozenset({str})  # decoded JSON strings are exactly str
 _REQUIRED_OBJECTS: Final = {"CREATE": ("object",), "UPDATE": ("object", "oldObject"), "DELETE": ("oldObject",)}
 
 
@@ -169,7 +170,7 @@ def object_problem(obj: object) -> str:
         return "has metadata that is not an object"
     for key in ("labels", "annotations"):
         bag = metadata.get(key)
-        if bag is not None and (not isinstance(bag, dict) or not all(isinstance(v, str) for v in bag.values())):
+        if bag is not None and (not isinstance(bag, dict) or not set(map(type, bag.values())) <= _STRINGS):
             return f"has metadata.{key} that is not a map of strings"
     return ""
 

@@ -228,7 +228,7 @@ def lookup(obj: object, path: Path) -> object:
                 return MISSING
             current = found[0]
         else:
-            if not isinstance(current, Mapping) or segment not in current:
+            if not isinstance(current, (dict, Mapping)) or segment not in current:  # dict first: no ABC check
                 return MISSING
             current = current[segment]
     return current

@@ -123,8 +123,10 @@ def _references(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Guar
 
 def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
     metadata = obj.get("metadata")
-    values = metadata.get(key) if isinstance(metadata, Mapping) else None
-    return [v for v in values if isinstance(v, (str, Mapping))] if isinstance(values, list) else []
+    values = metadata.get(key) if isinstance(metadata, (dict, Mapping)) else None
+    if not values or not isinstance(values, list):
+        return []
+    return [v for v in values if isinstance(v, (str, dict, Mapping))]
 
 
 def _owner_key(owner: object) -> object:
@@ -194,4 +196,4 @@ def _by_name(items: object) -> dict[str, Mapping[str, Any]]:
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:
-    return value if isinstance(value, Mapping) else None
+    return value if isinstance(value, (dict, Mapping)) else None

@@ -33,6 +33,14 @@ def loads(text: bytes | str) -> Any:
         return json.loads(text)
 
 
+def dumps(value: Any) -> bytes:
+    """Compact JSON (UTF-8): msgspec's encoder, ``json.dumps`` for what it refuses (a lone surrogate)."""
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def identical(before: object, after: object) -> bool:
     """Whether two decoded JSON values are the same JSON: equal, and alike in every number's type and sign.
 

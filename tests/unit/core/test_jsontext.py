@@ -108,3 +108,18 @@ def test_loads_matches_on_random_documents_and_numbers() -> None:
 ])
 def test_identical_is_strict(before: object, after: object, same: bool) -> None:
     assert jsontext.identical(before, after) is same
+
+
+@pytest.mark.parametrize("value", [
+    {"uid": "u", "allowed": True}, {"message": "déjà vu ✓"}, {"message": "lone \ud800 surrogate"}, [1, 1.5, None, True],
+    {"big": 10 ** 30},
+])
+def test_dumps_writes_json_the_standard_library_reads_back(value: Any) -> None:
+    assert json.loads(jsontext.dumps(value)) == value
+
+
+def test_dumps_reads_back_on_random_values() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        value = random_value(rng)
+        assert outcome(json.loads, jsontext.dumps(value)) == outcome(json.loads, json.dumps(value).encode())
