@@ -99,7 +99,10 @@ class BackgroundHandler(logging.Handler):
     collector stalls. At most ``capacity`` lines wait; beyond that lines are dropped and counted, and the
     count is written as a line of its own once the stream takes lines again. The thread is started in the
     process that first logs (gunicorn forks workers after configuring logging, and threads do not survive a
-    fork); ``flush`` — called by ``logging.shutdown`` at exit — waits up to ``drain_seconds`` for it."""
+    fork); ``flush`` — called by ``logging.shutdown`` at exit — waits up to ``drain_seconds`` for it, and
+    ``close`` (after it at exit, or when ``dictConfig`` replaces the handler) drains, ends the thread and
+    joins it, within ``drain_seconds`` too: a stream still stalled then keeps the (daemon) thread until it
+    takes the lines or the process ends. A line logged after ``close`` starts a writer again."""
 
     def __init__(self, stream: Any = None, capacity: int = 10_000, drain_seconds: float = 2.0) -> None:
         super().__init__()
@@ -107,9 +110,11 @@ class BackgroundHandler(logging.Handler):
         self._capacity = capacity
         self._drain_seconds = drain_seconds
         self._pid = -1
-        self._lines: queue.Queue[str] = queue.Queue(capacity)
+        self._lines: queue.Queue[str | None] = queue.Queue(capacity)  # None: the writer's signal to end
         self._dropped = 0
         self._start = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._ending = threading.Event()  # set by close: the writer ends once it finds nothing waiting
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -125,9 +130,23 @@ class BackgroundHandler(logging.Handler):
             self._dropped += 1  # racy by a count at worst; never blocks
 
     def flush(self) -> None:
-        if self._pid != os.getpid():
-            return
-        deadline = time.monotonic() + self._drain_seconds
+        if self._pid == os.getpid():
+            self._drain(time.monotonic() + self._drain_seconds)
+
+    def close(self) -> None:
+        with self._start:
+            writer = self._writer if self._pid == os.getpid() else None  # a forked child's copy is not its own
+            if writer is not None:
+                deadline = time.monotonic() + self._drain_seconds
+                self._drain(deadline)
+                self._ending.set()
+                with contextlib.suppress(queue.Full):  # full at the deadline, the stream stalled: the writer
+                    self._lines.put_nowait(None)       # ends after what waits, by the event
+                writer.join(max(0.0, deadline - time.monotonic()))
+            self._writer, self._pid = None, -1
+        super().close()
+
+    def _drain(self, deadline: float) -> None:
         while self._lines.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
 
@@ -138,10 +157,12 @@ class BackgroundHandler(logging.Handler):
             self._lines = queue.Queue(self._capacity)  # a forked child's copy may hold the parent's lines
             self._dropped = 0
             self._pid = os.getpid()
-            threading.Thread(target=self._write, name="driftguard-log-writer", daemon=True).start()
+            self._ending = threading.Event()
+            self._writer = threading.Thread(target=self._write, args=(self._lines, self._ending),
+                                            name="driftguard-log-writer", daemon=True)
+            self._writer.start()
 
-    def _write(self) -> None:
-        lines = self._lines
+    def _write(self, lines: queue.Queue[str | None], ending: threading.Event) -> None:
         while True:
             line = lines.get()
             try:
@@ -149,12 +170,15 @@ class BackgroundHandler(logging.Handler):
                 dropped, self._dropped = self._dropped, 0
                 if dropped:
                     stream.write(f"driftguard: {dropped} log lines dropped: the log stream was not taking lines\n")
-                stream.write(line + "\n")
+                if line is not None:
+                    stream.write(line + "\n")
                 stream.flush()
             except Exception:  # noqa: S110 - a broken stream must not end the thread
                 pass
             finally:
                 lines.task_done()
+            if line is None or (ending.is_set() and lines.empty()):
+                return
 
 
 def formatter(fmt: str) -> logging.Formatter:

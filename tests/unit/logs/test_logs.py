@@ -3,8 +3,10 @@ passed, nothing else; the reconciler's cycle lines carry the Application and the
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -12,6 +14,7 @@ from typing import Any, cast
 import pytest
 from support.fake_cluster import FakeSource, RecordingCluster
 from support.reconciler_builders import REV1
+from support.threads import every_thread_joined
 
 from driftguard import logs
 from driftguard.kube.resources import Cluster
@@ -82,52 +85,96 @@ def _line_record(message: str) -> logging.LogRecord:
     return logging.LogRecord("webhook", logging.WARNING, __file__, 1, message, None, None)
 
 
-def test_the_background_handler_never_waits_for_a_stalled_stream_and_counts_what_it_dropped() -> None:
-    import os
+def _stalled(capacity: int, drain_seconds: float, lines: int) -> tuple[logs.BackgroundHandler, io.TextIOWrapper, int]:
+    """A handler writing to a pipe nobody reads, and the pipe's read end: ``lines`` lines of 1,000 characters
+    logged from a thread of their own (~64 KiB fit in the pipe, then the writer blocks; the caller must not)."""
     read_end, write_end = os.pipe()
     stream = os.fdopen(write_end, "w", buffering=1)
-    handler = logs.BackgroundHandler(stream, capacity=50, drain_seconds=60)
+    handler = logs.BackgroundHandler(stream, capacity=capacity, drain_seconds=drain_seconds)
     handler.setFormatter(logs.TextFormatter())
-    filler = "x" * 1000
-    caller = threading.Thread(target=lambda: [handler.emit(_line_record(f"{i} {filler}")) for i in range(500)])
+    caller = threading.Thread(target=lambda: [handler.emit(_line_record(f"{i} {FILLER}")) for i in range(lines)])
     caller.start()
-    caller.join(30)  # nobody reads the pipe: ~64 KiB fit, the writer blocks, the caller must not
+    caller.join(30)
     assert not caller.is_alive(), "a stalled stream made the logging caller wait"
+    return handler, stream, read_end
+
+
+FILLER = "x" * 1000
+
+
+def test_the_background_handler_never_waits_for_a_stalled_stream_and_counts_what_it_dropped() -> None:
     seen: list[str] = []
-    with os.fdopen(read_end, "r") as reader:
-        draining = threading.Thread(target=lambda: seen.extend(reader))
-        draining.start()
-        handler.flush()  # the stream takes lines again: what waited is written, then the drop count
-        handler.emit(_line_record("after the stall"))
-        handler.flush()
-        stream.close()
-        draining.join(30)
+    with every_thread_joined():
+        handler, stream, read_end = _stalled(capacity=50, drain_seconds=60, lines=500)
+        with os.fdopen(read_end, "r") as reader:
+            draining = threading.Thread(target=lambda: seen.extend(reader))
+            draining.start()
+            handler.flush()  # the stream takes lines again: what waited is written, then the drop count
+            handler.emit(_line_record("after the stall"))
+            handler.close()
+            stream.close()
+            draining.join(30)
     dropped = sum(int(line.split()[1]) for line in seen if "log lines dropped" in line)
-    written = sum(1 for line in seen if filler in line)
+    written = sum(1 for line in seen if FILLER in line)
     assert written + dropped == 500 and dropped > 0, "every line is either written or counted as dropped"
     assert seen[-1].endswith("after the stall\n")
 
 
 def test_the_background_handler_drains_on_flush_and_starts_again_in_a_forked_child() -> None:
-    import io
-    import os
     out = io.StringIO()
-    handler = logs.BackgroundHandler(out)
-    handler.emit(_line_record("parent"))
-    handler.flush()
-    assert out.getvalue() == "parent\n"
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the parent's writer thread did not survive the fork
-        child = os.fdopen(write_end, "w")
-        handler._stream = child
-        handler.emit(_line_record("child"))
+    with every_thread_joined():
+        handler = logs.BackgroundHandler(out)
+        handler.emit(_line_record("parent"))
         handler.flush()
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        assert pipe.read() == "child\n"
-    assert os.waitpid(pid, 0)[1] == 0
+        assert out.getvalue() == "parent\n"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's writer thread did not survive the fork
+            child = os.fdopen(write_end, "w")
+            handler._stream = child
+            handler.emit(_line_record("child"))
+            handler.close()
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            assert pipe.read() == "child\n"
+        assert os.waitpid(pid, 0)[1] == 0
+        handler.close()
+
+
+def test_closing_the_background_handler_writes_what_waits_and_joins_its_writer() -> None:
+    out = io.StringIO()
+    before = set(threading.enumerate())
+    handler = logs.BackgroundHandler(out)
+    for n in range(100):
+        handler.emit(_line_record(f"line {n}"))
+    handler.close()
+    assert set(threading.enumerate()) - before == set(), "close() returned before its writer thread ended"
+    assert out.getvalue() == "".join(f"line {n}\n" for n in range(100))
+    handler.emit(_line_record("after close"))  # a closed handler that is used again starts a writer again
+    handler.close()
+    assert set(threading.enumerate()) - before == set()
+    assert out.getvalue().endswith("line 99\nafter close\n")
+
+
+def test_closing_the_background_handler_on_a_stalled_stream_returns_and_its_writer_ends_with_the_stall() -> None:
+    seen: list[str] = []
+    with every_thread_joined():
+        handler, stream, read_end = _stalled(capacity=50, drain_seconds=0.1, lines=500)
+        closing = threading.Thread(target=handler.close)
+        closing.start()
+        closing.join(30)
+        assert not closing.is_alive(), "close() waited for a stalled stream past its drain_seconds"
+        with os.fdopen(read_end, "r") as reader:  # the stream takes lines again: the writer writes what
+            draining = threading.Thread(target=lambda: seen.extend(reader))  # waited, then ends
+            draining.start()
+            for thread in threading.enumerate():
+                if thread.name == "driftguard-log-writer":
+                    thread.join(30)
+            stream.close()
+            draining.join(30)
+    dropped = sum(int(line.split()[1]) for line in seen if "log lines dropped" in line)
+    assert sum(1 for line in seen if FILLER in line) + dropped == 500
 
 
 def test_the_webhook_logs_through_the_background_handler() -> None:
