@@ -4,13 +4,14 @@ reconciler and Applications (the fixtures that build them are in this directory'
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ REFRESH_TOKEN = "harness-refresh-token"
 ROOT = Path(__file__).resolve().parents[2]
 SA_NAMESPACE, SA_NAME = "driftguard-system", "driftguard-reconciler"
 APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"
+PODS = "/api/v1/namespaces/{ns}/pods"
 T = TypeVar("T")
 TEST_GROUP = "driftguard-tests.example.com"  # custom resources the reconciler may manage in tests
 
@@ -266,6 +268,43 @@ class Harness:
         self.service = start(options)
         self.services.append(self.service)
         return self.service
+
+    @contextlib.contextmanager
+    def leader_and_standby(self, **start: Any) -> Iterator[tuple[Service, Service]]:
+        """Two replicas (``start``'s arguments for both) campaigning for this test's Lease, each also a Pod of the
+        reconciler's ServiceAccount as a cluster has them (made by hand, no kubelet: Running at 127.0.0.1 and the
+        replica's port as its ``http`` port), so that a standby finds the leader's Pod and passes syncs on to it.
+        Yields ``(leader, standby)`` once the first leads and the second sees it hold the Lease; the Pods are
+        deleted at the end."""
+        suffix = self.namespace[-6:]
+        names = (f"reconciler-a-{suffix}", f"reconciler-b-{suffix}")
+        try:
+            leader = self.start(identity=names[0], **start)
+            self._replica_pod(names[0], leader.url)
+            wait_for(lambda: leader.controller.leading, 30, what=f"{names[0]} to lead")
+            standby = self.start(identity=names[1], **start)
+            self._replica_pod(names[1], standby.url)
+            wait_for(lambda: standby.controller.elector is not None and standby.controller.elector.holder == names[0],
+                     30, what=f"{names[1]} to see {names[0]} hold the Lease")
+            yield leader, standby
+        finally:
+            for name in names:
+                with contextlib.suppress(KubeError):  # not made, if it failed before
+                    self.admin.request("DELETE", f"{PODS.format(ns=SA_NAMESPACE)}/{name}",
+                                       query={"gracePeriodSeconds": "0"})
+
+    def _replica_pod(self, name: str, url: str) -> None:
+        self.admin.request("POST", PODS.format(ns=SA_NAMESPACE), body={
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"serviceAccountName": SA_NAME, "automountServiceAccountToken": False,
+                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "reconciler", "image": "driftguard:test",
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}},
+                                     "ports": [{"name": "http", "containerPort": int(url.rpartition(":")[2])}]}]}})
+        self.admin.request("PATCH", f"{PODS.format(ns=SA_NAMESPACE)}/{name}/status",
+                           content_type="application/merge-patch+json", body={
+                               "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}})
 
     def refresh(self, name: str | None = None) -> dict[str, Any]:
         assert self.service is not None

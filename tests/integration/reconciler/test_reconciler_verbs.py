@@ -3,7 +3,6 @@ against the cluster, declared fields only, exit 0/1/2 as kubectl diff) and ``dri
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import urllib.error
@@ -15,7 +14,6 @@ import pytest
 from support.reconciler_harness import Harness, Repo, configmap, wait_for
 
 from driftguard import cli
-from driftguard.kube import KubeError
 from driftguard.local import verbs
 from driftguard.local.controlplane import serviceaccount_token
 
@@ -201,36 +199,12 @@ def _admin_token(harness: Harness, name: str) -> str:
 
 def test_a_standby_passes_a_sync_on_to_the_leaders_pod(harness: Harness, repo: Repo) -> None:
     """In a cluster the Service reaches standbys too: a standby passes POST /sync on to the leader's Pod (IP and
-    ``http`` port as the API server has them), once, and answers what the leader answered. The Pods here are
-    made by hand (no kubelet), at 127.0.0.1 and each replica's port."""
-    ns, system = harness.namespace, "driftguard-system"
+    ``http`` port as the API server has them), once, and answers what the leader answered."""
+    ns = harness.namespace
     repo.write("app/a.yaml", configmap("alpha", {"k": "1"}))
     sha = repo.commit("alpha")
     harness.make_app("manual", repo, automated=False)
-    suffix = ns[-6:]
-    names = (f"reconciler-a-{suffix}", f"reconciler-b-{suffix}")
-    pods = f"/api/v1/namespaces/{system}/pods"
-
-    def pod_for(name: str, url: str) -> None:
-        harness.admin.request("POST", pods, body={
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"serviceAccountName": "driftguard-reconciler", "automountServiceAccountToken": False,
-                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                     "containers": [{"name": "reconciler", "image": "driftguard:test",
-                                     "securityContext": {"allowPrivilegeEscalation": False,
-                                                         "capabilities": {"drop": ["ALL"]}},
-                                     "ports": [{"name": "http", "containerPort": int(url.rpartition(":")[2])}]}]}})
-        harness.admin.request("PATCH", f"{pods}/{name}/status", content_type=MERGE, body={
-            "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}})
-
-    try:
-        leader = harness.start(identity=names[0])
-        pod_for(names[0], leader.url)
-        wait_for(lambda: leader.controller.leading, 30, what="replica a to lead")
-        standby = harness.start(identity=names[1])
-        pod_for(names[1], standby.url)
-        wait_for(lambda: standby.controller.elector is not None and standby.controller.elector.holder == names[0],
-                 30, what="replica b to see replica a hold the Lease")
+    with harness.leader_and_standby() as (leader, standby):
         token = _admin_token(harness, "syncer-sa")
 
         status, body = verbs.post_sync(standby.url, ns, "manual", token, prune=False, dry_run=False, wait=30)
@@ -243,8 +217,5 @@ def test_a_standby_passes_a_sync_on_to_the_leaders_pod(harness: Harness, repo: R
             "Authorization": f"Bearer {token}", "X-Driftguard-Forwarded-By": "someone"})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
-        assert refused.value.code == 503 and json.loads(refused.value.read())["leader"] == names[0]
-    finally:
-        for name in names:
-            with contextlib.suppress(KubeError):  # not made, if the test failed before
-                harness.admin.request("DELETE", f"{pods}/{name}", query={"gracePeriodSeconds": "0"})
+        assert refused.value.code == 503 and leader.controller.elector is not None
+        assert json.loads(refused.value.read())["leader"] == leader.controller.elector.identity

@@ -10,6 +10,8 @@ reconciler, ``driftguard ui`` as a process (gunicorn, TLS) reading as its Servic
 * Proxy sign-in: with ``--client-ca-file``, a caller presenting a client certificate from that CA and
   X-Remote-User/X-Remote-Group is that user (and may sync with that user's RBAC); the same headers with
   no certificate, or one from another CA, reach nothing.
+* Sync reaching a standby (the Service reaches every replica): passed on to the leader with the user's name,
+  and decided by that user's RBAC on both (the standby asks before passing it on, the leader afresh).
 * Sync's token file missing at start-up: one warning naming the flag, the path and the fix; the UI serves,
   and Sync answers that it is not configured. A token that is there is never logged.
 """
@@ -250,6 +252,37 @@ def test_sync_from_the_ui_runs_for_the_users_own_rbac_and_a_forged_delegation_is
     assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"] * 2
     logged = ui.log.read_text()
     assert "Sync will not work" not in logged and ui_token not in logged
+
+
+def test_the_uis_sync_reaching_a_standby_is_passed_on_to_the_leader_for_the_users_own_rbac(
+        harness: Harness, repo: Repo, start_ui: Callable[..., UI], admin: Kube, ui_reconciler_token: Path) -> None:
+    """In a cluster the UI's --reconciler-url is the Service, which reaches standbys too. A standby passes the
+    UI's delegated sync (its token for the audience driftguard-reconciler, naming the user) on to the leader with
+    the names; RBAC is asked about the named user, by the standby before it passes the sync on and by the leader
+    afresh: alice's Sync from the UI runs on the leader as "alice via driftguard-ui" (without the names passed on,
+    the leader would refuse the UI's token, which is not for its own audience), and the same request naming bob,
+    who may not sync, is refused naming him."""
+    ns = manual_app(harness, repo, admin, LOGIN_GROUP)
+    bob = "bob@example.org"  # a user with no grant at all
+    with harness.leader_and_standby(ui_service_account=UI_ACCOUNT) as (_, standby):
+        ui = start_ui(standby.url)
+        alice = ui.sign_in(ui.login_token)
+        page_url = f"{ui.url}/applications/{ns}/manual"
+        answer = alice.post(f"{page_url}/sync", data={"csrf_token": csrf(alice.get(page_url, timeout=10).text)},
+                            timeout=60)
+        assert flash(answer.text).startswith(f"ok: synced {ns}/manual at ") \
+            and f"by {LOGIN_USER} via driftguard-ui: Succeeded" in flash(answer.text), flash(answer.text)
+        assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"]
+        assert harness.cm("alpha") is not None and not standby.controller.states  # the standby ran nothing
+
+        sync_url = f"{standby.url}/sync/{ns}/manual"
+        ui_token = ui_reconciler_token.read_text().strip()
+        status, body = post_sync(sync_url, ui_token, {USER_HEADER: bob, GROUPS_HEADER: "system:authenticated"})
+        assert status == 403 and body["error"].startswith(
+            f"{bob} via driftguard-ui may not sync Application {ns}/manual: grant {bob} verb \"sync\""), body
+        status, body = post_sync(sync_url, ui_token, {USER_HEADER: LOGIN_USER, GROUPS_HEADER: LOGIN_GROUP})
+        assert status == 200 and body["initiator"] == f"{LOGIN_USER} via driftguard-ui", body
+        assert initiators(harness, "manual") == [f"{LOGIN_USER} via driftguard-ui"] * 2
 
 
 def test_a_missing_sync_token_is_one_warning_at_start_up_and_the_ui_serves_on(
