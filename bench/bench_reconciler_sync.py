@@ -9,18 +9,28 @@
    compare every object); the clock stops when the reconciler reports the cycle done. Writes are
    counted two ways: every object's resourceVersion before and after (must be identical), and the
    reconciler's own request counters (apply, dry-run apply, patch, delete, create).
+   During the first sync three things are read before and after: the reconciler's request counters,
+   the API server's own (its /metrics: apiserver_request_total by verb and resource,
+   apiserver_request_duration_seconds by verb) and the CPU the reconciler, etcd, kube-apiserver and this
+   benchmark used (/proc), with the load average: what the sync asked of the API server per object, how
+   long it took to answer, and whether the 2 cores were the limit (this benchmark's own reads of the
+   Application and its watch are among the requests, by resource).
 3. *Memory*: the reconciler process's RSS (and peak) from /proc, with N objects managed.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from reconciler_bench import (
+    PLANE_PIDS,
+    ApiServerCounts,
     Repo,
     Watcher,
     app_status,
     bulk,
+    cpu_seconds,
     create_namespace,
     environment,
     make_app,
@@ -60,6 +70,9 @@ def main() -> None:
         with reconciler(kubeconfig, ns, scratch) as rec:
             warm_up(admin, ns, scratch)
             idle_rss, _ = rec.rss_mib()
+            served_before, own_before = ApiServerCounts.read(admin), rec.requests()
+            pids = {"reconciler": rec.process.pid, **PLANE_PIDS, "this benchmark": os.getpid()}
+            cpu_before = cpu_seconds(pids)
             started = time.monotonic()
             make_app(admin, ns, "bulk", repo, ns, refreshInterval="1h")
 
@@ -74,6 +87,10 @@ def main() -> None:
                  interval=0.05)
             status = wait(synced, 60, "the first sync", interval=0.05)
             first = time.monotonic() - started
+            cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
+            served = ApiServerCounts.read(admin).since(served_before)
+            own = {verb: count - own_before.get(verb, 0) for verb, count in rec.requests().items()
+                   if count > own_before.get(verb, 0)}
             existing = watcher.count(lambda data: "index" in data)
             rss_after_first = rec.rss_mib()
 
@@ -99,6 +116,11 @@ def main() -> None:
         writes = {verb: delta.get(verb, 0) for verb in WRITES}
         print(f"first sync of {n} ConfigMaps: {first:.2f} s (Application created → status Synced; "
               f"{existing} seen by the watch; reconciler's own cycle {status['lastSyncDuration']})")
+        print(f"  the reconciler's own requests during it: {own} ({sum(own.values()) / n:.2f} per object)")
+        print("\n".join(served.lines(n)))
+        print(f"  CPU used meanwhile: {sum(cpu.values()):.2f} s in all, {sum(cpu.values()) / first:.2f} cores busy "
+              f"of {os.cpu_count()} ({'; '.join(f'{name} {s:.2f} s' for name, s in cpu.items())}); "
+              f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         for wall, own in resyncs:
             print(f"no-op resync of {n}: {wall:.2f} s (POST /refresh → cycle done; reconciler's own cycle {own})")
         print(f"  objects whose resourceVersion changed: {changed} of {len(before)}")

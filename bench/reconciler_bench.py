@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -22,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from driftguard.local.controlplane import ControlPlane, resolve_binaries  # noqa
 from reconciler import crd  # noqa: E402
 
 APPS = "/apis/driftguard.io/v1alpha1/namespaces/{ns}/applications"
+PLANE_PIDS: dict[str, int] = {}  # the control plane environment() started: name → pid (for cpu_seconds)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -60,6 +63,7 @@ def environment(args: argparse.Namespace) -> Iterator[tuple[Path, Kube, Path]]:
         else:
             plane = ControlPlane(scratch / "controlplane", resolve_binaries(), progress=lambda m: None)
             plane.start()
+            PLANE_PIDS.update({p.name: p.pid for p in plane.processes})
             kubeconfig = plane.admin_kubeconfig
             time.sleep(args.settle)
         with Kube(kubeconfig, timeout=120) as admin:
@@ -67,11 +71,22 @@ def environment(args: argparse.Namespace) -> Iterator[tuple[Path, Kube, Path]]:
             yield kubeconfig, admin, scratch
     finally:
         if plane is not None:
+            PLANE_PIDS.clear()
             plane.stop()
         if args.keep:
             print(f"(kept {scratch})")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process (and its threads) has used so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+    return out
 
 
 def create_namespace(admin: Kube, name: str) -> str:
@@ -315,3 +330,77 @@ def summary(samples: list[float]) -> str:
 
     return (f"n={len(ordered)}  p50={statistics.median(ordered) * 1000:.0f} ms  p90={pct(90) * 1000:.0f} ms  "
             f"p99={pct(99) * 1000:.0f} ms  max={ordered[-1] * 1000:.0f} ms")
+
+
+_SAMPLE = re.compile(r'^(apiserver_request_total|apiserver_request_duration_seconds_sum|'
+                     r'apiserver_request_duration_seconds_count)\{([^}]*)\} (\S+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class ApiServerCounts:
+    """The API server's own request counters (its ``/metrics``), to tell what the reconciler asked of it.
+
+    ``requests`` by (verb, resource): the verb as the API server names it (APPLY is a server-side apply,
+    a dry run is ``VERB (dry run)``), the resource with its subresource; ``seconds`` and ``timed`` are the
+    sum and count of ``apiserver_request_duration_seconds`` by verb (the server's own time answering)."""
+
+    requests: dict[tuple[str, str], float]
+    seconds: dict[str, float]
+    timed: dict[str, float]
+
+    @classmethod
+    def read(cls, admin: Kube) -> ApiServerCounts:
+        raw = admin._call("GET", "/metrics", body=None, query=None, content_type="application/json",
+                          headers={"Accept": "text/plain"}, timeout=(30.0, 30.0))
+        try:
+            text = raw.data.decode()
+        finally:
+            raw.release_conn()
+        requests: dict[tuple[str, str], float] = {}
+        seconds: dict[str, float] = {}
+        timed: dict[str, float] = {}
+        for line in text.splitlines():
+            match = _SAMPLE.match(line)
+            if not match:
+                continue
+            name, labels, value = match.group(1), dict(_LABEL.findall(match.group(2))), float(match.group(3))
+            verb = labels.get("verb", "") + (" (dry run)" if labels.get("dry_run") else "")
+            if name == "apiserver_request_total":
+                resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource")
+                                                         else "")
+                requests[(verb, resource)] = requests.get((verb, resource), 0.0) + value
+            elif name.endswith("_sum"):
+                seconds[verb] = seconds.get(verb, 0.0) + value
+            else:
+                timed[verb] = timed.get(verb, 0.0) + value
+        return cls(requests, seconds, timed)
+
+    def since(self, before: ApiServerCounts) -> ApiServerCounts:
+        def minus(now: dict[Any, float], then: dict[Any, float]) -> dict[Any, float]:
+            return {k: v - then.get(k, 0.0) for k, v in now.items() if v - then.get(k, 0.0) > 0}
+
+        return ApiServerCounts(minus(self.requests, before.requests), minus(self.seconds, before.seconds),
+                               minus(self.timed, before.timed))
+
+    def lines(self, objects: int) -> list[str]:
+        """Requests per object by verb (and resource), and the API server's time by verb."""
+        by_verb: defaultdict[str, float] = defaultdict(float)
+        for (verb, _), count in self.requests.items():
+            by_verb[verb] += count
+        out = [f"  API server requests: {sum(by_verb.values()):.0f} in all, "
+               f"{sum(by_verb.values()) / objects:.2f} per object"]
+        for verb in sorted(by_verb, key=lambda v: -by_verb[v]):
+            resources = ", ".join(f"{resource or '-'} {count:.0f}" for (v, resource), count
+                                  in sorted(self.requests.items(), key=lambda item: -item[1]) if v == verb)
+            out.append(f"    {verb:<18} {by_verb[verb]:>7.0f}  {by_verb[verb] / objects:6.3f}/object  ({resources})")
+        total = sum(s for v, s in self.seconds.items() if not v.startswith("WATCH"))
+        out.append(f"  API server time answering (apiserver_request_duration_seconds, WATCH left out): {total:.2f} s")
+        for verb in sorted(self.seconds, key=lambda v: -self.seconds[v]):
+            if verb.startswith("WATCH"):
+                continue
+            count = self.timed.get(verb, 0.0)
+            mean = self.seconds[verb] / count * 1000 if count else 0.0
+            out.append(f"    {verb:<18} {self.seconds[verb]:7.2f} s  over {count:.0f}  ({mean:.2f} ms each)")
+        return out
+
