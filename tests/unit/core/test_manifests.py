@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from driftguard.core import manifests
 from driftguard.core.manifests import Limits, ManifestError, check_unique, parse_documents
 from driftguard.core.objects import ObjectRef
 
@@ -52,6 +55,10 @@ def test_json_is_yaml() -> None:
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: x-}\n", "bad.yaml:1", "no metadata.name"),
         ("- just\n- a list\n", "bad.yaml:1", "found list"),
         ("plain text\n", "bad.yaml:1", "found str"),
+        ('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": "j"}', "bad.yaml:1", "no metadata.name"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n- name: x\n", "bad.yaml:1", "no metadata.name"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: !!set b\n", "bad.yaml:4",
+         "invalid YAML: expected a mapping node, but found scalar"),
     ],
 )
 def test_errors_name_file_and_line(text: str, where: str, problem: str) -> None:
@@ -123,3 +130,91 @@ def test_limits_are_the_callers_to_raise() -> None:
     assert parse_documents(nested, "cm.yaml")  # the default (200) admits it
     with pytest.raises(ManifestError, match="expands to more than 10 nodes"):
         parse_documents(HEAD + "  a: b\n  c: d\n", "cm.yaml", Limits(max_nodes=10))
+
+
+# Two readers: libyaml's parser (fast) where PyYAML has it, and the pure-Python one (the reference, with the
+# tab handling above) for text holding what libyaml reads differently. They must never disagree.
+AGREE = [
+    GOOD,
+    HEAD + "  a: b\n  c: d\n",
+    "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: &n cm\n  labels: {a: *n, 'q k': \"x\"}\n"
+    "data:\n  lit: |+\n    keep\n\n  fold: >2\n      indented\n    more\n  strip: |-\n    s\n"
+    "  esc: \"\\u263A \\x41 \\\n    continued\"\n  multi: 'one\n    two'\n"
+    "  n: [0x1F, 1_000, -.inf, .NaN, +12, 0b101, 1:20, 2001-12-14, yes, Off, ~, '']\n  empty:\n"
+    "  nested:\n  - - a\n  - {x: [1, {y: z}]}\n...\n---\n# a comment\n",
+    "apiVersion: v1\r\nkind: ConfigMap\r\nmetadata:\r\n  name: crlf\r\ndata:\r\n  k: |\r\n    l1\r\n    l2\r\n"
+    "  url: http://x.org/a#frag\r\n",
+    "%YAML 1.1\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: \"\\u00e9\"}\ndata: {a: \u2028b, c: \x85 d}\n",
+    '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "j"}, "data": {"a": "b\\n"}}',
+    BOMB,
+    "a: " + "[" * 250 + "]" * 250,
+    HEAD + "  a: b\n  a: c\n",
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a\n",
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: [1, 2\n",
+    "a: &x [*x]\n",
+    "x: &base {a: '1'}\n" + HEAD + "  <<: *base\n  b: '2'\n",
+]
+
+
+def _read(text: str) -> object:
+    try:
+        return [(m.obj, m.line) for m in parse_documents(text, "cm.yaml")]
+    except ManifestError as e:
+        return str(e)
+
+
+def _reference(text: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    with monkeypatch.context() as m:
+        m.setattr(manifests, "_WITH_LIBYAML", False)
+        return _read(text)
+
+
+@pytest.mark.parametrize("text", AGREE)
+def test_libyaml_reads_as_the_reference(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not manifests._REFERENCE_ONLY.search(text)
+    assert _read(text) == _reference(text, monkeypatch)
+
+
+def test_libyaml_is_the_reader_for_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert manifests._WITH_LIBYAML, "PyYAML without libyaml: every render takes the pure-Python reader (slow)"
+    monkeypatch.setattr(manifests, "_Loader", None)  # the reference reader is not asked
+    assert [d.ref.name for d in parse_documents(HEAD + "  a: b\n", "cm.yaml")] == ["x"]
+    with pytest.raises(TypeError):  # a tab needs the reference
+        parse_documents(HEAD + "  a:\tb\n", "cm.yaml")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "j"}, "data": {"c": [n?ull]}}',
+                 "cm.yaml:1: invalid YAML: expected ',' or ']', but got '?'", id="? in a flow plain scalar"),
+    pytest.param(HEAD + "  a: b\n\ufeff", "cm.yaml:7: invalid YAML: could not find expected ':'",
+                 id="a byte order mark after the start"),
+    pytest.param(HEAD + "  a: >#c\n    x\n", "cm.yaml:6: invalid YAML: expected chomping or indentation "
+                 "indicators, but found '#'", id="a comment glued to a block scalar's header"),
+    pytest.param(HEAD + "  f: {a: !!str, b: c}\n", "cm.yaml:6: invalid YAML: expected ',' or '}', but got ':'",
+                 id="a tag before a comma in a flow mapping"),
+])
+def test_what_libyaml_reads_differently_is_read_by_the_reference(text: str, message: str) -> None:
+    # libyaml accepts each of these; PyYAML's reader (and, for the first two, kubectl's go-yaml) refuses it
+    assert manifests._REFERENCE_ONLY.search(text)
+    with pytest.raises(ManifestError) as info:
+        parse_documents(text, "cm.yaml")
+    assert str(info.value) == message
+
+
+FUZZ_ALPHABET = [*":-[]{}#&*|>'\"%@`,~.=09aZ\n\r \\\x00\x85\u2028\u00e9", "  ", "\n  ", ": ", "- ", "---\n", "...\n"]
+
+
+def test_the_readers_agree_on_mutated_manifests(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(20261203)
+    compared = 0
+    for _ in range(600):
+        text = rng.choice(AGREE[:6])
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(text) + 1)
+            cut = rng.choice((0, 0, 1, 3))
+            text = text[:at] + (rng.choice(FUZZ_ALPHABET) if rng.random() < 0.7 else "") + text[at + cut:]
+        if manifests._REFERENCE_ONLY.search(text):
+            continue
+        assert _read(text) == _reference(text, monkeypatch), repr(text)
+        compared += 1
+    assert compared > 400
