@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_webhook import Server, manifest
+from bench_webhook import Server, add_server_arguments, interpreter, manifest
 from floor import FloorServer
 
 from driftguard.core import contract
@@ -165,14 +165,16 @@ def main() -> int:
     parser.add_argument("-n", "--writes", type=int, default=500, help="writes per case")
     parser.add_argument("--worker-class", choices=("event", "gthread"), default="event",
                         help="gthread: gunicorn's own worker, without caller authentication (the 'before')")
+    add_server_arguments(parser)
     args = parser.parse_args()
+    print(f"server interpreter: {interpreter(args.server_venv)}")
     with tempfile.TemporaryDirectory(prefix="driftguard-admission-bench-") as tmp:
         directory = Path(tmp)
         plane = ControlPlane(directory / "controlplane").start()
         webhook_dir = directory / "webhook"
         webhook_dir.mkdir()
         extra = {"client_ca_file": plane.webhook_client_ca_file} if args.worker_class == "event" else {}
-        server = Server(webhook_dir, worker_class=args.worker_class, **extra)
+        server = Server(webhook_dir, args.server_venv, worker_class=args.worker_class, **extra)
         floor = FloorServer(directory / "floor")
         admin, laptop = Kube(plane.admin_kubeconfig), Kube(plane.laptop_kubeconfig)
         try:

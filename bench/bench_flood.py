@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_admission_latency import ADMISSION, stamped, write  # noqa: E402
-from bench_webhook import Server  # noqa: E402
+from bench_webhook import Server, add_server_arguments, interpreter  # noqa: E402
 from support.flood import Flood  # noqa: E402
 
 from driftguard.kube import Kube, KubeError  # noqa: E402
@@ -80,13 +80,15 @@ def main() -> int:
     parser.add_argument("--mode", choices=("trickle", "idle"), default="trickle")
     parser.add_argument("--worker-class", choices=("event", "gthread"), default="event")
     parser.add_argument("--hold", type=float, default=15.0, help="seconds the flood lasts at least")
+    add_server_arguments(parser)
     args = parser.parse_args()
+    print(f"server interpreter: {interpreter(args.server_venv)}")
     with tempfile.TemporaryDirectory(prefix="driftguard-flood-bench-") as tmp:
         directory = Path(tmp)
         plane = ControlPlane(directory / "controlplane").start()
         (directory / "webhook").mkdir()
         extra = {"client_ca_file": plane.webhook_client_ca_file} if args.worker_class == "event" else {}
-        server = Server(directory / "webhook", worker_class=args.worker_class, **extra)
+        server = Server(directory / "webhook", args.server_venv, worker_class=args.worker_class, **extra)
         admin, laptop = Kube(plane.admin_kubeconfig), Kube(plane.laptop_kubeconfig)
         try:
             admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})

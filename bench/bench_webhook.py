@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_webhook.py                 # deployed settings, concurrency 1, 16, 64; Go floor
     .venv/bin/python bench/bench_webhook.py --matrix        # compare worker classes / counts at 16
     .venv/bin/python bench/bench_webhook.py --client python # no wrk: a multi-process Python client
+    .venv/bin/python bench/bench_webhook.py --server-venv .venv-release  # the server on the image's interpreter
 
 The server is ``driftguard webhook`` started exactly as the Deployment starts it (same defaults for
 workers, threads and worker class; JSON logs; an audit file), on a free port, with a fresh CA.
@@ -19,6 +20,11 @@ The load generator is ``wrk`` (``make bench-tools`` installs it with apt-get) in
 POSTs the review over keep-alive TLS connections, like the API server's client. Python cannot drive
 2,000 TLS requests/s from the same 2 cores without measuring itself, so the ``python`` client runs
 one process per connection group and is reported as a lower bound only.
+
+The server runs on the interpreter of ``--server-venv`` (default: this one's). ``make bench-webhook`` passes
+``.venv-release`` (``make venv-release``: Debian's ``python3``, built with PGO and LTO like the image's base),
+because the interpreter matters more than most changes: the same code on this machine's pyenv build (no PGO)
+spends ~1.5x the CPU per review. The first line says which interpreter served.
 
 ``cpu us/req`` is the server's user + system CPU per request (master and workers, from /proc); ``runq/s``
 is how long per second its threads were runnable but not running (``schedstat``): on a shared, loaded
@@ -141,8 +147,21 @@ def review(case: str) -> bytes:
 
 # ---------------------------------------------------------------- the server
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server-venv", type=Path, default=None,
+                        help="run the webhook from this virtual environment (e.g. .venv-release: make venv-release)")
+
+
+def interpreter(venv: Path | None) -> str:
+    """The server's interpreter, for the output: its path and version."""
+    python = (venv / "bin" / "python") if venv is not None else Path(sys.executable)
+    version = subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return f"{python.resolve()} {version}"
+
+
 class Server:
-    def __init__(self, directory: Path, **overrides: Any) -> None:
+    def __init__(self, directory: Path, venv: Path | None = None, **overrides: Any) -> None:
         ca = CertificateAuthority.generate()
         ca.issue_serving("bench", ip_addresses=["127.0.0.1"]).write(directory / "tls.crt", directory / "tls.key")
         (directory / "ca.crt").write_bytes(ca.cert_pem)
@@ -155,8 +174,9 @@ class Server:
                                  audit_events=False, **overrides)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGUARD_")}
         self.log = (directory / "webhook.log").open("wb")
-        script = Path(sys.executable).parent / "driftguard"
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "webhook"]
+        python = (venv / "bin" / "python") if venv is not None else Path(sys.executable)
+        script = python.parent / "driftguard"
+        command = [str(script)] if script.exists() else [str(python), "-m", "webhook"]
         self.process = subprocess.Popen([*command, "webhook", *self.settings.to_args()], stdout=self.log,
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._wait_ready()
@@ -278,6 +298,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--case", choices=("allow", "deny"), nargs="+", default=["allow", "deny"])
     parser.add_argument("--matrix", action="store_true", help="compare server configurations at concurrency 16")
+    add_server_arguments(parser)
     args = parser.parse_args()
 
     defaults = Settings()
@@ -288,6 +309,7 @@ def main() -> int:
         configurations += [{"worker_class": "event", "workers": w, "threads": t}
                            for w, t in ((1, 8), (2, 1), (2, 2), (2, 4), (2, 8), (3, 2))]
         args.concurrency = [16]
+    print(f"server interpreter: {interpreter(args.server_venv)}")
     print(f"client: {args.client}; {os.cpu_count()} CPUs; {args.seconds}s per run; review sizes: "
           + ", ".join(f"{case} {len(review(case))} B" for case in args.case))
     print(f"{'server / case / concurrency':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
@@ -297,7 +319,7 @@ def main() -> int:
         for case in args.case:
             (directory / f"{case}.json").write_bytes(review(case))
         for overrides in configurations:
-            server = Server(directory, **overrides)
+            server = Server(directory, args.server_venv, **overrides)
             chosen = server.settings
             name = f"{chosen.worker_class} {chosen.workers}w" + (
                 f"x{chosen.threads}t" if chosen.worker_class != "sync" else "")
