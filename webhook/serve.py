@@ -32,7 +32,7 @@ from gunicorn.glogging import Logger
 from webhook import logs
 from webhook.settings import Settings
 from webhook.tls import CertificateReloader
-from webhook.worker import Limits, WebhookWorker
+from webhook.worker import Limits, WebhookWorker, own_worker_hooks
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -152,6 +152,7 @@ def gunicorn_options(settings: ServingSettings, ssl_context: Callable[..., ssl.S
         "logconfig_dict": logs.dict_config(settings.log_format, settings.log_level),
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108 - heartbeat, not data
         "proc_name": proc_name,
+        **(own_worker_hooks(settings.max_body_bytes) if settings.worker_class != "event" else {}),
     }
 
 

@@ -11,6 +11,9 @@ pool, HTTP parser and WSGI plumbing, and changes who waits:
   ``request_timeout``, keep-alive); a connection that misses one is closed;
 * only a complete request reaches a thread, which parses it from memory, runs the app, writes the
   response as one TLS record (header and body coalesced) and gives the connection back to the loop;
+* a connection answered while its client may still be sending (a body over ``--max-body-bytes``) lingers
+  before it is closed (``_linger``: write side shut, what still comes dropped, bounded in bytes and time), so
+  the client reads the answer instead of a TCP reset;
 * a connection costs a file descriptor and a buffer, not a thread (``max_connections`` per worker).
   When full, the connection that has waited longest without a complete request is closed to admit
   the new one: accepting never stops, so the API server's new connections always get in;
@@ -56,6 +59,7 @@ from typing import Any, Final, NamedTuple
 from gunicorn import http as ghttp
 from gunicorn import sock as gsock
 from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.workers import base, gthread
 
 HANDSHAKE: Final = "handshake"
@@ -63,6 +67,8 @@ READING: Final = "reading"
 IDLE: Final = "idle"
 BUSY: Final = "busy"
 WRITING: Final = "writing"  # a loop-written answer the socket did not take at once
+LINGERING: Final = "lingering"  # answered and closed for writing; what the client still sends is discarded
+LINGER_SECONDS: Final = 1.0  # how long a closing connection whose request was not read whole still reads
 READ_CHUNK: Final = 256 * 1024
 HEADER_LIMIT: Final = 64 * 1024  # more than gunicorn's own limits: its parser answers 400/431
 ACCEPT_BATCH: Final = 1  # one per wake-up: a worker taking a whole burst would keep it (keep-alive)
@@ -105,8 +111,8 @@ class ReviewHead(NamedTuple):
 
 
 class _Conn:
-    __slots__ = ("buffer", "client", "close_after", "outbox", "parser", "server", "since", "sock", "state",
-                 "verified", "writing")
+    __slots__ = ("buffer", "client", "close_after", "discard", "outbox", "parser", "server", "since", "sock",
+                 "state", "unread", "verified", "writing")
 
     def __init__(self, sock: ssl.SSLSocket, client: Any, server: Any, now: float) -> None:
         self.sock, self.client, self.server, self.since = sock, client, server, now
@@ -117,6 +123,8 @@ class _Conn:
         self.writing = False
         self.verified = False
         self.outbox = b""  # an answer waiting for the socket to take it (state WRITING)
+        self.unread = False  # the request was handed over before it was whole: the client may still be sending
+        self.discard = 0  # LINGERING: how many more bytes may be read and dropped before closing
 
 
 class _Coalesced:
@@ -154,7 +162,8 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         self.tpool = futures.ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="request")
         self.poller = selectors.DefaultSelector()
         self._waiting: dict[str, OrderedDict[_Conn, float]] = {
-            HANDSHAKE: OrderedDict(), READING: OrderedDict(), IDLE: OrderedDict(), WRITING: OrderedDict()}
+            HANDSHAKE: OrderedDict(), READING: OrderedDict(), IDLE: OrderedDict(), WRITING: OrderedDict(),
+            LINGERING: OrderedDict()}
         self._ready: list[_Conn] = []  # connections with requests left in their buffer (PIPELINE_BATCH)
         self.direct: Direct | None = None
         self._chunk = memoryview(bytearray(READ_CHUNK))  # every recv lands here: no 256 KiB object per read
@@ -280,7 +289,11 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         self._handshake(conn)
 
     def _evict(self) -> bool:
-        """Close the connection that has waited longest without a complete request (else the oldest idle)."""
+        """Close a connection that was answered and only lingers, else the one that has waited longest without a
+        complete request (else the oldest idle)."""
+        if self._waiting[LINGERING]:
+            self._close(next(iter(self._waiting[LINGERING])))
+            return True
         fronts = [next(iter(self._waiting[state])) for state in (HANDSHAKE, READING) if self._waiting[state]]
         if not fronts and self._waiting[IDLE]:
             fronts = [next(iter(self._waiting[IDLE]))]
@@ -292,6 +305,8 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
     def _on_event(self, _: Any, conn: _Conn) -> None:
         if conn.state == HANDSHAKE:
             self._handshake(conn)
+        elif conn.state == LINGERING:
+            self._discard(conn)
         elif conn.state == WRITING:
             self._flush(conn)
         else:
@@ -360,7 +375,7 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
             ready = request_ready(conn.buffer, self.limits.max_body_bytes)
             if ready is None:
                 return
-            conn.close_after = not ready
+            conn.close_after = conn.unread = not ready
             if not self._one_request(conn):
                 return
             if not conn.buffer and conn.sock.pending():
@@ -545,7 +560,10 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
             self._outstanding -= 1
             self._last_finished = time.monotonic()
             if not keepalive or not self.alive:
-                self._close(conn)
+                if conn.unread:
+                    self._linger(conn)
+                else:
+                    self._close(conn)
                 continue
             try:
                 conn.sock.setblocking(False)
@@ -563,6 +581,37 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
                 self._read(conn)
             else:
                 self._next_request(conn)
+
+    def _linger(self, conn: _Conn) -> None:
+        """Close a connection whose answer was written while the client may still be sending its request (a body
+        over --max-body-bytes, a header over the limits) without resetting it: a close with bytes unread makes
+        the kernel answer with a TCP reset, which can reach the client before it has read the answer. So the
+        write side is shut (the answer, then FIN; the TLS layer is dropped, what comes is not decrypted) and what
+        the client still sends is read and dropped, raw, for at most ``LINGER_SECONDS`` (the loop's deadlines)
+        and at most twice --max-body-bytes, then closed; at EOF at once."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+            self.poller.register(conn.sock, selectors.EVENT_READ, (self._on_event, conn))
+        except (OSError, ValueError):
+            self._close(conn)
+            return
+        conn.buffer, conn.writing = bytearray(), False
+        conn.discard = 2 * self.limits.max_body_bytes
+        self._wait(conn, LINGERING, LINGER_SECONDS)
+
+    def _discard(self, conn: _Conn) -> None:
+        """One read of what a lingering connection's client still sends, dropped (level-triggered: the next
+        turn reads on)."""
+        try:
+            count = conn.sock.recv_into(self._chunk, min(READ_CHUNK, conn.discard))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            count = 0
+        conn.discard -= count
+        if not count or conn.discard <= 0:
+            self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
         if conn.state in self._waiting:
@@ -615,6 +664,38 @@ class WebhookWorker(gthread.ThreadWorker):  # type: ignore[misc]  # gunicorn is 
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")
+
+
+def own_worker_hooks(max_body: int) -> dict[str, Callable[..., None]]:
+    """gunicorn's own workers (``gthread``, ``sync``): a request announcing a body over ``max_body`` is answered
+    with ``Connection: close`` — kept alive, gunicorn would read the whole body, however large, before the next
+    request — and after the answer its connection lingers as the loop's does (``WebhookWorker._linger``), here
+    on the request's thread: write side shut, at most twice ``max_body`` bytes read and dropped for at most
+    ``LINGER_SECONDS``, then closed."""
+    def pre_request(worker: Any, req: Any) -> None:
+        worker.log.debug("%s %s", req.method, req.path)  # gunicorn's own pre_request
+        reader = getattr(req.body, "reader", None)
+        if isinstance(reader, LengthReader) and reader.length > max_body:
+            req.must_close = True
+
+    def post_request(worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> None:
+        reader = getattr(getattr(req, "body", None), "reader", None)
+        if resp is None or not resp.should_close() or not isinstance(reader, LengthReader) or reader.length <= 0:
+            return
+        sock: Any = environ.get("gunicorn.socket")
+        deadline, left = time.monotonic() + LINGER_SECONDS, 2 * max_body
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining)
+                data = sock.recv(min(READ_CHUNK, left))
+                if not data:
+                    return
+                left -= len(data)
+        except (OSError, AttributeError):  # the client went, the time is up (TimeoutError), no socket
+            return
+
+    return {"pre_request": pre_request, "post_request": post_request}
 
 
 def request_ready(buffer: bytearray, max_body: int) -> bool | None:

@@ -170,6 +170,28 @@ def test_an_oversized_review_is_413_naming_the_cap_and_its_setting(client: Clien
     assert client.closed_by_server()
 
 
+@pytest.mark.parametrize("worker_class", ["event", "gthread"])
+def test_a_client_still_sending_an_oversized_body_reads_the_whole_413(
+    webhook_factory: Callable[..., WebhookProcess], worker_class: str,
+) -> None:
+    """Refused on its Content-Length while the client is still sending the body: the client, which sends it all
+    before it reads (in pieces, as a slow link would), is not reset under its writes and reads the whole 413, and
+    then the server closes (what it still read was dropped, not taken as a next request)."""
+    webhook = webhook_factory(workers=1, threads=2, max_body_bytes=64 * 1024, worker_class=worker_class)
+    client = Client(webhook)
+    try:
+        body = b"x" * (96 * 1024)
+        request = _post(body)
+        for start in range(0, len(request), 8 * 1024):
+            client.send(request[start:start + 8 * 1024])
+            time.sleep(0.02)  # pacing, not a deadline: the server answers after the first piece
+        status, headers, answer = client.answer()
+        assert (status, headers["connection"], answer) == (413, "close", too_large(64 * 1024))
+        assert client.closed_by_server()
+    finally:
+        client.close()
+
+
 def test_a_large_review_is_read_over_many_records_and_decided_on_a_thread(
     webhook_factory: Callable[..., WebhookProcess],
 ) -> None:
