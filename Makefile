@@ -5,8 +5,8 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-# The interpreter the image runs driftguard on (Debian's python3, built with PGO and LTO): the webhook benchmarks
-# serve from .venv-release on it, since an interpreter built without PGO (pyenv's default) costs ~1.5x the CPU.
+# An optimised interpreter like the image's (Debian's python3, the real-cluster image's base): the webhook benchmarks
+# serve from .venv-release on it, since this machine's pyenv build (no --enable-optimizations) costs ~1.5x the CPU.
 RELEASE_PYTHON ?= /usr/bin/python3
 RELEASE_VENV ?= .venv-release
 PY := $(VENV)/bin/python

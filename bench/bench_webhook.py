@@ -22,9 +22,9 @@ POSTs the review over keep-alive TLS connections, like the API server's client. 
 one process per connection group and is reported as a lower bound only.
 
 The server runs on the interpreter of ``--server-venv`` (default: this one's). ``make bench-webhook`` passes
-``.venv-release`` (``make venv-release``: Debian's ``python3``, built with PGO and LTO like the image's base),
-because the interpreter matters more than most changes: the same code on this machine's pyenv build (no PGO)
-spends ~1.5x the CPU per review. The first line says which interpreter served.
+``.venv-release`` (``make venv-release``: Debian's ``python3``, the real-cluster image's base),
+because the interpreter matters more than most changes: the same code on this machine's pyenv build (configured
+without --enable-optimizations) spends ~1.5x the CPU per review. The first line says which interpreter served.
 
 ``cpu us/req`` is the server's user + system CPU per request (master and workers, from /proc); ``runq/s``
 is how long per second its threads were runnable but not running (``schedstat``): on a shared, loaded

@@ -118,8 +118,7 @@ def validate(request: Request, settings: Settings, now: dt.datetime, parent: Par
         denial = applications.project_denial(new, project, project_namespace=settings.project_namespace)
         if denial:
             verdict = _deny(request, _ref(request, new), request.get("oldObject") or {}, None, denial, now)
-    posing = identity.posing(request, settings, marks.key, now) if verdict.record is not None else ""
-    if posing and verdict.record is not None:
+    if verdict.record is not None and (posing := identity.posing(request, settings, marks.key, now)):
         note, before = f"driftguard identity: {posing}", verdict.record
         if verdict.allowed:
             record = dataclasses.replace(before, reason=f"{before.reason} ({note})")
